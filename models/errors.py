@@ -1,0 +1,34 @@
+"""The project's error hierarchy: one root, types per failure, a ``retriable`` flag."""
+
+from __future__ import annotations
+
+
+class PhasestreamError(Exception):
+    """Root of every error phasestream raises on purpose."""
+
+    retriable: bool = False
+
+
+class InvalidEventError(PhasestreamError):
+    """An event that breaks the contract; ``field`` names the culprit, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class StalePositionError(PhasestreamError):
+    """A sink's stored position moved under us: another consumer owns the partition now."""
+
+    retriable = True
+
+
+class SinkUnavailableError(PhasestreamError):
+    """The sink cannot be reached right now (e.g. Postgres restarting); retry later."""
+
+    retriable = True
+
+
+class RejectedRecordError(PhasestreamError):
+    """The sink refused a record for a reason retrying will not fix (a data error)."""

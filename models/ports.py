@@ -1,0 +1,52 @@
+"""The port between consuming (streams/) and projecting (projections/).
+
+A consumer asks its sink where each partition stands, seeks there, and hands the sink
+each batch together with the positions the batch ends at. The sink makes rows and
+positions durable together, so the pair resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from models.events import PhaseEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRef:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionMove:
+    """Where a partition stood (None: never stored) and where it stands after the batch."""
+
+    expected: int | None
+    next_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    events: Sequence[PhaseEvent]
+    moves: Mapping[PartitionRef, PositionMove]
+
+
+class PositionedSink(Protocol):
+    """A projection that stores its consumer positions beside its rows."""
+
+    async def positions(self, consumer: str,
+                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
+        """The stored next offset of each partition that has one."""
+        ...
+
+    async def apply(self, consumer: str, batch: Batch) -> None:
+        """Write the batch's rows and move its positions atomically.
+
+        Raises StalePositionError when a stored position is not the expected one (another
+        consumer moved it), SinkUnavailableError when the sink cannot be reached, and
+        RejectedRecordError when a record can never be written.
+        """
+        ...

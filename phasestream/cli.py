@@ -1,0 +1,152 @@
+"""The `phasestream` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import ValidationError
+
+from models.errors import InvalidEventError, PhasestreamError
+from phasestream import publishing
+from phasestream.logs import setup_logging
+from phasestream.settings import Settings
+from phasestream.wiring import create_topics, on_signals, run_audit, run_migrations
+
+app = typer.Typer(help="phasestream: workflow phase events from Kafka into Postgres.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+run_app = typer.Typer(help="Run one consumer.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(run_app, name="run")
+log = logging.getLogger("phasestream")
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"error: invalid setting: {exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the pending database migrations (safe to run twice, or from two processes)."""
+    try:
+        asyncio.run(run_migrations(_settings()))
+    except PhasestreamError as exc:
+        raise _fail(str(exc)) from None
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the phase-event topic and its dead-letter topic, if they do not exist."""
+    settings = _settings()
+    created = asyncio.run(create_topics(settings))
+    typer.echo(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
+
+
+@run_app.command("audit")
+def run_audit_cmd() -> None:
+    """The audit projector: phase events into workflow_phase_logs, exactly once."""
+    settings = _settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        on_signals(stop.set)
+        await run_audit(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except PhasestreamError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def dev(demo: Annotated[bool, typer.Option(help="Also publish realistic demo workflows.")] = False,
+        demo_rate: Annotated[float, typer.Option(min=0.1, help="Demo workflows per second.")] = 5.0,
+        ) -> None:
+    """Everything on one machine: embedded broker and Postgres where none is configured."""
+    from phasestream.dev import run_dev  # noqa: PLC0415  # only `dev` needs the embedded stack
+
+    try:
+        run_dev(_settings(), demo=demo, demo_rate=demo_rate)
+    except PhasestreamError as exc:
+        raise _fail(str(exc)) from None
+
+
+PathOption = Annotated[str | None, typer.Option(
+    "--file", "-f", help="JSON lines to publish; '-' reads standard input.")]
+
+
+@app.command()
+def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
+    file: PathOption = None,
+    workflow_id: Annotated[str | None, typer.Option(help="Workflow instance id.")] = None,
+    user_id: Annotated[str | None, typer.Option(help="UUID of the user.")] = None,
+    phase: Annotated[int | None, typer.Option(help="Phase number, 1-7.")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="started, completed, failed, rolled_back.")] = None,
+    duration_ms: Annotated[int | None, typer.Option(help="Duration of the phase.")] = None,
+    previous_phase: Annotated[int | None, typer.Option()] = None,
+    error_message: Annotated[str | None, typer.Option()] = None,
+    metadata: Annotated[str | None, typer.Option(help="A JSON object.")] = None,
+    event_id: Annotated[str | None, typer.Option(help="Default: a new UUID.")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="RFC 3339; default: now.")] = None,
+) -> None:
+    """Publish one event from flags, or many from JSON lines (invalid lines are not sent)."""
+    settings = _settings()
+    if file is not None:
+        _publish_file(settings, file)
+        return
+    fields: dict[str, Any] = {
+        "workflow_id": workflow_id, "user_id": user_id, "phase_number": phase,
+        "status": status, "duration_ms": duration_ms, "previous_phase": previous_phase,
+        "error_message": error_message, "event_id": event_id, "timestamp": timestamp,
+        "metadata": _json_object(metadata)}
+    try:
+        event = publishing.event_from_flags(fields)
+    except InvalidEventError as exc:
+        raise _fail(f"--{_flag(exc.field)}: {exc.reason}", 2) from None
+    typer.echo(asyncio.run(publishing.publish_one(settings, event)))
+
+
+def _flag(field: str) -> str:
+    return {"phase_number": "phase"}.get(field, field).replace("_", "-")
+
+
+def _json_object(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"--metadata: not valid JSON: {exc}", 2) from None
+
+
+def _publish_file(settings: Settings, path: str) -> None:
+    if path != "-" and not Path(path).is_file():
+        raise _fail(f"--file: {path} does not exist", 2)
+    with publishing.open_source(path) as stream:
+        sent, bad = asyncio.run(publishing.publish_lines(settings, publishing.read_lines(stream)))
+    for line in bad:
+        typer.echo(f"invalid: {line}", err=True)
+    typer.echo(f"published {sent} events; {len(bad)} invalid lines not sent")
+    if bad:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,52 @@
+"""`phasestream dev`: the whole pipeline on the embedded default, on one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from phasestream.demo import run_demo
+from phasestream.local_stack import embedded_broker, embedded_postgres
+from phasestream.settings import EMBEDDED_HOST, Settings
+from phasestream.wiring import create_topics, on_signals, run_audit, run_migrations
+from streams.publisher import PhaseEventPublisher
+
+log = logging.getLogger(__name__)
+
+
+def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
+    """Start what is not configured, migrate, create topics, run every consumer."""
+    with contextlib.ExitStack() as services:
+        overrides: dict[str, object] = {}
+        if settings.uses_embedded_kafka:
+            overrides["kafka_bootstrap_servers"] = services.enter_context(embedded_broker(
+                EMBEDDED_HOST, settings.embedded_kafka_port, settings.data_dir / "broker.log"))
+        if settings.uses_embedded_postgres:
+            overrides["database_url"] = services.enter_context(
+                embedded_postgres(settings.postgres_dir))
+        resolved = settings.model_copy(update=overrides)
+        asyncio.run(_run(resolved, demo=demo, demo_rate=demo_rate))
+    log.info("dev stack stopped")
+
+
+async def _run(settings: Settings, *, demo: bool, demo_rate: float) -> None:
+    stop = asyncio.Event()
+    on_signals(stop.set)
+    await run_migrations(settings)
+    await create_topics(settings)
+    tasks = [asyncio.create_task(run_audit(settings, stop), name="audit")]
+    if demo:
+        tasks.append(asyncio.create_task(_demo(settings, demo_rate, stop), name="demo"))
+    log.info("running %s; press Ctrl-C to stop", ", ".join(t.get_name() for t in tasks))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> None:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+                                   linger_ms=settings.producer_linger_ms) as publisher:
+        await run_demo(publisher, rate, stop)

@@ -1,0 +1,86 @@
+"""`phasestream publish`: one event from flags, or many as JSON lines from a file or stdin."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from models.codec import decode_event
+from models.errors import InvalidEventError
+from models.events import SCHEMA_VERSION, PhaseEvent
+from models.validation import event_from_mapping
+from phasestream.settings import Settings
+from streams.publisher import PhaseEventPublisher
+
+log = logging.getLogger(__name__)
+CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    number: int
+    error: InvalidEventError
+
+    def __str__(self) -> str:
+        return f"line {self.number}: {self.error.field}: {self.error.reason}"
+
+
+def event_from_flags(fields: dict[str, Any]) -> PhaseEvent:
+    """Fill in what a person would not type (id, time, version), then validate all of it."""
+    payload = {k: v for k, v in fields.items() if v is not None}
+    payload.setdefault("schema_version", SCHEMA_VERSION)
+    payload.setdefault("event_id", str(uuid.uuid4()))
+    payload.setdefault("timestamp", datetime.now(UTC).isoformat())
+    return event_from_mapping(payload)
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, PhaseEvent | BadLine]]:
+    for number, line in enumerate(stream, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            yield number, decode_event(text)
+        except InvalidEventError as exc:
+            yield number, BadLine(number, exc)
+
+
+def open_source(path: str) -> IO[bytes]:
+    return sys.stdin.buffer if path == "-" else open(path, "rb")  # closed by the caller
+
+
+async def publish_one(settings: Settings, event: PhaseEvent) -> str:
+    async with _publisher(settings) as publisher:
+        landed = await publisher.publish(event)
+    return f"published {event.event_id} to partition {landed.partition} at offset {landed.offset}"
+
+
+async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEvent | BadLine]],
+                        ) -> tuple[int, list[BadLine]]:
+    """Send every valid line (in chunks); return how many were sent and the bad lines."""
+    sent, bad, chunk = 0, [], []
+    async with _publisher(settings) as publisher:
+        for _, item in lines:
+            if isinstance(item, BadLine):
+                bad.append(item)
+                continue
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                sent += len(await publisher.publish_many(chunk))
+                chunk = []
+                if sent % (CHUNK * 20) == 0:
+                    log.info("published %d events so far", sent)
+        if chunk:
+            sent += len(await publisher.publish_many(chunk))
+    return sent, bad
+
+
+def _publisher(settings: Settings) -> PhaseEventPublisher:
+    return PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+                               linger_ms=settings.producer_linger_ms,
+                               max_event_bytes=settings.max_event_bytes)

@@ -1,0 +1,68 @@
+"""Every setting, its default for the embedded stack, and its PHASESTREAM_ variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_HOST = "127.0.0.1"
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("phasestream"))
+
+
+class Settings(BaseSettings):
+    """Read from the environment (prefix PHASESTREAM_) and from a .env file if present."""
+
+    model_config = SettingsConfigDict(env_prefix="PHASESTREAM_", env_file=".env",
+                                      extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers; unset means the embedded broker.")
+    embedded_kafka_port: PositiveInt = Field(
+        9092, description="Port of the embedded Tansu broker that `phasestream dev` starts.")
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; unset means the embedded Postgres.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Per-user directory for the embedded Postgres data.")
+
+    phase_events_topic: str = "workflow.phase-events"
+    dlq_topic: str = "workflow.phase-events.dlq"
+    topic_partitions: PositiveInt = Field(6, description="Partitions of topics we create.")
+    topic_replication_factor: PositiveInt = Field(1, description="Replication of topics we create.")
+
+    audit_consumer_group: str = "phasestream-audit"
+    batch_max_records: PositiveInt = Field(5000, description="Most records in one batch.")
+    batch_max_wait_ms: PositiveInt = Field(
+        100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms).")
+    consumer_session_timeout_ms: PositiveInt = Field(
+        6000, description="Consumer group session timeout; the local broker delays joins by half.")
+    producer_linger_ms: int = Field(
+        20, ge=0, description="Producer linger; at least 20 ms keeps the local broker cool.")
+    max_event_bytes: PositiveInt = Field(
+        1_048_576, description="Largest accepted event payload; larger goes to the DLQ.")
+    db_retry_initial_ms: PositiveInt = Field(
+        200, description="First delay before retrying a Postgres write that could not reach it.")
+    db_retry_max_ms: PositiveInt = Field(10_000, description="Longest delay between retries.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{EMBEDDED_HOST}:{self.embedded_kafka_port}"
+
+    @property
+    def uses_embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_dir / "postgres"

@@ -1,0 +1,1 @@
+"""The Postgres side: connections, migrations, the audit projector's sink, analyst queries."""

@@ -1,0 +1,76 @@
+"""The audit projector's Postgres sink: rows and positions in one transaction.
+
+Write order inside the transaction: COPY the batch into a per-connection temp table,
+INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING into the audit table (the event id is
+the key, so replays are no-ops), then move the positions compare-and-set. The commit
+makes all three durable at once; any failure leaves none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from models.events import PhaseEvent
+from models.ports import Batch, PartitionRef
+from projections.database import open_pool, translate_errors
+from projections.positions import load_positions, move_positions
+
+COLUMNS: Final = ("id", "workflow_id", "user_id", "phase_number", "status", "timestamp",
+                  "duration_ms", "previous_phase", "error_message", "error_stack", "metadata",
+                  "rollback_triggered", "rollback_to_phase")
+_COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
+STAGE: Final = "phasestream_audit_stage"
+
+
+def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
+    return (event.event_id, event.workflow_id, event.user_id, event.phase_number,
+            event.status.value, event.timestamp, event.duration_ms, event.previous_phase,
+            event.error_message, event.error_stack, orjson.dumps(event.metadata).decode(),
+            event.rollback_triggered, event.rollback_to_phase)
+
+
+async def _create_stage(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} "
+        f"(LIKE workflow_phase_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+
+
+class AuditSink:
+    """PositionedSink for ``workflow_phase_logs``."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str) -> AuditSink:
+        return cls(await translate_errors(lambda: open_pool(dsn, init=_create_stage)))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> AuditSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def positions(self, consumer: str,
+                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
+        return await translate_errors(lambda: load_positions(self._pool, consumer, partitions))
+
+    async def apply(self, consumer: str, batch: Batch) -> None:
+        await translate_errors(lambda: self._apply(consumer, batch))
+
+    async def _apply(self, consumer: str, batch: Batch) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if batch.events:
+                await conn.copy_records_to_table(
+                    STAGE, records=[audit_row(e) for e in batch.events], columns=COLUMNS)
+                await conn.execute(
+                    f"INSERT INTO workflow_phase_logs ({_COLUMN_LIST}) "
+                    f"SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT (id) DO NOTHING")
+            await move_positions(conn, consumer, batch.moves)

@@ -1,0 +1,53 @@
+"""Connections to Postgres, and the mapping of driver errors onto our own types."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+from models.errors import RejectedRecordError, SinkUnavailableError
+
+T = TypeVar("T")
+#: A connection, whether borrowed from a pool or opened on its own.
+# asyncpg is generic only in its stubs, hence the string.
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]")
+
+#: Errors after which the same write can succeed once Postgres is back.
+UNAVAILABLE: Final = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError and friends
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed" after a backend went away
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+#: Errors that the same write will hit again: the data itself is refused.
+REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a database operation, raising SinkUnavailableError or RejectedRecordError."""
+    try:
+        return await operation()
+    except REJECTED as exc:
+        raise RejectedRecordError(f"{type(exc).__name__}: {exc}") from exc
+    except UNAVAILABLE as exc:
+        raise SinkUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def open_pool(dsn: str, *, max_size: int = 2,
+                    init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]
+                    | None = None) -> asyncpg.Pool[asyncpg.Record]:
+    """A small pool: a projector writes on one connection at a time."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=init,
+                                     command_timeout=60)
+    if pool is None:  # pragma: no cover - create_pool only returns None when not awaited
+        raise SinkUnavailableError("could not create a connection pool")
+    return pool

@@ -1,0 +1,220 @@
+"""The batch consumer behind every exactly-once projection.
+
+Per batch, in this order:
+1. decode and validate; invalid records go to the dead-letter topic, and we wait for it;
+2. hand the valid events and the positions the batch ends at to the sink, which writes
+   rows and positions in one transaction (retried while the sink is unavailable);
+3. commit the same offsets to Kafka, best effort: they only feed lag monitoring.
+On assignment, each partition seeks to the position the sink stored (or the beginning).
+That seek happens in the consuming loop, not in the rebalance callback: aiokafka starts
+fetching as soon as partitions are assigned, so records of a partition are dropped until
+its seek is done (aiokafka itself discards what it fetched before a seek).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from models.codec import decode_record
+from models.errors import (
+    InvalidEventError,
+    RejectedRecordError,
+    SinkUnavailableError,
+    StalePositionError,
+)
+from models.events import PhaseEvent
+from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
+from streams.backoff import Backoff, retry_unavailable
+from streams.dead_letters import DeadLetter, DeadLetterWriter
+from streams.progress import ProjectorStats
+
+log = logging.getLogger(__name__)
+Records = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorConfig:
+    name: str  # the consumer group, also the owner of the stored positions
+    topic: str
+    max_records: int
+    max_wait_ms: int
+    max_event_bytes: int
+
+
+def _ref(tp: TopicPartition) -> PartitionRef:
+    return PartitionRef(tp.topic, tp.partition)
+
+
+def dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEventError) -> DeadLetter:
+    return DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
+                      record.key, record.value, list(record.headers or ()), error.field,
+                      error.reason)
+
+
+class Projector:
+    """Feeds one topic into a PositionedSink with exactly-once effect."""
+
+    def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink,
+                 dead_letters: DeadLetterWriter, config: ProjectorConfig, backoff: Backoff,
+                 stats: ProjectorStats) -> None:
+        self._consumer = consumer
+        self._sink = sink
+        self._dlq = dead_letters
+        self._config = config
+        self._backoff = backoff
+        self.stats = stats
+        # Partitions whose stored position is loaded and sought: their expected next offset.
+        self._expected: dict[TopicPartition, int | None] = {}
+        self._pending: set[TopicPartition] = set()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the batch in hand (safe to call twice)."""
+        self._stop.set()
+
+    def subscribe(self) -> None:
+        self._consumer.subscribe([self._config.topic], listener=_Seeker(self))
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            if self._pending:
+                await self.seek_to_stored(self._pending)
+            fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
+                                                   max_records=self._config.max_records)
+            records = {tp: recs for tp, recs in fetched.items() if tp in self._expected}
+            if records:
+                try:
+                    await self.process(records)
+                except SinkUnavailableError:
+                    if not self._stop.is_set():
+                        raise
+                    log.info("%s: stopping; the batch in hand was not written and will be "
+                             "read again", self._config.name)
+            self.stats.observe_lag(self._lag())
+
+    async def process(self, records: Records) -> None:
+        events, letters = self._decode(records)
+        if letters:
+            await self._dlq.send_all(letters)
+            self.stats.dead_lettered(len(letters))
+        moves = {_ref(tp): PositionMove(self._expected.get(tp), recs[-1].offset + 1)
+                 for tp, recs in records.items() if recs}
+        try:
+            await self._apply(Batch(events, moves))
+        except RejectedRecordError as exc:
+            log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
+                        self._config.name, exc)
+            await self._apply_one_by_one(records)
+        except StalePositionError as exc:
+            log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
+            self.assigned(records)  # seek again to where the sink says, before reading on
+            return
+        self._advance(moves)
+        self.stats.applied(len(events), max((e.timestamp for e in events), default=None))
+        await self._commit(moves)
+
+    def _decode(self, records: Records) -> tuple[list[PhaseEvent], list[DeadLetter]]:
+        events, letters = [], []
+        for recs in records.values():
+            for record in recs:
+                try:
+                    events.append(decode_record(record.key, record.value,
+                                                max_bytes=self._config.max_event_bytes))
+                except InvalidEventError as exc:
+                    letters.append(dead_letter(record, exc))
+        return events, letters
+
+    async def _apply(self, batch: Batch) -> None:
+        await retry_unavailable(lambda: self._sink.apply(self._config.name, batch),
+                                self._backoff, f"{self._config.name}: writing a batch",
+                                self._stop)
+
+    async def _apply_one_by_one(self, records: Records) -> None:
+        # Slow path, taken only when the sink refuses data that passed validation: find the
+        # records it refuses, dead-letter them, and keep every other record.
+        for tp, recs in records.items():
+            for record in recs:
+                move = {_ref(tp): PositionMove(self._expected.get(tp), record.offset + 1)}
+                events, _ = self._decode({tp: [record]})
+                try:
+                    await self._apply(Batch(events, move))
+                except RejectedRecordError as exc:
+                    await self._dlq.send_all([dead_letter(record, InvalidEventError(
+                        "$", f"refused by the sink: {exc}"))])
+                    self.stats.dead_lettered(1)
+                    await self._apply(Batch([], move))
+                self._advance(move)
+
+    def _advance(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
+        for ref, move in moves.items():
+            tp = TopicPartition(ref.topic, ref.partition)
+            if tp in self._expected:  # else it was revoked while the batch was written
+                self._expected[tp] = move.next_offset
+
+    async def _commit(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
+        offsets = {TopicPartition(r.topic, r.partition): m.next_offset for r, m in moves.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # the sink holds the truth; a lost commit only skews lag
+            log.debug("%s: Kafka commit failed (%s); lag may read high", self._config.name, exc)
+
+    async def seek_to_stored(self, partitions: Iterable[TopicPartition]) -> None:
+        tps = list(partitions)
+        self._pending.difference_update(tps)
+        stored = await retry_unavailable(
+            lambda: self._sink.positions(self._config.name, [_ref(tp) for tp in tps]),
+            self._backoff, f"{self._config.name}: reading stored positions")
+        assignment = self._consumer.assignment()
+        for tp in tps:
+            if tp not in assignment:  # revoked while we read the positions
+                continue
+            position = stored.get(_ref(tp))
+            self._expected[tp] = position
+            if position is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, position)
+        log.info("%s: %d partitions at stored positions %s", self._config.name, len(tps),
+                 {f"{tp.topic}[{tp.partition}]": stored.get(_ref(tp), 0) for tp in tps})
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Mark partitions to be sought to their stored positions before they are read."""
+        for tp in partitions:
+            self._expected.pop(tp, None)
+            self._pending.add(tp)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._expected.pop(tp, None)
+            self._pending.discard(tp)
+
+    def _lag(self) -> dict[PartitionRef, int]:
+        # The fetch highwater is right on the local broker, where end_offsets() is not.
+        lag = {}
+        for tp, position in self._expected.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag[_ref(tp)] = max(0, highwater - (position or 0))
+        return lag
+
+
+class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, projector: Projector) -> None:
+        self._projector = projector
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._projector.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._projector.assigned(assigned)
+
+
+def kafka_consumer(**config: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**config)

@@ -1,0 +1,36 @@
+"""Creating the topics phasestream uses, idempotently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+TOPIC_EXISTS_CODE = TopicAlreadyExistsError.errno
+
+
+async def ensure_topics(bootstrap_servers: str, names: Iterable[str], *, partitions: int,
+                        replication_factor: int = 1) -> list[str]:
+    """Create the topics that do not exist yet; return the names that were created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                client_id="phasestream-admin")
+    await admin.start()
+    try:
+        wanted = [NewTopic(n, partitions, replication_factor) for n in names]
+        response = await admin.create_topics(wanted)
+        created = []
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+                log.info("created topic %s with %d partitions", name, partitions)
+            elif code == TOPIC_EXISTS_CODE:
+                log.info("topic %s exists already", name)
+            else:
+                raise RuntimeError(f"could not create topic {name}: error {code}: {message}")
+        return created
+    finally:
+        await admin.close()
