@@ -9,7 +9,13 @@ import logging
 from phasestream.demo import run_demo
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import EMBEDDED_HOST, Settings
-from phasestream.wiring import create_topics, on_signals, run_audit, run_migrations
+from phasestream.wiring import (
+    create_topics,
+    forget_lost_log,
+    on_signals,
+    run_audit,
+    run_migrations,
+)
 from streams.publisher import PhaseEventPublisher
 
 log = logging.getLogger(__name__)
@@ -26,14 +32,17 @@ def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
             overrides["database_url"] = services.enter_context(
                 embedded_postgres(settings.postgres_dir))
         resolved = settings.model_copy(update=overrides)
-        asyncio.run(_run(resolved, demo=demo, demo_rate=demo_rate))
+        asyncio.run(_run(resolved, demo=demo, demo_rate=demo_rate,
+                         fresh_log=settings.uses_embedded_kafka))
     log.info("dev stack stopped")
 
 
-async def _run(settings: Settings, *, demo: bool, demo_rate: float) -> None:
+async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: bool) -> None:
     stop = asyncio.Event()
     on_signals(stop.set)
     await run_migrations(settings)
+    if fresh_log:
+        await forget_lost_log(settings)
     await create_topics(settings)
     tasks = [asyncio.create_task(run_audit(settings, stop), name="audit")]
     if demo:

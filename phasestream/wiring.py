@@ -14,6 +14,7 @@ from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
 from projections.migrate import migrate
+from projections.positions import forget_topics
 from streams.backoff import Backoff
 from streams.dead_letters import DeadLetterWriter
 from streams.kafka import consumer_config
@@ -40,6 +41,19 @@ async def run_migrations(settings: Settings) -> int:
         await conn.close()
     log.info("database schema is current (%d migrations applied now)", len(applied))
     return len(applied)
+
+
+async def forget_lost_log(settings: Settings) -> None:
+    """A new memory-only broker starts with empty topics: positions stored for the old log
+    would point past its end. Rows are kept (their ids make any re-delivery a no-op)."""
+    conn = await asyncpg.connect(database_url(settings))
+    try:
+        dropped = await forget_topics(conn, [settings.phase_events_topic])
+    finally:
+        await conn.close()
+    if dropped:
+        log.info("the embedded broker starts with an empty log: forgot %d stored consumer "
+                 "positions (audit rows are kept)", dropped)
 
 
 async def create_topics(settings: Settings) -> list[str]:

@@ -44,3 +44,10 @@ async def move_positions(conn: Connection, consumer: str,
             raise StalePositionError(
                 f"{consumer} on {ref.topic}[{ref.partition}] expected next offset "
                 f"{move.expected}, but another consumer moved it")
+
+
+async def forget_topics(conn: Connection | asyncpg.Pool[Any], topics: Iterable[str]) -> int:
+    """Drop every stored position on these topics (their log was lost: a fresh broker)."""
+    status = await conn.execute(
+        "DELETE FROM phasestream_consumer_positions WHERE topic = ANY($1::text[])", list(topics))
+    return int(status.split()[-1])
