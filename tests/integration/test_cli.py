@@ -1,0 +1,111 @@
+"""The command line against the real broker and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from models.codec import encode_event
+from phasestream.settings import Settings
+from tests.conftest import settings_env
+from tests.support import audit_running, count_rows, eventually, make_event
+
+pytestmark = pytest.mark.integration
+
+
+async def cli(settings: Settings, *args: str, stdin: bytes | None = None,
+              ) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", *args, env=settings_env(settings),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(stdin), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_publish_from_flags_lands_in_the_audit_table(settings: Settings) -> None:
+    code, out, err = await cli(
+        settings, "publish", "--workflow-id", "wf-cli", "--user-id",
+        "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f", "--phase", "2", "--status", "completed",
+        "--duration-ms", "1500", "--metadata", '{"source": "cli"}')
+    assert code == 0, err
+    assert "published" in out
+    async with audit_running(settings):
+        await eventually(lambda: count_rows(settings.database_url or ""), lambda n: n == 1)
+    assert await count_rows(settings.database_url or "",
+                            "SELECT duration_ms FROM workflow_phase_logs "
+                            "WHERE workflow_id = 'wf-cli' AND metadata->>'source' = 'cli'") == 1500
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--phase", "9"], "--phase: must be a phase from 1 to 7, got 9"),
+    (["--status", "done"], "--status: must be one of"),
+    (["--user-id", "nope"], "--user-id: must be a UUID"),
+    (["--metadata", "{oops"], "--metadata: not valid JSON"),
+    (["--timestamp", "2026-01-01T10:00:00"], "--timestamp: must be RFC 3339"),
+])
+async def test_publish_rejects_bad_flags_with_exit_code_2(settings: Settings, flags: list[str],
+                                                          message: str) -> None:
+    base = {"--workflow-id": "wf", "--user-id": "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f",
+            "--phase": "1", "--status": "started"}
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        base[flag] = value
+    code, _, err = await cli(settings, "publish", *[x for kv in base.items() for x in kv])
+    assert code == 2
+    assert message in err
+
+
+async def test_publish_file_reports_bad_lines_and_sends_the_rest(settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    good = [make_event(f"wf-{i}") for i in range(5)]
+    bad_phase = orjson.loads(encode_event(make_event()))
+    bad_phase["phase_number"] = 0
+    lines = [encode_event(good[0]), b"{broken", encode_event(good[1]), b"",
+             orjson.dumps(bad_phase), *[encode_event(e) for e in good[2:]]]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    code, out, err = await cli(settings, "publish", "--file", str(path))
+    assert code == 1
+    assert "published 5 events; 2 invalid lines not sent" in out
+    assert "line 2: $: is not valid UTF-8 JSON" in err
+    assert "line 5: phase_number: must be a phase from 1 to 7, got 0" in err
+    # The same through standard input.
+    code, out, _ = await cli(settings, "publish", "--file", "-",
+                             stdin=b"\n".join(encode_event(e) for e in good))
+    assert code == 0
+    assert "published 5 events; 0 invalid lines not sent" in out
+    async with audit_running(settings):
+        await eventually(lambda: count_rows(settings.database_url or ""), lambda n: n == 5)
+        await asyncio.sleep(0.5)
+    assert await count_rows(settings.database_url or "") == 5  # duplicates are no-ops
+
+
+async def test_publish_file_that_does_not_exist(settings: Settings) -> None:
+    code, _, err = await cli(settings, "publish", "--file", "/nonexistent.jsonl")
+    assert code == 2
+    assert "does not exist" in err
+
+
+async def test_topics_create_and_migrate_are_idempotent(settings: Settings) -> None:
+    fresh = settings.model_copy(update={"phase_events_topic": settings.phase_events_topic + "2",
+                                        "dlq_topic": settings.dlq_topic + "2"})
+    code, out, _ = await cli(fresh, "topics", "create")
+    assert code == 0
+    assert fresh.phase_events_topic in out
+    code, out, _ = await cli(fresh, "topics", "create")
+    assert code == 0
+    assert "nothing (all topics exist)" in out
+    code, _, err = await cli(settings, "migrate")
+    assert code == 0
+    assert "0 migrations applied now" in err
+
+
+async def test_bad_setting_is_a_clear_error(settings: Settings) -> None:
+    code, _, err = await cli(settings.model_copy(update={"batch_max_records": 0}), "migrate")
+    assert code == 2
+    assert "batch_max_records" in err

@@ -1,0 +1,112 @@
+"""Failure: kill -9 of the projector process, Postgres connections dropped, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from phasestream.settings import Settings
+from streams.publisher import PhaseEventPublisher
+from tests.conftest import settings_env
+from tests.support import audit_running, count_rows, eventually, many_events
+
+pytestmark = pytest.mark.integration
+
+
+def start_audit_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    # Small batches: many transactions, so a kill lands mid-stream and often mid-batch.
+    env = settings_env(settings) | {"PHASESTREAM_BATCH_MAX_RECORDS": "200"}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "phasestream", "run", "audit"],
+                                env=env, stdout=out, stderr=out)
+
+
+def at_least(count: int) -> Callable[[int], bool]:
+    return lambda n: n >= count
+
+
+async def exact_check(db: str, expected: set[str]) -> None:
+    conn = await asyncpg.connect(db)
+    try:
+        ids = [str(r["id"]) for r in await conn.fetch("SELECT id FROM workflow_phase_logs")]
+    finally:
+        await conn.close()
+    assert len(ids) == len(set(ids))
+    lost, extra = len(expected - set(ids)), len(set(ids) - expected)
+    assert set(ids) == expected, f"lost {lost}, extra {extra}"
+
+
+async def test_kill_9_mid_stream_then_restart_projects_every_event_once(
+        settings: Settings, tmp_path: Path) -> None:
+    events = many_events(20_000, workflows=500)
+    db = settings.database_url or ""
+    async with PhaseEventPublisher(settings.bootstrap_servers,
+                                   settings.phase_events_topic) as pub:
+        await pub.publish_many(events)
+    log = tmp_path / "audit.log"
+    for kill_at in (2_000, 9_000):
+        process = start_audit_process(settings, log)
+        await eventually(lambda: count_rows(db), at_least(kill_at), timeout_s=60,
+                         what=f"{kill_at} rows before the kill")
+        process.kill()  # SIGKILL: no cleanup, possibly inside a transaction
+        process.wait()
+        assert process.returncode == -signal.SIGKILL
+        assert await count_rows(db) < len(events), "killed too late to test anything"
+    process = start_audit_process(settings, log)
+    try:
+        await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=90)
+        await asyncio.sleep(1)  # anything duplicated would land now
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    await exact_check(db, {str(e.event_id) for e in events})
+    assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
+                            ) == len(events)
+
+
+async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Settings) -> None:
+    events = many_events(6_000, workflows=200)
+    db = settings.database_url or ""
+    dbname = urlsplit(db).path.lstrip("/")
+    admin = await asyncpg.connect(db)
+    terminated = 0
+    async with audit_running(settings) as projector, PhaseEventPublisher(
+            settings.bootstrap_servers, settings.phase_events_topic) as pub:
+        for chunk in range(6):
+            await pub.publish_many(events[chunk * 1000:(chunk + 1) * 1000])
+            # Cut every other session to this database: the projector's pool connections.
+            terminated += await admin.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+            await asyncio.sleep(0.2)
+        await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60)
+    await admin.close()
+    assert terminated >= 6, "the projector's connections were not cut"
+    assert projector.stats.events_applied >= len(events)
+    await exact_check(db, {str(e.event_id) for e in events})
+
+
+async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings,
+                                                         tmp_path: Path) -> None:
+    events = many_events(500)
+    db = settings.database_url or ""
+    async with PhaseEventPublisher(settings.bootstrap_servers,
+                                   settings.phase_events_topic) as pub:
+        await pub.publish_many(events)
+    log = tmp_path / "audit.log"
+    process = start_audit_process(settings, log)
+    await eventually(lambda: count_rows(db), lambda n: n == len(events), timeout_s=60)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "audit projector stopped after 500 events" in text, text[-2000:]
+    assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
+                            ) == len(events)

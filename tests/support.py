@@ -1,0 +1,71 @@
+"""Helpers shared by the integration tests: waiting, events, a projector in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+
+from models.events import PhaseEvent
+from models.phases import PhaseStatus
+from phasestream.settings import Settings
+from phasestream.wiring import audit_projector
+from streams.projector import Projector
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                     timeout_s: float = 30.0, what: str = "condition") -> T:
+    """Poll ``probe`` until ``done`` holds for its value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout_s:.0f} s; last value: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+def make_event(workflow_id: str = "wf-1", phase: int = 1,
+               status: PhaseStatus = PhaseStatus.STARTED, **fields: Any) -> PhaseEvent:
+    base: dict[str, Any] = {
+        "event_id": uuid.uuid4(), "workflow_id": workflow_id,
+        "user_id": uuid.UUID("00000000-0000-4000-8000-000000000001"), "phase_number": phase,
+        "status": status, "timestamp": datetime.now(UTC) - timedelta(seconds=1)}
+    base.update(fields)
+    return PhaseEvent(**base)
+
+
+def many_events(count: int, workflows: int = 50) -> list[PhaseEvent]:
+    return [make_event(f"wf-{i % workflows}", phase=1 + i % 7,
+                       metadata={"n": i}) for i in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def audit_running(settings: Settings) -> AsyncIterator[Projector]:
+    """The audit projector in a background task of this event loop, stopped on exit."""
+    async with audit_projector(settings) as projector:
+        task = asyncio.create_task(projector.run())
+        try:
+            yield projector
+        finally:
+            projector.stop()
+            await asyncio.wait_for(task, timeout=30)
+
+
+async def count_rows(db: str, sql: str = "SELECT count(*) FROM workflow_phase_logs",
+                     *args: Any) -> int:
+    conn = await asyncpg.connect(db)
+    try:
+        value: int = await conn.fetchval(sql, *args)
+        return value
+    finally:
+        await conn.close()

@@ -1,0 +1,401 @@
+"""docker-compose.yml: valid against the Compose Specification and consistent with the code.
+
+No Docker engine is needed: the file is checked with the real ``check-jsonschema`` CLI against
+its vendored compose-spec schema, then read as YAML and compared with ``Settings``, the
+``phasestream`` CLI, the Dockerfile and the Kafka / Postgres service definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+import typer.main
+import yaml
+from typer.core import TyperGroup
+from typer.testing import CliRunner
+
+from phasestream.cli import app
+from phasestream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PREFIX = "PHASESTREAM_"
+PHASESTREAM_SERVICES = ("migrate", "topics", "audit")
+ONE_SHOT = ("migrate", "topics")
+# Kafka broker defaults for the settings a client must stay within.
+KAFKA_DEFAULTS = {
+    "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": 6000,
+    "KAFKA_GROUP_MAX_SESSION_TIMEOUT_MS": 1_800_000,
+    "KAFKA_MESSAGE_MAX_BYTES": 1_048_588,
+}
+
+Service = dict[str, Any]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _check_jsonschema() -> list[str]:
+    """The check-jsonschema CLI of the running interpreter's environment."""
+    found = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "check_jsonschema"]
+
+
+def _validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_check_jsonschema(), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+def _load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path.name} is not a mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Service]:
+    found = compose.get("services")
+    assert isinstance(found, dict), "no services"
+    return found
+
+
+def _env(service: Service) -> dict[str, str]:
+    """A service's environment as a mapping, whichever of the two Compose forms it uses."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        pairs = [item.split("=", 1) for item in raw]
+        return {pair[0]: pair[1] if len(pair) == 2 else "" for pair in pairs}
+    return {key: "" if value is None else _scalar(value) for key, value in raw.items()}
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _depends_on(service: Service) -> dict[str, str]:
+    """Dependency name -> condition (the short list form means service_started)."""
+    raw = service.get("depends_on") or {}
+    if isinstance(raw, list):
+        return dict.fromkeys(raw, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in raw.items()}
+
+
+def _command(service: Service) -> list[str]:
+    raw = service.get("command")
+    assert raw, "no command"
+    return shlex.split(raw) if isinstance(raw, str) else [str(part) for part in raw]
+
+
+def _listeners(value: str) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' -> {NAME: (host, port)}."""
+    result: dict[str, tuple[str, int]] = {}
+    for item in value.split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        result[name] = (host, int(port))
+    return result
+
+
+def _published(service: Service) -> dict[int, int]:
+    """Container port -> host port, from the short ("H:C") or long port syntax."""
+    result: dict[int, int] = {}
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            result[int(port["target"])] = int(port["published"])
+            continue
+        parts = str(port).split("/")[0].split(":")
+        assert len(parts) >= 2, f"port {port} is not published on a fixed host port"
+        result[int(parts[-1])] = int(parts[-2])
+    return result
+
+
+def _compose_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                      tmp_path: Path) -> Settings:
+    """Settings exactly as a container with this environment would read them."""
+    for key in list(os.environ):
+        if key.upper().startswith(PREFIX):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    return Settings()
+
+
+def _kafka_setting(kafka_env: dict[str, str], name: str) -> int:
+    return int(kafka_env.get(name, KAFKA_DEFAULTS[name]))
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_against_the_compose_spec() -> None:
+    result = _validate(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("breakage", ["ports-not-a-list", "unknown-top-level-key"])
+def test_schema_check_rejects_a_broken_copy(breakage: str, tmp_path: Path) -> None:
+    data = _load()
+    if breakage == "ports-not-a-list":
+        data["services"]["postgres"]["ports"] = "not-a-list"
+    else:
+        data["databases"] = {"main": {}}
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(data), encoding="utf-8")
+    intact = tmp_path / "intact.yml"
+    intact.write_text(yaml.safe_dump(_load()), encoding="utf-8")
+
+    assert _validate(intact).returncode == 0  # the round trip alone does not break it
+    result = _validate(broken)
+    assert result.returncode != 0, f"{breakage} was accepted:\n{result.stdout}"
+
+
+def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose
+
+
+# --- services and their wiring ---------------------------------------------------------------
+
+
+def test_expected_services_exist(services: dict[str, Service]) -> None:
+    assert {"kafka", "postgres", *PHASESTREAM_SERVICES} <= set(services)
+
+
+def test_phasestream_services_share_the_extension(compose: dict[str, Any],
+                                                  services: dict[str, Service]) -> None:
+    shared = compose.get("x-phasestream")
+    assert isinstance(shared, dict), "x-phasestream extension missing"
+    for name in PHASESTREAM_SERVICES:
+        service = services[name]
+        assert service.get("build") == shared["build"], name
+        assert _env(service) == _env(shared), name
+        # Several services building one shared tag collide under `buildx bake`.
+        assert "image" not in service, f"{name}: a shared image tag races under bake"
+
+
+def test_every_phasestream_variable_is_a_setting(services: dict[str, Service]) -> None:
+    fields = set(Settings.model_fields)
+    used = {key for service in services.values() for key in _env(service)
+            if key.upper().startswith(PREFIX)}
+    assert used, "no PHASESTREAM_ variable is set anywhere"
+    unknown = {key for key in used if key[len(PREFIX):].lower() not in fields}
+    assert not unknown, f"not fields of Settings: {sorted(unknown)}"
+
+
+def test_bootstrap_servers_match_an_advertised_listener(services: dict[str, Service]) -> None:
+    kafka_env = _env(services["kafka"])
+    advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    bound = _listeners(kafka_env["KAFKA_LISTENERS"])
+    kafka_names = {"kafka", services["kafka"].get("hostname", "kafka")}
+    for name in PHASESTREAM_SERVICES:
+        servers = _env(services[name])["PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"]
+        for server in servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            matches = [listener for listener, (a_host, a_port) in advertised.items()
+                       if (a_host, a_port) == (host, int(port))]
+            assert matches, f"{name}: {server} is not advertised by kafka: {advertised}"
+            assert host in kafka_names, f"{name}: {host} is not the kafka service"
+            assert bound[matches[0]][1] == int(port), f"{server}: the broker does not bind it"
+
+
+def test_host_listener_is_published_on_the_same_port(services: dict[str, Service]) -> None:
+    kafka_env = _env(services["kafka"])
+    advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    bound = _listeners(kafka_env["KAFKA_LISTENERS"])
+    published = _published(services["kafka"])
+    host_side = {name: port for name, (host, port) in advertised.items() if host == "localhost"}
+    assert host_side == {"HOST": 29092}, advertised
+    for name, port in host_side.items():
+        # The client on the host is told localhost:P, so P must be published as P.
+        assert published.get(bound[name][1]) == port, f"{name} not published as {port}"
+    controller = kafka_env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert controller in bound
+    assert controller not in advertised
+    voters = kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert voters == f"{kafka_env['KAFKA_NODE_ID']}@kafka:{bound[controller][1]}"
+    protocols = dict(item.split(":") for item in
+                     kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(bound) <= set(protocols)
+
+
+def test_kafka_is_a_single_kraft_node(services: dict[str, Service]) -> None:
+    kafka = services["kafka"]
+    env = _env(kafka)
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["image"].split(":")[1].split(".")[0] in {"3", "4"}
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 1
+    assert "ZOOKEEPER" not in " ".join(env)
+    data_dir = env["KAFKA_LOG_DIRS"]
+    assert any(str(volume).endswith(f":{data_dir}") for volume in kafka["volumes"]), (
+        "the broker's log dir is not on a volume")
+
+
+def test_database_url_matches_the_postgres_service(services: dict[str, Service]) -> None:
+    pg_env = _env(services["postgres"])
+    container_ports = set(_published(services["postgres"]))
+    assert _published(services["postgres"]) == {5432: 5433}
+    for name in PHASESTREAM_SERVICES:
+        url = urlsplit(_env(services[name])["PHASESTREAM_DATABASE_URL"])
+        assert url.scheme in {"postgresql", "postgres"}, name
+        assert url.hostname == "postgres", f"{name}: {url.hostname} is not the service"
+        assert url.port in container_ports, f"{name}: port {url.port}"
+        assert url.username == pg_env["POSTGRES_USER"], name
+        assert url.password == pg_env["POSTGRES_PASSWORD"], name
+        assert url.path.lstrip("/") == pg_env["POSTGRES_DB"], name
+
+
+def test_commands_are_real_cli_commands(services: dict[str, Service]) -> None:
+    root = typer.main.get_command(app)
+    runner = CliRunner()
+    for name in PHASESTREAM_SERVICES:
+        command = _command(services[name])
+        # Walk the groups down to a leaf command: `topics` alone would only print help.
+        node = root
+        ctx = typer.Context(root, info_name="phasestream")
+        args = list(command)
+        while isinstance(node, TyperGroup) and args and not args[0].startswith("-"):
+            child = node.get_command(ctx, args[0])
+            assert child is not None, f"{name}: no command {args[0]!r} in {command}"
+            node = child
+            ctx = typer.Context(node, info_name=args.pop(0), parent=ctx)
+        assert isinstance(root, TyperGroup)  # the walk above really descends
+        assert not isinstance(node, TyperGroup), f"{name}: {command} is a group, not a command"
+        node.make_context(node.name or name, args, parent=ctx)  # its options parse
+
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, f"{name}: {command}: {result.output}"
+        assert " ".join(command[:2]) in result.output
+
+
+def test_dependencies_gate_the_start_order(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        for target, condition in _depends_on(service).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            if condition == "service_healthy":
+                check = services[target].get("healthcheck") or {}
+                why = f"{name} waits for {target} to be healthy, which has no healthcheck"
+                assert check.get("test"), why
+                assert not check.get("disable"), why
+            if condition == "service_completed_successfully":
+                assert services[target].get("restart") == "no", (
+                    f"{name} waits for {target} to complete, but it restarts")
+    assert _depends_on(services["migrate"]) == {"postgres": "service_healthy"}
+    assert _depends_on(services["topics"]) == {"kafka": "service_healthy"}
+    assert _depends_on(services["audit"]) == {
+        "kafka": "service_healthy", "postgres": "service_healthy",
+        "migrate": "service_completed_successfully",
+        "topics": "service_completed_successfully"}
+
+
+def test_one_shot_and_long_running_services(services: dict[str, Service]) -> None:
+    for name in ONE_SHOT:
+        assert services[name].get("restart") == "no", name
+    long_running = {name for name, service in services.items()
+                    if service.get("restart", "no") != "no"}
+    assert long_running == {"kafka", "postgres", "audit"}
+    for name in long_running:
+        service = services[name]
+        healthy = [target for target, condition in _depends_on(service).items()
+                   if condition == "service_healthy"]
+        assert service.get("healthcheck") or healthy, f"{name}: no health gate at all"
+
+
+def test_healthchecks_probe_the_right_thing(services: dict[str, Service]) -> None:
+    kafka_env = _env(services["kafka"])
+    internal_port = _listeners(kafka_env["KAFKA_LISTENERS"])["INTERNAL"][1]
+    kafka_test = " ".join(services["kafka"]["healthcheck"]["test"])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in kafka_test
+    assert f"--bootstrap-server localhost:{internal_port}" in kafka_test
+    pg_env = _env(services["postgres"])
+    pg_test = " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "pg_isready" in pg_test
+    assert f"-U {pg_env['POSTGRES_USER']}" in pg_test
+    assert f"-d {pg_env['POSTGRES_DB']}" in pg_test
+
+
+def test_audit_can_be_scaled(services: dict[str, Service]) -> None:
+    audit = services["audit"]
+    # A fixed container name or host port would make `--scale audit=N` fail.
+    assert "container_name" not in audit
+    assert not audit.get("ports")
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PHASESTREAM_SERVICES)
+def test_settings_agree_with_the_stack(name: str, services: dict[str, Service],
+                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = _compose_settings(_env(services[name]), monkeypatch, tmp_path)
+    kafka_env = _env(services["kafka"])
+
+    # The containers use the stack's broker and database, never the embedded ones.
+    assert not settings.uses_embedded_kafka
+    assert not settings.uses_embedded_postgres
+    assert settings.log_level in {"DEBUG", "INFO", "WARNING", "ERROR"}
+    # Topics we create match the broker's defaults; one broker holds one replica.
+    assert settings.topic_partitions == int(kafka_env["KAFKA_NUM_PARTITIONS"])
+    assert settings.topic_replication_factor <= 1
+    # The broker accepts the consumer's session timeout and the largest event.
+    low = _kafka_setting(kafka_env, "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS")
+    high = _kafka_setting(kafka_env, "KAFKA_GROUP_MAX_SESSION_TIMEOUT_MS")
+    assert low <= settings.consumer_session_timeout_ms <= high
+    assert settings.consumer_session_timeout_ms >= Settings.model_fields[
+        "consumer_session_timeout_ms"].default
+    assert settings.batch_max_wait_ms < settings.consumer_session_timeout_ms
+    assert settings.max_event_bytes <= _kafka_setting(kafka_env, "KAFKA_MESSAGE_MAX_BYTES")
+
+
+# --- the image -------------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_the_cli_image(services: dict[str, Service]) -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    instructions = [line.split(None, 1) for line in lines if line.split()[0].isupper()]
+    by_name: dict[str, list[str]] = {}
+    for keyword, *rest in instructions:
+        by_name.setdefault(keyword, []).append(rest[0] if rest else "")
+
+    assert by_name["FROM"] == ["python:3.11-slim"]
+    users = by_name.get("USER", [])
+    assert users, "the image runs as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"]["scripts"]
+    assert json.loads(by_name["ENTRYPOINT"][-1]) == ["phasestream"]
+    assert "phasestream" in scripts
+    for name in PHASESTREAM_SERVICES:
+        build = services[name]["build"]
+        assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")) == DOCKERFILE
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    ignored = {line.strip().rstrip("/") for line in
+               DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", ".git", "bench/out", "test-artifacts", ".env"} <= ignored
+    assert not ignored & {"pyproject.toml", "phasestream", "migrations", "models"}
