@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, PositiveInt
@@ -31,12 +32,16 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Per-user directory for the embedded Postgres data.")
 
-    phase_events_topic: str = "workflow.phase-events"
-    dlq_topic: str = "workflow.phase-events.dlq"
+    phase_events_topic: str = Field("workflow.phase-events", min_length=1,
+                                    description="Topic of the phase events (key = workflow id).")
+    dlq_topic: str = Field("workflow.phase-events.dlq", min_length=1,
+                           description="Dead-letter topic: invalid input with its reason.")
     topic_partitions: PositiveInt = Field(6, description="Partitions of topics we create.")
     topic_replication_factor: PositiveInt = Field(1, description="Replication of topics we create.")
 
-    audit_consumer_group: str = "phasestream-audit"
+    audit_consumer_group: str = Field(
+        "phasestream-audit", min_length=1,
+        description="Consumer group of the audit projector; also names its stored positions.")
     batch_max_records: PositiveInt = Field(5000, description="Most records in one batch.")
     batch_max_wait_ms: PositiveInt = Field(
         100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms).")
@@ -49,7 +54,8 @@ class Settings(BaseSettings):
     db_retry_initial_ms: PositiveInt = Field(
         200, description="First delay before retrying a Postgres write that could not reach it.")
     db_retry_max_ms: PositiveInt = Field(10_000, description="Longest delay between retries.")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @property
     def bootstrap_servers(self) -> str:
