@@ -15,7 +15,7 @@ from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
 from projections.migrate import migrate
 from projections.positions import forget_topics
-from streams.backoff import Backoff
+from streams.backoff import Backoff, retry_unavailable
 from streams.dead_letters import DeadLetterWriter
 from streams.kafka import consumer_config
 from streams.progress import ProjectorStats, log_progress
@@ -69,7 +69,9 @@ async def audit_projector(settings: Settings) -> AsyncIterator[Projector]:
     name = settings.audit_consumer_group
     config = ProjectorConfig(name, settings.phase_events_topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, settings.max_event_bytes)
-    sink = await AuditSink.connect(database_url(settings))
+    url = database_url(settings)
+    sink = await retry_unavailable(lambda: AuditSink.connect(url), backoff(settings),
+                                   f"{name}: connecting to Postgres")
     dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name)
     consumer = kafka_consumer(**consumer_config(
         settings.bootstrap_servers, group_id=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from phasestream.local_stack import embedded_postgres
 from phasestream.settings import Settings
+from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
 from tests.conftest import settings_env
 from tests.support import audit_running, count_rows, eventually, many_events
@@ -110,3 +113,40 @@ async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings,
     assert "audit projector stopped after 500 events" in text, text[-2000:]
     assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
                             ) == len(events)
+
+
+async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: Path) -> None:
+    """A real restart: the projector's own embedded Postgres is stopped and started again."""
+    events = many_events(4_000, workflows=100)
+    data = tmp_path / "pg"
+    with embedded_postgres(data) as url:
+        await run_migrations(Settings(database_url=url))
+        configured = Settings(
+            kafka_bootstrap_servers=broker, database_url=url,
+            phase_events_topic=f"restart-{data.name}-{os.getpid()}-{id(events)}",
+            audit_consumer_group=f"restart-{id(events)}", consumer_session_timeout_ms=2000,
+            batch_max_records=200, batch_max_wait_ms=50, db_retry_initial_ms=100,
+            db_retry_max_ms=500)
+        await create_topics(configured)
+        async with audit_running(configured) as projector, PhaseEventPublisher(
+                broker, configured.phase_events_topic) as pub:
+            await pub.publish_many(events[:2_000])
+            await eventually(lambda: count_rows(url), lambda n: n > 0)
+            await asyncio.to_thread(pg_ctl, data, "stop", "-m", "fast")
+            await pub.publish_many(events[2_000:])  # accepted by Kafka while Postgres is down
+            await asyncio.sleep(2)
+            await asyncio.to_thread(pg_ctl, data, "start", "-w")
+            await eventually(lambda: count_rows(url), lambda n: n >= len(events), timeout_s=60)
+        assert projector.stats.events_applied >= len(events)
+        await exact_check(url, {str(e.event_id) for e in events})
+
+
+def pg_ctl(data: Path, *args: str) -> None:
+    """Stop or start the embedded server the way its own helper does (as its system user)."""
+    from embedded_postgres import _commands  # noqa: PLC0415  # the embedded server's binaries
+
+    socket_dir = data  # embedded_postgres puts the socket in the data directory here
+    options = ["-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data / "log")]
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    _commands.pg_ctl([*(options if args[0] == "start" else []), *args], pgdata=data,
+                     user=user, timeout=30)
