@@ -524,6 +524,7 @@ async def projector_phases(args: argparse.Namespace, settings: Settings,
             latency = await steady_phase(args, settings, projector_task=task,
                                          applied=lambda: projector.stats.events_applied,
                                          applied_before=applied_before, meter=meter)
+            latency["projector_batches"] = projector.stats.batches - batches
         finally:
             projector.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -644,7 +645,8 @@ def report(figures: Mapping[str, Any]) -> str:
         f"  steady load     : {cpu(latency)}",
         "",
         f"Latency at {latency['achieved_rate']:,} events/s for {latency['publish_seconds']} s "
-        f"({latency['published']:,} events), projector running:",
+        f"({latency['published']:,} events, {latency['projector_batches']:,} projector "
+        "batches), projector running:",
         f"  publish -> committed & visible  p50 {_fmt(latency['visible_upper']['p50_ms'], ' ms')}"
         f"  p99 {_fmt(latency['visible_upper']['p99_ms'], ' ms')}"
         f"  max {_fmt(latency['visible_upper']['max_ms'], ' ms')}"

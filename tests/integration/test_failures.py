@@ -128,17 +128,22 @@ async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: 
             batch_max_records=200, batch_max_wait_ms=50, db_retry_initial_ms=100,
             db_retry_max_ms=500)
         await create_topics(configured)
-        async with audit_running(configured) as projector, PhaseEventPublisher(
-                broker, configured.phase_events_topic) as pub:
-            await pub.publish_many(events[:2_000])
-            await eventually(lambda: count_rows(url), lambda n: n > 0)
+        try:
+            async with audit_running(configured) as projector, PhaseEventPublisher(
+                    broker, configured.phase_events_topic) as pub:
+                await pub.publish_many(events[:2_000])
+                await eventually(lambda: count_rows(url), lambda n: n > 0)
+                await asyncio.to_thread(pg_ctl, data, "stop", "-m", "fast")
+                await pub.publish_many(events[2_000:])  # Kafka accepts them while Postgres is down
+                await asyncio.sleep(2)
+                await asyncio.to_thread(pg_ctl, data, "start", "-w")
+                await eventually(lambda: count_rows(url), lambda n: n >= len(events),
+                                 timeout_s=60)
+            assert projector.stats.events_applied >= len(events)
+            await exact_check(url, {str(e.event_id) for e in events})
+        finally:
+            # The helper only stops the server process it started, not the restarted one.
             await asyncio.to_thread(pg_ctl, data, "stop", "-m", "fast")
-            await pub.publish_many(events[2_000:])  # accepted by Kafka while Postgres is down
-            await asyncio.sleep(2)
-            await asyncio.to_thread(pg_ctl, data, "start", "-w")
-            await eventually(lambda: count_rows(url), lambda n: n >= len(events), timeout_s=60)
-        assert projector.stats.events_applied >= len(events)
-        await exact_check(url, {str(e.event_id) for e in events})
 
 
 def pg_ctl(data: Path, *args: str) -> None:
