@@ -33,6 +33,7 @@ from models.validation import (
     OPTIONAL,
     REQUIRED,
     UUID_PATTERN,
+    event_from_mapping,
 )
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -621,3 +622,24 @@ def test_models_import_no_adapter_or_io_library() -> None:
         packages = imported_packages(module.read_text(encoding="utf-8"))
         assert not packages & BANNED, (module.name, sorted(packages & BANNED))
         assert packages <= allowed, (module.name, sorted(packages - allowed))
+
+
+def test_uuid_check_accepts_exactly_the_uuid_pattern() -> None:
+    """The fast UUID check must accept the same strings as UUID_PATTERN, no more, no less."""
+    rng = random.Random(7)
+    canonical = "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f"
+    tricky = ["{" + canonical[1:-1] + "}", "urn:uuid:" + canonical, canonical.replace("-", ""),
+              canonical.upper(), canonical[:-1] + "\u0661", " " + canonical[1:],
+              canonical[:8] + "_" + canonical[9:], "0" * 32 + "----", canonical + "\n"]
+    alphabet = "0123456789abcdefABCDEFg-_{} \u0661"
+    for text in tricky + [
+        "".join(rng.choice(alphabet) if rng.random() < 0.05 else c for c in canonical)
+        for _ in range(3000)
+    ]:
+        payload = event(event_id=text)
+        if UUID_PATTERN.fullmatch(text):
+            assert str(event_from_mapping(payload).event_id) == text.lower()
+        else:
+            with pytest.raises(InvalidEventError) as raised:
+                event_from_mapping(payload)
+            assert raised.value.field == "event_id", text
