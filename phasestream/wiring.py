@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 
 from phasestream.local_stack import running_embedded_postgres_url
+from phasestream.logs import tune_gc
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
 from projections.migrate import migrate
@@ -102,6 +103,7 @@ def on_signals(stop: Callable[[], None]) -> None:
 
 async def run_audit(settings: Settings, stop: asyncio.Event | None = None) -> None:
     async with audit_projector(settings) as projector:
+        tune_gc()
         log.info("audit projector: group %s on %s, batches of up to %d records",
                  settings.audit_consumer_group, settings.phase_events_topic,
                  settings.batch_max_records)

@@ -16,7 +16,7 @@ import orjson
 
 from models.events import PhaseEvent
 from models.ports import Batch, PartitionRef
-from projections.database import open_pool, translate_errors
+from projections.database import discard_on_failure, open_pool, translate_errors
 from projections.positions import load_positions, move_positions
 
 COLUMNS: Final = ("id", "workflow_id", "user_id", "phase_number", "status", "timestamp",
@@ -66,7 +66,8 @@ class AuditSink:
         await translate_errors(lambda: self._apply(consumer, batch))
 
     async def _apply(self, consumer: str, batch: Batch) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
+                conn.transaction():
             if batch.events:
                 await conn.copy_records_to_table(
                     STAGE, records=[audit_row(e) for e in batch.events], columns=COLUMNS)

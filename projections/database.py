@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import asyncpg
@@ -11,7 +12,7 @@ import asyncpg
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-from models.errors import RejectedRecordError, SinkUnavailableError
+from models.errors import PhasestreamError, RejectedRecordError, SinkUnavailableError
 
 T = TypeVar("T")
 #: A connection, whether borrowed from a pool or opened on its own.
@@ -27,6 +28,9 @@ UNAVAILABLE: Final = (
     asyncpg.InterfaceError,  # "connection is closed" after a backend went away
     asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,
+    # The protocol state of a connection cut mid-operation (e.g. during COPY); the pool
+    # gets a fresh connection for the retry because ``discard_on_failure`` closes this one.
+    asyncpg.InternalClientError,
 )
 #: Errors that the same write will hit again: the data itself is refused.
 REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -40,6 +44,24 @@ async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:
         raise RejectedRecordError(f"{type(exc).__name__}: {exc}") from exc
     except UNAVAILABLE as exc:
         raise SinkUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def discard_on_failure(conn: Connection) -> AsyncIterator[Connection]:
+    """Close a connection that failed for any reason other than its data.
+
+    A connection cut in the middle of an operation can be left in a state where the next
+    operation fails too; closing it makes the pool open a fresh one.
+    """
+    try:
+        yield conn
+    except (*REJECTED, PhasestreamError):  # the transaction rolled back; the connection is fine
+        raise
+    except BaseException:
+        # Already detached from its pool when asyncpg itself saw the connection die.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
+        raise
 
 
 async def open_pool(dsn: str, *, max_size: int = 2,

@@ -5,6 +5,8 @@ Per batch, in this order:
 2. hand the valid events and the positions the batch ends at to the sink, which writes
    rows and positions in one transaction (retried while the sink is unavailable);
 3. commit the same offsets to Kafka, best effort: they only feed lag monitoring.
+The next batch is fetched and decoded while one is written (Python decodes while Postgres
+writes), but writes never overlap: each starts from the positions the previous one left.
 On assignment, each partition seeks to the position the sink stored (or the beginning).
 That seek happens in the consuming loop, not in the rebalance callback: aiokafka starts
 fetching as soon as partitions are assigned, so records of a partition are dropped until
@@ -15,28 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from models.codec import decode_record
 from models.errors import (
     InvalidEventError,
     RejectedRecordError,
     SinkUnavailableError,
     StalePositionError,
 )
-from models.events import PhaseEvent
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
-from streams.dead_letters import DeadLetter, DeadLetterWriter
+from streams.dead_letters import DeadLetterWriter
+from streams.decoding import Decoded, dead_letter, decode_one, decode_records
 from streams.progress import ProjectorStats
 
 log = logging.getLogger(__name__)
-Records = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +52,9 @@ def _ref(tp: TopicPartition) -> PartitionRef:
     return PartitionRef(tp.topic, tp.partition)
 
 
-def dead_letter(record: ConsumerRecord[bytes, bytes], error: InvalidEventError) -> DeadLetter:
-    return DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
-                      record.key, record.value, list(record.headers or ()), error.field,
-                      error.reason)
+async def _settle(writing: asyncio.Task[bool] | None) -> bool:
+    """Wait for the write in flight, if any; whether it made its batch durable."""
+    return True if writing is None else await writing
 
 
 class Projector:
@@ -83,68 +82,77 @@ class Projector:
         self._consumer.subscribe([self._config.topic], listener=_Seeker(self))
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            if self._pending:
-                await self.seek_to_stored(self._pending)
-            fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
-                                                   max_records=self._config.max_records)
-            records = {tp: recs for tp, recs in fetched.items() if tp in self._expected}
-            if records:
-                try:
-                    await self.process(records)
-                except SinkUnavailableError:
-                    if not self._stop.is_set():
-                        raise
-                    log.info("%s: stopping; the batch in hand was not written and will be "
-                             "read again", self._config.name)
-            self.stats.observe_lag(self._lag())
+        """Fetch and decode a batch while the previous one is written: one write at a time."""
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while not self._stop.is_set():
+                if self._pending:
+                    await _settle(writing)
+                    writing = None
+                    await self.seek_to_stored(self._pending)
+                fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
+                                                       max_records=self._config.max_records)
+                batch = {tp: await decode_records(recs, self._config.max_event_bytes)
+                         for tp, recs in fetched.items() if recs and tp in self._expected}
+                written = await _settle(writing)
+                writing = None
+                if not written:  # it failed: re-read from the stored positions, this batch too
+                    self.assigned(batch)
+                elif batch := {tp: d for tp, d in batch.items() if tp in self._expected}:
+                    writing = asyncio.create_task(self.write(batch))
+                self.stats.observe_lag(self._lag())
+        finally:
+            await _settle(writing)
 
-    async def process(self, records: Records) -> None:
-        events, letters = self._decode(records)
+    async def write(self, batch: Mapping[TopicPartition, Decoded]) -> bool:
+        """Make one decoded batch durable; False if it was not (its partitions re-seek).
+
+        Order: dead letters (awaited), then rows and positions in one sink transaction,
+        then the Kafka commit (best effort, for lag monitoring only).
+        """
+        letters = [letter for d in batch.values() for letter in d.letters]
         if letters:
             await self._dlq.send_all(letters)
             self.stats.dead_lettered(len(letters))
-        moves = {_ref(tp): PositionMove(self._expected.get(tp), recs[-1].offset + 1)
-                 for tp, recs in records.items() if recs}
+        events = [event for d in batch.values() for event in d.events]
+        moves = {_ref(tp): PositionMove(self._expected.get(tp), d.next_offset)
+                 for tp, d in batch.items()}
         try:
             await self._apply(Batch(events, moves))
         except RejectedRecordError as exc:
             log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
                         self._config.name, exc)
-            await self._apply_one_by_one(records)
+            await self._apply_one_by_one(batch)
         except StalePositionError as exc:
             log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
-            self.assigned(records)  # seek again to where the sink says, before reading on
-            return
+            self.assigned(batch)
+            return False
+        except SinkUnavailableError:
+            if not self._stop.is_set():
+                raise
+            log.info("%s: stopping; the batch in hand was not written and will be read again",
+                     self._config.name)
+            return False
         self._advance(moves)
         self.stats.applied(len(events), max((e.timestamp for e in events), default=None))
         await self._commit(moves)
-
-    def _decode(self, records: Records) -> tuple[list[PhaseEvent], list[DeadLetter]]:
-        events, letters = [], []
-        for recs in records.values():
-            for record in recs:
-                try:
-                    events.append(decode_record(record.key, record.value,
-                                                max_bytes=self._config.max_event_bytes))
-                except InvalidEventError as exc:
-                    letters.append(dead_letter(record, exc))
-        return events, letters
+        return True
 
     async def _apply(self, batch: Batch) -> None:
         await retry_unavailable(lambda: self._sink.apply(self._config.name, batch),
                                 self._backoff, f"{self._config.name}: writing a batch",
                                 self._stop)
 
-    async def _apply_one_by_one(self, records: Records) -> None:
+    async def _apply_one_by_one(self, batch: Mapping[TopicPartition, Decoded]) -> None:
         # Slow path, taken only when the sink refuses data that passed validation: find the
         # records it refuses, dead-letter them, and keep every other record.
-        for tp, recs in records.items():
-            for record in recs:
+        for tp, decoded in batch.items():
+            for record in decoded.records:
                 move = {_ref(tp): PositionMove(self._expected.get(tp), record.offset + 1)}
-                events, _ = self._decode({tp: [record]})
+                single = Decoded([record])
+                decode_one(record, single, self._config.max_event_bytes)
                 try:
-                    await self._apply(Batch(events, move))
+                    await self._apply(Batch(single.events, move))
                 except RejectedRecordError as exc:
                     await self._dlq.send_all([dead_letter(record, InvalidEventError(
                         "$", f"refused by the sink: {exc}"))])

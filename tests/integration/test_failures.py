@@ -81,7 +81,7 @@ async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Se
     dbname = urlsplit(db).path.lstrip("/")
     admin = await asyncpg.connect(db)
     terminated = 0
-    async with audit_running(settings) as projector, PhaseEventPublisher(
+    async with audit_running(settings), PhaseEventPublisher(
             settings.bootstrap_servers, settings.phase_events_topic) as pub:
         for chunk in range(6):
             await pub.publish_many(events[chunk * 1000:(chunk + 1) * 1000])
@@ -93,7 +93,9 @@ async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Se
         await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60)
     await admin.close()
     assert terminated >= 6, "the projector's connections were not cut"
-    assert projector.stats.events_applied >= len(events)
+    # No count of applied events here: a commit whose acknowledgement was cut is retried,
+    # fails the compare-and-set, and the projector re-reads from the stored position, so
+    # its own count can be short while the table is exact; the table is what counts.
     await exact_check(db, {str(e.event_id) for e in events})
 
 
@@ -129,7 +131,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: 
             db_retry_max_ms=500)
         await create_topics(configured)
         try:
-            async with audit_running(configured) as projector, PhaseEventPublisher(
+            async with audit_running(configured), PhaseEventPublisher(
                     broker, configured.phase_events_topic) as pub:
                 await pub.publish_many(events[:2_000])
                 await eventually(lambda: count_rows(url), lambda n: n > 0)
@@ -139,7 +141,6 @@ async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: 
                 await asyncio.to_thread(pg_ctl, data, "start", "-w")
                 await eventually(lambda: count_rows(url), lambda n: n >= len(events),
                                  timeout_s=60)
-            assert projector.stats.events_applied >= len(events)
             await exact_check(url, {str(e.event_id) for e in events})
         finally:
             # The helper only stops the server process it started, not the restarted one.

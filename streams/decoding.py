@@ -1,0 +1,53 @@
+"""Turning fetched Kafka records into events and dead letters, one partition at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from models.codec import decode_record
+from models.errors import InvalidEventError
+from models.events import PhaseEvent
+from streams.dead_letters import DeadLetter
+
+#: Records decoded between two yields to the event loop, so that a write in flight (COPY,
+#: the transaction's round trips) progresses while a batch is being decoded.
+SLICE: Final = 50
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One partition's share of a batch."""
+
+    records: Sequence[Any]
+    events: list[PhaseEvent] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def next_offset(self) -> int:
+        return int(self.records[-1].offset) + 1
+
+
+def dead_letter(record: Any, error: InvalidEventError) -> DeadLetter:
+    return DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
+                      record.key, record.value, list(record.headers or ()), error.field,
+                      error.reason)
+
+
+def decode_one(record: Any, decoded: Decoded, max_bytes: int) -> None:
+    try:
+        decoded.events.append(decode_record(record.key, record.value, max_bytes=max_bytes))
+    except InvalidEventError as exc:
+        decoded.letters.append(dead_letter(record, exc))
+
+
+async def decode_records(records: Sequence[Any], max_bytes: int) -> Decoded:
+    """Decode a partition's records, yielding to the event loop every SLICE records."""
+    decoded = Decoded(records)
+    for start in range(0, len(records), SLICE):
+        for record in records[start:start + SLICE]:
+            decode_one(record, decoded, max_bytes)
+        await asyncio.sleep(0)
+    return decoded
