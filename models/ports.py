@@ -8,10 +8,10 @@ positions durable together, so the pair resumes exactly where it stopped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-from models.events import PhaseEvent
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +29,23 @@ class PositionMove:
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
-    events: Sequence[PhaseEvent]
+class Batch(Generic[T]):
+    """Decoded events of each partition, in log order, and where each partition ends up."""
+
+    by_partition: Mapping[PartitionRef, Sequence[T]]
     moves: Mapping[PartitionRef, PositionMove]
+    events: Sequence[T] = field(init=False)
+
+    def __post_init__(self) -> None:
+        flat = [event for events in self.by_partition.values() for event in events]
+        object.__setattr__(self, "events", flat)
+
+    @classmethod
+    def single(cls, ref: PartitionRef, events: Sequence[T], move: PositionMove) -> Batch[T]:
+        return cls({ref: events}, {ref: move})
 
 
-class PositionedSink(Protocol):
+class PositionedSink(Protocol[T]):
     """A projection that stores its consumer positions beside its rows."""
 
     async def positions(self, consumer: str,
@@ -42,7 +53,7 @@ class PositionedSink(Protocol):
         """The stored next offset of each partition that has one."""
         ...
 
-    async def apply(self, consumer: str, batch: Batch) -> None:
+    async def apply(self, consumer: str, batch: Batch[T]) -> None:
         """Write the batch's rows and move its positions atomically.
 
         Raises StalePositionError when a stored position is not the expected one (another

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
+from models.codec import decode_record
+from models.events import PhaseEvent
 from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.logs import tune_gc
 from phasestream.settings import Settings
@@ -18,6 +20,7 @@ from projections.migrate import migrate
 from projections.positions import forget_topics
 from streams.backoff import Backoff, retry_unavailable
 from streams.dead_letters import DeadLetterWriter
+from streams.decoding import Decoder
 from streams.kafka import consumer_config
 from streams.progress import ProjectorStats, log_progress
 from streams.projector import Projector, ProjectorConfig, kafka_consumer
@@ -28,6 +31,11 @@ log = logging.getLogger(__name__)
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or running_embedded_postgres_url(settings.postgres_dir)
+
+
+def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
+    limit = settings.max_event_bytes
+    return lambda key, value: decode_record(key, value, max_bytes=limit)
 
 
 def backoff(settings: Settings) -> Backoff:
@@ -65,11 +73,12 @@ async def create_topics(settings: Settings) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def audit_projector(settings: Settings) -> AsyncIterator[Projector]:
+async def audit_projector(settings: Settings) -> AsyncIterator[Projector[PhaseEvent]]:
     """The audit projector, started, subscribed, and stopped on exit."""
     name = settings.audit_consumer_group
     config = ProjectorConfig(name, settings.phase_events_topic, settings.batch_max_records,
-                             settings.batch_max_wait_ms, settings.max_event_bytes)
+                             settings.batch_max_wait_ms, phase_event_decoder(settings),
+                             event_time=lambda event: event.timestamp)
     url = database_url(settings)
     sink = await retry_unavailable(lambda: AuditSink.connect(url), backoff(settings),
                                    f"{name}: connecting to Postgres")

@@ -62,10 +62,10 @@ class AuditSink:
                         partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
         return await translate_errors(lambda: load_positions(self._pool, consumer, partitions))
 
-    async def apply(self, consumer: str, batch: Batch) -> None:
+    async def apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
         await translate_errors(lambda: self._apply(consumer, batch))
 
-    async def _apply(self, consumer: str, batch: Batch) -> None:
+    async def _apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
         async with self._pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
                 conn.transaction():
             if batch.events:

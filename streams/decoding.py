@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
-from models.codec import decode_record
 from models.errors import InvalidEventError
-from models.events import PhaseEvent
 from streams.dead_letters import DeadLetter
+
+T = TypeVar("T")
+#: Decodes a record's key and value, or raises InvalidEventError naming field and reason.
+Decoder = Callable[[bytes | None, bytes | None], T]
 
 #: Records decoded between two yields to the event loop, so that a write in flight (COPY,
 #: the transaction's round trips) progresses while a batch is being decoded.
@@ -18,11 +20,11 @@ SLICE: Final = 50
 
 
 @dataclass(slots=True)
-class Decoded:
+class Decoded(Generic[T]):
     """One partition's share of a batch."""
 
     records: Sequence[Any]
-    events: list[PhaseEvent] = field(default_factory=list)
+    events: list[T] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
 
     @property
@@ -36,18 +38,18 @@ def dead_letter(record: Any, error: InvalidEventError) -> DeadLetter:
                       error.reason)
 
 
-def decode_one(record: Any, decoded: Decoded, max_bytes: int) -> None:
+def decode_one(record: Any, decoded: Decoded[T], decoder: Decoder[T]) -> None:
     try:
-        decoded.events.append(decode_record(record.key, record.value, max_bytes=max_bytes))
+        decoded.events.append(decoder(record.key, record.value))
     except InvalidEventError as exc:
         decoded.letters.append(dead_letter(record, exc))
 
 
-async def decode_records(records: Sequence[Any], max_bytes: int) -> Decoded:
+async def decode_records(records: Sequence[Any], decoder: Decoder[T]) -> Decoded[T]:
     """Decode a partition's records, yielding to the event loop every SLICE records."""
-    decoded = Decoded(records)
+    decoded: Decoded[T] = Decoded(records)
     for start in range(0, len(records), SLICE):
         for record in records[start:start + SLICE]:
-            decode_one(record, decoded, max_bytes)
+            decode_one(record, decoded, decoder)
         await asyncio.sleep(0)
     return decoded

@@ -1,4 +1,4 @@
-"""What a projector has done so far, and a periodic log line that says so."""
+"""What a projector has done so far: counters, a hook for metrics, a periodic log line."""
 
 from __future__ import annotations
 
@@ -8,32 +8,52 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from models.ports import PartitionRef
 
 log = logging.getLogger(__name__)
 
 
+class PipelineObserver(Protocol):
+    """Where a consumer reports its progress (e.g. Prometheus); called after each step."""
+
+    def applied(self, consumer: str, events: int, seconds: float,
+                last_event_time: datetime | None) -> None: ...
+
+    def dead_lettered(self, consumer: str, count: int) -> None: ...
+
+    def lag(self, consumer: str, lag: Mapping[PartitionRef, int]) -> None: ...
+
+
 @dataclass
 class ProjectorStats:
     name: str
+    observer: PipelineObserver | None = None
     events_applied: int = 0
     batches: int = 0
     dead_letters: int = 0
     last_event_time: datetime | None = None
     lag: dict[PartitionRef, int] = field(default_factory=dict)
 
-    def applied(self, events: int, last_event_time: datetime | None) -> None:
+    def applied(self, events: int, last_event_time: datetime | None,
+                seconds: float = 0.0) -> None:
         self.events_applied += events
         self.batches += 1
         if last_event_time is not None:
             self.last_event_time = max(last_event_time, self.last_event_time or last_event_time)
+        if self.observer is not None:
+            self.observer.applied(self.name, events, seconds, last_event_time)
 
     def dead_lettered(self, count: int) -> None:
         self.dead_letters += count
+        if self.observer is not None:
+            self.observer.dead_lettered(self.name, count)
 
     def observe_lag(self, lag: Mapping[PartitionRef, int]) -> None:
         self.lag.update(lag)
+        if self.observer is not None:
+            self.observer.lag(self.name, lag)
 
     @property
     def total_lag(self) -> int:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -33,19 +35,23 @@ from models.errors import (
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
 from streams.dead_letters import DeadLetterWriter
-from streams.decoding import Decoded, dead_letter, decode_one, decode_records
+from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records
 from streams.progress import ProjectorStats
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectorConfig:
+class ProjectorConfig(Generic[T]):
     name: str  # the consumer group, also the owner of the stored positions
     topic: str
     max_records: int
     max_wait_ms: int
-    max_event_bytes: int
+    decoder: Decoder[T]
+    event_time: Callable[[T], datetime]
+    #: Called with each batch's events once they are durable (e.g. to count them).
+    on_applied: Callable[[Sequence[T]], None] | None = None
 
 
 def _ref(tp: TopicPartition) -> PartitionRef:
@@ -57,11 +63,11 @@ async def _settle(writing: asyncio.Task[bool] | None) -> bool:
     return True if writing is None else await writing
 
 
-class Projector:
+class Projector(Generic[T]):
     """Feeds one topic into a PositionedSink with exactly-once effect."""
 
-    def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink,
-                 dead_letters: DeadLetterWriter, config: ProjectorConfig, backoff: Backoff,
+    def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink[T],
+                 dead_letters: DeadLetterWriter, config: ProjectorConfig[T], backoff: Backoff,
                  stats: ProjectorStats) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -92,7 +98,7 @@ class Projector:
                     await self.seek_to_stored(self._pending)
                 fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
                                                        max_records=self._config.max_records)
-                batch = {tp: await decode_records(recs, self._config.max_event_bytes)
+                batch = {tp: await decode_records(recs, self._config.decoder)
                          for tp, recs in fetched.items() if recs and tp in self._expected}
                 written = await _settle(writing)
                 writing = None
@@ -104,7 +110,7 @@ class Projector:
         finally:
             await _settle(writing)
 
-    async def write(self, batch: Mapping[TopicPartition, Decoded]) -> bool:
+    async def write(self, batch: Mapping[TopicPartition, Decoded[T]]) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
 
         Order: dead letters (awaited), then rows and positions in one sink transaction,
@@ -114,11 +120,13 @@ class Projector:
         if letters:
             await self._dlq.send_all(letters)
             self.stats.dead_lettered(len(letters))
-        events = [event for d in batch.values() for event in d.events]
-        moves = {_ref(tp): PositionMove(self._expected.get(tp), d.next_offset)
-                 for tp, d in batch.items()}
+        began = time.monotonic()
+        decoded = Batch({_ref(tp): d.events for tp, d in batch.items()},
+                        {_ref(tp): PositionMove(self._expected.get(tp), d.next_offset)
+                         for tp, d in batch.items()})
+        moves = decoded.moves
         try:
-            await self._apply(Batch(events, moves))
+            await self._apply(decoded)
         except RejectedRecordError as exc:
             log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
                         self._config.name, exc)
@@ -134,31 +142,38 @@ class Projector:
                      self._config.name)
             return False
         self._advance(moves)
-        self.stats.applied(len(events), max((e.timestamp for e in events), default=None))
+        self._applied(decoded.events, time.monotonic() - began)
         await self._commit(moves)
         return True
 
-    async def _apply(self, batch: Batch) -> None:
+    def _applied(self, events: Sequence[T], seconds: float) -> None:
+        newest = max((self._config.event_time(e) for e in events), default=None)
+        self.stats.applied(len(events), newest, seconds)
+        if self._config.on_applied is not None and events:
+            self._config.on_applied(events)
+
+    async def _apply(self, batch: Batch[T]) -> None:
         await retry_unavailable(lambda: self._sink.apply(self._config.name, batch),
                                 self._backoff, f"{self._config.name}: writing a batch",
                                 self._stop)
 
-    async def _apply_one_by_one(self, batch: Mapping[TopicPartition, Decoded]) -> None:
+    async def _apply_one_by_one(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
         # Slow path, taken only when the sink refuses data that passed validation: find the
         # records it refuses, dead-letter them, and keep every other record.
         for tp, decoded in batch.items():
             for record in decoded.records:
-                move = {_ref(tp): PositionMove(self._expected.get(tp), record.offset + 1)}
-                single = Decoded([record])
-                decode_one(record, single, self._config.max_event_bytes)
+                move = PositionMove(self._expected.get(tp), record.offset + 1)
+                single: Decoded[T] = Decoded([record])
+                decode_one(record, single, self._config.decoder)
                 try:
-                    await self._apply(Batch(single.events, move))
+                    await self._apply(Batch.single(_ref(tp), single.events, move))
+                    self._applied(single.events, 0.0)
                 except RejectedRecordError as exc:
                     await self._dlq.send_all([dead_letter(record, InvalidEventError(
                         "$", f"refused by the sink: {exc}"))])
                     self.stats.dead_lettered(1)
-                    await self._apply(Batch([], move))
-                self._advance(move)
+                    await self._apply(Batch.single(_ref(tp), [], move))
+                self._advance({_ref(tp): move})
 
     def _advance(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
         for ref, move in moves.items():
@@ -214,7 +229,7 @@ class Projector:
 
 
 class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, projector: Projector) -> None:
+    def __init__(self, projector: Projector[Any]) -> None:
         self._projector = projector
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:

@@ -50,7 +50,7 @@ def many_events(count: int, workflows: int = 50) -> list[PhaseEvent]:
 
 
 @contextlib.asynccontextmanager
-async def audit_running(settings: Settings) -> AsyncIterator[Projector]:
+async def audit_running(settings: Settings) -> AsyncIterator[Projector[PhaseEvent]]:
     """The audit projector in a background task of this event loop, stopped on exit."""
     async with audit_projector(settings) as projector:
         task = asyncio.create_task(projector.run())

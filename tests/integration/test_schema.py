@@ -60,15 +60,15 @@ async def test_a_changed_applied_migration_is_refused(database: str) -> None:
 
 async def test_positions_move_compare_and_set(database: str) -> None:
     async with await AuditSink.connect(database) as sink:
-        await sink.apply("c", Batch([make_event()], {REF: PositionMove(None, 5)}))
+        await sink.apply("c", Batch.single(REF, [make_event()], PositionMove(None, 5)))
         assert await sink.positions("c", [REF]) == {REF: 5}
         # A stale writer (it believes the partition is still unstored, or at 3) fails,
         # and its rows are not written either.
         stale = make_event()
         for expected in (None, 3):
             with pytest.raises(StalePositionError):
-                await sink.apply("c", Batch([stale], {REF: PositionMove(expected, 9)}))
-        await sink.apply("c", Batch([], {REF: PositionMove(5, 7)}))
+                await sink.apply("c", Batch.single(REF, [stale], PositionMove(expected, 9)))
+        await sink.apply("c", Batch.single(REF, [], PositionMove(5, 7)))
         assert await sink.positions("c", [REF, PartitionRef("t", 1)]) == {REF: 7}
     conn = await asyncpg.connect(database)
     ids = {r["id"] for r in await conn.fetch("SELECT id FROM workflow_phase_logs")}
@@ -97,7 +97,7 @@ async def seed_known_events(database: str) -> None:
     events.append(make_event("wf-9", 5, PhaseStatus.COMPLETED, duration_ms=25_000,
                              timestamp=old + timedelta(seconds=25)))
     async with await AuditSink.connect(database) as sink:
-        await sink.apply("seed", Batch(events, {REF: PositionMove(None, len(events))}))
+        await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
 
 
 async def test_analytics_view_counts_rates_and_percentiles(database: str) -> None:
