@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
+from uuid import UUID
 
 T = TypeVar("T")
 
@@ -60,4 +61,23 @@ class PositionedSink(Protocol[T]):
         consumer moved it), SinkUnavailableError when the sink cannot be reached, and
         RejectedRecordError when a record can never be written.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message decided in a transaction, waiting to be published."""
+
+    id: UUID
+    key: bytes
+    value: bytes
+
+
+class Outbox(Protocol):
+    async def take(self, limit: int) -> list[OutboxItem]:
+        """The oldest items, without removing them."""
+        ...
+
+    async def remove(self, ids: Sequence[UUID]) -> None:
+        """Forget items once the broker has acknowledged them."""
         ...

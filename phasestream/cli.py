@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
+from phasestream.consumers import CONSUMERS, run_consumers
 from phasestream.logs import setup_logging
 from phasestream.settings import Settings
-from phasestream.wiring import create_topics, on_signals, run_audit, run_migrations
+from phasestream.wiring import Runtime, create_topics, on_signals, run_migrations
 
 app = typer.Typer(help="phasestream: workflow phase events from Kafka into Postgres.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -52,26 +53,48 @@ def migrate() -> None:
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create the phase-event topic and its dead-letter topic, if they do not exist."""
+    """Create the phase-event, dead-letter and SLA-violation topics, if they do not exist."""
     settings = _settings()
     created = asyncio.run(create_topics(settings))
     typer.echo(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
 
 
-@run_app.command("audit")
-def run_audit_cmd() -> None:
-    """The audit projector: phase events into workflow_phase_logs, exactly once."""
+def _run(names: list[str]) -> None:
     settings = _settings()
 
     async def main() -> None:
-        stop = asyncio.Event()
-        on_signals(stop.set)
-        await run_audit(settings, stop)
+        runtime = Runtime(settings)
+        on_signals(runtime.stop.set)
+        await run_consumers(runtime, names)
 
     try:
         asyncio.run(main())
-    except PhasestreamError as exc:
-        raise _fail(str(exc)) from None
+    except* PhasestreamError as group:  # alone, or from inside the consumers' task group
+        raise _fail("; ".join(str(e) for e in group.exceptions)) from None
+
+
+@run_app.command("audit")
+def run_audit_cmd() -> None:
+    """The audit projector: phase events into workflow_phase_logs, exactly once."""
+    _run(["audit"])
+
+
+@run_app.command("sla")
+def run_sla_cmd() -> None:
+    """The SLA monitor: late and overdue phases to workflow.sla-violations, projected."""
+    _run(["sla"])
+
+
+@run_app.command("metrics")
+def run_metrics_cmd() -> None:
+    """The metrics consumer: metrics_data rows and the phase metrics on /metrics."""
+    _run(["metrics"])
+
+
+@run_app.command("all")
+def run_all_cmd() -> None:
+    """Every consumer in one process, with one HTTP server."""
+    _run(list(CONSUMERS))
 
 
 @app.command()

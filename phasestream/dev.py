@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 
+from phasestream.consumers import CONSUMERS, run_consumers
 from phasestream.demo import run_demo
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import EMBEDDED_HOST, Settings
 from phasestream.wiring import (
+    Runtime,
     create_topics,
     forget_lost_log,
     on_signals,
-    run_audit,
     run_migrations,
 )
 from streams.publisher import PhaseEventPublisher
@@ -44,7 +45,8 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
     if fresh_log:
         await forget_lost_log(settings)
     await create_topics(settings)
-    tasks = [asyncio.create_task(run_audit(settings, stop), name="audit")]
+    runtime = Runtime(settings, stop)
+    tasks = [asyncio.create_task(run_consumers(runtime, list(CONSUMERS)), name="consumers")]
     if demo:
         tasks.append(asyncio.create_task(_demo(settings, demo_rate, stop), name="demo"))
     log.info("running %s; press Ctrl-C to stop", ", ".join(t.get_name() for t in tasks))

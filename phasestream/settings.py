@@ -39,9 +39,36 @@ class Settings(BaseSettings):
     topic_partitions: PositiveInt = Field(6, description="Partitions of topics we create.")
     topic_replication_factor: PositiveInt = Field(1, description="Replication of topics we create.")
 
+    sla_violations_topic: str = Field(
+        "workflow.sla-violations", min_length=1,
+        description="Topic of SLA violations (key = workflow id).")
     audit_consumer_group: str = Field(
         "phasestream-audit", min_length=1,
         description="Consumer group of the audit projector; also names its stored positions.")
+    sla_consumer_group: str = Field(
+        "phasestream-sla", min_length=1, description="Consumer group of the SLA monitor.")
+    sla_violations_consumer_group: str = Field(
+        "phasestream-sla-violations", min_length=1,
+        description="Consumer group projecting SLA violations into Postgres.")
+    metrics_consumer_group: str = Field(
+        "phasestream-metrics", min_length=1,
+        description="Consumer group of the metrics consumer (metrics_data and /metrics).")
+    sla_grace_ms: int = Field(
+        5000, ge=0, description="How long past its deadline a running phase waits for a "
+        "late-arriving end before it is reported overdue.")
+    sla_check_interval_ms: PositiveInt = Field(
+        1000, description="How often the SLA monitor looks for overdue phases.")
+    sla_thresholds_reload_s: PositiveInt = Field(
+        30, description="How often the SLA thresholds are re-read from their table.")
+    sla_early_end_ttl_s: PositiveInt = Field(
+        86_400, description="How long an end that came before its start waits for it.")
+    outbox_relay_interval_ms: PositiveInt = Field(
+        200, description="How often decided SLA violations are published when idle.")
+    http_host: str = Field(
+        "127.0.0.1", description="Address of the HTTP server (/metrics, /healthz); "
+        "0.0.0.0 in containers.")
+    http_port: int = Field(
+        6066, ge=0, le=65535, description="Port of the HTTP server; 0 picks a free one.")
     batch_max_records: PositiveInt = Field(5000, description="Most records in one batch.")
     batch_max_wait_ms: PositiveInt = Field(
         100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms).")

@@ -1,4 +1,4 @@
-"""Builds the running pieces from settings: database URL, sinks, consumers."""
+"""Builds the running pieces from settings: database URL, topics, sinks, projectors."""
 
 from __future__ import annotations
 
@@ -6,27 +6,34 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from models.codec import decode_record
 from models.events import PhaseEvent
 from phasestream.local_stack import running_embedded_postgres_url
-from phasestream.logs import tune_gc
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
 from projections.migrate import migrate
 from projections.positions import forget_topics
+from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
 from streams.dead_letters import DeadLetterWriter
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
-from streams.progress import ProjectorStats, log_progress
+from streams.progress import PipelineObserver, ProjectorStats, log_progress
 from streams.projector import Projector, ProjectorConfig, kafka_consumer
+from streams.prometheus import PipelineMetrics
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+S = TypeVar("S", bound=PostgresSink[Any])
 
 
 def database_url(settings: Settings) -> str:
@@ -38,8 +45,25 @@ def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
     return lambda key, value: decode_record(key, value, max_bytes=limit)
 
 
+def phase_event_time(event: PhaseEvent) -> datetime:
+    return event.timestamp
+
+
 def backoff(settings: Settings) -> Backoff:
     return Backoff(settings.db_retry_initial_ms / 1000, settings.db_retry_max_ms / 1000)
+
+
+@dataclass
+class Runtime:
+    """What the consumers of one process share: settings, stop signal, metrics registry."""
+
+    settings: Settings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    pipeline: PipelineMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = PipelineMetrics(self.registry)
 
 
 async def run_migrations(settings: Settings) -> int:
@@ -57,50 +81,90 @@ async def forget_lost_log(settings: Settings) -> None:
     would point past its end. Rows are kept (their ids make any re-delivery a no-op)."""
     conn = await asyncpg.connect(database_url(settings))
     try:
-        dropped = await forget_topics(conn, [settings.phase_events_topic])
+        dropped = await forget_topics(conn, [settings.phase_events_topic,
+                                             settings.sla_violations_topic])
     finally:
         await conn.close()
     if dropped:
         log.info("the embedded broker starts with an empty log: forgot %d stored consumer "
-                 "positions (audit rows are kept)", dropped)
+                 "positions (projected rows are kept)", dropped)
 
 
 async def create_topics(settings: Settings) -> list[str]:
     return await ensure_topics(
-        settings.bootstrap_servers, [settings.phase_events_topic, settings.dlq_topic],
+        settings.bootstrap_servers,
+        [settings.phase_events_topic, settings.dlq_topic, settings.sla_violations_topic],
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor)
 
 
 @contextlib.asynccontextmanager
-async def audit_projector(settings: Settings) -> AsyncIterator[Projector[PhaseEvent]]:
-    """The audit projector, started, subscribed, and stopped on exit."""
-    name = settings.audit_consumer_group
-    config = ProjectorConfig(name, settings.phase_events_topic, settings.batch_max_records,
-                             settings.batch_max_wait_ms, phase_event_decoder(settings),
-                             event_time=lambda event: event.timestamp)
+async def connected(sink_type: type[S], settings: Settings) -> AsyncIterator[S]:
+    """A sink connected to Postgres, waiting (with backoff) while Postgres is not there."""
     url = database_url(settings)
-    sink = await retry_unavailable(lambda: AuditSink.connect(url), backoff(settings),
-                                   f"{name}: connecting to Postgres")
+    sink = await retry_unavailable(lambda: sink_type.connect(url), backoff(settings),
+                                   f"{sink_type.__name__}: connecting to Postgres")
+    async with sink:
+        yield sink
+
+
+@contextlib.asynccontextmanager
+async def projector(settings: Settings, *, name: str, topic: str, sink: PostgresSink[T],
+                    decoder: Decoder[T], event_time: Callable[[T], datetime],
+                    on_applied: Callable[[Sequence[T]], None] | None = None,
+                    observer: PipelineObserver | None = None,
+                    ) -> AsyncIterator[Projector[T]]:
+    """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed."""
+    config = ProjectorConfig(name, topic, settings.batch_max_records,
+                             settings.batch_max_wait_ms, decoder, event_time, on_applied)
     dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name)
     consumer = kafka_consumer(**consumer_config(
         settings.bootstrap_servers, group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records))
-    async with sink:
-        await dlq.start()
+    await dlq.start()
+    try:
+        await consumer.start()
         try:
-            await consumer.start()
-            try:
-                projector = Projector(consumer=consumer, sink=sink, dead_letters=dlq,
-                                      config=config, backoff=backoff(settings),
-                                      stats=ProjectorStats(name))
-                projector.subscribe()
-                yield projector
-            finally:
-                await consumer.stop()
+            running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
+                                backoff=backoff(settings), stats=ProjectorStats(name, observer))
+            running.subscribe()
+            yield running
         finally:
-            await dlq.stop()
+            await consumer.stop()
+    finally:
+        await dlq.stop()
+
+
+@contextlib.asynccontextmanager
+async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
+                          ) -> AsyncIterator[Projector[PhaseEvent]]:
+    """The audit projector, started, subscribed, and stopped on exit."""
+    async with connected(AuditSink, settings) as sink, projector(
+            settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
+            sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
+            observer=observer) as running:
+        yield running
+
+
+async def drive(running: Projector[Any], stop: asyncio.Event) -> None:
+    """Run a projector until ``stop`` is set, logging its progress."""
+    name, config = running.stats.name, running.config
+    log.info("%s: consuming %s, batches of up to %d records", name, config.topic,
+             config.max_records)
+    progress = asyncio.create_task(log_progress(running.stats))
+    watcher = asyncio.create_task(_relay(stop, running.stop))
+    try:
+        await running.run()
+    finally:
+        progress.cancel()
+        watcher.cancel()
+    log.info("%s: stopped after %d events", name, running.stats.events_applied)
+
+
+async def _relay(event: asyncio.Event, action: Callable[[], None]) -> None:
+    await event.wait()
+    action()
 
 
 def on_signals(stop: Callable[[], None]) -> None:
@@ -108,25 +172,3 @@ def on_signals(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-
-
-async def run_audit(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    async with audit_projector(settings) as projector:
-        tune_gc()
-        log.info("audit projector: group %s on %s, batches of up to %d records",
-                 settings.audit_consumer_group, settings.phase_events_topic,
-                 settings.batch_max_records)
-        progress = asyncio.create_task(log_progress(projector.stats))
-        watcher = asyncio.create_task(_relay(stop, projector.stop)) if stop else None
-        try:
-            await projector.run()
-        finally:
-            for task in (progress, watcher):
-                if task is not None:
-                    task.cancel()
-        log.info("audit projector stopped after %d events", projector.stats.events_applied)
-
-
-async def _relay(event: asyncio.Event, action: Callable[[], None]) -> None:
-    await event.wait()
-    action()

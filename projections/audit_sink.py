@@ -8,16 +8,15 @@ makes all three durable at once; any failure leaves none of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Final
 
 import asyncpg
 import orjson
 
 from models.events import PhaseEvent
-from models.ports import Batch, PartitionRef
-from projections.database import discard_on_failure, open_pool, translate_errors
-from projections.positions import load_positions, move_positions
+from models.ports import Batch
+from projections.database import Connection
+from projections.sink_base import PostgresSink
 
 COLUMNS: Final = ("id", "workflow_id", "user_id", "phase_number", "status", "timestamp",
                   "duration_ms", "previous_phase", "error_message", "error_stack", "metadata",
@@ -33,45 +32,20 @@ def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
             event.rollback_triggered, event.rollback_to_phase)
 
 
-async def _create_stage(conn: asyncpg.Connection[Any]) -> None:
+async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} "
         f"(LIKE workflow_phase_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 
 
-class AuditSink:
+class AuditSink(PostgresSink[PhaseEvent]):
     """PositionedSink for ``workflow_phase_logs``."""
 
-    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
-        self._pool = pool
+    init = staticmethod(_create_stage)
 
-    @classmethod
-    async def connect(cls, dsn: str) -> AuditSink:
-        return cls(await translate_errors(lambda: open_pool(dsn, init=_create_stage)))
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-    async def __aenter__(self) -> AuditSink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def positions(self, consumer: str,
-                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
-        return await translate_errors(lambda: load_positions(self._pool, consumer, partitions))
-
-    async def apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
-        await translate_errors(lambda: self._apply(consumer, batch))
-
-    async def _apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
-        async with self._pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-                conn.transaction():
-            if batch.events:
-                await conn.copy_records_to_table(
-                    STAGE, records=[audit_row(e) for e in batch.events], columns=COLUMNS)
-                await conn.execute(
-                    f"INSERT INTO workflow_phase_logs ({_COLUMN_LIST}) "
-                    f"SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT (id) DO NOTHING")
-            await move_positions(conn, consumer, batch.moves)
+    async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
+        await conn.copy_records_to_table(
+            STAGE, records=[audit_row(e) for e in batch.events], columns=COLUMNS)
+        await conn.execute(
+            f"INSERT INTO workflow_phase_logs ({_COLUMN_LIST}) "
+            f"SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT (id) DO NOTHING")

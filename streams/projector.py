@@ -78,7 +78,12 @@ class Projector(Generic[T]):
         # Partitions whose stored position is loaded and sought: their expected next offset.
         self._expected: dict[TopicPartition, int | None] = {}
         self._pending: set[TopicPartition] = set()
+        self._newest: dict[TopicPartition, datetime] = {}  # event time, per partition
         self._stop = asyncio.Event()
+
+    @property
+    def config(self) -> ProjectorConfig[T]:
+        return self._config
 
     def stop(self) -> None:
         """Ask the loop to end after the batch in hand (safe to call twice)."""
@@ -142,9 +147,28 @@ class Projector(Generic[T]):
                      self._config.name)
             return False
         self._advance(moves)
+        self._note_newest(batch)
         self._applied(decoded.events, time.monotonic() - began)
         await self._commit(moves)
         return True
+
+    def _note_newest(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
+        for tp, decoded in batch.items():
+            if decoded.events:
+                newest = max(self._config.event_time(e) for e in decoded.events)
+                self._newest[tp] = max(newest, self._newest.get(tp, newest))
+
+    def watermarks(self, now: datetime) -> dict[int, datetime]:
+        """The stream's time per owned partition: ``now`` where everything fetched is
+        applied, else the newest event time applied there (none yet: no mark)."""
+        marks = {}
+        for tp, position in self._expected.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and (position or 0) >= highwater:
+                marks[tp.partition] = now
+            elif tp in self._newest:
+                marks[tp.partition] = self._newest[tp]
+        return marks
 
     def _applied(self, events: Sequence[T], seconds: float) -> None:
         newest = max((self._config.event_time(e) for e in events), default=None)

@@ -93,7 +93,11 @@ async def settings(broker: str, database: str) -> Settings:
         kafka_bootstrap_servers=broker, database_url=database,
         phase_events_topic=f"test-{tag}.phase-events", dlq_topic=f"test-{tag}.phase-events.dlq",
         audit_consumer_group=f"test-{tag}-audit", consumer_session_timeout_ms=2000,
-        batch_max_wait_ms=50, db_retry_initial_ms=50, db_retry_max_ms=500)
+        batch_max_wait_ms=50, db_retry_initial_ms=50, db_retry_max_ms=500, http_port=0,
+        sla_violations_topic=f"test-{tag}.sla-violations", sla_consumer_group=f"test-{tag}-sla",
+        sla_violations_consumer_group=f"test-{tag}-sla-violations",
+        metrics_consumer_group=f"test-{tag}-metrics", sla_grace_ms=500,
+        sla_check_interval_ms=200, outbox_relay_interval_ms=50)
     await create_topics(configured)
     return configured
 

@@ -35,7 +35,7 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
     env |= {"PHASESTREAM_DATA_DIR": str(tmp_path / "data"),
             "PHASESTREAM_EMBEDDED_KAFKA_PORT": str(port),
-            "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": "2000"}
+            "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": "2000", "PHASESTREAM_HTTP_PORT": "0"}
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -54,7 +54,7 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
         if process.poll() is None:
             process.kill()
     text = log.read_text()
-    assert "running audit, demo" in text
+    assert "running consumers: audit, sla, metrics" in text
     assert "dev stack stopped" in text
     assert "Traceback" not in text, text[-3000:]
     assert rows >= 20

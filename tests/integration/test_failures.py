@@ -112,7 +112,7 @@ async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings,
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     text = log.read_text()
-    assert "audit projector stopped after 500 events" in text, text[-2000:]
+    assert f"{settings.audit_consumer_group}: stopped after 500 events" in text, text[-2000:]
     assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
                             ) == len(events)
 

@@ -1,0 +1,127 @@
+"""The consumers a process can run (`phasestream run audit|sla|metrics|all`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from models.sla import SlaViolation
+from models.violation_codec import decode_violation
+from phasestream import health
+from phasestream.http import build_app, serving
+from phasestream.logs import tune_gc
+from phasestream.wiring import (
+    Runtime,
+    audit_projector,
+    connected,
+    drive,
+    phase_event_decoder,
+    phase_event_time,
+    projector,
+)
+from projections.metrics_sink import MetricsDataSink, open_phase_counts
+from projections.outbox import ViolationOutbox
+from projections.sla_sink import SlaStateSink
+from projections.thresholds import ThresholdCache, load_thresholds
+from projections.violation_sink import ViolationSink
+from streams.kafka import producer_config
+from streams.overdue import check_overdue
+from streams.prometheus import PhaseMetrics, ViolationMetrics
+from streams.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
+GAUGE_REFRESH_S = 5.0
+
+
+async def audit(rt: Runtime) -> None:
+    """Phase events into workflow_phase_logs, exactly once."""
+    rt.pipeline.register(rt.settings.audit_consumer_group)
+    async with audit_projector(rt.settings, rt.pipeline) as running:
+        await drive(running, rt.stop)
+
+
+def _violation_time(violation: SlaViolation) -> datetime:
+    return violation.detected_at
+
+
+async def sla(rt: Runtime) -> None:
+    """The SLA monitor (state, overdue timer, outbox relay) and the violations projection."""
+    s = rt.settings
+    counter = ViolationMetrics(rt.registry)
+    for name in (s.sla_consumer_group, s.sla_violations_consumer_group):
+        rt.pipeline.register(name)
+    producer = AIOKafkaProducer(**producer_config(
+        s.bootstrap_servers, client_id=f"{s.sla_consumer_group}-relay",
+        linger_ms=s.producer_linger_ms))
+    async with connected(SlaStateSink, s) as state, connected(ViolationSink, s) as sink, \
+            projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
+                      decoder=phase_event_decoder(s), event_time=phase_event_time,
+                      observer=rt.pipeline) as monitor, \
+            projector(s, name=s.sla_violations_consumer_group, topic=s.sla_violations_topic,
+                      sink=sink, decoder=decode_violation, event_time=_violation_time,
+                      on_applied=counter.observe, observer=rt.pipeline) as violations:
+        state.thresholds = ThresholdCache(s.sla_thresholds_reload_s)
+        await producer.start()
+        try:
+            relay = OutboxRelay(ViolationOutbox(state.pool), producer, s.sla_violations_topic,
+                                interval_s=s.outbox_relay_interval_ms / 1000)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(drive(monitor, rt.stop))
+                group.create_task(drive(violations, rt.stop))
+                group.create_task(relay.run(rt.stop))
+                group.create_task(check_overdue(
+                    state, monitor, grace_ms=s.sla_grace_ms,
+                    interval_s=s.sla_check_interval_ms / 1000,
+                    early_end_ttl_s=s.sla_early_end_ttl_s, stop=rt.stop))
+        finally:
+            await producer.stop()
+
+
+async def metrics(rt: Runtime) -> None:
+    """Phase events into metrics_data (exactly once) and into the Prometheus metrics."""
+    s = rt.settings
+    phase_metrics = PhaseMetrics(rt.registry)
+    rt.pipeline.register(s.metrics_consumer_group)
+    async with connected(MetricsDataSink, s) as sink, projector(
+            s, name=s.metrics_consumer_group, topic=s.phase_events_topic, sink=sink,
+            decoder=phase_event_decoder(s), event_time=phase_event_time,
+            on_applied=phase_metrics.observe, observer=rt.pipeline) as running, \
+            asyncio.TaskGroup() as group:
+        group.create_task(drive(running, rt.stop))
+        group.create_task(_refresh_gauges(sink, phase_metrics, rt.stop))
+
+
+async def _refresh_gauges(sink: MetricsDataSink, phase_metrics: PhaseMetrics,
+                          stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with sink.pool.acquire() as conn:
+                phase_metrics.set_gauges(await open_phase_counts(conn),
+                                         await load_thresholds(conn))
+        except (OSError, TimeoutError) as exc:
+            log.debug("gauges not refreshed: %s", exc)
+        except Exception as exc:  # a gauge refresh must never stop the consumer
+            log.warning("gauges not refreshed: %s: %s", type(exc).__name__, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=GAUGE_REFRESH_S)
+
+
+CONSUMERS: dict[str, Callable[[Runtime], Coroutine[Any, Any, None]]] = {
+    "audit": audit, "sla": sla, "metrics": metrics}
+
+
+async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
+    """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
+    s = rt.settings
+    tune_gc()
+    async with serving(build_app(rt.registry, health.checks(s)), s.http_host, s.http_port):
+        log.info("running consumers: %s", ", ".join(names))
+        async with asyncio.TaskGroup() as group:
+            for name in names:
+                group.create_task(CONSUMERS[name](rt), name=name)

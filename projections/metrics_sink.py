@@ -1,0 +1,32 @@
+"""The seed's ``metrics_data`` table, filled exactly once per phase transition."""
+
+from __future__ import annotations
+
+import orjson
+
+from models.events import PhaseEvent
+from models.metric_rows import metric_row
+from models.ports import Batch
+from projections.database import Connection
+from projections.sink_base import PostgresSink
+
+
+class MetricsDataSink(PostgresSink[PhaseEvent]):
+    """PositionedSink for ``metrics_data`` (id = the event's id)."""
+
+    async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
+        rows = [metric_row(e) for e in batch.events]
+        await conn.executemany(
+            "INSERT INTO metrics_data (id, metric_name, metric_type, value, labels, "
+            "error_message, metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (id) DO NOTHING",
+            [(r.id, r.metric_name, r.metric_type, r.value, orjson.dumps(r.labels).decode(),
+              r.error_message, orjson.dumps(r.metadata).decode(), r.event.timestamp)
+             for r in rows])
+
+
+async def open_phase_counts(conn: Connection) -> dict[int, int]:
+    """Phases in flight per phase number, from the SLA monitor's state."""
+    rows = await conn.fetch(
+        "SELECT phase_number, count(*) AS n FROM sla_open_phases GROUP BY phase_number")
+    return {r["phase_number"]: r["n"] for r in rows}

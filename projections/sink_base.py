@@ -1,0 +1,57 @@
+"""What every Postgres projection shares: a pool, stored positions, one transaction per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Generic, TypeAlias, TypeVar
+
+import asyncpg
+
+from models.ports import Batch, PartitionRef
+from projections.database import Connection, discard_on_failure, open_pool, translate_errors
+from projections.positions import load_positions, move_positions
+
+T = TypeVar("T")
+S = TypeVar("S", bound="PostgresSink[Any]")
+# asyncpg is generic only in its stubs, hence the string.
+Init: TypeAlias = "Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]"
+
+
+class PostgresSink(Generic[T]):
+    """A PositionedSink: subclasses write a batch's rows; positions move in the same
+    transaction, compare-and-set, after the rows."""
+
+    init: Init | None = None  # per-connection set-up (e.g. a temp staging table)
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls: type[S], dsn: str) -> S:
+        return cls(await translate_errors(lambda: open_pool(dsn, init=cls.init)))
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self: S) -> S:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def positions(self, consumer: str,
+                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
+        return await translate_errors(lambda: load_positions(self.pool, consumer, partitions))
+
+    async def apply(self, consumer: str, batch: Batch[T]) -> None:
+        await translate_errors(lambda: self._apply(consumer, batch))
+
+    async def _apply(self, consumer: str, batch: Batch[T]) -> None:
+        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
+                conn.transaction():
+            if batch.events:
+                await self.write_rows(conn, batch)
+            await move_positions(conn, consumer, batch.moves)
+
+    async def write_rows(self, conn: Connection, batch: Batch[T]) -> None:
+        raise NotImplementedError

@@ -1,0 +1,114 @@
+"""The SLA monitor's Postgres side: its state, its outbox and its positions, together.
+
+Per batch, in one transaction: lock and load the state of the keys the batch touches,
+fold the events over it (models.sla_state), write the state back, put the violations in
+the outbox, move the positions. The overdue check is a second kind of transaction: it
+claims open phases past deadline + grace (SKIP LOCKED), marks them reported and puts an
+``overdue`` violation in the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import asyncpg
+
+from models.events import PhaseEvent
+from models.ports import Batch
+from models.sla import OpenPhase, SlaViolation, judge_open
+from models.sla_state import SlaState, key_of, step
+from models.violation_codec import encode_violation
+from projections.database import Connection, discard_on_failure, translate_errors
+from projections.sink_base import PostgresSink
+from projections.sla_state_rows import load_state, save_state
+from projections.thresholds import ThresholdCache
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+_DUE: Final = """
+SELECT o.workflow_id, o.phase_number, o.started_event_id, o.user_id, o.started_at,
+       t.threshold_ms, w.mark
+FROM sla_open_phases AS o
+JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
+JOIN unnest($1::int[], $2::timestamptz[]) AS w(part, mark) ON o.source_partition = w.part
+WHERE NOT o.overdue_reported
+  AND o.started_at + (t.threshold_ms + $3) * interval '1 millisecond' < w.mark
+ORDER BY o.started_at
+LIMIT $4
+FOR UPDATE OF o SKIP LOCKED"""
+
+
+async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) -> None:
+    if violations:
+        await conn.executemany(
+            "INSERT INTO sla_violation_outbox (violation_id, workflow_id, payload) "
+            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(v.violation_id, v.workflow_id, encode_violation(v)) for v in violations])
+
+
+class SlaStateSink(PostgresSink[PhaseEvent]):
+    """PositionedSink of the SLA monitor (consumer group phasestream-sla)."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], reload_s: float = 30.0,
+                 clock: Clock = lambda: datetime.now(UTC)) -> None:
+        super().__init__(pool)
+        self.thresholds = ThresholdCache(reload_s)
+        self._clock = clock
+
+    async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
+        keys = {key_of(e) for e in batch.events}
+        state = await load_state(conn, keys)
+        before = SlaState(dict(state.open), dict(state.early))
+        thresholds = await self.thresholds.get(conn)
+        now = self._clock()
+        violations = []
+        for ref, events in batch.by_partition.items():
+            for event in events:
+                verdict = step(state, event, ref.partition, thresholds, now)
+                if verdict is not None:
+                    violations.append(verdict)
+        await save_state(conn, before, state)
+        await put_in_outbox(conn, violations)
+
+    async def report_overdue(self, watermarks: Mapping[int, datetime], grace_ms: int,
+                             limit: int = 5000) -> list[SlaViolation]:
+        """Claim the open phases of these partitions that are past deadline + grace."""
+        if not watermarks:
+            return []
+        return await translate_errors(lambda: self._report_overdue(watermarks, grace_ms, limit))
+
+    async def _report_overdue(self, watermarks: Mapping[int, datetime], grace_ms: int,
+                              limit: int) -> list[SlaViolation]:
+        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
+                conn.transaction():
+            rows = await conn.fetch(_DUE, list(watermarks), list(watermarks.values()),
+                                    grace_ms, limit)
+            verdicts = (_judge_due(row, grace_ms) for row in rows)
+            violations = [v for v in verdicts if v is not None]
+            await put_in_outbox(conn, violations)
+            await conn.execute(
+                "UPDATE sla_open_phases SET overdue_reported = TRUE WHERE (workflow_id, "
+                "phase_number) IN (SELECT * FROM unnest($1::text[], $2::int[]))",
+                [r["workflow_id"] for r in rows], [r["phase_number"] for r in rows])
+            return violations
+
+    async def forget_early_ends(self, older_than_s: float) -> int:
+        """Drop ends whose start never came (e.g. it predates the log); they are logged."""
+        status = await translate_errors(lambda: self.pool.execute(
+            "DELETE FROM sla_early_terminals WHERE received_at < now() - $1 * interval '1 s'",
+            older_than_s))
+        dropped = int(status.split()[-1])
+        if dropped:
+            log.warning("dropped %d phase ends whose start never arrived", dropped)
+        return dropped
+
+
+def _judge_due(row: Any, grace_ms: int) -> SlaViolation | None:
+    phase = OpenPhase(row["started_event_id"], row["workflow_id"], row["user_id"],
+                      row["phase_number"], row["started_at"])
+    return judge_open(phase, row["threshold_ms"], row["mark"], grace_ms)
+
