@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench install clean
+.PHONY: run test tools lint typecheck unit integration bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/phasestream dev --demo
 
-test: lint typecheck
+test: tools lint typecheck
 	$(BIN)/python -m pytest
+
+# promtool (Debian's prometheus package) checks /metrics and the alert rules. Installed
+# where we can (root with apt); elsewhere its tests skip with the reason, and CI's strict
+# mode (PHASESTREAM_STRICT=1) turns any skip into a failure.
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "promtool is missing: install Debian's 'prometheus' package"; \
+	  fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -120,7 +120,9 @@ async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
     s = rt.settings
     tune_gc()
-    async with serving(build_app(rt.registry, health.checks(s)), s.http_host, s.http_port):
+    async with serving(build_app(rt.registry, health.checks(s)), s.http_host,
+                       s.http_port) as port:
+        rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))
         async with asyncio.TaskGroup() as group:
             for name in names:

@@ -61,6 +61,7 @@ class Runtime:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     pipeline: PipelineMetrics = field(init=False)
+    http_port: int | None = None  # where /metrics listens, once it does
 
     def __post_init__(self) -> None:
         self.pipeline = PipelineMetrics(self.registry)

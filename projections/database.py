@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
@@ -34,6 +35,11 @@ UNAVAILABLE: Final = (
 )
 #: Errors that the same write will hit again: the data itself is refused.
 REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """asyncpg returns its own UUID subclass, which orjson does not encode: normalise."""
+    return uuid.UUID(bytes=value.bytes)
 
 
 async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:

@@ -21,7 +21,7 @@ from models.ports import Batch
 from models.sla import OpenPhase, SlaViolation, judge_open
 from models.sla_state import SlaState, key_of, step
 from models.violation_codec import encode_violation
-from projections.database import Connection, discard_on_failure, translate_errors
+from projections.database import Connection, as_uuid, discard_on_failure, translate_errors
 from projections.sink_base import PostgresSink
 from projections.sla_state_rows import load_state, save_state
 from projections.thresholds import ThresholdCache
@@ -108,7 +108,7 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
 
 
 def _judge_due(row: Any, grace_ms: int) -> SlaViolation | None:
-    phase = OpenPhase(row["started_event_id"], row["workflow_id"], row["user_id"],
-                      row["phase_number"], row["started_at"])
+    phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
+                      as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
     return judge_open(phase, row["threshold_ms"], row["mark"], grace_ms)
 

@@ -9,7 +9,7 @@ from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from models.sla import OpenPhase
 from models.sla_state import Key, OpenEntry, SlaState
-from projections.database import Connection
+from projections.database import Connection, as_uuid
 
 _KEYS = "(SELECT * FROM unnest($1::text[], $2::int[]))"
 
@@ -26,8 +26,8 @@ async def load_state(conn: Connection, keys: Iterable[Key]) -> SlaState:
     for row in await conn.fetch(
             f"SELECT * FROM sla_open_phases WHERE (workflow_id, phase_number) IN {_KEYS} "
             "FOR UPDATE", workflows, phases):
-        phase = OpenPhase(row["started_event_id"], row["workflow_id"], row["user_id"],
-                          row["phase_number"], row["started_at"])
+        phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
+                          as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
         state.open[(row["workflow_id"], row["phase_number"])] = OpenEntry(
             phase, row["source_partition"], row["overdue_reported"])
     for row in await conn.fetch(
@@ -39,7 +39,8 @@ async def load_state(conn: Connection, keys: Iterable[Key]) -> SlaState:
 
 def _early_event(row: Any) -> PhaseEvent:
     # Only what the SLA decision reads is kept for an early end.
-    return PhaseEvent(row["event_id"], row["workflow_id"], row["user_id"], row["phase_number"],
+    return PhaseEvent(as_uuid(row["event_id"]), row["workflow_id"], as_uuid(row["user_id"]),
+                      row["phase_number"],
                       PhaseStatus(row["status"]), row["event_timestamp"],
                       duration_ms=row["duration_ms"])
 

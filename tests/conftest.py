@@ -102,6 +102,22 @@ async def settings(broker: str, database: str) -> Settings:
     return configured
 
 
+STRICT = os.environ.get("PHASESTREAM_STRICT") == "1"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In strict mode (CI), a skipped test is a failed run: every tool must be there."""
+    if STRICT and _skipped:
+        print(f"\nPHASESTREAM_STRICT=1: {len(_skipped)} tests were skipped: {_skipped}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
     env = dict(os.environ)

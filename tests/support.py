@@ -14,8 +14,9 @@ import asyncpg
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
+from phasestream.consumers import run_consumers
 from phasestream.settings import Settings
-from phasestream.wiring import audit_projector
+from phasestream.wiring import Runtime, audit_projector
 from streams.projector import Projector
 
 T = TypeVar("T")
@@ -47,6 +48,28 @@ def make_event(workflow_id: str = "wf-1", phase: int = 1,
 def many_events(count: int, workflows: int = 50) -> list[PhaseEvent]:
     return [make_event(f"wf-{i % workflows}", phase=1 + i % 7,
                        metadata={"n": i}) for i in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def consumers_running(settings: Settings, *names: str) -> AsyncIterator[Runtime]:
+    """Consumers and their HTTP server in a background task, as `phasestream run` runs them."""
+    runtime = Runtime(settings)
+    task = asyncio.create_task(run_consumers(runtime, list(names)))
+    try:
+        await eventually(_port_of(runtime, task), lambda port: port is not None,
+                         what="the HTTP server")
+        yield runtime
+    finally:
+        runtime.stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def _port_of(runtime: Runtime, task: asyncio.Task[None]) -> Callable[[], Awaitable[int | None]]:
+    async def probe() -> int | None:
+        if task.done():
+            task.result()  # raises what stopped it
+        return runtime.http_port
+    return probe
 
 
 @contextlib.asynccontextmanager
