@@ -12,7 +12,11 @@ database (dropped at the end), migrations applied into it. Then, in this order:
    NOTHING per event, on a sample of the same topic;
 4. phase 1: the audit projector (``wiring.audit_projector``) drains the N-event backlog;
 5. phase 2: with the projector running, a separate process publishes at a steady rate and
-   polls for a sample of the ids, recording when each becomes visible (committed).
+   polls for a sample of the ids, recording when each becomes visible (committed);
+6. scale-out (``--workers``, default 1 and 2): for each K, a fresh topic and consumer group,
+   the same N events published, ``workflow_phase_logs`` emptied (TRUNCATE), then K ``python
+   -m phasestream run audit`` processes drain them, timed from the first committed row to
+   N rows (``SELECT count(*)`` every 50 ms); SIGTERM stops them and each must exit with 0.
 
 Baselines write into ``bench.*`` copies of ``workflow_phase_logs`` (LIKE ... INCLUDING ALL:
 same columns, defaults, constraints and indexes). A CHECKPOINT precedes each timed part.
@@ -30,6 +34,8 @@ import os
 import platform
 import queue
 import random
+import re
+import signal
 import socket
 import statistics
 import sys
@@ -66,6 +72,7 @@ SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half
 COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 TARGET_VS_RAW: Final = 0.8
 TARGET_VS_NAIVE: Final = 10.0
+SCALE_OUT_POLL_S: Final = 0.05
 
 
 # --------------------------------------------------------------------------------------
@@ -154,24 +161,35 @@ class CpuMeter:
     monitor: asyncpg.Connection[Any]
     database: str
     broker: list[int]
+    #: Further named process groups, reported as "<name>_pct" (e.g. projector worker
+    #: processes, one Postgres backend); a backend named here is not in postgres_backends.
+    extra: Mapping[str, Sequence[int]] = field(default_factory=dict)
     _start: dict[str, Any] = field(default_factory=dict)
 
     async def _backends(self) -> list[int]:
         rows = await self.monitor.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
             self.database)
-        return [int(r["pid"]) for r in rows]
+        named = {p for pids in self.extra.values() for p in pids}
+        return [int(r["pid"]) for r in rows if int(r["pid"]) not in named]
+
+    def _extra_cpu_s(self) -> dict[str, float]:
+        return {name: sum(_proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
 
     async def start(self) -> None:
         self._start = {"wall": time.monotonic(), "self": time.process_time(),
                        "pg": {p: _proc_cpu_s(p) for p in await self._backends()},
                        "broker": sum(_proc_cpu_s(p) for p in self.broker),
+                       "extra": self._extra_cpu_s(),
                        "machine": _machine_ticks()}
 
     async def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._start["wall"]
         pg_start: dict[int, float] = self._start["pg"]
         pg = sum(_proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
+        extra_start: dict[str, float] = self._start["extra"]
+        extra = {f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
+                 for name, cpu_s in self._extra_cpu_s().items()}
         busy0, total0 = self._start["machine"]
         busy1, total1 = _machine_ticks()
         ours = {
@@ -179,6 +197,7 @@ class CpuMeter:
             "postgres_backends_pct": 100 * pg / wall,
             "broker_pct": 100 * (sum(_proc_cpu_s(p) for p in self.broker)
                                  - self._start["broker"]) / wall,
+            **extra,
         }
         # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
         machine = 100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
@@ -581,6 +600,173 @@ async def steady_phase(args: argparse.Namespace, settings: Settings, *,
 
 
 # --------------------------------------------------------------------------------------
+# Scale-out: the projector as K separate OS processes in one consumer group
+
+
+@dataclass
+class Worker:
+    """One `python -m phasestream run audit` process and its log file."""
+
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        return ""
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """This environment without any PHASESTREAM_ variable, plus the worker's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
+    env.update({
+        "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "PHASESTREAM_DATABASE_URL": settings.database_url or "",
+        "PHASESTREAM_PHASE_EVENTS_TOPIC": settings.phase_events_topic,
+        "PHASESTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
+        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+        "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
+        "PHASESTREAM_LOG_LEVEL": "INFO",
+    })
+    return env
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+async def start_workers(settings: Settings, count: int, workdir: Path) -> list[Worker]:
+    env = worker_environment(settings)
+    workers = []
+    for index in range(1, count + 1):
+        log_path = workdir / f"scaleout-{count}-worker-{index}.log"
+        fd = _open_log(log_path)
+        try:  # cwd: the scratch directory, so that no .env file is read
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "phasestream", "run", "audit", env=env, cwd=workdir,
+                stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd)
+        finally:
+            os.close(fd)
+        workers.append(Worker(process, log_path))
+    return workers
+
+
+async def stop_workers(workers: Sequence[Worker], timeout_s: float = 30) -> list[int | None]:
+    """SIGTERM each worker; its exit code (None: it had to be killed)."""
+    for worker in workers:
+        if worker.process.returncode is None:
+            worker.process.send_signal(signal.SIGTERM)
+    codes: list[int | None] = []
+    for worker in workers:
+        try:
+            codes.append(await asyncio.wait_for(worker.process.wait(), timeout_s))
+        except TimeoutError:
+            worker.process.kill()
+            await worker.process.wait()
+            codes.append(None)
+    return codes
+
+
+ASSIGNED: Final = re.compile(r"(\d+) partitions at stored positions")
+
+
+def worker_log_facts(worker: Worker) -> dict[str, Any]:
+    """Partition counts at each (re)assignment, and the writes refused as stale."""
+    text = worker.log_path.read_text(errors="replace")
+    return {"assignments": [int(m.group(1)) for m in ASSIGNED.finditer(text)],
+            "stale_position_retries": text.count("re-reading stored positions"),
+            "log": str(worker.log_path)}
+
+
+async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
+                    db_name: str, workdir: Path,
+                    monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+    """Drain N events with `count` projector processes: a fresh topic and consumer group,
+    and workflow_phase_logs emptied by TRUNCATE (same database, so the same schema)."""
+    settings = Settings(kafka_bootstrap_servers=base.bootstrap_servers,
+                        database_url=base.database_url,
+                        phase_events_topic=f"bench.scaleout-{count}",
+                        dlq_topic=f"bench.scaleout-{count}.dlq",
+                        audit_consumer_group=f"bench-scaleout-{count}",
+                        consumer_session_timeout_ms=SESSION_TIMEOUT_MS)
+    await create_topics(settings)
+    events = [decode_event(p) for p in payloads]  # the same events as the backlog
+    log.info("scale-out (%d): publishing %d events to %s", count, len(events),
+             settings.phase_events_topic)
+    await publish_backlog(settings.bootstrap_servers, settings, events)
+    del events
+    await monitor.execute("TRUNCATE workflow_phase_logs")
+    poll = await asyncpg.connect(settings.database_url)
+    try:
+        await checkpoint(monitor)
+        log.info("scale-out (%d): starting %d projector processes", count, count)
+        started = time.perf_counter()
+        workers = await start_workers(settings, count, workdir)
+        meter = CpuMeter(monitor, db_name, broker_pids(), {
+            **{f"worker_{i}": [w.process.pid] for i, w in enumerate(workers, 1)},
+            "count_poll_backend": [poll.get_server_pid()]})
+        try:
+            timing = await _drain_with_workers(poll, workers, len(payloads), meter, count)
+            cpu = await meter.stop()
+        finally:
+            codes = await stop_workers(workers)
+        stored = await poll.fetchval("SELECT count(*) FROM workflow_phase_logs")
+    finally:
+        await poll.close()
+    first_at, done_at, first_rows, polls, poll_ms = timing
+    if stored != len(payloads):
+        raise RuntimeError(f"scale-out ({count}): {stored} rows stored of {len(payloads)}")
+    if any(code != 0 for code in codes):
+        log.error("scale-out (%d): worker exit codes %s (expected 0)", count, codes)
+    rate = round((len(payloads) - first_rows) / max(1e-9, done_at - first_at))
+    log.info("scale-out (%d): %d events/s after the first commit; exit codes %s", count,
+             rate, codes)
+    return {
+        "workers": count, "events": len(payloads), "events_per_s": rate,
+        "seconds": round(done_at - first_at, 3),
+        "first_commit_after_s": round(first_at - started, 3),
+        "events_per_s_incl_startup": round(len(payloads) / (done_at - started)),
+        "rows_at_first_commit": first_rows, "count_polls": polls,
+        "count_query_ms_mean": round(poll_ms, 2), "exit_codes": codes, "cpu": cpu,
+        "worker_logs": [worker_log_facts(w) for w in workers],
+    }
+
+
+async def _drain_with_workers(poll: asyncpg.Connection[Any], workers: Sequence[Worker],
+                              target: int, meter: CpuMeter, count: int, *,
+                              timeout_s: float = 900,
+                              ) -> tuple[float, float, int, int, float]:
+    """Poll count(*) every SCALE_OUT_POLL_S until it reaches target. Return (first commit
+    seen, target seen, rows at the first commit, polls, mean poll ms)."""
+    first_at, first_rows, polls, poll_s = 0.0, 0, 0, 0.0
+    deadline = time.monotonic() + timeout_s
+    next_log = time.monotonic() + 5
+    while True:
+        for worker in workers:
+            if worker.process.returncode is not None:
+                raise RuntimeError(f"scale-out ({count}): a worker exited with "
+                                   f"{worker.process.returncode}:\n{worker.log_tail()}")
+        asked = time.perf_counter()
+        rows = int(await poll.fetchval("SELECT count(*) FROM workflow_phase_logs"))
+        now = time.perf_counter()
+        polls, poll_s = polls + 1, poll_s + now - asked
+        if rows and not first_at:  # CPU is metered from the first commit on, like the rate
+            first_at, first_rows = now, rows
+            await meter.start()
+        if rows >= target:
+            return first_at, now, first_rows, polls, 1000 * poll_s / polls
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"scale-out ({count}): {rows} of {target} rows after "
+                               f"{timeout_s:.0f} s")
+        if time.monotonic() >= next_log:
+            log.info("scale-out (%d): %d / %d rows", count, rows, target)
+            next_log += 5
+        await asyncio.sleep(SCALE_OUT_POLL_S)
+
+
+# --------------------------------------------------------------------------------------
 # Report
 
 
@@ -644,6 +830,7 @@ def report(figures: Mapping[str, Any]) -> str:
         f"  raw COPY        : {cpu(raw)}",
         f"  steady load     : {cpu(latency)}",
         "",
+        *scale_out_report(figures),
         f"Latency at {latency['achieved_rate']:,} events/s for {latency['publish_seconds']} s "
         f"({latency['published']:,} events, {latency['projector_batches']:,} projector "
         "batches), projector running:",
@@ -673,11 +860,63 @@ def report(figures: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
+    runs = figures.get("scale_out") or []
+    if not runs:
+        return []
+    cores = 100 * figures["machine"]["nproc"]
+    lines = [
+        "Scale-out: the projector as K OS processes (python -m phasestream run audit, GC tuned "
+        "by run_audit), one consumer",
+        "  group; each K on a fresh topic + group, workflow_phase_logs truncated, the N events "
+        "published before the processes start;",
+        f"  timed from the first committed row to N rows (SELECT count(*) every "
+        f"{SCALE_OUT_POLL_S * 1000:.0f} ms):",
+        f"  {'processes':<10}{'events/s':>10}{'vs raw':>8}{'vs naive':>10}"
+        f"{'1st commit':>12}{'incl. start':>13}  exit codes  partitions per process",
+    ]
+    for run in runs:
+        parts = " + ".join("->".join(str(n) for n in w["assignments"]) or "?"
+                           for w in run["worker_logs"])
+        stale = sum(w["stale_position_retries"] for w in run["worker_logs"])
+        lines.append(
+            f"  {run['workers']:<10}{run['events_per_s']:>10,}{run['vs_raw']:>7.2f}x"
+            f"{run['vs_naive']:>9.1f}x{run['first_commit_after_s']:>10.1f} s"
+            f"{run['events_per_s_incl_startup']:>11,}/s  "
+            f"{','.join(str(c) for c in run['exit_codes']):<10}  {parts}"
+            + (f"  ({stale} stale-position retries)" if stale else ""))
+    lines.append("  CPU while timed, % of one core:")
+    for run in runs:
+        c = run["cpu"]
+        workers = [c[f"worker_{i}_pct"] for i in range(1, run["workers"] + 1)]
+        listed = (sum(workers) + c["postgres_backends_pct"] + c["count_poll_backend_pct"]
+                  + c["broker_pct"] + c["bench_process_pct"])
+        lines.append(
+            f"  {run['workers']} process(es): projector {' + '.join(f'{w}%' for w in workers)}"
+            f"  pg backends {c['postgres_backends_pct']}%"
+            f"  count poll {c['count_poll_backend_pct']}%"
+            f"  broker {c['broker_pct']}%  bench {c['bench_process_pct']}%"
+            f"  | machine {c['machine_busy_pct']}% of {cores}%,"
+            f" other {c['machine_busy_pct'] - listed}%")
+    lines.append("")
+    return lines
+
+
 # --------------------------------------------------------------------------------------
 # Main
 
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of process counts: {text!r}") from None
+    if any(c < 0 for c in counts):
+        raise argparse.ArgumentTypeError("process counts are >= 0")
+    return [c for c in counts if c]
 
 
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
@@ -694,6 +933,9 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="phase 2: poll for 1 id in this many")
     parser.add_argument("--poll-ms", type=int, default=10, help="phase 2 poll interval")
     parser.add_argument("--seed", type=int, default=20_240_601)
+    parser.add_argument("--workers", type=_worker_counts, default=[1, 2],
+                        help="scale-out: projector process counts to measure, e.g. 2 or 1,2 "
+                        "(default 1,2; 0 skips)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     return parser.parse_args(None if argv is None else list(argv))
 
@@ -709,14 +951,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await create_topics(settings)
             monitor = await asyncpg.connect(db_url)
             try:
-                return await _measure(args, settings, monitor, db_name, db_url)
+                return await _measure(args, settings, monitor, db_name, db_url, workdir=workdir)
             finally:
                 await monitor.close()
 
 
 async def _measure(args: argparse.Namespace, settings: Settings,
                    monitor: asyncpg.Connection[Any], db_name: str,
-                   db_url: str) -> dict[str, Any]:
+                   db_url: str, *, workdir: Path) -> dict[str, Any]:
     facts = await machine_facts(monitor)
     busy_before = await asyncio.to_thread(machine_busy_pct)
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
@@ -750,6 +992,15 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     log.info("phase 1: the audit projector drains the %d-event backlog", args.events)
     projector = await projector_phases(args, settings, args.events, meter, monitor)
     drain_rate = projector["drain"]["events_per_s"]
+
+    scaled = []
+    for count in args.workers:
+        log.info("scale-out: %d projector process(es) drain %d events", count, args.events)
+        result = await scale_out(settings, payloads, count, db_name=db_name,
+                                 workdir=workdir, monitor=monitor)
+        result["vs_raw"] = round(result["events_per_s"] / raw["events_per_s"], 3)
+        result["vs_naive"] = round(result["events_per_s"] / naive["events_per_s"], 2)
+        scaled.append(result)
     return {
         "events": args.events,
         "machine": facts,
@@ -765,6 +1016,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
         "projector": projector,
         "naive": naive,
         "raw_copy": raw,
+        "scale_out": scaled,
         "ratios": {"projector_vs_raw": round(drain_rate / raw["events_per_s"], 3),
                    "projector_vs_naive": round(drain_rate / naive["events_per_s"], 2)},
     }

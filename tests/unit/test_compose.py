@@ -2,7 +2,8 @@
 
 No Docker engine is needed: the file is checked with the real ``check-jsonschema`` CLI against
 its vendored compose-spec schema, then read as YAML and compared with ``Settings``, the
-``phasestream`` CLI, the Dockerfile and the Kafka / Postgres service definitions.
+``phasestream`` CLI, the Dockerfile, the Kafka / Postgres service definitions and the
+monitoring services' files under deploy/ (whose contents tests/unit/test_deploy.py checks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,8 +38,12 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PREFIX = "PHASESTREAM_"
-PHASESTREAM_SERVICES = ("migrate", "topics", "audit")
+PHASESTREAM_SERVICES = ("migrate", "topics", "audit", "sla", "metrics")
 ONE_SHOT = ("migrate", "topics")
+# The long-running consumers: each serves /metrics and /healthz on PHASESTREAM_HTTP_PORT.
+CONSUMERS = ("audit", "sla", "metrics")
+HTTP_PORT = 6066
+MONITORING = ("prometheus", "alertmanager", "grafana")
 # Kafka broker defaults for the settings a client must stay within.
 KAFKA_DEFAULTS = {
     "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": 6000,
@@ -128,6 +137,46 @@ def _published(service: Service) -> dict[int, int]:
         assert len(parts) >= 2, f"port {port} is not published on a fixed host port"
         result[int(parts[-1])] = int(parts[-2])
     return result
+
+
+def _mounts(service: Service) -> dict[str, str]:
+    """Container path -> source (a volume name or a host path), from either volume syntax."""
+    result: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            result[str(volume["target"])] = str(volume.get("source", ""))
+            continue
+        source, _, rest = str(volume).partition(":")
+        result[rest.split(":")[0]] = source
+    return result
+
+
+def _bind_source(source: str) -> Path | None:
+    """The host path of a bind mount, None for a named volume."""
+    return ROOT / source if source.startswith((".", "/")) else None
+
+
+def _flags(service: Service) -> dict[str, list[str]]:
+    """A service's `--name=value` command flags: name -> values (a bare flag has "")."""
+    result: dict[str, list[str]] = {}
+    for part in _command(service):
+        name, _, value = part.partition("=")
+        result.setdefault(name, []).append(value)
+    return result
+
+
+def _mounted_file(service: Service, container_path: str) -> Path:
+    """The repository file bind-mounted at container_path (itself or through a directory)."""
+    mounts = _mounts(service)
+    for target, source in mounts.items():
+        host = _bind_source(source)
+        if host is None:
+            continue
+        if container_path == target:
+            return host
+        if container_path.startswith(target.rstrip("/") + "/"):
+            return host / container_path[len(target.rstrip("/")) + 1:]
+    raise AssertionError(f"{container_path} is not bind-mounted: {mounts}")
 
 
 def _compose_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
@@ -304,10 +353,14 @@ def test_dependencies_gate_the_start_order(services: dict[str, Service]) -> None
                     f"{name} waits for {target} to complete, but it restarts")
     assert _depends_on(services["migrate"]) == {"postgres": "service_healthy"}
     assert _depends_on(services["topics"]) == {"kafka": "service_healthy"}
-    assert _depends_on(services["audit"]) == {
-        "kafka": "service_healthy", "postgres": "service_healthy",
-        "migrate": "service_completed_successfully",
-        "topics": "service_completed_successfully"}
+    for name in CONSUMERS:
+        assert _depends_on(services[name]) == {
+            "kafka": "service_healthy", "postgres": "service_healthy",
+            "migrate": "service_completed_successfully",
+            "topics": "service_completed_successfully"}, name
+    # Prometheus must not wait for the consumers: it is what reports them down.
+    assert not set(_depends_on(services["prometheus"])) & set(PHASESTREAM_SERVICES)
+    assert _depends_on(services["grafana"]) == {"prometheus": "service_healthy"}
 
 
 def test_one_shot_and_long_running_services(services: dict[str, Service]) -> None:
@@ -315,7 +368,7 @@ def test_one_shot_and_long_running_services(services: dict[str, Service]) -> Non
         assert services[name].get("restart") == "no", name
     long_running = {name for name, service in services.items()
                     if service.get("restart", "no") != "no"}
-    assert long_running == {"kafka", "postgres", "audit"}
+    assert long_running == {"kafka", "postgres", *CONSUMERS, *MONITORING}
     for name in long_running:
         service = services[name]
         healthy = [target for target, condition in _depends_on(service).items()
@@ -336,11 +389,143 @@ def test_healthchecks_probe_the_right_thing(services: dict[str, Service]) -> Non
     assert f"-d {pg_env['POSTGRES_DB']}" in pg_test
 
 
-def test_audit_can_be_scaled(services: dict[str, Service]) -> None:
-    audit = services["audit"]
-    # A fixed container name or host port would make `--scale audit=N` fail.
-    assert "container_name" not in audit
-    assert not audit.get("ports")
+@pytest.mark.parametrize("name", CONSUMERS)
+def test_consumers_can_be_scaled(name: str, services: dict[str, Service]) -> None:
+    service = services[name]
+    # A fixed container name or host port would make `--scale NAME=N` fail.
+    assert "container_name" not in service
+    assert not service.get("ports")
+
+
+# --- the consumers' HTTP server ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONSUMERS)
+def test_consumers_serve_http_inside_the_stack(name: str, services: dict[str, Service]) -> None:
+    service = services[name]
+    port = int(_env(service)["PHASESTREAM_HTTP_PORT"])
+    assert port == HTTP_PORT
+    assert [int(str(exposed).split("/")[0]) for exposed in service.get("expose") or []] == [port]
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    assert f"http://127.0.0.1:{port}/healthz" in test[3]
+    assert "urllib" in test[3]
+
+
+@contextmanager
+def _healthz(status: int) -> Iterator[int]:
+    """A stand-in /healthz answering `status` on 127.0.0.1; yields its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_consumer_healthcheck_follows_healthz(status: int, healthy: bool,
+                                              services: dict[str, Service]) -> None:
+    """The healthcheck's own Python, pointed at a stand-in /healthz: 503 is unhealthy."""
+    code = services["audit"]["healthcheck"]["test"][3]
+    assert f"127.0.0.1:{HTTP_PORT}/" in code
+    with _healthz(status) as port:
+        probe = code.replace(f"127.0.0.1:{HTTP_PORT}/", f"127.0.0.1:{port}/")
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                timeout=30, check=False)
+    assert (result.returncode == 0) is healthy, result.stderr
+
+
+# --- monitoring ------------------------------------------------------------------------------
+
+
+def test_monitoring_images_are_pinned(services: dict[str, Service]) -> None:
+    images = {name: str(services[name]["image"]) for name in MONITORING}
+    assert images["prometheus"].startswith("prom/prometheus:v3."), images
+    assert images["alertmanager"].startswith("prom/alertmanager:v0."), images
+    assert images["grafana"].startswith("grafana/grafana:"), images
+    for image in images.values():
+        assert image.split(":")[1] not in {"", "latest", "main"}, image
+
+
+@pytest.mark.parametrize(("name", "port"), [("prometheus", 9090), ("alertmanager", 9093),
+                                            ("grafana", 3000)])
+def test_monitoring_ports(name: str, port: int, services: dict[str, Service]) -> None:
+    assert _published(services[name]) == {port: port}
+
+
+def test_bind_mounts_exist(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        for target, source in _mounts(service).items():
+            host = _bind_source(source)
+            assert host is None or host.exists(), f"{name}: {source} (for {target}) is missing"
+
+
+def test_prometheus_runs_the_repository_config(services: dict[str, Service]) -> None:
+    prometheus = services["prometheus"]
+    flags = _flags(prometheus)
+    features = {feature for value in flags.get("--enable-feature", [])
+                for feature in value.split(",")}
+    assert "exemplar-storage" in features, flags
+    (config_path,) = flags["--config.file"]
+    config_file = _mounted_file(prometheus, config_path)
+    assert config_file.resolve() == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    # Every rule file resolves, in the container, to the file next to the config on the host.
+    config = _load(config_file)
+    assert config["rule_files"]
+    container_dir = Path(config_path).parent
+    for rule_file in config["rule_files"]:
+        mounted = _mounted_file(prometheus, str(container_dir / rule_file))
+        assert mounted.resolve() == (config_file.parent / rule_file).resolve(), rule_file
+        assert mounted.is_file(), mounted
+    (storage,) = flags["--storage.tsdb.path"]
+    assert _bind_source(_mounts(prometheus)[storage]) is None, "the TSDB is not on a volume"
+
+
+def test_alertmanager_runs_the_repository_config(services: dict[str, Service]) -> None:
+    alertmanager = services["alertmanager"]
+    flags = _flags(alertmanager)
+    (config_path,) = flags["--config.file"]
+    config_file = _mounted_file(alertmanager, config_path)
+    assert config_file.resolve() == ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    assert config_file.is_file()
+    (storage,) = flags["--storage.path"]
+    assert _bind_source(_mounts(alertmanager)[storage]) is None
+
+
+def test_grafana_is_provisioned_from_the_repository(services: dict[str, Service]) -> None:
+    grafana = services["grafana"]
+    provisioning = _mounted_file(grafana, "/etc/grafana/provisioning")
+    assert provisioning.resolve() == ROOT / "deploy" / "grafana" / "provisioning"
+    sources = [source for path in sorted((provisioning / "datasources").glob("*.yml"))
+               for source in _load(path)["datasources"]]
+    assert "prometheus" in {source.get("uid") for source in sources}
+    providers = [provider for path in sorted((provisioning / "dashboards").glob("*.yml"))
+                 for provider in _load(path)["providers"]]
+    assert providers
+    for provider in providers:
+        dashboards = _mounted_file(grafana, provider["options"]["path"])
+        assert sorted(dashboards.glob("*.json")), f"no dashboards in {dashboards}"
+    env = _env(grafana)
+    home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        assert _mounted_file(grafana, home).is_file(), home
+    anonymous = env.get("GF_AUTH_ANONYMOUS_ENABLED") == "true"
+    assert anonymous or env.get("GF_SECURITY_ADMIN_PASSWORD"), "no way in"
+    if anonymous:
+        assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer", "anonymous users may edit"
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -367,6 +552,11 @@ def test_settings_agree_with_the_stack(name: str, services: dict[str, Service],
         "consumer_session_timeout_ms"].default
     assert settings.batch_max_wait_ms < settings.consumer_session_timeout_ms
     assert settings.max_event_bytes <= _kafka_setting(kafka_env, "KAFKA_MESSAGE_MAX_BYTES")
+    # Prometheus scrapes <service>:6066 and the healthcheck probes it.
+    assert "http_port" in Settings.model_fields, "Settings has no http_port field"
+    assert settings.model_dump()["http_port"] == HTTP_PORT
+    # ... from another container: the server must not listen on loopback only.
+    assert settings.model_dump().get("http_host") == "0.0.0.0", "serves on loopback only"
 
 
 # --- the image -------------------------------------------------------------------------------
