@@ -44,6 +44,7 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
     try:
         url = wait_for_line(log, r"embedded Postgres listens at (\S+)").group(1)
         wait_for_line(log, rf"embedded Kafka broker .* listens on 127\.0\.0\.1:{port}")
+        wait_for_line(log, r"database schema is current")
         rows = await eventually(lambda: count_rows(url), lambda n: n >= 20, timeout_s=60,
                                 what="demo rows in workflow_phase_logs")
         statuses = await count_rows(url, "SELECT count(DISTINCT status) FROM workflow_phase_logs")
