@@ -71,6 +71,7 @@ class OutboxItem:
     id: UUID
     key: bytes
     value: bytes
+    topic: str | None = None  # None: the relay's own topic
 
 
 class Outbox(Protocol):

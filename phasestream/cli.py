@@ -91,6 +91,12 @@ def run_metrics_cmd() -> None:
     _run(["metrics"])
 
 
+@run_app.command("rollback")
+def run_rollback_cmd() -> None:
+    """The rollback commander: failed phase N > 1 rolls back to N-1; optional retries."""
+    _run(["rollback"])
+
+
 @run_app.command("all")
 def run_all_cmd() -> None:
     """Every consumer in one process, with one HTTP server."""

@@ -11,11 +11,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from models.commands import RollbackCommand, decode_command
+from models.ports import OutboxItem
+from models.rollback import RetryPolicy, RollbackPolicy
 from models.sla import SlaViolation
 from models.violation_codec import decode_violation
 from phasestream import health
 from phasestream.http import build_app, serving
 from phasestream.logs import tune_gc
+from phasestream.settings import Settings
 from phasestream.wiring import (
     Runtime,
     audit_projector,
@@ -26,13 +30,14 @@ from phasestream.wiring import (
     projector,
 )
 from projections.metrics_sink import MetricsDataSink, open_phase_counts
-from projections.outbox import ViolationOutbox
+from projections.outbox import Outbox, ViolationOutbox
+from projections.rollback_sink import RollbackSink
 from projections.sla_sink import SlaStateSink
-from projections.thresholds import ThresholdCache, load_thresholds
+from projections.thresholds import load_thresholds
 from projections.violation_sink import ViolationSink
 from streams.kafka import producer_config
-from streams.overdue import check_overdue
-from streams.prometheus import PhaseMetrics, ViolationMetrics
+from streams.overdue import check_overdue, release_retries
+from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics
 from streams.relay import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -59,14 +64,14 @@ async def sla(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         s.bootstrap_servers, client_id=f"{s.sla_consumer_group}-relay",
         linger_ms=s.producer_linger_ms))
-    async with connected(SlaStateSink, s) as state, connected(ViolationSink, s) as sink, \
+    async with connected(SlaStateSink, s, reload_s=s.sla_thresholds_reload_s) as state, \
+            connected(ViolationSink, s) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
                       decoder=phase_event_decoder(s), event_time=phase_event_time,
                       observer=rt.pipeline) as monitor, \
             projector(s, name=s.sla_violations_consumer_group, topic=s.sla_violations_topic,
                       sink=sink, decoder=decode_violation, event_time=_violation_time,
                       on_applied=counter.observe, observer=rt.pipeline) as violations:
-        state.thresholds = ThresholdCache(s.sla_thresholds_reload_s)
         await producer.start()
         try:
             relay = OutboxRelay(ViolationOutbox(state.pool), producer, s.sla_violations_topic,
@@ -112,8 +117,48 @@ async def _refresh_gauges(sink: MetricsDataSink, phase_metrics: PhaseMetrics,
             await asyncio.wait_for(stop.wait(), timeout=GAUGE_REFRESH_S)
 
 
+def rollback_policy(s: Settings) -> RollbackPolicy:
+    return RollbackPolicy(s.rollback_enabled, s.rollback_max_per_workflow, RetryPolicy(
+        s.retry_enabled, s.retry_interval_ms, s.retry_backoff_rate, s.retry_max_attempts,
+        s.retry_max_delay_ms, s.retry_jitter == "full"))
+
+
+async def rollback(rt: Runtime) -> None:
+    """The rollback commander: rollbacks, rolled_back events, scheduled retries."""
+    s = rt.settings
+    rt.pipeline.register(s.rollback_consumer_group)
+    counter = CommandMetrics(rt.registry)
+    producer = AIOKafkaProducer(**producer_config(
+        s.bootstrap_servers, client_id=f"{s.rollback_consumer_group}-relay",
+        linger_ms=s.producer_linger_ms))
+    async with connected(RollbackSink, s, policy=rollback_policy(s),
+                         commands_topic=s.rollback_commands_topic,
+                         events_topic=s.phase_events_topic) as sink, \
+            projector(s, name=s.rollback_consumer_group, topic=s.phase_events_topic,
+                      sink=sink, decoder=phase_event_decoder(s), event_time=phase_event_time,
+                      observer=rt.pipeline) as running:
+        await producer.start()
+        try:
+            relay = OutboxRelay(
+                Outbox(sink.pool), producer, s.rollback_commands_topic,
+                interval_s=s.outbox_relay_interval_ms / 1000,
+                on_published=lambda items: counter.observe(_commands(items, s)))
+            async with asyncio.TaskGroup() as group:
+                group.create_task(drive(running, rt.stop))
+                group.create_task(relay.run(rt.stop))
+                group.create_task(release_retries(
+                    sink, interval_s=s.retry_check_interval_ms / 1000, stop=rt.stop))
+        finally:
+            await producer.stop()
+
+
+def _commands(items: Sequence[OutboxItem], s: Settings) -> list[RollbackCommand]:
+    return [decode_command(item.key, item.value) for item in items
+            if item.topic == s.rollback_commands_topic]
+
+
 CONSUMERS: dict[str, Callable[[Runtime], Coroutine[Any, Any, None]]] = {
-    "audit": audit, "sla": sla, "metrics": metrics}
+    "audit": audit, "sla": sla, "metrics": metrics, "rollback": rollback}
 
 
 async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:

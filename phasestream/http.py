@@ -16,7 +16,9 @@ Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_S = 3.0
 
 
-def build_app(registry: CollectorRegistry, checks: Mapping[str, Check]) -> web.Application:
+def build_app(registry: CollectorRegistry, checks: Mapping[str, Check],
+              routes: Callable[[web.Application], None] | None = None) -> web.Application:
+    """/metrics and /healthz, plus what ``routes`` adds (e.g. the notifier's /ws)."""
     async def metrics(request: web.Request) -> web.Response:
         # OpenMetrics (with exemplars) when the scraper asks for it, else the text format.
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -32,6 +34,8 @@ def build_app(registry: CollectorRegistry, checks: Mapping[str, Check]) -> web.A
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if routes is not None:
+        routes(app)
     return app
 
 

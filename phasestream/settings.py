@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_HOST = "127.0.0.1"
@@ -64,6 +64,52 @@ class Settings(BaseSettings):
         86_400, description="How long an end that came before its start waits for it.")
     outbox_relay_interval_ms: PositiveInt = Field(
         200, description="How often decided SLA violations are published when idle.")
+    rollback_commands_topic: str = Field(
+        "workflow.rollback-commands", min_length=1,
+        description="Topic of rollback, retry, gave-up and loop-stopped commands.")
+    rollback_consumer_group: str = Field(
+        "phasestream-rollback", min_length=1, description="Consumer group of the rollback "
+        "commander.")
+    rollback_enabled: bool = Field(
+        True, description="Issue a rollback to phase N-1 when phase N > 1 fails.")
+    rollback_max_per_workflow: PositiveInt = Field(
+        5, description="Rollbacks of one workflow after which a rollback loop is stopped and "
+        "reported instead.")
+    retry_enabled: bool = Field(
+        False, description="After a rollback, re-queue phase N-1 with exponential backoff.")
+    retry_interval_ms: PositiveInt = Field(
+        1000, description="Delay before the first retry (before jitter).")
+    retry_backoff_rate: float = Field(
+        2.0, ge=1.0, description="Each retry's delay is the previous one times this.")
+    retry_max_attempts: PositiveInt = Field(
+        3, description="Retries of one workflow before it gives up.")
+    retry_max_delay_ms: PositiveInt = Field(
+        60_000, description="Longest delay between retries (before jitter).")
+    retry_jitter: Literal["full", "none"] = Field(
+        "full", description="full: wait a random share of each delay (spreads a storm of "
+        "retries); none: wait the delay exactly.")
+    retry_check_interval_ms: PositiveInt = Field(
+        200, description="How often the commander looks for due retries.")
+    notify_consumer_group: str = Field(
+        "phasestream-notify", min_length=1, description="Consumer group of the notifier.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret of the tokens /ws accepts (subject = user id); "
+        "unset: /ws refuses every connection.")
+    slack_webhook_url: str | None = Field(
+        None, description="Slack incoming webhook for alerts; unset: no Slack alerts.")
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail alerts; unset: none.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS with the SMTP server.")
+    smtp_username: str | None = Field(None, description="SMTP user, if it needs one.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("phasestream@localhost", description="Sender of e-mail alerts.")
+    smtp_to: str = Field("", description="Recipients of e-mail alerts, comma-separated.")
+    notify_dedup_window_s: PositiveInt = Field(
+        600, description="One Slack/e-mail alert per workflow and kind within this window.")
+    notify_rate_limit_per_minute: PositiveInt = Field(
+        30, description="Most Slack/e-mail alerts per minute, per sink.")
+    notify_retry_max_attempts: PositiveInt = Field(
+        5, description="Delivery attempts of one alert before it is dropped (and counted).")
     http_host: str = Field(
         "127.0.0.1", description="Address of the HTTP server (/metrics, /healthz); "
         "0.0.0.0 in containers.")

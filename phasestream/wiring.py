@@ -94,16 +94,18 @@ async def forget_lost_log(settings: Settings) -> None:
 async def create_topics(settings: Settings) -> list[str]:
     return await ensure_topics(
         settings.bootstrap_servers,
-        [settings.phase_events_topic, settings.dlq_topic, settings.sla_violations_topic],
+        [settings.phase_events_topic, settings.dlq_topic, settings.sla_violations_topic,
+         settings.rollback_commands_topic],
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor)
 
 
 @contextlib.asynccontextmanager
-async def connected(sink_type: type[S], settings: Settings) -> AsyncIterator[S]:
+async def connected(sink_type: type[S], settings: Settings, **options: Any,
+                    ) -> AsyncIterator[S]:
     """A sink connected to Postgres, waiting (with backoff) while Postgres is not there."""
     url = database_url(settings)
-    sink = await retry_unavailable(lambda: sink_type.connect(url), backoff(settings),
+    sink = await retry_unavailable(lambda: sink_type.connect(url, **options), backoff(settings),
                                    f"{sink_type.__name__}: connecting to Postgres")
     async with sink:
         yield sink

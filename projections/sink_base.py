@@ -27,8 +27,9 @@ class PostgresSink(Generic[T]):
         self.pool = pool
 
     @classmethod
-    async def connect(cls: type[S], dsn: str) -> S:
-        return cls(await translate_errors(lambda: open_pool(dsn, init=cls.init)))
+    async def connect(cls: type[S], dsn: str, **options: Any) -> S:
+        """Open the pool; ``options`` go to the constructor."""
+        return cls(await translate_errors(lambda: open_pool(dsn, init=cls.init)), **options)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -1,4 +1,4 @@
-"""The SLA monitor's timer: reports phases still running past deadline + grace."""
+"""Timers over durable state: overdue SLA checks, due retries."""
 
 from __future__ import annotations
 
@@ -20,6 +20,24 @@ class OverdueReporter(Protocol):
                              grace_ms: int) -> list[SlaViolation]: ...
 
     async def forget_early_ends(self, older_than_s: float) -> int: ...
+
+
+class RetryReleaser(Protocol):
+    async def release_due_retries(self, limit: int = 1000) -> list[Any]: ...
+
+
+async def release_retries(releaser: RetryReleaser, *, interval_s: float,
+                          stop: asyncio.Event) -> None:
+    """Every interval: hand the retries whose time has come to the outbox, once each."""
+    while not stop.is_set():
+        try:
+            released = await releaser.release_due_retries()
+            if released:
+                log.info("rollback: %d retries due and issued", len(released))
+        except SinkUnavailableError as exc:
+            log.warning("retry check: Postgres unavailable (%s); retrying", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
 class Watermarked(Protocol):

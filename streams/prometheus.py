@@ -13,6 +13,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from models.commands import CommandKind, RollbackCommand
 from models.events import PhaseEvent
 from models.metric_rows import phase_label
 from models.phases import DEFAULT_SLA_MS, PHASES, PhaseStatus
@@ -87,6 +88,21 @@ class ViolationMetrics:
         for violation in violations:
             self.violations.labels(phase_label(violation.phase_number), violation.kind.value).inc(
                 exemplar=exemplar(violation.workflow_id, str(violation.user_id)))
+
+
+class CommandMetrics:
+    """Rollback commands published, by kind (gave_up and loop_stopped among them)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.commands = Counter("phasestream_rollback_commands",
+                                "Rollback commands published, by kind.", ["kind"],
+                                registry=registry)
+        for kind in CommandKind:
+            self.commands.labels(kind.value)
+
+    def observe(self, commands: Sequence[RollbackCommand]) -> None:
+        for command in commands:
+            self.commands.labels(command.kind.value).inc()
 
 
 class PipelineMetrics:

@@ -10,34 +10,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from models.errors import SinkUnavailableError
-from models.ports import Outbox
+from models.ports import Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
     def __init__(self, outbox: Outbox, producer: AIOKafkaProducer, topic: str, *,
-                 interval_s: float, batch: int = 1000) -> None:
+                 interval_s: float, batch: int = 1000,
+                 on_published: Callable[[Sequence[OutboxItem]], None] | None = None) -> None:
         self._outbox = outbox
         self._producer = producer
         self._topic = topic
         self._interval_s = interval_s
         self._batch = batch
+        self._on_published = on_published
         self.published = 0
 
     async def relay_once(self) -> int:
         items = await self._outbox.take(self._batch)
         if not items:
             return 0
-        futures = [await self._producer.send(self._topic, item.value, key=item.key)
+        futures = [await self._producer.send(item.topic or self._topic, item.value, key=item.key)
                    for item in items]
         await asyncio.gather(*futures)
         await self._outbox.remove([item.id for item in items])
         self.published += len(items)
+        if self._on_published is not None:
+            self._on_published(items)
         return len(items)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -97,7 +97,10 @@ async def settings(broker: str, database: str) -> Settings:
         sla_violations_topic=f"test-{tag}.sla-violations", sla_consumer_group=f"test-{tag}-sla",
         sla_violations_consumer_group=f"test-{tag}-sla-violations",
         metrics_consumer_group=f"test-{tag}-metrics", sla_grace_ms=500,
-        sla_check_interval_ms=200, outbox_relay_interval_ms=50)
+        sla_check_interval_ms=200, outbox_relay_interval_ms=50,
+        rollback_commands_topic=f"test-{tag}.rollback-commands",
+        rollback_consumer_group=f"test-{tag}-rollback", retry_check_interval_ms=100,
+        notify_consumer_group=f"test-{tag}-notify")
     await create_topics(configured)
     return configured
 

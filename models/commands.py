@@ -1,0 +1,93 @@
+"""Rollback commands (contract version 1): what the rollback commander decides and publishes
+to ``workflow.rollback-commands``. Ids are deterministic, so a replay issues nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+from uuid import UUID
+
+import orjson
+
+from models.errors import InvalidEventError
+from models.validation import _int_field, _optional_text, _phase, _timestamp, _uuid, _workflow_id
+
+COMMAND_SCHEMA_VERSION: Final = 1
+#: Namespace of command ids: uuid5(namespace, f"{failed_event_id}:{kind}[:{attempt}]").
+COMMAND_NAMESPACE: Final = UUID("8c0f6b0e-2f9a-5d41-b7e3-1c9d2a4e6f80")
+
+
+class CommandKind(StrEnum):
+    ROLLBACK = "rollback"  # undo phase N: go back to phase N-1
+    RETRY = "retry"  # run phase N-1 again (automatic re-queue)
+    GAVE_UP = "gave_up"  # retries exhausted: nothing more will be tried
+    LOOP_STOPPED = "loop_stopped"  # the workflow was rolled back too often: no rollback
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackCommand:
+    command_id: UUID
+    kind: CommandKind
+    workflow_id: str
+    user_id: UUID
+    failed_event_id: UUID
+    failed_phase: int
+    rollback_to_phase: int
+    reason: str | None
+    issued_at: datetime
+    attempt: int = 0  # the retry's number (1, 2, ...); 0 for other kinds
+    schema_version: int = COMMAND_SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        return self.workflow_id.encode()
+
+
+def command_id(failed_event_id: UUID, kind: CommandKind, attempt: int = 0) -> UUID:
+    suffix = f":{attempt}" if attempt else ""
+    return uuid.uuid5(COMMAND_NAMESPACE, f"{failed_event_id}:{kind.value}{suffix}")
+
+
+def encode_command(command: RollbackCommand) -> bytes:
+    return orjson.dumps(command)
+
+
+FIELDS: Final = ("command_id", "kind", "workflow_id", "user_id", "failed_event_id",
+                 "failed_phase", "rollback_to_phase", "reason", "issued_at", "attempt",
+                 "schema_version")
+_KINDS: Final = {kind.value: kind for kind in CommandKind}
+
+
+def decode_command(key: bytes | None, value: bytes | None) -> RollbackCommand:
+    """Parse and validate one command; raise InvalidEventError naming field and reason."""
+    if not value:
+        raise InvalidEventError("$", "is empty or a tombstone")
+    try:
+        payload: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("$", f"is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEventError("$", "must be a JSON object")
+    missing = [name for name in FIELDS if name not in payload]
+    if missing:
+        raise InvalidEventError(missing[0], "is required")
+    if payload["schema_version"] != COMMAND_SCHEMA_VERSION:
+        raise InvalidEventError("schema_version", f"must be {COMMAND_SCHEMA_VERSION}")
+    kind = _KINDS.get(payload["kind"])
+    if kind is None:
+        raise InvalidEventError("kind", f"must be one of {', '.join(_KINDS)}")
+    command = RollbackCommand(
+        _uuid("command_id", payload["command_id"]), kind,
+        _workflow_id(payload["workflow_id"]), _uuid("user_id", payload["user_id"]),
+        _uuid("failed_event_id", payload["failed_event_id"]),
+        _phase("failed_phase", payload["failed_phase"]),
+        _phase("rollback_to_phase", payload["rollback_to_phase"]),
+        _optional_text("reason", payload["reason"]), _timestamp(payload["issued_at"]),
+        _int_field("attempt", payload["attempt"]))
+    if key is not None and key != command.key:
+        raise InvalidEventError("workflow_id", "does not match the record key")
+    return command
