@@ -75,6 +75,9 @@ def decode_command(key: bytes | None, value: bytes | None) -> RollbackCommand:
     missing = [name for name in FIELDS if name not in payload]
     if missing:
         raise InvalidEventError(missing[0], "is required")
+    unknown = sorted(set(payload) - set(FIELDS))
+    if unknown:
+        raise InvalidEventError(unknown[0], "is not a field of this contract")
     if payload["schema_version"] != COMMAND_SCHEMA_VERSION:
         raise InvalidEventError("schema_version", f"must be {COMMAND_SCHEMA_VERSION}")
     kind = _KINDS.get(payload["kind"])

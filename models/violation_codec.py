@@ -33,6 +33,9 @@ def decode_violation(key: bytes | None, value: bytes | None) -> SlaViolation:
     missing = [name for name in FIELDS if name not in payload]
     if missing:
         raise InvalidEventError(missing[0], "is required")
+    unknown = sorted(set(payload) - set(FIELDS))
+    if unknown:
+        raise InvalidEventError(unknown[0], "is not a field of this contract")
     if payload["schema_version"] != VIOLATION_SCHEMA_VERSION:
         raise InvalidEventError("schema_version", f"must be {VIOLATION_SCHEMA_VERSION}")
     kind = KINDS.get(payload["kind"])

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from models.commands import CommandKind, command_id, decode_command, encode_command
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
 from models.phases import PHASES, PhaseStatus
 from models.rollback import RetryPolicy, RollbackPolicy, WorkflowHistory, decide
+from models.schema import rollback_command_schema
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 FRESH = WorkflowHistory()
@@ -104,3 +107,27 @@ def test_command_round_trip_and_key_check() -> None:
     assert decode_command(b"wf-1", encode_command(command)) == command
     with pytest.raises(InvalidEventError, match="record key"):
         decode_command(b"other", encode_command(command))
+
+
+def test_command_schema_agrees_with_the_decoder() -> None:
+    schema = rollback_command_schema()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    decisions = [decide(failure(3), WorkflowHistory(retries=r), RollbackPolicy(
+        max_per_workflow=9, retry=RetryPolicy(enabled=True, max_attempts=1)), NOW, 0.5)
+        for r in (0, 1)]
+    good = [orjson.loads(encode_command(c)) for d in decisions for c in d.commands]
+    assert {g["kind"] for g in good} == {"rollback", "retry", "gave_up"}
+    bad = [{**good[0], "kind": "undo"}, {**good[0], "failed_phase": 8},
+           {**good[0], "extra": 1}, {k: v for k, v in good[0].items() if k != "reason"},
+           {**good[0], "issued_at": "2026-11-27T09:00:00"}, {**good[0], "attempt": -1},
+           {**good[0], "command_id": "not-a-uuid"}]
+    for payload in good:
+        assert validator.is_valid(payload)
+        decode_command(None, orjson.dumps(payload))
+    for payload in bad[:-2]:
+        assert not validator.is_valid(payload), payload
+        with pytest.raises(InvalidEventError):
+            decode_command(None, orjson.dumps(payload))
+    for payload in bad[-2:]:
+        assert not validator.is_valid(payload), payload
