@@ -629,6 +629,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
         "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
         "PHASESTREAM_LOG_LEVEL": "INFO",
+        "PHASESTREAM_HTTP_PORT": "0",  # /metrics and /healthz: a free port each
     })
     return env
 

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
-from phasestream.consumers import CONSUMERS, run_consumers
+from phasestream.consumers import ALL, run_consumers
 from phasestream.logs import setup_logging
+from phasestream.notify.token import mint_token
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime, create_topics, on_signals, run_migrations
 
@@ -97,10 +98,27 @@ def run_rollback_cmd() -> None:
     _run(["rollback"])
 
 
+@run_app.command("notify")
+def run_notify_cmd() -> None:
+    """The notifier: commands and violations to users' WebSockets (/ws), Slack, e-mail."""
+    _run(["notify"])
+
+
 @run_app.command("all")
 def run_all_cmd() -> None:
     """Every consumer in one process, with one HTTP server."""
-    _run(list(CONSUMERS))
+    _run(list(ALL))
+
+
+@app.command()
+def token(user_id: Annotated[str, typer.Argument(help="The user the token is for.")],
+          ttl: Annotated[int, typer.Option(min=1, help="Validity in seconds.")] = 3600,
+          ) -> None:
+    """Mint a /ws token (HS256, PHASESTREAM_JWT_SECRET) whose subject is USER_ID."""
+    settings = _settings()
+    if settings.jwt_secret is None:
+        raise _fail("PHASESTREAM_JWT_SECRET is not set: there is no key to sign with", 2)
+    typer.echo(mint_token(settings.jwt_secret.get_secret_value(), user_id, ttl))
 
 
 @app.command()

@@ -19,6 +19,8 @@ from models.violation_codec import decode_violation
 from phasestream import health
 from phasestream.http import build_app, serving
 from phasestream.logs import tune_gc
+from phasestream.notify.consumer import notify
+from phasestream.notify.hub import WebSocketHub
 from phasestream.settings import Settings
 from phasestream.wiring import (
     Runtime,
@@ -159,16 +161,20 @@ def _commands(items: Sequence[OutboxItem], s: Settings) -> list[RollbackCommand]
 
 CONSUMERS: dict[str, Callable[[Runtime], Coroutine[Any, Any, None]]] = {
     "audit": audit, "sla": sla, "metrics": metrics, "rollback": rollback}
+#: Every consumer `run all` and `dev` run; the notifier also needs the WebSocket hub.
+ALL: tuple[str, ...] = (*CONSUMERS, "notify")
 
 
 async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
     s = rt.settings
     tune_gc()
-    async with serving(build_app(rt.registry, health.checks(s)), s.http_host,
-                       s.http_port) as port:
+    hub = WebSocketHub(s, rt.registry) if "notify" in names else None
+    app = build_app(rt.registry, health.checks(s), hub.attach if hub else None)
+    async with serving(app, s.http_host, s.http_port) as port:
         rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))
         async with asyncio.TaskGroup() as group:
             for name in names:
-                group.create_task(CONSUMERS[name](rt), name=name)
+                work = notify(rt, hub) if hub and name == "notify" else CONSUMERS[name](rt)
+                group.create_task(work, name=name)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from phasestream.consumers import CONSUMERS, run_consumers
+from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import EMBEDDED_HOST, Settings
@@ -46,7 +46,7 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
         await forget_lost_log(settings)
     await create_topics(settings)
     runtime = Runtime(settings, stop)
-    tasks = [asyncio.create_task(run_consumers(runtime, list(CONSUMERS)), name="consumers")]
+    tasks = [asyncio.create_task(run_consumers(runtime, list(ALL)), name="consumers")]
     if demo:
         tasks.append(asyncio.create_task(_demo(settings, demo_rate, stop), name="demo"))
     log.info("running %s; press Ctrl-C to stop", ", ".join(t.get_name() for t in tasks))

@@ -55,7 +55,7 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
         if process.poll() is None:
             process.kill()
     text = log.read_text()
-    assert "running consumers: audit, sla, metrics, rollback" in text
+    assert "running consumers: audit, sla, metrics, rollback, notify" in text
     assert "dev stack stopped" in text
     assert "Traceback" not in text, text[-3000:]
     assert rows >= 20

@@ -1,0 +1,87 @@
+"""E-mail alerts over SMTP (stdlib smtplib, in a worker thread so the loop never waits)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Final
+
+from models.notifications import Notification
+from phasestream.notify.sink import DeliveryError
+from phasestream.settings import Settings
+
+TIMEOUT_S: Final = 10.0
+SUBJECT_PREFIX: Final = "[phasestream] "
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    port: int
+    starttls: bool
+    username: str | None
+    password: str | None
+    sender: str
+    recipients: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig | None:
+        """None when e-mail alerts are not configured (no host or no recipients)."""
+        recipients = tuple(r.strip() for r in settings.smtp_to.split(",") if r.strip())
+        if not settings.smtp_host or not recipients:
+            return None
+        password = settings.smtp_password
+        return cls(settings.smtp_host, settings.smtp_port, settings.smtp_starttls,
+                   settings.smtp_username,
+                   password.get_secret_value() if password is not None else None,
+                   settings.smtp_from, recipients)
+
+
+def email_message(notification: Notification, config: SmtpConfig) -> EmailMessage:
+    n = notification
+    message = EmailMessage()
+    # A workflow id may hold line breaks; a header must not.
+    message["Subject"] = SUBJECT_PREFIX + " ".join(n.title.split())
+    message["From"] = config.sender
+    message["To"] = ", ".join(config.recipients)
+    message["Date"] = formatdate(localtime=False)
+    # The notification's id: a mail client (or a person) can tell a resent alert.
+    message["Message-ID"] = f"<{n.id}@phasestream>"
+    lines = [n.text, "", f"workflow: {n.workflow_id}", f"user: {n.user_id}",
+             f"kind: {n.kind.value}", f"at: {n.occurred_at.isoformat()}"]
+    lines += [f"{key}: {value}" for key, value in n.details.items() if value is not None]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+class EmailSender:
+    """A Sender: one SMTP session per alert (alerts are rare; a kept session goes stale)."""
+
+    name = "email"
+
+    def __init__(self, config: SmtpConfig, timeout_s: float = TIMEOUT_S) -> None:
+        self._config = config
+        self._timeout_s = timeout_s
+
+    async def send(self, notification: Notification) -> None:
+        await asyncio.to_thread(self._send, email_message(notification, self._config))
+
+    def _send(self, message: EmailMessage) -> None:
+        c = self._config
+        try:
+            with smtplib.SMTP(c.host, c.port, timeout=self._timeout_s) as smtp:
+                if c.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if c.username:
+                    smtp.login(c.username, c.password or "")
+                smtp.send_message(message)
+        except smtplib.SMTPResponseException as exc:
+            # 4xx is the server's "try again later"; 5xx is a refusal that will not change.
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+                                retriable=exc.smtp_code < 500) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
