@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -29,17 +29,19 @@ from projections.thresholds import ThresholdCache
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
+#: One index range scan per (partition, phase): started before that pair's cutoff.
 _DUE: Final = """
-SELECT o.workflow_id, o.phase_number, o.started_event_id, o.user_id, o.started_at,
-       t.threshold_ms, w.mark
-FROM sla_open_phases AS o
-JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
-JOIN unnest($1::int[], $2::timestamptz[]) AS w(part, mark) ON o.source_partition = w.part
-WHERE NOT o.overdue_reported
-  AND o.started_at + (t.threshold_ms + $3) * interval '1 millisecond' < w.mark
-ORDER BY o.started_at
-LIMIT $4
-FOR UPDATE OF o SKIP LOCKED"""
+SELECT o.workflow_id, o.phase_number, o.started_event_id, o.user_id, o.started_at, c.mark
+FROM unnest($1::int[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+     AS c(part, phase, cutoff, mark)
+CROSS JOIN LATERAL (
+    SELECT * FROM sla_open_phases AS o
+    WHERE o.source_partition = c.part AND o.phase_number = c.phase
+      AND NOT o.overdue_reported AND o.started_at < c.cutoff
+    ORDER BY o.started_at
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED) AS o
+LIMIT $5"""
 
 
 async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) -> None:
@@ -85,9 +87,15 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
                               limit: int) -> list[SlaViolation]:
         async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
                 conn.transaction():
-            rows = await conn.fetch(_DUE, list(watermarks), list(watermarks.values()),
-                                    grace_ms, limit)
-            verdicts = (_judge_due(row, grace_ms) for row in rows)
+            # The planner's estimate for this small query can trigger JIT compilation,
+            # which costs more than the query itself (measured: +300 ms).
+            await conn.execute("SET LOCAL jit = off")
+            thresholds = await self.thresholds.get(conn)
+            cutoffs = [(part, phase, mark - timedelta(milliseconds=ms + grace_ms), mark)
+                       for part, mark in watermarks.items() for phase, ms in thresholds.items()]
+            rows = await conn.fetch(_DUE, *map(list, zip(*cutoffs, strict=True)), limit)
+            verdicts = (_judge_due(row, thresholds[row["phase_number"]], grace_ms)
+                        for row in rows)
             violations = [v for v in verdicts if v is not None]
             await put_in_outbox(conn, violations)
             await conn.execute(
@@ -107,8 +115,8 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
         return dropped
 
 
-def _judge_due(row: Any, grace_ms: int) -> SlaViolation | None:
+def _judge_due(row: Any, threshold_ms: int, grace_ms: int) -> SlaViolation | None:
     phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
                       as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
-    return judge_open(phase, row["threshold_ms"], row["mark"], grace_ms)
+    return judge_open(phase, threshold_ms, row["mark"], grace_ms)
 
