@@ -38,10 +38,10 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PREFIX = "PHASESTREAM_"
-PHASESTREAM_SERVICES = ("migrate", "topics", "audit", "sla", "metrics")
+PHASESTREAM_SERVICES = ("migrate", "topics", "audit", "sla", "metrics", "rollback", "notify")
 ONE_SHOT = ("migrate", "topics")
 # The long-running consumers: each serves /metrics and /healthz on PHASESTREAM_HTTP_PORT.
-CONSUMERS = ("audit", "sla", "metrics")
+CONSUMERS = ("audit", "sla", "metrics", "rollback", "notify")
 HTTP_PORT = 6066
 MONITORING = ("prometheus", "alertmanager", "grafana")
 # Kafka broker defaults for the settings a client must stay within.

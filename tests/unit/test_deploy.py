@@ -31,7 +31,7 @@ GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
 DASHBOARD_JSON = DEPLOY / "grafana" / "dashboards" / "phasestream.json"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-CONSUMER_SERVICES = ("audit", "sla", "metrics")
+CONSUMER_SERVICES = ("audit", "sla", "metrics", "rollback", "notify")
 SEVERITIES = ("warning", "critical")
 PROMTOOL_MISSING = ("promtool not found: install Debian's 'prometheus' package "
                     "(apt-get install prometheus)")
