@@ -61,7 +61,8 @@ from phasestream.consumers import run_consumers
 from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime, create_topics, run_migrations
-from projections.sla_sink import _DUE, SlaStateSink
+from projections.sla_sink import _DUE, SlaStateSink, due_query_args
+from projections.thresholds import load_thresholds
 from streams.publisher import PhaseEventPublisher
 
 log = logging.getLogger("bench.sla_monitor")
@@ -457,8 +458,10 @@ async def explain_due(conn: asyncpg.Connection[Any], marks: Mapping[int, datetim
     tx = conn.transaction()
     await tx.start()
     try:
-        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {_DUE}", list(marks),
-                                list(marks.values()), grace_ms, limit)
+        await conn.execute("SET LOCAL jit = off")
+        thresholds = await load_thresholds(conn)
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {_DUE}",
+                                *due_query_args(marks, thresholds, grace_ms, limit))
     finally:
         await tx.rollback()
     return [r[0] for r in rows]

@@ -44,6 +44,14 @@ CROSS JOIN LATERAL (
 LIMIT $5"""
 
 
+def due_query_args(watermarks: Mapping[int, datetime], thresholds: Mapping[int, int],
+                   grace_ms: int, limit: int) -> list[Any]:
+    """The arguments of the overdue query: per (partition, phase) its cutoff and mark."""
+    cutoffs = [(part, phase, mark - timedelta(milliseconds=ms + grace_ms), mark)
+               for part, mark in watermarks.items() for phase, ms in thresholds.items()]
+    return [*map(list, zip(*cutoffs, strict=True)), limit]
+
+
 async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) -> None:
     if violations:
         await conn.executemany(
@@ -91,9 +99,8 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
             # which costs more than the query itself (measured: +300 ms).
             await conn.execute("SET LOCAL jit = off")
             thresholds = await self.thresholds.get(conn)
-            cutoffs = [(part, phase, mark - timedelta(milliseconds=ms + grace_ms), mark)
-                       for part, mark in watermarks.items() for phase, ms in thresholds.items()]
-            rows = await conn.fetch(_DUE, *map(list, zip(*cutoffs, strict=True)), limit)
+            rows = await conn.fetch(_DUE, *due_query_args(watermarks, thresholds, grace_ms,
+                                                          limit))
             verdicts = (_judge_due(row, thresholds[row["phase_number"]], grace_ms)
                         for row in rows)
             violations = [v for v in verdicts if v is not None]
