@@ -8,12 +8,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 from uuid import UUID
 
 import orjson
 
 from models.errors import InvalidEventError
+from models.json_object import enum_field, load_object
 from models.validation import _int_field, _optional_text, _phase, _timestamp, _uuid, _workflow_id
 
 COMMAND_SCHEMA_VERSION: Final = 1
@@ -64,25 +65,8 @@ _KINDS: Final = {kind.value: kind for kind in CommandKind}
 
 def decode_command(key: bytes | None, value: bytes | None) -> RollbackCommand:
     """Parse and validate one command; raise InvalidEventError naming field and reason."""
-    if not value:
-        raise InvalidEventError("$", "is empty or a tombstone")
-    try:
-        payload: Any = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("$", f"is not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidEventError("$", "must be a JSON object")
-    missing = [name for name in FIELDS if name not in payload]
-    if missing:
-        raise InvalidEventError(missing[0], "is required")
-    unknown = sorted(set(payload) - set(FIELDS))
-    if unknown:
-        raise InvalidEventError(unknown[0], "is not a field of this contract")
-    if payload["schema_version"] != COMMAND_SCHEMA_VERSION:
-        raise InvalidEventError("schema_version", f"must be {COMMAND_SCHEMA_VERSION}")
-    kind = _KINDS.get(payload["kind"])
-    if kind is None:
-        raise InvalidEventError("kind", f"must be one of {', '.join(_KINDS)}")
+    payload = load_object(value, FIELDS, COMMAND_SCHEMA_VERSION)
+    kind = enum_field("kind", payload["kind"], _KINDS)
     command = RollbackCommand(
         _uuid("command_id", payload["command_id"]), kind,
         _workflow_id(payload["workflow_id"]), _uuid("user_id", payload["user_id"]),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from models.errors import InvalidEventError
+from models.json_object import enum_field, load_object
 from models.sla import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
 from models.validation import _int_field, _phase, _timestamp, _uuid, _workflow_id
 
@@ -22,25 +21,8 @@ def encode_violation(violation: SlaViolation) -> bytes:
 
 def decode_violation(key: bytes | None, value: bytes | None) -> SlaViolation:
     """Parse and validate one violation; raise InvalidEventError naming field and reason."""
-    if not value:
-        raise InvalidEventError("$", "is empty or a tombstone")
-    try:
-        payload: Any = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("$", f"is not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidEventError("$", "must be a JSON object")
-    missing = [name for name in FIELDS if name not in payload]
-    if missing:
-        raise InvalidEventError(missing[0], "is required")
-    unknown = sorted(set(payload) - set(FIELDS))
-    if unknown:
-        raise InvalidEventError(unknown[0], "is not a field of this contract")
-    if payload["schema_version"] != VIOLATION_SCHEMA_VERSION:
-        raise InvalidEventError("schema_version", f"must be {VIOLATION_SCHEMA_VERSION}")
-    kind = KINDS.get(payload["kind"])
-    if kind is None:
-        raise InvalidEventError("kind", f"must be one of {', '.join(KINDS)}")
+    payload = load_object(value, FIELDS, VIOLATION_SCHEMA_VERSION)
+    kind = enum_field("kind", payload["kind"], KINDS)
     violation = SlaViolation(
         _uuid("violation_id", payload["violation_id"]), kind,
         _workflow_id(payload["workflow_id"]), _uuid("user_id", payload["user_id"]),
