@@ -16,7 +16,9 @@ from phasestream import publishing
 from phasestream.consumers import ALL, run_consumers
 from phasestream.logs import setup_logging
 from phasestream.notify.token import mint_token
+from phasestream.report_cli import report_app
 from phasestream.settings import Settings
+from phasestream.sla_cli import sla_app
 from phasestream.wiring import Runtime, create_topics, on_signals, run_migrations
 
 app = typer.Typer(help="phasestream: workflow phase events from Kafka into Postgres.",
@@ -25,6 +27,8 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 run_app = typer.Typer(help="Run one consumer.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(run_app, name="run")
+app.add_typer(report_app, name="report")
+app.add_typer(sla_app, name="sla")
 log = logging.getLogger("phasestream")
 
 

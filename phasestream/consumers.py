@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from models.commands import RollbackCommand, decode_command
@@ -17,6 +18,7 @@ from models.rollback import RetryPolicy, RollbackPolicy
 from models.sla import SlaViolation
 from models.violation_codec import decode_violation
 from phasestream import health
+from phasestream.api import attach_api
 from phasestream.http import build_app, serving
 from phasestream.logs import tune_gc
 from phasestream.notify.consumer import notify
@@ -170,7 +172,13 @@ async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     s = rt.settings
     tune_gc()
     hub = WebSocketHub(s, rt.registry) if "notify" in names else None
-    app = build_app(rt.registry, health.checks(s), hub.attach if hub else None)
+
+    def routes(app: web.Application) -> None:
+        attach_api(app, s)  # the analysts' JSON API on every consumer's HTTP server
+        if hub is not None:
+            hub.attach(app)
+
+    app = build_app(rt.registry, health.checks(s), routes)
     async with serving(app, s.http_host, s.http_port) as port:
         rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))

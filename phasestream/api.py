@@ -1,0 +1,144 @@
+"""The reports as JSON over HTTP, on the server of /metrics: ``attach_api(app, settings)``.
+
+Every query parameter is validated (unknown ones too, so a typo is not silently a
+different question); a bad one is a 400 whose JSON names it. Lists are paged with
+``limit`` and ``offset``; ``next_offset`` is null on the last page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final
+
+import asyncpg
+from aiohttp import web
+from multidict import MultiMapping
+
+from models.errors import PhasestreamError
+from models.report_filters import (
+    InvalidFilterError,
+    Page,
+    ReportFilters,
+    parse_filters,
+    parse_page,
+    parse_workflow_id,
+)
+from phasestream.settings import Settings
+from phasestream.wiring import database_url
+from projections import report_history, reports
+from projections.database import Connection, open_pool, translate_errors
+from projections.report_history import UnknownWorkflowError
+from projections.reports import Report
+
+Run = Callable[[Connection, ReportFilters, Page], Awaitable[Report]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FILTERS: Final = ("since", "until", "phase", "user")
+ALLOWED: Final = frozenset({*FILTERS, "limit", "offset"})
+
+
+class LazyPool:
+    """One asyncpg pool, opened by the first request: the HTTP server (and /metrics) must
+    come up even while Postgres is down. Closed on the application's cleanup."""
+
+    def __init__(self, dsn: Callable[[], str]) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await open_pool(self._dsn(), max_size=4)
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    async def close(self, _: web.Application | None = None) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+POOL: Final = web.AppKey("phasestream_api_pool", LazyPool)
+
+
+def attach_api(app: web.Application, settings: Settings) -> None:
+    """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows/{id}, /api/openapi.json."""
+    pool = LazyPool(lambda: database_url(settings))
+    app[POOL] = pool
+    app.on_cleanup.append(pool.close)
+    app.router.add_get("/api/analytics", _endpoint(reports.analytics))
+    app.router.add_get("/api/sla", _endpoint(reports.sla))
+    app.router.add_get("/api/rollbacks", _endpoint(report_history.rollbacks))
+    app.router.add_get("/api/workflows/{workflow_id}", _workflow)
+    app.router.add_get("/api/openapi.json", _openapi)
+
+
+def parse_query(query: MultiMapping[str], *, now: datetime) -> tuple[ReportFilters, Page]:
+    """Filters and page from query parameters; raises InvalidFilterError."""
+    unknown = sorted(set(query) - ALLOWED)
+    if unknown:
+        raise InvalidFilterError(unknown[0], f"unknown parameter; allowed: {sorted(ALLOWED)}")
+    repeated = [name for name in query if len(query.getall(name)) > 1]
+    if repeated:
+        raise InvalidFilterError(repeated[0], "given more than once")
+    filters = parse_filters(since=query.get("since"), until=query.get("until"),
+                            phase=query.get("phase"), user=query.get("user"), now=now)
+    return filters, parse_page(query.get("limit"), query.get("offset"))
+
+
+def _endpoint(run: Run) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await _respond(request, run)
+    return handle
+
+
+async def _workflow(request: web.Request) -> web.StreamResponse:
+    async def run(conn: Connection, filters: ReportFilters, page: Page) -> Report:
+        # Validated by _respond before any query runs.
+        workflow_id = request.match_info["workflow_id"]
+        return await report_history.workflow(conn, workflow_id, filters, page)
+    return await _respond(request, run)
+
+
+async def _respond(request: web.Request, run: Run) -> web.StreamResponse:
+    """Validate, query, shape; map our errors onto 400, 404 and 503."""
+    try:
+        filters, page = parse_query(request.query, now=datetime.now(UTC))
+        if "workflow_id" in request.match_info:
+            parse_workflow_id(request.match_info["workflow_id"])  # 400 before any query
+        report = await translate_errors(lambda: _fetch(request.app[POOL], run, filters, page))
+    except InvalidFilterError as exc:
+        return _error(400, str(exc), parameter=exc.name)
+    except UnknownWorkflowError as exc:
+        return _error(404, str(exc))
+    except PhasestreamError as exc:  # the database cannot be reached, or is not configured
+        return _error(503, str(exc))
+    body: dict[str, Any] = report.as_json()
+    body.update(limit=page.limit, offset=page.offset, next_offset=report.next_offset)
+    return web.json_response(body)
+
+
+async def _fetch(pool: LazyPool, run: Run, filters: ReportFilters, page: Page) -> Report:
+    async with pool.connection() as conn:
+        return await run(conn, filters, page)
+
+
+def _error(status: int, message: str, **fields: str) -> web.Response:
+    return web.json_response({"error": message, **fields}, status=status)
+
+
+async def _openapi(_: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of these endpoints, shipped as phasestream/openapi.json."""
+    text = resources.files("phasestream").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document

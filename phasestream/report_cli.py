@@ -1,0 +1,174 @@
+"""`phasestream report ...`: the analysts' reports in a terminal table, JSON or CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, TypeVar
+
+import asyncpg
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import PhasestreamError
+from models.report_filters import (
+    InvalidFilterError,
+    ReportFilters,
+    parse_filters,
+    parse_workflow_id,
+)
+from phasestream.logs import setup_logging
+from phasestream.settings import Settings
+from phasestream.wiring import database_url
+from projections import report_history, reports
+from projections.database import Connection, translate_errors
+from projections.reports import Report, Scalar, Section
+
+T = TypeVar("T")
+report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow.",
+                         no_args_is_help=True)
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+Since = Annotated[str | None, typer.Option(
+    help="Window start: 24h, 7d, 30m (that long ago) or an RFC 3339 timestamp.")]
+Until = Annotated[str | None, typer.Option(help="Window end (exclusive), as --since.")]
+PhaseOpt = Annotated[str | None, typer.Option("--phase", help="Only this phase, 1-7.")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="Only this user (UUID).")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
+
+
+def load_settings() -> Settings:
+    """Settings as `phasestream` loads them (the pattern of phasestream.cli._settings)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"error: invalid setting: {exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+    return settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def usage_error(exc: InvalidFilterError) -> typer.Exit:
+    """A bad flag value: exit code 2, like click's own usage errors."""
+    return fail(f"--{exc.name}: {exc.reason}", 2)
+
+
+def filters_or_exit(since: str | None, until: str | None, phase: str | None,
+                    user: str | None) -> ReportFilters:
+    try:
+        return parse_filters(since=since, until=until, phase=phase, user=user,
+                             now=datetime.now(UTC))
+    except InvalidFilterError as exc:
+        raise usage_error(exc) from None
+
+
+def query(settings: Settings, run: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run ``run`` on one connection to the configured database; errors exit with code 1."""
+    async def main() -> T:
+        conn = await asyncpg.connect(database_url(settings))
+        try:
+            return await run(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(translate_errors(main))
+    except PhasestreamError as exc:
+        raise fail(str(exc)) from None
+
+
+def emit(report: Report, fmt: Format) -> None:
+    if fmt is Format.JSON:
+        sys.stdout.write(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    elif fmt is Format.CSV:
+        write_csv(report.items)
+    else:
+        print_tables([*report.extra, report.items])
+
+
+def write_csv(section: Section) -> None:
+    """The report's list, header first; empty cell for null, true/false for booleans."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(section.columns)
+    writer.writerows([_cell(v) for v in row] for row in section.rows)
+
+
+def _cell(value: Scalar) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def print_tables(sections: list[Section]) -> None:
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured: no terminal width to fit, so never cut a column.
+        console = Console(width=10_000)
+    for part in sections:
+        table = Table(title=part.name, title_justify="left")
+        for column in part.columns:
+            table.add_column(column, overflow="fold")
+        for row in part.rows:
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
+@report_app.command("analytics")
+def analytics_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
+                  user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+    """Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA."""
+    filters = filters_or_exit(since, until, phase, user)
+    emit(query(load_settings(), lambda c: reports.analytics(c, filters)), fmt)
+
+
+@report_app.command("sla")
+def sla_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
+            user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+    """SLA violations, newest first, and their count per kind."""
+    filters = filters_or_exit(since, until, phase, user)
+    emit(query(load_settings(), lambda c: reports.sla(c, filters)), fmt)
+
+
+@report_app.command("rollbacks")
+def rollbacks_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
+                  user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+    """Rollbacks per phase, and workflows rolled back more than once (chains)."""
+    filters = filters_or_exit(since, until, phase, user)
+    emit(query(load_settings(), lambda c: report_history.rollbacks(c, filters)), fmt)
+
+
+@report_app.command("workflow")
+def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+    workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
+    since: Since = None, until: Until = None, phase: PhaseOpt = None,
+    user: UserOpt = None, fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """One workflow's timeline: every transition, its SLA violations, its rollbacks."""
+    filters = filters_or_exit(since, until, phase, user)
+    try:
+        parse_workflow_id(workflow_id)
+    except InvalidFilterError as exc:
+        raise fail(str(exc), 2) from None
+    emit(query(load_settings(), lambda c: report_history.workflow(c, workflow_id, filters)),
+         fmt)

@@ -1,0 +1,138 @@
+"""The reports' HTTP API on a real server and a real Postgres."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from phasestream.api import attach_api
+from phasestream.http import build_app, serving
+from phasestream.settings import Settings
+from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS, USER_B, iso
+from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def api(database: str) -> AsyncIterator[aiohttp.ClientSession]:
+    settings = Settings(database_url=database)
+    app = build_app(CollectorRegistry(), {}, lambda app: attach_api(app, settings))
+    async with serving(app, "127.0.0.1", 0) as port, \
+            aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        yield session
+
+
+async def get(session: aiohttp.ClientSession, path: str,
+              **params: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(path, params=params) as response:
+        body: dict[str, Any] = await response.json()
+        return response.status, body
+
+
+async def test_analytics_numbers(seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    async with api(database) as session:
+        status, body = await get(session, "/api/analytics")
+        assert status == 200
+        assert body["items"] == [dict(zip(ANALYTICS_COLUMNS, row, strict=True))
+                                 for row in ANALYTICS_ALL]
+        assert (body["limit"], body["offset"], body["next_offset"]) == (100, 0, None)
+        status, body = await get(session, "/api/analytics", phase="3", user=str(USER_B))
+        assert [(r["started"], r["p50_ms"]) for r in body["items"]] == [(2, 76000.0)]
+
+
+async def test_sla_rollbacks_and_workflow(seeded: tuple[str, datetime]) -> None:
+    database, t0 = seeded
+    async with api(database) as session:
+        _, sla = await get(session, "/api/sla", since="24h")
+        assert [(v["kind"], v["workflow_id"]) for v in sla["items"]] == [
+            ("overdue", "wf-e"), ("late_failed", "wf-d"), ("late_completed", "wf-c")]
+        assert [(k["kind"], k["violations"]) for k in sla["by_kind"]] == [
+            ("late_completed", 1), ("late_failed", 1), ("overdue", 1)]
+        _, rollbacks = await get(session, "/api/rollbacks")
+        assert [(c["workflow_id"], c["chain"]) for c in rollbacks["items"]] == [
+            ("wf-d", "3->2 2->1")]
+        assert [(p["phase"], p["rollbacks"]) for p in rollbacks["by_phase"]] == [(2, 1), (3, 1)]
+        status, timeline = await get(session, "/api/workflows/wf-d", phase="2")
+        assert status == 200
+        assert timeline["workflow_id"] == "wf-d"
+        assert [(t["status"], t["at"]) for t in timeline["items"]] == [
+            ("started", iso(t0 + timedelta(minutes=5))),
+            ("failed", iso(t0 + timedelta(minutes=5, seconds=70))),
+            ("rolled_back", iso(t0 + timedelta(minutes=7)))]
+        assert [v["kind"] for v in timeline["violations"]] == ["late_failed"]
+        assert [c["kind"] for c in timeline["commands"]] == ["rollback", "gave_up"]
+        status, missing = await get(session, "/api/workflows/wf-none")
+        assert (status, missing["error"]) == (404, "no events of workflow 'wf-none'")
+
+
+async def test_pagination_walks_every_item_once(seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    async with api(database) as session:
+        seen, offset, pages = [], 0, 0
+        while offset is not None:
+            status, body = await get(session, "/api/workflows/wf-d", limit="4",
+                                     offset=str(offset))
+            assert status == 200
+            assert body["limit"] == 4
+            seen += [t["event_id"] for t in body["items"]]
+            offset, pages = body["next_offset"], pages + 1
+        assert (len(seen), len(set(seen)), pages) == (6, 6, 2)
+        _, beyond = await get(session, "/api/sla", offset="50")
+        assert (beyond["items"], beyond["next_offset"]) == ([], None)
+
+
+@pytest.mark.parametrize(("path", "params", "parameter", "message"), [
+    ("/api/analytics", {"since": "soon"}, "since", "since: expected a duration like 24h"),
+    ("/api/sla", {"phase": "0"}, "phase", "phase: must be a phase from 1 to 7, got '0'"),
+    ("/api/rollbacks", {"user": "x"}, "user", "user: must be a UUID, got 'x'"),
+    ("/api/sla", {"limit": "0"}, "limit", "limit: must be from 1 to 1000, got '0'"),
+    ("/api/sla", {"limit": "1001"}, "limit", "limit: must be from 1 to 1000"),
+    ("/api/sla", {"offset": "-1"}, "offset", "offset: must be 0 or more, got '-1'"),
+    ("/api/sla", {"offset": "1.5"}, "offset", "offset: must be a whole number"),
+    ("/api/analytics", {"phse": "3"}, "phse", "phse: unknown parameter"),
+    ("/api/workflows/wf-d", {"until": "2026-01-01"}, "until", "the timestamp needs an offset"),
+    ("/api/analytics", {"since": "1h", "until": "3h"}, "until", "until: must be after since"),
+])
+async def test_bad_parameters_are_400_with_a_message(
+        database: str, path: str, params: dict[str, str], parameter: str,
+        message: str) -> None:
+    async with api(database) as session:
+        status, body = await get(session, path, **params)
+    assert status == 400
+    assert body["parameter"] == parameter
+    assert message in body["error"]
+
+
+async def test_repeated_parameter_is_400(database: str) -> None:
+    async with api(database) as session, \
+            session.get("/api/sla?phase=1&phase=2") as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "phase: given more than once"
+
+
+async def test_unreachable_database_is_503() -> None:
+    async with api("postgresql://nobody@127.0.0.1:1/none") as session:
+        status, body = await get(session, "/api/analytics")
+    assert status == 503
+    assert "error" in body
+
+
+async def test_openapi_document_lists_the_paths(database: str) -> None:
+    async with api(database) as session:
+        status, document = await get(session, "/api/openapi.json")
+    assert status == 200
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) == {"/api/analytics", "/api/sla", "/api/rollbacks",
+                                      "/api/workflows/{workflow_id}", "/api/openapi.json"}
+    names = {p["$ref"].rsplit("/", 1)[-1] for p in
+             document["paths"]["/api/sla"]["get"]["parameters"]}
+    assert names == {"since", "until", "phase", "user", "limit", "offset"}
+    assert set(document["components"]["parameters"]) == names
