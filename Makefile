@@ -21,7 +21,8 @@ run: $(STAMP)
 test: tools lint typecheck
 	$(BIN)/python -m pytest
 
-# promtool (Debian's prometheus package) checks /metrics and the alert rules. Installed
+# promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
+# chromium (Debian's chromium) drives the dashboard test. Installed
 # where we can (root with apt); elsewhere its tests skip with the reason, and CI's strict
 # mode (PHASESTREAM_STRICT=1) turns any skip into a failure.
 tools:
@@ -32,6 +33,14 @@ tools:
 	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else \
 	    echo "promtool is missing: install Debian's 'prometheus' package"; \
+	  fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package chromium) for the dashboard test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: install Debian's 'chromium' package"; \
 	  fi; }
 
 lint: $(STAMP)

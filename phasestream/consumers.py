@@ -19,6 +19,7 @@ from models.sla import SlaViolation
 from models.violation_codec import decode_violation
 from phasestream import health
 from phasestream.api import attach_api
+from phasestream.dashboard import attach_dashboard
 from phasestream.http import build_app, serving
 from phasestream.logs import tune_gc
 from phasestream.notify.consumer import notify
@@ -174,7 +175,8 @@ async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     hub = WebSocketHub(s, rt.registry) if "notify" in names else None
 
     def routes(app: web.Application) -> None:
-        attach_api(app, s)  # the analysts' JSON API on every consumer's HTTP server
+        attach_api(app, s)  # the analysts' JSON API and dashboard on every HTTP server
+        attach_dashboard(app)
         if hub is not None:
             hub.attach(app)
 

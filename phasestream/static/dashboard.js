@@ -1,0 +1,427 @@
+// phasestream dashboard: polls the JSON API of this server and draws inline SVG charts.
+// No dependencies and no network access beyond this origin (see the page's CSP).
+// Every number on the page comes from /api/analytics, /api/sla or /api/rollbacks; each
+// one carries data-* attributes (data-chart|data-table, data-phase, data-metric,
+// data-value) so tests and scripts can read the raw value next to the formatted text.
+"use strict";
+
+(() => {
+  const SVG = "http://www.w3.org/2000/svg";
+  const COUNTS = ["started", "completed", "failed", "rolled_back"];
+  const RATES = ["completion_rate", "failure_rate", "rollback_rate"];
+  const PERCENTILES = ["p50_ms", "p95_ms", "p99_ms"];
+  const KINDS = ["late_completed", "late_failed", "overdue"];
+  const LABELS = {
+    started: "started", completed: "completed", failed: "failed", rolled_back: "rolled back",
+    completion_rate: "completion", failure_rate: "failure", rollback_rate: "rollback",
+    p50_ms: "p50", p95_ms: "p95", p99_ms: "p99",
+  };
+  const RECENT = 20;  // rows of the violations and chains tables
+  const TIMEOUT_MS = 10000;
+
+  const state = { timer: null, refreshes: 0, last: null, inFlight: false };
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- formatting
+  const fmtInt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
+  const fmtPct = (v) => (v === null || v === undefined ? "—" : `${Number(v)}%`);
+  const trim = (v, digits) => String(Number(v.toFixed(digits)));
+  function fmtMs(ms) {
+    if (ms === null || ms === undefined) return "—";
+    if (ms < 1000) return `${trim(ms, 1)} ms`;
+    if (ms < 600000) return `${trim(ms / 1000, 2)} s`;
+    if (ms < 7200000) return `${trim(ms / 60000, 1)} min`;
+    return `${trim(ms / 3600000, 1)} h`;
+  }
+  const fmtTime = (iso) => (iso ? `${iso.slice(0, 19).replace("T", " ")}` : "—");
+  const raw = (v) => (v === null || v === undefined ? "" : String(v));
+
+  // ---------------------------------------------------------------- DOM helpers
+  function el(tag, attrs = {}, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function svg(tag, attrs = {}, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function titled(node, text) {
+    node.appendChild(svg("title", {}, text));
+    return node;
+  }
+  function empty(container, message) {
+    container.replaceChildren(el("p", { class: "empty" }, message));
+  }
+  function niceStep(span, ticks, integer) {
+    const rough = Math.max(span / ticks, integer ? 1 : Number.MIN_VALUE);
+    const power = 10 ** Math.floor(Math.log10(rough));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= rough);
+    return integer ? Math.max(1, Math.ceil(step)) : step;
+  }
+  function widthOf(container, fallback) {
+    return Math.max(320, Math.floor(container.clientWidth || fallback));
+  }
+
+  // ---------------------------------------------------------------- charts
+  function drawThroughput(items) {
+    const box = $("chart-throughput");
+    if (!items.length) return empty(box, "no events in this window");
+    const W = widthOf(box, 1200), H = 280, left = 48, right = 12, top = 16, bottom = 42;
+    const max = Math.max(1, ...items.flatMap((r) => COUNTS.map((m) => r[m])));
+    const step = niceStep(max, 4, true);
+    const top_ = Math.ceil(max / step) * step;
+    const y = (v) => top + (H - top - bottom) * (1 - v / top_);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+                              "aria-label": "events per phase and status" });
+    for (let t = 0; t <= top_; t += step) {
+      root.appendChild(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(t), y2: y(t) }));
+      root.appendChild(svg("text", { class: "tick", x: left - 6, y: y(t) + 4,
+                                     "text-anchor": "end" }, fmtInt(t)));
+    }
+    const group = (W - left - right) / items.length;
+    const bar = Math.min(34, (group * 0.8) / COUNTS.length);
+    items.forEach((row, i) => {
+      const x0 = left + i * group + (group - bar * COUNTS.length) / 2;
+      COUNTS.forEach((metric, j) => {
+        const value = row[metric];
+        const g = svg("g", { class: `bar m-${metric}`, "data-chart": "throughput",
+                             "data-phase": row.phase, "data-metric": metric,
+                             "data-value": raw(value) });
+        const x = x0 + j * bar;
+        titled(g, `phase ${row.phase} ${LABELS[metric]}: ${fmtInt(value)}`);
+        g.appendChild(svg("rect", { x: x + 1, y: y(value), width: bar - 2,
+                                    height: Math.max(0, y(0) - y(value)), rx: 2 }));
+        g.appendChild(svg("text", { class: "value", x: x + bar / 2, y: y(value) - 4,
+                                    "text-anchor": "middle" }, fmtInt(value)));
+        root.appendChild(g);
+      });
+      root.appendChild(svg("text", { class: "axis", x: left + i * group + group / 2, y: H - 16,
+                                     "text-anchor": "middle" }, `phase ${row.phase}`));
+    });
+    root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right,
+                                   y1: y(0), y2: y(0) }));
+    box.replaceChildren(legend(COUNTS), root);
+  }
+
+  function drawRates(items) {
+    const box = $("chart-rates");
+    if (!items.length) return empty(box, "no events in this window");
+    const W = widthOf(box, 600), left = 70, right = 64, rowH = 15, gap = 14, top = 8;
+    const H = top + items.length * (RATES.length * rowH + gap) + 18;
+    const x = (pct) => left + (W - left - right) * (pct / 100);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+                              "aria-label": "completion, failure and rollback rate per phase" });
+    for (const t of [0, 25, 50, 75, 100]) {
+      root.appendChild(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: top, y2: H - 18 }));
+      root.appendChild(svg("text", { class: "tick", x: x(t), y: H - 4, "text-anchor": "middle" },
+                           `${t}%`));
+    }
+    items.forEach((row, i) => {
+      const y0 = top + i * (RATES.length * rowH + gap);
+      root.appendChild(svg("text", { class: "axis", x: 4, y: y0 + (RATES.length * rowH) / 2 + 4 },
+                           `phase ${row.phase}`));
+      RATES.forEach((metric, j) => {
+        const value = row[metric];
+        const g = svg("g", { class: `bar m-${metric}`, "data-chart": "rates",
+                             "data-phase": row.phase, "data-metric": metric,
+                             "data-value": raw(value) });
+        titled(g, `phase ${row.phase} ${LABELS[metric]} rate: ${fmtPct(value)}`);
+        const yy = y0 + j * rowH;
+        const w = value === null ? 0 : x(value) - x(0);
+        g.appendChild(svg("rect", { x: x(0), y: yy + 1, width: Math.max(0, w),
+                                    height: rowH - 3, rx: 2 }));
+        g.appendChild(svg("text", { class: "value", x: x(0) + Math.max(0, w) + 4,
+                                    y: yy + rowH - 4 }, fmtPct(value)));
+        root.appendChild(g);
+      });
+    });
+    box.replaceChildren(legend(RATES), root);
+  }
+
+  function drawDurations(items) {
+    const box = $("chart-durations");
+    if (!items.length) return empty(box, "no events in this window");
+    const gap = 12, perRow = Math.min(items.length, 4);
+    const W = Math.max(220, Math.min(440,
+      Math.floor((widthOf(box, 1200) - gap * (perRow - 1)) / perRow) - 18));
+    const cards = items.map((row) => {
+      const H = 200, left = 10, right = 10, top = 22, bottom = 24;
+      const values = PERCENTILES.map((m) => row[m]).filter((v) => v !== null);
+      const sla = row.sla_ms;
+      const max = Math.max(1, ...values, sla ?? 0) * 1.12;
+      const y = (v) => top + (H - top - bottom) * (1 - v / max);
+      const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+                                "aria-label": `phase ${row.phase} durations` });
+      const slot = (W - left - right) / PERCENTILES.length;
+      root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right,
+                                     y1: y(0), y2: y(0) }));
+      if (sla !== null) {
+        root.appendChild(titled(svg("line", { class: "sla-line", x1: left, x2: W - right,
+                                              y1: y(sla), y2: y(sla) }),
+                                `phase ${row.phase} SLA threshold: ${fmtMs(sla)}`));
+      }
+      PERCENTILES.forEach((metric, j) => {
+        const value = row[metric];
+        const over = value !== null && sla !== null && value > sla;
+        const g = svg("g", { class: `bar m-${metric}${over ? " over" : ""}`,
+                             "data-chart": "durations", "data-phase": row.phase,
+                             "data-metric": metric, "data-value": raw(value),
+                             "data-over-sla": over ? "true" : "false" });
+        titled(g, `phase ${row.phase} ${LABELS[metric]}: ${fmtMs(value)}` +
+                  (over ? " (over the SLA)" : ""));
+        const x = left + j * slot + slot * 0.2, w = slot * 0.6;
+        if (value !== null) {
+          g.appendChild(svg("rect", { x, y: y(value), width: w, height: y(0) - y(value), rx: 2 }));
+        }
+        g.appendChild(svg("text", { class: "value", x: x + w / 2,
+                                    y: value === null ? y(0) - 6 : Math.max(12, y(value) - 4),
+                                    "text-anchor": "middle" }, fmtMs(value)));
+        root.appendChild(g);
+        root.appendChild(svg("text", { class: "axis", x: x + w / 2, y: H - 8,
+                                       "text-anchor": "middle" }, LABELS[metric]));
+      });
+      const card = el("figure", { class: "multiple", "data-phase": String(row.phase) });
+      const caption = el("figcaption");
+      caption.append(el("strong", {}, `phase ${row.phase}`));
+      caption.append(el("span", { class: "sla", "data-chart": "durations",
+                                  "data-phase": String(row.phase), "data-metric": "sla_ms",
+                                  "data-value": raw(sla) },
+                        sla === null ? "no SLA" : `SLA ${fmtMs(sla)}`));
+      caption.append(el("span", { class: row.over_sla ? "badge bad" : "badge",
+                                  "data-chart": "durations", "data-phase": String(row.phase),
+                                  "data-metric": "over_sla", "data-value": raw(row.over_sla) },
+                        `${fmtInt(row.over_sla)} over SLA`));
+      if (!values.length) caption.append(el("span", { class: "muted" }, "none finished"));
+      card.append(caption, root);
+      return card;
+    });
+    box.replaceChildren(...cards);
+  }
+
+  function legend(metrics) {
+    const list = el("ul", { class: "legend" });
+    for (const m of metrics) {
+      const item = el("li", { class: `m-${m}` });
+      item.append(el("span", { class: "swatch" }), LABELS[m]);
+      list.appendChild(item);
+    }
+    return list;
+  }
+
+  // ---------------------------------------------------------------- tables and tiles
+  function cell(attrs, text, title) {
+    const td = el("td", attrs, text);
+    if (title) td.title = title;
+    return td;
+  }
+  function fillTable(id, rows, columns, rowAttrs, emptyText) {
+    const body = $(id).tBodies[0];
+    if (!rows.length) {
+      const td = el("td", { colspan: String(columns.length), class: "empty" }, emptyText);
+      body.replaceChildren(el("tr", {}, undefined));
+      body.rows[0].appendChild(td);
+      return;
+    }
+    body.replaceChildren(...rows.map((row) => {
+      const tr = el("tr", rowAttrs(row));
+      for (const [field, format, cls] of columns) {
+        const attrs = { "data-field": field, "data-value": raw(row[field]) };
+        if (cls) attrs.class = cls(row);
+        tr.appendChild(cell(attrs, format(row[field]),
+                            format === fmtTime ? row[field] : undefined));
+      }
+      return tr;
+    }));
+  }
+
+  function drawAnalyticsTable(items) {
+    const body = $("table-analytics").tBodies[0];
+    if (!items.length) {
+      body.replaceChildren(el("tr"));
+      body.rows[0].appendChild(el("td", { colspan: "9", class: "empty" },
+                                  "no events in this window"));
+      return;
+    }
+    const columns = [...COUNTS.map((m) => [m, fmtInt]), ...RATES.map((m) => [m, fmtPct]),
+                     ["over_sla", fmtInt]];
+    body.replaceChildren(...items.map((row) => {
+      const tr = el("tr", { "data-phase": String(row.phase) });
+      tr.appendChild(el("th", { scope: "row" }, String(row.phase)));
+      for (const [metric, format] of columns) {
+        tr.appendChild(cell({ "data-table": "analytics", "data-phase": String(row.phase),
+                              "data-metric": metric, "data-value": raw(row[metric]),
+                              class: metric === "over_sla" && row[metric] ? "num bad" : "num" },
+                            format(row[metric])));
+      }
+      return tr;
+    }));
+  }
+
+  function drawTiles(items, byKind) {
+    for (const m of [...COUNTS, "over_sla"]) {
+      const total = items.reduce((sum, r) => sum + r[m], 0);
+      const node = $(`total-${m}`);
+      node.textContent = fmtInt(total);
+      node.dataset.value = String(total);
+    }
+    const counts = Object.fromEntries(byKind.map((k) => [k.kind, k.violations]));
+    for (const kind of KINDS) {
+      const node = $(`kind-${kind}`);
+      node.textContent = fmtInt(counts[kind] ?? 0);
+      node.dataset.value = String(counts[kind] ?? 0);
+    }
+  }
+
+  function drawViolations(sla) {
+    fillTable("table-violations", sla.items, [
+      ["at", fmtTime], ["kind", String, (r) => `kind k-${r.kind}`], ["workflow_id", String],
+      ["phase", String, () => "num"], ["status", String], ["duration_ms", fmtMs, () => "num"],
+      ["threshold_ms", fmtMs, () => "num"], ["excess_ms", (v) => `+${fmtMs(v)}`, () => "num bad"],
+    ], (r) => ({ "data-table": "violations", "data-event-id": r.event_id, "data-kind": r.kind,
+                 "data-phase": String(r.phase) }), "no SLA violations in this window");
+  }
+
+  function drawRollbacks(rollbacks) {
+    fillTable("table-rollbacks", rollbacks.by_phase, [
+      ["phase", String], ["rollbacks", fmtInt, () => "num"], ["workflows", fmtInt, () => "num"],
+      ["retries", fmtInt, () => "num"], ["gave_up", fmtInt, (r) => (r.gave_up ? "num bad" : "num")],
+      ["loops_stopped", fmtInt, (r) => (r.loops_stopped ? "num bad" : "num")],
+    ], (r) => ({ "data-table": "rollbacks", "data-phase": String(r.phase) }),
+    "no rollbacks in this window");
+    fillTable("table-chains", rollbacks.items, [
+      ["workflow_id", String], ["rollbacks", fmtInt, () => "num"], ["chain", String, () => "chain"],
+      ["first_at", fmtTime], ["last_at", fmtTime],
+    ], (r) => ({ "data-table": "chains", "data-workflow-id": r.workflow_id }),
+    "no workflow was rolled back more than once in this window");
+  }
+
+  function render(data) {
+    const items = data.analytics.items;
+    drawTiles(items, data.sla.by_kind);
+    drawThroughput(items);
+    drawRates(items);
+    drawAnalyticsTable(items);
+    drawDurations(items);
+    drawViolations(data.sla);
+    drawRollbacks(data.rollbacks);
+  }
+
+  // ---------------------------------------------------------------- polling
+  function filters() {
+    const params = new URLSearchParams();
+    const since = $("filter-since").value;
+    const phase = $("filter-phase").value;
+    if (since && since !== "all") params.set("since", since);
+    if (phase) params.set("phase", phase);
+    return params;
+  }
+
+  async function getJson(path, params) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      const query = params.toString();
+      const response = await fetch(`${path}${query ? `?${query}` : ""}`,
+                                   { cache: "no-store", headers: { Accept: "application/json" },
+                                     signal: controller.signal });
+      let body = null;
+      try { body = await response.json(); } catch (_) { body = null; }
+      if (!response.ok) {
+        const reason = body && body.error ? body.error : response.statusText;
+        throw new Error(`${path}: ${response.status} ${reason}`);
+      }
+      return body;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function setStatus(kind, text) {
+    const status = $("status");
+    status.dataset.state = kind;
+    $("status-text").textContent = text;
+  }
+
+  async function refresh() {
+    if (state.inFlight) return;
+    state.inFlight = true;
+    clearTimeout(state.timer);
+    const base = filters();
+    const paged = (limit) => {
+      const params = new URLSearchParams(base);
+      params.set("limit", String(limit));
+      return params;
+    };
+    try {
+      const [analytics, sla, rollbacks] = await Promise.all([
+        getJson("api/analytics", paged(100)),
+        getJson("api/sla", paged(RECENT)),
+        getJson("api/rollbacks", paged(RECENT)),
+      ]);
+      state.last = { analytics, sla, rollbacks };
+      render(state.last);
+      state.refreshes += 1;
+      const now = new Date();
+      const stamp = now.toISOString();
+      document.body.dataset.state = "ready";
+      document.body.dataset.refreshes = String(state.refreshes);
+      $("updated").dataset.updated = stamp;
+      $("updated").textContent = `updated ${stamp.slice(11, 19)} UTC`;
+      $("error").hidden = true;
+      setStatus("live", `live · ${stamp.slice(11, 19)} UTC`);
+    } catch (err) {
+      document.body.dataset.state = "error";
+      const box = $("error");
+      box.textContent = `Could not refresh: ${err.message}. Showing the last data; retrying.`;
+      box.hidden = false;
+      setStatus("error", "API unreachable");
+    } finally {
+      state.inFlight = false;
+      schedule();
+    }
+  }
+
+  function schedule() {
+    clearTimeout(state.timer);
+    const seconds = Number($("filter-refresh").value);
+    if (seconds > 0) {
+      state.timer = setTimeout(refresh, seconds * 1000);
+    } else if (document.body.dataset.state === "ready") {
+      setStatus("paused", "paused");
+    }
+  }
+
+  function syncUrl() {
+    const params = new URLSearchParams();
+    for (const name of ["since", "phase", "refresh"]) {
+      const value = $(`filter-${name}`).value;
+      if (value) params.set(name, value);
+    }
+    history.replaceState(null, "", `${location.pathname}?${params}`);
+  }
+
+  function init() {
+    const query = new URLSearchParams(location.search);
+    for (const name of ["since", "phase", "refresh"]) {
+      const select = $(`filter-${name}`);
+      const wanted = query.get(name);
+      if (wanted !== null && [...select.options].some((o) => o.value === wanted)) {
+        select.value = wanted;
+      }
+      select.addEventListener("change", () => { syncUrl(); refresh(); });
+    }
+    $("filters").addEventListener("submit", (event) => event.preventDefault());
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (state.last) render(state.last); }, 150);
+    });
+    refresh();
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();
