@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
@@ -23,10 +24,16 @@ class PartitionRef:
 
 @dataclass(frozen=True, slots=True)
 class PositionMove:
-    """Where a partition stood (None: never stored) and where it stands after the batch."""
+    """Where a partition stood (None: never stored) and where it stands after the batch.
+
+    ``highwater`` (the partition's end as last fetched) and ``last_event_at`` (the newest
+    event time in the batch) only feed the freshness view; None leaves the stored value.
+    """
 
     expected: int | None
     next_offset: int
+    highwater: int | None = None
+    last_event_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

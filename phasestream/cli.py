@@ -16,6 +16,7 @@ from phasestream import publishing
 from phasestream.consumers import ALL, run_consumers
 from phasestream.logs import setup_logging
 from phasestream.notify.token import mint_token
+from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
 from phasestream.sla_cli import sla_app
@@ -28,6 +29,7 @@ run_app = typer.Typer(help="Run one consumer.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(run_app, name="run")
 app.add_typer(report_app, name="report")
+app.command("replay")(replay_command)
 app.add_typer(sla_app, name="sla")
 log = logging.getLogger("phasestream")
 

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     audit_consumer_group: str = Field(
         "phasestream-audit", min_length=1,
         description="Consumer group of the audit projector; also names its stored positions.")
+    audit_retention_months: int = Field(
+        0, ge=0, description="Months of audit log to keep: month partitions whose rows are all "
+        "older are dropped (checked at start and daily); 0 keeps everything.")
     sla_consumer_group: str = Field(
         "phasestream-sla", min_length=1, description="Consumer group of the SLA monitor.")
     sla_violations_consumer_group: str = Field(

@@ -143,7 +143,8 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
 async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
                           ) -> AsyncIterator[Projector[PhaseEvent]]:
     """The audit projector, started, subscribed, and stopped on exit."""
-    async with connected(AuditSink, settings) as sink, projector(
+    async with connected(AuditSink, settings,
+                         retention_months=settings.audit_retention_months) as sink, projector(
             settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
             sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
             observer=observer) as running:

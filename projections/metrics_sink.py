@@ -14,10 +14,12 @@ from projections.sink_base import PostgresSink
 class MetricsDataSink(PostgresSink[PhaseEvent]):
     """PositionedSink for ``metrics_data`` (id = the event's id)."""
 
+    default_table = "metrics_data"
+
     async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
         rows = [metric_row(e) for e in batch.events]
         await conn.executemany(
-            "INSERT INTO metrics_data (id, metric_name, metric_type, value, labels, "
+            f"INSERT INTO {self.quoted_table} (id, metric_name, metric_type, value, labels, "
             "error_message, metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
             "ON CONFLICT (id) DO NOTHING",
             [(r.id, r.metric_name, r.metric_type, r.value, orjson.dumps(r.labels).decode(),

@@ -32,14 +32,21 @@ async def move_positions(conn: Connection, consumer: str,
     for ref, move in moves.items():
         if move.expected is None:
             status = await conn.execute(
-                "INSERT INTO phasestream_consumer_positions "
-                "(consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING", consumer, ref.topic, ref.partition, move.next_offset)
+                "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
+                "next_offset, highwater, last_event_at) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT DO NOTHING", consumer, ref.topic, ref.partition, move.next_offset,
+                move.highwater, move.last_event_at)
         else:
+            # A batch without events (all dead-lettered) or without a fetched highwater
+            # keeps what was stored; greatest() also keeps the newest time when events
+            # arrive out of order (it ignores nulls).
             status = await conn.execute(
-                "UPDATE phasestream_consumer_positions SET next_offset = $5, updated_at = now() "
+                "UPDATE phasestream_consumer_positions SET next_offset = $5, updated_at = now(), "
+                "highwater = coalesce($6, highwater), "
+                "last_event_at = greatest(last_event_at, $7) "
                 "WHERE consumer = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
-                consumer, ref.topic, ref.partition, move.expected, move.next_offset)
+                consumer, ref.topic, ref.partition, move.expected, move.next_offset,
+                move.highwater, move.last_event_at)
         if not status.endswith(" 1"):
             raise StalePositionError(
                 f"{consumer} on {ref.topic}[{ref.partition}] expected next offset "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -17,14 +17,26 @@ S = TypeVar("S", bound="PostgresSink[Any]")
 Init: TypeAlias = "Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]"
 
 
+def quote_ident(name: str) -> str:
+    """A table name as a SQL identifier (names cannot be bound parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class PostgresSink(Generic[T]):
     """A PositionedSink: subclasses write a batch's rows; positions move in the same
     transaction, compare-and-set, after the rows."""
 
     init: Init | None = None  # per-connection set-up (e.g. a temp staging table)
+    #: The table a projection writes; ``table=`` points it elsewhere (a replay's shadow).
+    default_table: ClassVar[str] = ""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, table: str | None = None) -> None:
         self.pool = pool
+        self.table = table or self.default_table
+
+    @property
+    def quoted_table(self) -> str:
+        return quote_ident(self.table)
 
     @classmethod
     async def connect(cls: type[S], dsn: str, **options: Any) -> S:

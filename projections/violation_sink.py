@@ -11,9 +11,11 @@ from projections.sink_base import PostgresSink
 class ViolationSink(PostgresSink[SlaViolation]):
     """PositionedSink for ``workflow_phase_sla_violation_events`` (id = violation_id)."""
 
+    default_table = "workflow_phase_sla_violation_events"
+
     async def write_rows(self, conn: Connection, batch: Batch[SlaViolation]) -> None:
         await conn.executemany(
-            "INSERT INTO workflow_phase_sla_violation_events (violation_id, kind, workflow_id, "
+            f"INSERT INTO {self.quoted_table} (violation_id, kind, workflow_id, "
             "user_id, phase_number, started_event_id, started_at, detected_at, elapsed_ms, "
             "threshold_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
             "ON CONFLICT (violation_id) DO NOTHING",

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -127,7 +127,7 @@ class Projector(Generic[T]):
             self.stats.dead_lettered(len(letters))
         began = time.monotonic()
         decoded = Batch({_ref(tp): d.events for tp, d in batch.items()},
-                        {_ref(tp): PositionMove(self._expected.get(tp), d.next_offset)
+                        {_ref(tp): self._move(tp, d.next_offset, d.events)
                          for tp, d in batch.items()})
         moves = decoded.moves
         try:
@@ -151,6 +151,12 @@ class Projector(Generic[T]):
         self._applied(decoded.events, time.monotonic() - began)
         await self._commit(moves)
         return True
+
+    def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
+        # highwater and last_event_at are stored for the freshness view only.
+        newest = max((self._config.event_time(e) for e in events), default=None)
+        return PositionMove(self._expected.get(tp), next_offset,
+                            highwater=self._consumer.highwater(tp), last_event_at=newest)
 
     def _note_newest(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
         for tp, decoded in batch.items():
@@ -186,9 +192,9 @@ class Projector(Generic[T]):
         # records it refuses, dead-letter them, and keep every other record.
         for tp, decoded in batch.items():
             for record in decoded.records:
-                move = PositionMove(self._expected.get(tp), record.offset + 1)
                 single: Decoded[T] = Decoded([record])
                 decode_one(record, single, self._config.decoder)
+                move = self._move(tp, record.offset + 1, single.events)
                 try:
                     await self._apply(Batch.single(_ref(tp), single.events, move))
                     self._applied(single.events, 0.0)
@@ -196,6 +202,7 @@ class Projector(Generic[T]):
                     await self._dlq.send_all([dead_letter(record, InvalidEventError(
                         "$", f"refused by the sink: {exc}"))])
                     self.stats.dead_lettered(1)
+                    move = replace(move, last_event_at=None)  # nothing of it was applied
                     await self._apply(Batch.single(_ref(tp), [], move))
                 self._advance({_ref(tp): move})
 

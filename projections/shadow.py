@@ -1,0 +1,72 @@
+"""A projection's shadow table: rebuilt beside the live one, then swapped in atomically.
+
+Readers keep the live table, whole, until one transaction renames the shadow into its
+place (``phasestream_swap_table``, migration 0007: it also re-points the views, which
+Postgres binds to a table's oid, not its name) and hands the replay's positions to the
+live consumer. So a reader sees either the old table or the new one, never a half-built one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from projections.database import Connection
+from projections.sink_base import quote_ident
+
+SUFFIX: Final = "_shadow"
+#: How long the swap waits for readers and writers to let go of the live table; while it
+#: waits, new queries queue behind it, so a stuck reader must fail the swap, not stall all.
+LOCK_TIMEOUT: Final = "30s"
+
+
+def shadow_name(table: str) -> str:
+    return table + SUFFIX
+
+
+async def create_shadow(conn: Connection, table: str) -> str:
+    """An empty copy of ``table`` (columns, defaults, constraints, indexes, partitioning)."""
+    shadow = shadow_name(table)
+    async with conn.transaction():
+        # Left over by a replay that stopped halfway: it is only ever a partial copy.
+        await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(shadow)}")
+        key = await conn.fetchval("SELECT pg_get_partkeydef(to_regclass($1))", quote_ident(table))
+        partitioned = f" PARTITION BY {key}" if key else ""
+        await conn.execute(f"CREATE TABLE {quote_ident(shadow)} "
+                           f"(LIKE {quote_ident(table)} INCLUDING ALL){partitioned}")
+    return shadow
+
+
+async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live_consumer: str,
+                  replay_consumer: str) -> None:
+    """Put the shadow in the live table's place and the replay's positions in the live
+    consumer's, in one transaction.
+
+    The live consumer may be running: a batch it wrote to the old table before the swap is
+    gone with that table, and its next compare-and-set fails (its stored position moved),
+    so it re-reads the positions the replay left and projects the rest into the new table.
+    A partition the replay never stored is forgotten, so the live consumer reads it from
+    the beginning (its rows were in the old table only).
+    """
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute("SELECT phasestream_swap_table($1, $2)", table, shadow)
+        await conn.execute("DELETE FROM phasestream_consumer_positions "
+                           "WHERE consumer = $1 AND topic = $2", live_consumer, topic)
+        await conn.execute(
+            "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
+            "next_offset, highwater, last_event_at) SELECT $1, topic, partition, next_offset, "
+            "highwater, last_event_at FROM phasestream_consumer_positions "
+            "WHERE consumer = $2 AND topic = $3", live_consumer, replay_consumer, topic)
+        await forget_replay(conn, replay_consumer)
+
+
+async def drop_shadow(conn: Connection, shadow: str, replay_consumer: str) -> None:
+    """Undo an unfinished replay: the live table and its consumer were never touched."""
+    async with conn.transaction():
+        await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(shadow)}")
+        await forget_replay(conn, replay_consumer)
+
+
+async def forget_replay(conn: Connection, replay_consumer: str) -> None:
+    await conn.execute("DELETE FROM phasestream_consumer_positions WHERE consumer = $1",
+                       replay_consumer)
