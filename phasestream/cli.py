@@ -9,12 +9,11 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
 
 from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
+from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
-from phasestream.logs import setup_logging
 from phasestream.notify.token import mint_token
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
@@ -34,40 +33,25 @@ app.add_typer(sla_app, name="sla")
 log = logging.getLogger("phasestream")
 
 
-def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        typer.echo(f"error: invalid setting: {exc}", err=True)
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
-    return settings
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 @app.command()
 def migrate() -> None:
     """Apply the pending database migrations (safe to run twice, or from two processes)."""
     try:
-        asyncio.run(run_migrations(_settings()))
+        asyncio.run(run_migrations(load_settings()))
     except PhasestreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the phase-event, dead-letter and SLA-violation topics, if they do not exist."""
-    settings = _settings()
+    settings = load_settings()
     created = asyncio.run(create_topics(settings))
     typer.echo(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
 
 
 def _run(names: list[str]) -> None:
-    settings = _settings()
+    settings = load_settings()
 
     async def main() -> None:
         runtime = Runtime(settings)
@@ -77,7 +61,7 @@ def _run(names: list[str]) -> None:
     try:
         asyncio.run(main())
     except* PhasestreamError as group:  # alone, or from inside the consumers' task group
-        raise _fail("; ".join(str(e) for e in group.exceptions)) from None
+        raise fail("; ".join(str(e) for e in group.exceptions)) from None
 
 
 @run_app.command("audit")
@@ -121,9 +105,9 @@ def token(user_id: Annotated[str, typer.Argument(help="The user the token is for
           ttl: Annotated[int, typer.Option(min=1, help="Validity in seconds.")] = 3600,
           ) -> None:
     """Mint a /ws token (HS256, PHASESTREAM_JWT_SECRET) whose subject is USER_ID."""
-    settings = _settings()
+    settings = load_settings()
     if settings.jwt_secret is None:
-        raise _fail("PHASESTREAM_JWT_SECRET is not set: there is no key to sign with", 2)
+        raise fail("PHASESTREAM_JWT_SECRET is not set: there is no key to sign with", 2)
     typer.echo(mint_token(settings.jwt_secret.get_secret_value(), user_id, ttl))
 
 
@@ -135,9 +119,9 @@ def dev(demo: Annotated[bool, typer.Option(help="Also publish realistic demo wor
     from phasestream.dev import run_dev  # noqa: PLC0415  # only `dev` needs the embedded stack
 
     try:
-        run_dev(_settings(), demo=demo, demo_rate=demo_rate)
+        run_dev(load_settings(), demo=demo, demo_rate=demo_rate)
     except PhasestreamError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 PathOption = Annotated[str | None, typer.Option(
@@ -160,7 +144,7 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
     timestamp: Annotated[str | None, typer.Option(help="RFC 3339; default: now.")] = None,
 ) -> None:
     """Publish one event from flags, or many from JSON lines (invalid lines are not sent)."""
-    settings = _settings()
+    settings = load_settings()
     if file is not None:
         _publish_file(settings, file)
         return
@@ -172,7 +156,7 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
     try:
         event = publishing.event_from_flags(fields)
     except InvalidEventError as exc:
-        raise _fail(f"--{_flag(exc.field)}: {exc.reason}", 2) from None
+        raise fail(f"--{_flag(exc.field)}: {exc.reason}", 2) from None
     typer.echo(asyncio.run(publishing.publish_one(settings, event)))
 
 
@@ -186,12 +170,12 @@ def _json_object(text: str | None) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise _fail(f"--metadata: not valid JSON: {exc}", 2) from None
+        raise fail(f"--metadata: not valid JSON: {exc}", 2) from None
 
 
 def _publish_file(settings: Settings, path: str) -> None:
     if path != "-" and not Path(path).is_file():
-        raise _fail(f"--file: {path} does not exist", 2)
+        raise fail(f"--file: {path} does not exist", 2)
     with publishing.open_source(path) as stream:
         sent, bad = asyncio.run(publishing.publish_lines(settings, publishing.read_lines(stream)))
     for line in bad:

@@ -30,7 +30,6 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,7 +45,7 @@ from rich.text import Text
 from models.errors import PhasestreamError
 from models.ports import PartitionRef
 from models.violation_codec import decode_violation
-from phasestream.logs import setup_logging
+from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
 from phasestream.wiring import (
     backoff,
@@ -239,16 +238,10 @@ class _RateColumn(ProgressColumn):
 def replay_command(projection: Annotated[str, typer.Argument(
         help="audit, sla-violations or metrics")]) -> None:
     """Rebuild a projection from offset 0 into a shadow table, then swap it in atomically."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        typer.echo(f"error: invalid setting: {exc}", err=True)
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
+    settings = load_settings()
     if projection not in projections(settings):
-        typer.echo(f"error: unknown projection {projection!r}; one of: "
-                   f"{', '.join(projections(settings))}", err=True)
-        raise typer.Exit(2)
+        raise fail(f"unknown projection {projection!r}; one of: "
+                   f"{', '.join(projections(settings))}", 2)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns) as bar:
@@ -258,6 +251,5 @@ def replay_command(projection: Annotated[str, typer.Argument(
                 settings, projection,
                 lambda done, total: bar.update(task, completed=done, total=total)))
         except PhasestreamError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
     typer.echo(f"{projection}: replayed {replayed} events and swapped the rebuilt table in")

@@ -13,7 +13,6 @@ from typing import Annotated, TypeVar
 import asyncpg
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -24,7 +23,7 @@ from models.report_filters import (
     parse_filters,
     parse_workflow_id,
 )
-from phasestream.logs import setup_logging
+from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
 from phasestream.wiring import database_url
 from projections import report_history, reports
@@ -48,22 +47,6 @@ Until = Annotated[str | None, typer.Option(help="Window end (exclusive), as --si
 PhaseOpt = Annotated[str | None, typer.Option("--phase", help="Only this phase, 1-7.")]
 UserOpt = Annotated[str | None, typer.Option("--user", help="Only this user (UUID).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
-
-
-def load_settings() -> Settings:
-    """Settings as `phasestream` loads them (the pattern of phasestream.cli._settings)."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        typer.echo(f"error: invalid setting: {exc}", err=True)
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
-    return settings
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def usage_error(exc: InvalidFilterError) -> typer.Exit:

@@ -15,15 +15,8 @@ from models.report_filters import (
     parse_phase,
     parse_time,
 )
-from phasestream.report_cli import (
-    Format,
-    FormatOpt,
-    emit,
-    fail,
-    load_settings,
-    query,
-    usage_error,
-)
+from phasestream.cli_support import fail, load_settings
+from phasestream.report_cli import Format, FormatOpt, emit, query, usage_error
 from projections import report_sla
 
 sla_app = typer.Typer(help="SLA thresholds: suggest them from observed durations, set them.",
