@@ -19,7 +19,9 @@ database (dropped at the end), migrations applied into it. Then, in this order:
    N rows (``SELECT count(*)`` every 50 ms); SIGTERM stops them and each must exit with 0.
 
 Baselines write into ``bench.*`` copies of ``workflow_phase_logs`` (LIKE ... INCLUDING ALL:
-same columns, defaults, constraints and indexes). A CHECKPOINT precedes each timed part.
+same columns, defaults, constraints and indexes; partitioned like it, by month, with the
+events' months created before the clock starts) and conflict on its primary key. A
+CHECKPOINT precedes each timed part.
 """
 
 from __future__ import annotations
@@ -280,15 +282,61 @@ async def publish_backlog(bootstrap: str, settings: Settings,
 # Baselines
 
 
-async def create_copies(conn: asyncpg.Connection[Any]) -> None:
+MONTHLY_RANGE: Final = 'RANGE ("timestamp")'
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What the baselines copy from public.workflow_phase_logs: the conflict target (its
+    primary key) and its partitioning (None, or monthly RANGE on "timestamp")."""
+
+    key: tuple[str, ...]
+    partition_by: str | None
+
+    @property
+    def on_conflict(self) -> str:
+        columns = ", ".join('"' + c + '"' for c in self.key)
+        return f"ON CONFLICT ({columns}) DO NOTHING"
+
+
+async def audit_table_shape(conn: asyncpg.Connection[Any]) -> TableShape:
+    key = [r["attname"] for r in await conn.fetch(
+        "SELECT a.attname FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'public.workflow_phase_logs'::regclass"
+        " AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)")]
+    partition_by = await conn.fetchval(
+        "SELECT pg_get_partkeydef('public.workflow_phase_logs'::regclass)")
+    if partition_by is not None and partition_by != MONTHLY_RANGE:
+        raise RuntimeError(f"workflow_phase_logs is partitioned by {partition_by}; the bench "
+                           f"knows only {MONTHLY_RANGE} by month")
+    return TableShape(tuple(key), partition_by)
+
+
+def months_of(events: Iterable[PhaseEvent]) -> list[datetime]:
+    """The first instant (UTC) of each month the events fall in."""
+    return sorted({e.timestamp.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                       microsecond=0) for e in events})
+
+
+async def create_copies(conn: asyncpg.Connection[Any], shape: TableShape,
+                        months: Sequence[datetime]) -> None:
+    """bench.* copies of workflow_phase_logs: same columns, constraints and indexes, and,
+    if it is partitioned, partitioned alike with the events' months created up front."""
     await conn.execute("CREATE SCHEMA bench")
     for table in ("raw_copy_logs", "naive_logs"):
         await conn.execute(
-            f"CREATE TABLE bench.{table} (LIKE public.workflow_phase_logs INCLUDING ALL)")
+            f"CREATE TABLE bench.{table} (LIKE public.workflow_phase_logs INCLUDING ALL)"
+            + (f" PARTITION BY {shape.partition_by}" if shape.partition_by else ""))
+        for first in months if shape.partition_by else ():
+            after = (first.replace(year=first.year + 1, month=1) if first.month == 12
+                     else first.replace(month=first.month + 1))
+            await conn.execute(
+                f"CREATE TABLE bench.{table}_p{first:%Y%m} PARTITION OF bench.{table} "
+                f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')")
 
 
 async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
-                   monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+                   monitor: asyncpg.Connection[Any], shape: TableShape) -> dict[str, Any]:
     """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch."""
     conn = await asyncpg.connect(url)
     try:
@@ -296,7 +344,7 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
             "CREATE TEMP TABLE bench_stage (LIKE public.workflow_phase_logs INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS")
         insert = (f"INSERT INTO bench.raw_copy_logs ({COLUMN_LIST}) "
-                  f"SELECT {COLUMN_LIST} FROM bench_stage ON CONFLICT (id) DO NOTHING")
+                  f"SELECT {COLUMN_LIST} FROM bench_stage {shape.on_conflict}")
         await checkpoint(monitor)
         await meter.start()
         began = time.perf_counter()
@@ -317,7 +365,8 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
 
 
 async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
-                         meter: CpuMeter, monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+                         meter: CpuMeter, monitor: asyncpg.Connection[Any],
+                         shape: TableShape) -> dict[str, Any]:
     """(a) The naive consumer: ``async for`` each record, one autocommitted INSERT."""
     conn = await asyncpg.connect(url)
     consumer = AIOKafkaConsumer(
@@ -326,7 +375,7 @@ async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
         session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4)
     insert = (f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
               f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
-              "ON CONFLICT (id) DO NOTHING")
+              f"{shape.on_conflict}")
     done = 0
     began = 0.0
     try:
@@ -965,10 +1014,10 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
     meter = CpuMeter(monitor, db_name, broker_pids())
-    await create_copies(monitor)
-
     log.info("generating %d events", args.events)
     events = make_events(args.events, args.seed)
+    shape = await audit_table_shape(monitor)
+    await create_copies(monitor, shape, months_of(events))
     # publish_many sends encode_event(e): these are the published bytes, byte for byte.
     payloads = [encode_event(e) for e in events]
     log.info("publishing the backlog of %d events", len(events))
@@ -979,7 +1028,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     rows = [audit_row(decode_event(p)) for p in payloads]
     decode_us = (time.perf_counter() - began) / len(rows) * 1e6
     log.info("baseline (b): raw COPY of %d rows decoded from the same bytes", len(rows))
-    raw = await raw_copy(db_url, rows, meter, monitor)
+    raw = await raw_copy(db_url, rows, meter, monitor, shape)
     log.info("raw COPY: %d events/s", raw["events_per_s"])
     del rows
 
@@ -987,7 +1036,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     log.info("baseline (a): naive consumer, %d events from the same topic", sample)
     naive = await naive_consumer(db_url, settings.bootstrap_servers,
                                  settings.phase_events_topic, sample, meter=meter,
-                                 monitor=monitor)
+                                 monitor=monitor, shape=shape)
     log.info("naive: %d events/s", naive["events_per_s"])
 
     log.info("phase 1: the audit projector drains the %d-event backlog", args.events)
