@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
@@ -92,3 +93,22 @@ async def count_rows(db: str, sql: str = "SELECT count(*) FROM workflow_phase_lo
         return value
     finally:
         await conn.close()
+
+
+async def read_records(settings: Settings, topic: str, expected: int) -> list[Any]:
+    """At least ``expected`` records of ``topic`` from its start, in partition/offset order."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers,
+                                group_id=f"reader-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", session_timeout_ms=2000,
+                                heartbeat_interval_ms=500)
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async def probe() -> int:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found.extend(records)
+            return len(found)
+        await eventually(probe, lambda n: n >= expected, what=f"{expected} records of {topic}")
+    finally:
+        await consumer.stop()
+    return sorted(found, key=lambda m: (m.partition, m.offset))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from models.codec import encode_event
 from phasestream.settings import Settings
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.support import audit_running, count_rows, eventually, make_event, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +51,7 @@ async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
         await eventually(lambda: count_rows(db), lambda n: n == len(good))
     assert projector.stats.dead_letters == len(bad)
     assert projector.stats.events_applied == len(good)
-    letters = await read_all(settings, settings.dlq_topic, len(bad))
+    letters = await read_records(settings, settings.dlq_topic, len(bad))
     assert len(letters) == len(bad)
     for letter, (key, value, field) in zip(letters, bad, strict=True):
         headers = dict(letter.headers)
@@ -67,22 +64,3 @@ async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
         assert headers["trace"].startswith(b"t-")  # the producer's own headers are kept
     offsets = [int(dict(m.headers)["phasestream.source.offset"]) for m in letters]
     assert offsets == [1, 3, 5, 7, 9, 11, 13, 15]
-
-
-async def read_all(settings: Settings, topic: str, expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers,
-                                group_id=f"reader-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", session_timeout_ms=2000,
-                                heartbeat_interval_ms=500)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async def probe() -> int:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                found.extend(records)
-            return len(found)
-        await eventually(probe, lambda n: n >= expected, what=f"{expected} dead letters")
-    finally:
-        await consumer.stop()
-    return sorted(found, key=lambda m: (m.partition, m.offset))

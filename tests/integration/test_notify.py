@@ -18,7 +18,7 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
@@ -35,7 +35,7 @@ from phasestream.settings import Settings
 from phasestream.wiring import Runtime
 from streams.kafka import producer_config
 from streams.topics import ensure_topics
-from tests.support import eventually
+from tests.support import eventually, read_records
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -379,7 +379,7 @@ async def test_invalid_records_are_dead_lettered_and_counted(settings: Settings)
         await publish_raw(s, s.sla_violations_topic, b"wf-other", encode_violation(wrong_key))
         await publish(s, [good])
         got = await receive(alice, 1)
-        letters = await read_topic(s, s.dlq_topic, 2)
+        letters = await read_records(s, s.dlq_topic, 2)
         metric = running.metric
     assert [n["id"] for n in got] == [str(good.command_id)]
     reasons = sorted((dict(m.headers)["phasestream.source.topic"].decode(),
@@ -407,21 +407,3 @@ async def test_a_restarted_notifier_delivers_what_came_while_it_was_down(
         # Its position was committed: not the old one again, and not skipped to the end.
         got = await receive(alice, 1)
     assert [n["id"] for n in got] == [str(during.command_id)]
-
-
-async def read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers,
-                                group_id=f"reader-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", session_timeout_ms=2000,
-                                heartbeat_interval_ms=500)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async def probe() -> int:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found.extend(records)
-            return len(found)
-        await eventually(probe, lambda n: n >= expected, what=f"{expected} dead letters")
-    finally:
-        await consumer.stop()
-    return found
