@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.ports import PartitionRef
+
 
 class PhasestreamError(Exception):
     """Root of every error phasestream raises on purpose."""
@@ -32,3 +37,17 @@ class SinkUnavailableError(PhasestreamError):
 
 class RejectedRecordError(PhasestreamError):
     """The sink refused a record for a reason retrying will not fix (a data error)."""
+
+
+class ConflictingEventsError(RejectedRecordError):
+    """Events the sink refuses because their id is already taken by a different event.
+
+    ``refused`` holds (partition, index) pairs: the index is the event's position in that
+    partition's events of the batch, so the consumer can dead-letter exactly those records
+    and write the rest.
+    """
+
+    def __init__(self, refused: frozenset[tuple[PartitionRef, int]], reason: str) -> None:
+        super().__init__(f"{len(refused)} events refused: {reason}")
+        self.refused = refused
+        self.reason = reason

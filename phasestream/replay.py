@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -54,10 +53,10 @@ from phasestream.wiring import (
     phase_event_decoder,
     phase_event_time,
 )
-from projections.audit_sink import AuditSink, maintain_partitions
+from projections.audit_sink import EVENT_IDS_TABLE, AuditSink, maintain_partitions
 from projections.metrics_sink import MetricsDataSink
 from projections.positions import load_positions
-from projections.shadow import create_shadow, drop_shadow, swap_in
+from projections.shadow import create_shadow, drop_shadow, shadow_name, swap_in
 from projections.sink_base import PostgresSink
 from projections.violation_sink import ViolationSink
 from streams.dead_letters import DeadLetter, DeadLetterWriter
@@ -65,9 +64,9 @@ from streams.decoding import Decoder
 from streams.kafka import consumer_config
 from streams.progress import ProjectorStats
 from streams.projector import Projector, ProjectorConfig
+from streams.topic_scan import TopicScanError, highwaters
 
 POLL_S = 0.25
-ENDS_TIMEOUT_S = 30.0
 #: progress(done, total): events replayed so far and the target.
 ProgressHook = Callable[[int, int], None]
 
@@ -86,13 +85,16 @@ class Projection:
     live_consumer: str
     decoder: Decoder[Any]
     event_time: Callable[[Any], datetime]
+    #: Tables rebuilt and swapped with ``table`` (the audit's event ids).
+    companions: tuple[str, ...] = ()
 
 
 def projections(settings: Settings) -> dict[str, Projection]:
     events = phase_event_decoder(settings)
     return {
         "audit": Projection(AuditSink, AuditSink.default_table, settings.phase_events_topic,
-                            settings.audit_consumer_group, events, phase_event_time),
+                            settings.audit_consumer_group, events, phase_event_time,
+                            (EVENT_IDS_TABLE,)),
         "sla-violations": Projection(
             ViolationSink, ViolationSink.default_table, settings.sla_violations_topic,
             settings.sla_violations_consumer_group, decode_violation,
@@ -128,28 +130,11 @@ class _GrouplessConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    """Each partition's end, from a fetch's highwater (the local broker's ListOffsets is
-    not reliable, its fetch highwater is)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                enable_auto_commit=False, fetch_max_wait_ms=50,
-                                max_partition_fetch_bytes=1024, client_id="phasestream-replay")
-    await consumer.start()
+    """Each partition's end, from a fetch's highwater."""
     try:
-        await consumer.topics()
-        numbers = consumer.partitions_for_topic(topic)
-        if not numbers:
-            raise ReplayError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + ENDS_TIMEOUT_S
-        while any(consumer.highwater(tp) is None for tp in tps):
-            if time.monotonic() > deadline:
-                raise ReplayError(f"no highwater for every partition of {topic}")
-            await consumer.getmany(timeout_ms=100, max_records=1)
-        return {tp: int(consumer.highwater(tp)) for tp in tps}
-    finally:
-        await consumer.stop()
+        return await highwaters(settings.bootstrap_servers, topic, client_id="phasestream-replay")
+    except TopicScanError as exc:
+        raise ReplayError(str(exc)) from exc
 
 
 @contextlib.asynccontextmanager
@@ -209,9 +194,12 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     options: dict[str, Any] = {}
     if projection.sink_type is AuditSink:
         options["retention_months"] = settings.audit_retention_months
+        options["ids_table"] = shadow_name(EVENT_IDS_TABLE)
     conn = await asyncpg.connect(database_url(settings))
     try:
         shadow = await create_shadow(conn, projection.table)
+        for companion in projection.companions:
+            await create_shadow(conn, companion)
         try:
             async with connected(projection.sink_type, settings, table=shadow,
                                  **options) as sink:
@@ -219,11 +207,13 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
                     await _wait_for(sink.pool, name, ends, task, progress)
                 if isinstance(sink, AuditSink):  # months ahead, even where no event is yet
                     await maintain_partitions(sink.pool, table=shadow,
-                                              retention_months=sink.retention_months)
+                                              retention_months=sink.retention_months,
+                                              ids_table=sink.ids_table)
             await swap_in(conn, table=projection.table, shadow=shadow, topic=projection.topic,
-                          live_consumer=projection.live_consumer, replay_consumer=name)
+                          live_consumer=projection.live_consumer, replay_consumer=name,
+                          companions=projection.companions)
         except BaseException:
-            await drop_shadow(conn, shadow, name)
+            await drop_shadow(conn, shadow, name, projection.companions)
             raise
     finally:
         await conn.close()

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
         20, ge=0, description="Producer linger; at least 20 ms keeps the local broker cool.")
     max_event_bytes: PositiveInt = Field(
         1_048_576, description="Largest accepted event payload; larger goes to the DLQ.")
+    dlq_max_value_bytes: PositiveInt = Field(
+        1_000_000, description="Longest value a dead letter carries; longer ones are cut "
+        "(headers give the original size and SHA-256), so the DLQ topic always takes them.")
     db_retry_initial_ms: PositiveInt = Field(
         200, description="First delay before retrying a Postgres write that could not reach it.")
     db_retry_max_ms: PositiveInt = Field(10_000, description="Longest delay between retries.")

@@ -120,7 +120,8 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
     """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed."""
     config = ProjectorConfig(name, topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, decoder, event_time, on_applied)
-    dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name)
+    dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name,
+                           max_value_bytes=settings.dlq_max_value_bytes)
     consumer = kafka_consumer(**consumer_config(
         settings.bootstrap_servers, group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,

@@ -1,10 +1,16 @@
 """The audit projector's Postgres sink: rows and positions in one transaction.
 
 Write order inside the transaction: COPY the batch into a per-connection temp table,
-create any month partition the batch needs and lacks, INSERT ... SELECT ... ON CONFLICT
-(id, "timestamp") DO NOTHING into the audit table (a replayed event carries its first
-delivery's id and timestamp, so it is a no-op), then move the positions compare-and-set.
-The commit makes all of them durable at once; any failure leaves none of them.
+create any month partition the batch needs and lacks, claim each event id in
+``workflow_phase_event_ids``, INSERT ... SELECT ... ON CONFLICT (id, "timestamp") DO
+NOTHING into the audit table (a replayed event carries its first delivery's id and
+timestamp, so it is a no-op), then move the positions compare-and-set. The commit makes
+all of them durable at once; any failure leaves none of them.
+
+An event id stands for one event: an event whose id is already recorded (earlier, or
+earlier in the same batch) with any field different is refused with ConflictingEventsError,
+and the projector dead-letters it; the first one recorded stays. The id table exists
+because the month-partitioned audit table can only keep (id, "timestamp") unique.
 
 Partition upkeep (months ahead, retention) runs in its own short transaction before the
 first batch and then once per ``maintenance_interval_s``: a DROP of an old month must not
@@ -15,16 +21,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Final
+from uuid import UUID
 
 import asyncpg
 import orjson
 
-from models.errors import RejectedRecordError
+from models.errors import ConflictingEventsError, RejectedRecordError
 from models.events import PhaseEvent
-from models.ports import Batch
+from models.ports import Batch, PartitionRef
 from projections.database import Connection, translate_errors
-from projections.sink_base import PostgresSink
+from projections.sink_base import PostgresSink, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,10 @@ COLUMNS: Final = ("id", "workflow_id", "user_id", "phase_number", "status", "tim
 _COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 STAGE: Final = "phasestream_audit_stage"
 AUDIT_TABLE: Final = "workflow_phase_logs"
+EVENT_IDS_TABLE: Final = "workflow_phase_event_ids"
+#: Every stored field but the id: two events with one id must agree on all of them.
+_PAYLOAD: Final = ", ".join(f'{{t}}."{c}"' for c in COLUMNS[1:])
+CONFLICT_REASON: Final = "already recorded with a different payload"
 MONTHS_AHEAD: Final = 3
 DAY_S: Final = 86_400.0
 
@@ -45,15 +57,39 @@ def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
             event.rollback_triggered, event.rollback_to_phase)
 
 
+def _stage_row(ordinal: int, event: PhaseEvent) -> tuple[Any, ...]:
+    return (*audit_row(event), ordinal)
+
+
 async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # "ord" is the event's index in the batch, to name the events the sink refuses.
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} "
-        f"(LIKE {AUDIT_TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        f"(LIKE {AUDIT_TABLE} INCLUDING DEFAULTS, ord INTEGER) ON COMMIT DELETE ROWS")
+
+
+def repeated_within(events: Sequence[PhaseEvent], skip: set[int]) -> set[int]:
+    """Indexes of events (but those in ``skip``) whose id an earlier event of the batch
+    has, with other fields."""
+    first: dict[UUID, PhaseEvent] = {}
+    return {i for i, event in enumerate(events) if i not in skip
+            and (seen := first.setdefault(event.event_id, event)) is not event and seen != event}
+
+
+def refused_positions(batch: Batch[PhaseEvent],
+                      indexes: set[int]) -> frozenset[tuple[PartitionRef, int]]:
+    """Flat batch indexes as (partition, index within that partition's events)."""
+    positions = []
+    start = 0
+    for ref, events in batch.by_partition.items():
+        positions += [(ref, i - start) for i in indexes if start <= i < start + len(events)]
+        start += len(events)
+    return frozenset(positions)
 
 
 async def maintain_partitions(pool: asyncpg.Pool[Any], *, table: str = AUDIT_TABLE,
-                              months_ahead: int = MONTHS_AHEAD,
-                              retention_months: int = 0) -> list[str]:
+                              months_ahead: int = MONTHS_AHEAD, retention_months: int = 0,
+                              ids_table: str | None = EVENT_IDS_TABLE) -> list[str]:
     """Create the partitions ahead and drop those past retention; the names dropped."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT phasestream_ensure_log_partitions($1, $2)",
@@ -61,6 +97,13 @@ async def maintain_partitions(pool: asyncpg.Pool[Any], *, table: str = AUDIT_TAB
         rows = await conn.fetch(
             "SELECT name FROM phasestream_drop_log_partitions($1, $2) AS name",
             retention_months, table)
+        if rows and ids_table is not None:  # the ids of the months just dropped
+            await conn.execute(
+                f"DELETE FROM {quote_ident(ids_table)} WHERE \"timestamp\" < "
+                "(SELECT coalesce(min(to_date(right(c.relname, 6), 'YYYYMM'))::timestamp "
+                "AT TIME ZONE 'UTC', now()) FROM pg_inherits AS i "
+                "JOIN pg_class AS c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = to_regclass(quote_ident($1)))", table)
     return [r["name"] for r in rows]
 
 
@@ -71,9 +114,10 @@ class AuditSink(PostgresSink[PhaseEvent]):
     default_table = AUDIT_TABLE
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, table: str | None = None,
-                 retention_months: int = 0, months_ahead: int = MONTHS_AHEAD,
-                 maintenance_interval_s: float = DAY_S) -> None:
+                 ids_table: str = EVENT_IDS_TABLE, retention_months: int = 0,
+                 months_ahead: int = MONTHS_AHEAD, maintenance_interval_s: float = DAY_S) -> None:
         super().__init__(pool, table=table)
+        self.ids_table = ids_table
         self.retention_months = retention_months
         self.months_ahead = months_ahead
         self.maintenance_interval_s = maintenance_interval_s
@@ -91,7 +135,7 @@ class AuditSink(PostgresSink[PhaseEvent]):
         try:
             dropped = await translate_errors(lambda: maintain_partitions(
                 self.pool, table=self.table, months_ahead=self.months_ahead,
-                retention_months=self.retention_months))
+                retention_months=self.retention_months, ids_table=self.ids_table))
         except (asyncpg.PostgresError, RejectedRecordError) as exc:
             # Upkeep must never stop the projection: batches create the partitions they
             # need themselves, and retention can wait for the next run.
@@ -105,8 +149,13 @@ class AuditSink(PostgresSink[PhaseEvent]):
                      self.retention_months, ", ".join(dropped))
 
     async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
+        events = batch.events
         await conn.copy_records_to_table(
-            STAGE, records=[audit_row(e) for e in batch.events], columns=COLUMNS)
+            STAGE, records=[_stage_row(i, e) for i, e in enumerate(events)],
+            columns=(*COLUMNS, "ord"))
+        # The ids before the table, as a replay's swap locks them: no lock-order cycle.
+        if conflicting := await self._conflicting(conn, events):
+            raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
         await conn.execute(
             "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
             f"date_trunc('month', \"timestamp\" AT TIME ZONE 'UTC')::date AS m FROM {STAGE}) "
@@ -114,3 +163,27 @@ class AuditSink(PostgresSink[PhaseEvent]):
         await conn.execute(
             f"INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
             f'SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT (id, "timestamp") DO NOTHING')
+
+    async def _conflicting(self, conn: Connection, events: Sequence[PhaseEvent]) -> set[int]:
+        """Claim the batch's new ids; the indexes of events whose id is taken by a
+        different event: a stored one, else the first of the batch with that id.
+
+        Two statements: the second runs on a fresh snapshot, so it also sees an id that a
+        concurrent worker claimed (and committed) while the first waited for it.
+        """
+        ids = quote_ident(self.ids_table)
+        taken = await conn.fetch(
+            f"WITH claimed AS (INSERT INTO {ids} (id, \"timestamp\") "
+            f"SELECT id, \"timestamp\" FROM {STAGE} ON CONFLICT (id) DO NOTHING RETURNING id) "
+            f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
+            "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)")
+        stored = {r["ord"] for r in taken}
+        repeated = repeated_within(events, skip=stored)
+        if not stored:
+            return repeated
+        rows = await conn.fetch(
+            f"SELECT s.ord FROM {STAGE} AS s JOIN {ids} AS i ON i.id = s.id "
+            f"JOIN {self.quoted_table} AS l ON l.id = i.id AND l.\"timestamp\" = i.\"timestamp\" "
+            f"WHERE s.ord = ANY($1::int[]) AND ({_PAYLOAD.format(t='s')}) "
+            f"IS DISTINCT FROM ({_PAYLOAD.format(t='l')})", list(stored))
+        return repeated | {r["ord"] for r in rows}

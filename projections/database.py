@@ -32,6 +32,9 @@ UNAVAILABLE: Final = (
     # The protocol state of a connection cut mid-operation (e.g. during COPY); the pool
     # gets a fresh connection for the retry because ``discard_on_failure`` closes this one.
     asyncpg.InternalClientError,
+    # Deadlock or serialization failure (class 40): Postgres rolled the transaction back
+    # and says to run it again.
+    asyncpg.exceptions.TransactionRollbackError,
 )
 #: Errors that the same write will hit again: the data itself is refused.
 REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -44,8 +47,15 @@ def as_uuid(value: Any) -> uuid.UUID:
 
 async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:
     """Run a database operation, raising SinkUnavailableError or RejectedRecordError."""
-    try:
+    async with translated():
         return await operation()
+
+
+@contextlib.asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """Database errors in the block as SinkUnavailableError or RejectedRecordError."""
+    try:
+        yield
     except REJECTED as exc:
         raise RejectedRecordError(f"{type(exc).__name__}: {exc}") from exc
     except UNAVAILABLE as exc:

@@ -8,6 +8,7 @@ live consumer. So a reader sees either the old table or the new one, never a hal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from projections.database import Connection
@@ -37,7 +38,7 @@ async def create_shadow(conn: Connection, table: str) -> str:
 
 
 async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live_consumer: str,
-                  replay_consumer: str) -> None:
+                  replay_consumer: str, companions: Sequence[str] = ()) -> None:
     """Put the shadow in the live table's place and the replay's positions in the live
     consumer's, in one transaction.
 
@@ -45,10 +46,15 @@ async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live
     gone with that table, and its next compare-and-set fails (its stored position moved),
     so it re-reads the positions the replay left and projects the rest into the new table.
     A partition the replay never stored is forgotten, so the live consumer reads it from
-    the beginning (its rows were in the old table only).
+    the beginning (its rows were in the old table only). ``companions`` are tables
+    rebuilt with the projection (e.g. the audit's event ids): their shadows swap in too.
     """
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        # Companions first: a live batch locks them before the table (no lock-order cycle).
+        for companion in companions:
+            await conn.execute("SELECT phasestream_swap_table($1, $2)", companion,
+                               shadow_name(companion))
         await conn.execute("SELECT phasestream_swap_table($1, $2)", table, shadow)
         await conn.execute("DELETE FROM phasestream_consumer_positions "
                            "WHERE consumer = $1 AND topic = $2", live_consumer, topic)
@@ -60,10 +66,12 @@ async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live
         await forget_replay(conn, replay_consumer)
 
 
-async def drop_shadow(conn: Connection, shadow: str, replay_consumer: str) -> None:
+async def drop_shadow(conn: Connection, shadow: str, replay_consumer: str,
+                      companions: Sequence[str] = ()) -> None:
     """Undo an unfinished replay: the live table and its consumer were never touched."""
     async with conn.transaction():
-        await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(shadow)}")
+        for name in (shadow, *map(shadow_name, companions)):
+            await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
         await forget_replay(conn, replay_consumer)
 
 

@@ -26,6 +26,8 @@ class Decoded(Generic[T]):
     records: Sequence[Any]
     events: list[T] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+    #: The record each event was decoded from (events[i] came from origins[i]).
+    origins: list[Any] = field(default_factory=list)
 
     @property
     def next_offset(self) -> int:
@@ -43,6 +45,15 @@ def decode_one(record: Any, decoded: Decoded[T], decoder: Decoder[T]) -> None:
         decoded.events.append(decoder(record.key, record.value))
     except InvalidEventError as exc:
         decoded.letters.append(dead_letter(record, exc))
+    else:
+        decoded.origins.append(record)
+
+
+def without(decoded: Decoded[T], indexes: set[int]) -> Decoded[T]:
+    """The same records with the events at ``indexes`` set aside (their letters sent)."""
+    kept = [i for i in range(len(decoded.events)) if i not in indexes]
+    return Decoded(decoded.records, [decoded.events[i] for i in kept], [],
+                   [decoded.origins[i] for i in kept])
 
 
 async def decode_records(records: Sequence[Any], decoder: Decoder[T]) -> Decoded[T]:

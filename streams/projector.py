@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import (
+    ConflictingEventsError,
     InvalidEventError,
     RejectedRecordError,
     SinkUnavailableError,
@@ -35,7 +36,7 @@ from models.errors import (
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
 from streams.dead_letters import DeadLetterWriter
-from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records
+from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ProjectorStats
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Projector(Generic[T]):
         finally:
             await _settle(writing)
 
-    async def write(self, batch: Mapping[TopicPartition, Decoded[T]]) -> bool:
+    async def write(self, batch: dict[TopicPartition, Decoded[T]]) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
 
         Order: dead letters (awaited), then rows and positions in one sink transaction,
@@ -126,16 +127,16 @@ class Projector(Generic[T]):
             await self._dlq.send_all(letters)
             self.stats.dead_lettered(len(letters))
         began = time.monotonic()
-        decoded = Batch({_ref(tp): d.events for tp, d in batch.items()},
-                        {_ref(tp): self._move(tp, d.next_offset, d.events)
-                         for tp, d in batch.items()})
-        moves = decoded.moves
         try:
-            await self._apply(decoded)
+            decoded = await self._apply_refusing(batch)
         except RejectedRecordError as exc:
             log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
                         self._config.name, exc)
             await self._apply_one_by_one(batch)
+            self._note_newest(batch)
+            await self._commit({_ref(tp): PositionMove(None, d.next_offset)
+                                for tp, d in batch.items()})
+            return True
         except StalePositionError as exc:
             log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
             self.assigned(batch)
@@ -146,11 +147,40 @@ class Projector(Generic[T]):
             log.info("%s: stopping; the batch in hand was not written and will be read again",
                      self._config.name)
             return False
-        self._advance(moves)
+        self._advance(decoded.moves)
         self._note_newest(batch)
         self._applied(decoded.events, time.monotonic() - began)
-        await self._commit(moves)
+        await self._commit(decoded.moves)
         return True
+
+    async def _apply_refusing(self, batch: dict[TopicPartition, Decoded[T]]) -> Batch[T]:
+        """Apply the batch; events the sink refuses as conflicting are dead-lettered first
+        and the rest applied again (so their positions never move before their letters)."""
+        while True:
+            decoded = Batch({_ref(tp): d.events for tp, d in batch.items()},
+                            {_ref(tp): self._move(tp, d.next_offset, d.events)
+                             for tp, d in batch.items()})
+            try:
+                await self._apply(decoded)
+                return decoded
+            except ConflictingEventsError as exc:
+                batch = await self._set_aside(batch, exc)
+
+    async def _set_aside(self, batch: dict[TopicPartition, Decoded[T]],
+                         refusal: ConflictingEventsError) -> dict[TopicPartition, Decoded[T]]:
+        letters, kept = [], {}
+        for tp, decoded in batch.items():
+            indexes = {i for ref, i in refusal.refused if ref == _ref(tp)}
+            letters += [dead_letter(decoded.origins[i], InvalidEventError(
+                "event_id", refusal.reason)) for i in sorted(indexes)]
+            kept[tp] = without(decoded, indexes)
+        if not letters:  # nothing we can set aside: a sink bug, not a data error
+            raise RejectedRecordError(f"the sink refused unknown events: {refusal}")
+        log.warning("%s: %d events dead-lettered: event_id %s", self._config.name,
+                    len(letters), refusal.reason)
+        await self._dlq.send_all(letters)
+        self.stats.dead_lettered(len(letters))
+        return kept
 
     def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
         # highwater and last_event_at are stored for the freshness view only.

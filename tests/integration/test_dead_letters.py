@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -64,3 +66,45 @@ async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
         assert headers["trace"].startswith(b"t-")  # the producer's own headers are kept
     offsets = [int(dict(m.headers)["phasestream.source.offset"]) for m in letters]
     assert offsets == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+async def test_a_letter_too_large_for_the_dlq_is_cut_and_never_blocks(
+        settings: Settings) -> None:
+    """A value over PHASESTREAM_DLQ_MAX_VALUE_BYTES is cut (size and SHA-256 in headers);
+    a letter whose headers alone exceed what the DLQ producer sends goes without value."""
+    settings = settings.model_copy(update={"dlq_max_value_bytes": 1000})
+    long_value = b"{" + b"x" * 5000  # invalid JSON, 5,001 bytes
+    huge_header = [("trace", b"h" * 60_000)]  # more than the letter's headers room
+    good = [make_event("wf-x", metadata={"i": i}) for i in range(3)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[0]),
+                                     key=b"wf-x")
+        await producer.send_and_wait(settings.phase_events_topic, long_value, key=b"wf-x")
+        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[1]),
+                                     key=b"wf-x")
+        await producer.send_and_wait(settings.phase_events_topic, b"[]", key=b"wf-x",
+                                     headers=huge_header)
+        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[2]),
+                                     key=b"wf-x")
+    finally:
+        await producer.stop()
+
+    db = settings.database_url or ""
+    async with audit_running(settings) as projector:
+        await eventually(lambda: count_rows(db), lambda n: n == len(good))
+    assert projector.stats.dead_letters == 2
+    cut, bare = await read_records(settings, settings.dlq_topic, 2)
+    headers = {k: v.decode() for k, v in cut.headers}
+    assert cut.value == long_value[:1000]
+    assert headers["phasestream.value.truncated"] == "true"
+    assert headers["phasestream.value.size"] == str(len(long_value))
+    assert headers["phasestream.value.sha256"] == hashlib.sha256(long_value).hexdigest()
+    assert headers["phasestream.source.offset"] == "1"
+    bare_headers = dict(bare.headers)
+    assert bare.value is None
+    assert "trace" not in bare_headers
+    assert bare_headers["phasestream.value.size"] == b"2"
+    assert bare_headers["phasestream.source.offset"] == b"3"
+    assert bare_headers["phasestream.field"] == b"$"

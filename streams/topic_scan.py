@@ -1,0 +1,90 @@
+"""Reading a topic's ends and tails without joining a consumer group.
+
+The ends are the highwater a fetch reports: the local broker's ListOffsets (what
+``end_offsets()`` asks) is not reliable, its fetch highwater is. Both readers assign
+partitions by hand, so nothing joins a group and nothing is left behind on the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from models.errors import PhasestreamError
+
+TIMEOUT_S: Final = 30.0
+
+
+class TopicScanError(PhasestreamError):
+    """A topic's ends or tail could not be read in time (retriable: the broker may be back)."""
+
+    retriable = True
+
+
+@contextlib.asynccontextmanager
+async def _reader(bootstrap_servers: str, client_id: str,
+                  max_partition_fetch_bytes: int) -> AsyncIterator[AIOKafkaConsumer]:
+    # earliest: a start below the log start (retention) reads from the log start, never
+    # from the end, which would skip records.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                fetch_max_wait_ms=50, client_id=client_id,
+                                auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=max_partition_fetch_bytes)
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def highwaters(bootstrap_servers: str, topic: str, *,
+                     client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
+    """Each partition's end (the next offset to be written)."""
+    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+        await consumer.topics()
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            raise TopicScanError(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + TIMEOUT_S
+        while any(consumer.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                raise TopicScanError(f"no highwater for every partition of {topic}")
+            await consumer.getmany(timeout_ms=100, max_records=1)
+        return {tp: int(consumer.highwater(tp)) for tp in tps}
+
+
+async def header_values(bootstrap_servers: str, starts: Mapping[TopicPartition, int],
+                        header: str, *, client_id: str = "phasestream-scan") -> set[bytes]:
+    """Values of ``header`` in the records from each start offset to the partition's end."""
+    found: set[bytes] = set()
+    async with _reader(bootstrap_servers, client_id, 1_048_576) as consumer:
+        consumer.assign(list(starts))
+        for tp, start in starts.items():
+            consumer.seek(tp, start)
+        pending = set(starts)
+        deadline = time.monotonic() + TIMEOUT_S
+        while pending:
+            if time.monotonic() > deadline:
+                raise TopicScanError(f"could not read {sorted(map(str, pending))} to the end")
+            fetched = await consumer.getmany(*pending, timeout_ms=200)
+            for records in fetched.values():
+                found.update(v for r in records for k, v in (r.headers or ()) if k == header)
+            pending -= set(await _at_end(consumer, pending))
+    return found
+
+
+async def _at_end(consumer: AIOKafkaConsumer,
+                  partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+    done = []
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) >= highwater:
+            done.append(tp)
+    return done

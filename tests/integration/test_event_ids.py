@@ -1,0 +1,139 @@
+"""One event id, one event: a different event reusing an id is dead-lettered, the first stays.
+
+A redelivery (same bytes) or the same event serialised differently (key order) is a no-op;
+any field that differs, the timestamp included, makes it a conflict, whether the first
+event was stored in an earlier batch, arrives earlier in the same batch, or the audit
+table is rebuilt by a replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from models.codec import encode_event
+from models.errors import ConflictingEventsError
+from models.events import PhaseEvent
+from models.ports import Batch, PartitionRef, PositionMove
+from phasestream.replay import replay
+from phasestream.settings import Settings
+from projections.audit_sink import AuditSink, maintain_partitions
+from tests.support import audit_running, count_rows, eventually, make_event, read_records
+
+pytestmark = pytest.mark.integration
+
+REF = PartitionRef("t", 0)
+REASON = "event_id: already recorded with a different payload"
+
+
+async def stored(db: str, event_id: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(db)
+    try:
+        return await conn.fetch("SELECT * FROM workflow_phase_logs WHERE id = $1", event_id)
+    finally:
+        await conn.close()
+
+
+async def publish(settings: Settings, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:  # one key: one partition, in this order
+            await producer.send_and_wait(settings.phase_events_topic, value, key=b"wf-c")
+    finally:
+        await producer.stop()
+
+
+def reordered(event: PhaseEvent) -> bytes:
+    """The same event with its JSON keys in reverse order."""
+    fields: dict[str, Any] = orjson.loads(encode_event(event))
+    return orjson.dumps(dict(reversed(list(fields.items()))))
+
+
+async def test_an_id_reused_by_a_different_event_is_dead_lettered(settings: Settings) -> None:
+    first = make_event("wf-c", metadata={"v": 1})
+    same_time = dataclasses.replace(first, metadata={"v": 2})
+    later = dataclasses.replace(first, timestamp=first.timestamp + timedelta(seconds=5))
+    neighbour = make_event("wf-c", phase=2)
+    values = [encode_event(first), encode_event(first), reordered(first),
+              encode_event(same_time), encode_event(later), encode_event(neighbour)]
+    await publish(settings, values)
+
+    db = settings.database_url or ""
+    async with audit_running(settings) as projector:
+        await eventually(lambda: count_rows(
+            db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"),
+            lambda n: n == len(values))
+    assert projector.stats.dead_letters == 2
+    rows = await stored(db, first.event_id)
+    assert [(r["timestamp"], orjson.loads(r["metadata"])) for r in rows] == \
+        [(first.timestamp, {"v": 1})]
+    assert len(await stored(db, neighbour.event_id)) == 1
+    letters = await read_records(settings, settings.dlq_topic, 2)
+    assert [m.value for m in letters] == [encode_event(same_time), encode_event(later)]
+    for letter, offset in zip(letters, (3, 4), strict=True):
+        headers = dict(letter.headers)
+        assert headers["phasestream.field"] == b"event_id"
+        assert headers["phasestream.reason"].decode() == REASON
+        assert headers["phasestream.source.offset"] == str(offset).encode()
+
+
+async def test_conflicts_within_one_batch_and_against_stored_rows(database: str) -> None:
+    first = make_event("wf-c", metadata={"v": 1})
+    other = make_event("wf-c", phase=3)
+    clash = dataclasses.replace(first, status=first.status, duration_ms=7)
+    async with await AuditSink.connect(database) as sink:
+        with pytest.raises(ConflictingEventsError) as within:
+            await sink.apply("c", Batch.single(REF, [first, other, first, clash],
+                                               PositionMove(None, 4)))
+        assert within.value.refused == frozenset({(REF, 3)})
+        await sink.apply("c", Batch.single(REF, [first, other, first], PositionMove(None, 3)))
+        with pytest.raises(ConflictingEventsError) as stored_before:
+            await sink.apply("c", Batch.single(REF, [make_event("wf-c"), clash, first],
+                                               PositionMove(3, 6)))
+        assert stored_before.value.refused == frozenset({(REF, 1)})
+    # Refused batches left nothing behind: no row, no claimed id, no position move.
+    assert await count_rows(database) == 2
+    assert await count_rows(database, "SELECT count(*) FROM workflow_phase_event_ids") == 2
+    assert await count_rows(database, "SELECT max(next_offset) FROM "
+                            "phasestream_consumer_positions") == 3
+
+
+async def test_a_replay_keeps_the_first_event_of_an_id(settings: Settings) -> None:
+    first = make_event("wf-c", metadata={"v": 1})
+    later = dataclasses.replace(first, timestamp=first.timestamp + timedelta(minutes=1))
+    await publish(settings, [encode_event(first), encode_event(later)])
+    db = settings.database_url or ""
+    positions = "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
+    async with audit_running(settings):
+        await eventually(lambda: count_rows(db, positions), lambda n: n == 2)
+    assert await replay(settings, "audit") == 2
+    rows = await stored(db, first.event_id)
+    assert [r["timestamp"] for r in rows] == [first.timestamp]
+    ids = await count_rows(db, "SELECT count(*) FROM workflow_phase_event_ids")
+    assert ids == 1
+    # The rebuilt id table is the live one: the conflict is still refused after the swap.
+    async with await AuditSink.connect(db) as sink:
+        with pytest.raises(ConflictingEventsError):
+            await sink.apply("other", Batch.single(REF, [later], PositionMove(None, 1)))
+
+
+async def test_retention_forgets_the_ids_of_the_months_it_drops(database: str) -> None:
+    now = datetime.now(UTC)
+    old = make_event("wf-r", timestamp=now - timedelta(days=200))
+    recent = make_event("wf-r", timestamp=now - timedelta(minutes=1))
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("c", Batch.single(REF, [old, recent], PositionMove(None, 2)))
+        assert await maintain_partitions(sink.pool, retention_months=2)
+    conn = await asyncpg.connect(database)
+    try:
+        kept = await conn.fetch("SELECT id FROM workflow_phase_event_ids")
+    finally:
+        await conn.close()
+    assert [r["id"] for r in kept] == [recent.event_id]
