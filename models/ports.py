@@ -8,6 +8,7 @@ positions durable together, so the pair resumes exactly where it stopped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -81,11 +82,40 @@ class OutboxItem:
     topic: str | None = None  # None: the relay's own topic
 
 
-class Outbox(Protocol):
-    async def take(self, limit: int) -> list[OutboxItem]:
-        """The oldest items, without removing them."""
+@dataclass(frozen=True, slots=True)
+class SendAttempt:
+    """Where a relay was about to send an item: if it stopped before forgetting the item,
+    the item is at or after ``from_offset`` of that partition, or nowhere."""
+
+    id: UUID
+    topic: str
+    partition: int
+    from_offset: int
+
+
+class OutboxClaim(Protocol):
+    """Items claimed by one relay (no other relay sees them) until the claim ends."""
+
+    @property
+    def items(self) -> Sequence[OutboxItem]:
+        """The claimed items, oldest first."""
         ...
 
-    async def remove(self, ids: Sequence[UUID]) -> None:
-        """Forget items once the broker has acknowledged them."""
+    @property
+    def in_doubt(self) -> Mapping[UUID, SendAttempt]:
+        """Items that a relay tried to send before, and may have: their attempts."""
+        ...
+
+    async def attempting(self, attempts: Sequence[SendAttempt]) -> None:
+        """Make the attempts durable, before anything is sent."""
+        ...
+
+    async def published(self, ids: Sequence[UUID]) -> None:
+        """Forget these items (and their attempts) when the claim ends well."""
+        ...
+
+
+class Outbox(Protocol):
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxClaim]:
+        """The oldest unclaimed items, held until the context exits."""
         ...

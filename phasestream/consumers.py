@@ -35,7 +35,7 @@ from phasestream.wiring import (
     projector,
 )
 from projections.metrics_sink import MetricsDataSink, open_phase_counts
-from projections.outbox import Outbox, ViolationOutbox
+from projections.outbox import outbox, violation_outbox
 from projections.rollback_sink import RollbackSink
 from projections.sla_sink import SlaStateSink
 from projections.thresholds import load_thresholds
@@ -79,7 +79,8 @@ async def sla(rt: Runtime) -> None:
                       on_applied=counter.observe, observer=rt.pipeline) as violations:
         await producer.start()
         try:
-            relay = OutboxRelay(ViolationOutbox(state.pool), producer, s.sla_violations_topic,
+            relay = OutboxRelay(violation_outbox(state.pool), producer, s.sla_violations_topic,
+                                bootstrap_servers=s.bootstrap_servers,
                                 interval_s=s.outbox_relay_interval_ms / 1000)
             async with asyncio.TaskGroup() as group:
                 group.create_task(drive(monitor, rt.stop))
@@ -145,7 +146,8 @@ async def rollback(rt: Runtime) -> None:
         await producer.start()
         try:
             relay = OutboxRelay(
-                Outbox(sink.pool), producer, s.rollback_commands_topic,
+                outbox(sink.pool), producer, s.rollback_commands_topic,
+                bootstrap_servers=s.bootstrap_servers,
                 interval_s=s.outbox_relay_interval_ms / 1000,
                 on_published=lambda items: counter.observe(_commands(items, s)))
             async with asyncio.TaskGroup() as group:
