@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         20, ge=0, description="Producer linger; at least 20 ms keeps the local broker cool.")
     max_event_bytes: PositiveInt = Field(
         1_048_576, description="Largest accepted event payload; larger goes to the DLQ.")
+    on_lost_records: Literal["fail", "skip"] = Field(
+        "fail", description="When records were deleted (retention) before a consumer read "
+        "them: fail (stop with an error naming the offsets) or skip (log, count in "
+        "phasestream_consumer_lost_records_total, go on).")
     dlq_max_value_bytes: PositiveInt = Field(
         1_000_000, description="Longest value a dead letter carries; longer ones are cut "
         "(headers give the original size and SHA-256), so the DLQ topic always takes them.")

@@ -119,7 +119,8 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
                     ) -> AsyncIterator[Projector[T]]:
     """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed."""
     config = ProjectorConfig(name, topic, settings.batch_max_records,
-                             settings.batch_max_wait_ms, decoder, event_time, on_applied)
+                             settings.batch_max_wait_ms, decoder, event_time, on_applied,
+                             settings.on_lost_records)
     dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name,
                            max_value_bytes=settings.dlq_max_value_bytes)
     consumer = kafka_consumer(**consumer_config(

@@ -25,6 +25,8 @@ class PipelineObserver(Protocol):
 
     def lag(self, consumer: str, lag: Mapping[PartitionRef, int]) -> None: ...
 
+    def lost(self, consumer: str, partition: PartitionRef, count: int) -> None: ...
+
 
 @dataclass
 class ProjectorStats:
@@ -33,6 +35,7 @@ class ProjectorStats:
     events_applied: int = 0
     batches: int = 0
     dead_letters: int = 0
+    lost_records: int = 0
     last_event_time: datetime | None = None
     lag: dict[PartitionRef, int] = field(default_factory=dict)
 
@@ -49,6 +52,11 @@ class ProjectorStats:
         self.dead_letters += count
         if self.observer is not None:
             self.observer.dead_lettered(self.name, count)
+
+    def lost(self, partition: PartitionRef, count: int) -> None:
+        self.lost_records += count
+        if self.observer is not None:
+            self.observer.lost(self.name, partition, count)
 
     def observe_lag(self, lag: Mapping[PartitionRef, int]) -> None:
         self.lag.update(lag)

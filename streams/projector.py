@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from models.errors import (
     ConflictingEventsError,
     InvalidEventError,
+    LostRecordsError,
     RejectedRecordError,
     SinkUnavailableError,
     StalePositionError,
@@ -53,6 +54,8 @@ class ProjectorConfig(Generic[T]):
     event_time: Callable[[T], datetime]
     #: Called with each batch's events once they are durable (e.g. to count them).
     on_applied: Callable[[Sequence[T]], None] | None = None
+    #: Records deleted before they were read (retention): "fail" raises, "skip" goes on.
+    on_lost_records: str = "fail"
 
 
 def _ref(tp: TopicPartition) -> PartitionRef:
@@ -79,6 +82,8 @@ class Projector(Generic[T]):
         # Partitions whose stored position is loaded and sought: their expected next offset.
         self._expected: dict[TopicPartition, int | None] = {}
         self._pending: set[TopicPartition] = set()
+        # Per partition, the offset the next fetched record should have (None: any).
+        self._fetch_next: dict[TopicPartition, int | None] = {}
         self._newest: dict[TopicPartition, datetime] = {}  # event time, per partition
         self._stop = asyncio.Event()
 
@@ -104,6 +109,7 @@ class Projector(Generic[T]):
                     await self.seek_to_stored(self._pending)
                 fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
                                                        max_records=self._config.max_records)
+                await self._check_continuity(fetched)
                 batch = {tp: await decode_records(recs, self._config.decoder)
                          for tp, recs in fetched.items() if recs and tp in self._expected}
                 written = await _settle(writing)
@@ -181,6 +187,28 @@ class Projector(Generic[T]):
         await self._dlq.send_all(letters)
         self.stats.dead_lettered(len(letters))
         return kept
+
+    async def _check_continuity(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Raise LostRecordsError (or log and count, with on_lost_records=skip) when a
+        partition's records resume past where they should: the consumer was reset to the
+        log start because retention deleted what it had not read. A jump within the log
+        (compaction, transaction markers) loses nothing and passes."""
+        for tp, records in fetched.items():
+            if not records or tp not in self._expected:
+                continue
+            wanted = self._fetch_next.get(tp)
+            self._fetch_next[tp] = records[-1].offset + 1
+            if wanted is None or records[0].offset <= wanted:
+                continue
+            log_start = (await self._consumer.beginning_offsets([tp]))[tp]
+            if log_start <= wanted:
+                continue
+            lost = LostRecordsError(self._config.name, tp.topic, tp.partition, wanted,
+                                    log_start)
+            if self._config.on_lost_records != "skip":
+                raise lost
+            log.error("%s (skipped: PHASESTREAM_ON_LOST_RECORDS=skip)", lost)
+            self.stats.lost(_ref(tp), lost.count)
 
     def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
         # highwater and last_event_at are stored for the freshness view only.
@@ -261,6 +289,7 @@ class Projector(Generic[T]):
                 continue
             position = stored.get(_ref(tp))
             self._expected[tp] = position
+            self._fetch_next[tp] = position
             if position is None:
                 await self._consumer.seek_to_beginning(tp)
             else:

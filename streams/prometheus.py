@@ -126,6 +126,10 @@ class PipelineMetrics:
         self.lag_records = Gauge("phasestream_consumer_lag_records",
                                  "Records behind the fetch highwater mark.",
                                  ["consumer", "partition"], registry=registry)
+        self.lost_records = Counter("phasestream_consumer_lost_records",
+                                    "Records deleted (retention) before the consumer "
+                                    "read them.", ["consumer", "partition"],
+                                    registry=registry)
 
     def register(self, consumer: str) -> None:
         for metric in (self.events, self.invalid, self.batch):
@@ -141,6 +145,9 @@ class PipelineMetrics:
 
     def dead_lettered(self, consumer: str, count: int) -> None:
         self.invalid.labels(consumer).inc(count)
+
+    def lost(self, consumer: str, partition: PartitionRef, count: int) -> None:
+        self.lost_records.labels(consumer, str(partition.partition)).inc(count)
 
     def lag(self, consumer: str, lag: Mapping[PartitionRef, int]) -> None:
         for ref, behind in lag.items():

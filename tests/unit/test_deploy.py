@@ -61,6 +61,7 @@ METRICS: dict[str, Metric] = {
     "phasestream_consumer_last_event_timestamp_seconds": Metric("gauge", _CONSUMER),
     "phasestream_consumer_last_applied_timestamp_seconds": Metric("gauge", _CONSUMER),
     "phasestream_consumer_lag_records": Metric("gauge", _CONSUMER | {"partition"}),
+    "phasestream_consumer_lost_records_total": Metric("counter", _CONSUMER | {"partition"}),
 }
 # Labels Prometheus attaches to every scraped series (prometheus.yml sets `service`).
 TARGET_LABELS = frozenset({"job", "instance", "service"})
