@@ -11,6 +11,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 TOPIC_EXISTS_CODE = TopicAlreadyExistsError.errno
+TOPIC_CONFIGS = {"cleanup.policy": "delete"}
 
 
 async def ensure_topics(bootstrap_servers: str, names: Iterable[str], *, partitions: int,
@@ -20,7 +21,10 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str], *, partiti
                                 client_id="phasestream-admin")
     await admin.start()
     try:
-        wanted = [NewTopic(n, partitions, replication_factor) for n in names]
+        # Explicitly delete, never compact: keyed by workflow, a compacted topic would keep
+        # one event per workflow, and a replay would lose history without a word.
+        wanted = [NewTopic(n, partitions, replication_factor, topic_configs=TOPIC_CONFIGS)
+                  for n in names]
         response = await admin.create_topics(wanted)
         created = []
         for name, code, message in response.topic_errors:
