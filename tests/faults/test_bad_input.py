@@ -2,6 +2,12 @@
 with a reason naming its field; every good one (weird but valid strings included) is
 projected once, verbatim; the invalid-events metric counts them; the stream keeps moving.
 
+An event id stands for one event: the same id again with a different payload (any field,
+the timestamp included) is dead-lettered with the reason ``event_id: already recorded with
+a different payload`` and the first recorded event stays; the same event again (byte for
+byte, or with its keys reordered and its timestamp written in another offset) is a silent
+no-op. Both within one batch and across batches.
+
 The size limit is lowered to 64 KiB (``max_event_bytes=65536``) so the "huge metadata" record
 stays small and the test fast; the check is the same as against the default 1 MiB.
 """
@@ -9,20 +15,27 @@ stays small and the test fast; the check is the same as against the default 1 Mi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta, timezone
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.codec import encode_event
 from models.events import PhaseEvent
 from phasestream.settings import Settings
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.support import (
+    consumers_running,
+    count_rows,
+    eventually,
+    make_event,
+    read_to_highwater,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +44,9 @@ WORKFLOWS = ("wf-a", "wf-b", "wf-c")
 REQUIRED = ("schema_version", "event_id", "workflow_id", "user_id", "phase_number", "status",
             "timestamp")
 SQL = "'); DROP TABLE workflow_phase_logs; -- \" OR 1=1; \\N \\. \t\n"
+#: key, value, headers
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+CONFLICT = "already recorded with a different payload"
 CONTROLS = "\x01\x02\x07\x08\x0b\x0c\x1b[31m\x7f\r\n\t\\ \u2028\u202e \U0001f600 ünï"
 
 
@@ -40,6 +56,7 @@ class Bad:
     key: bytes | None
     value: bytes | None
     field: str  # the field the DLQ reason must name
+    reason: str = ""  # what the DLQ reason must say after "<field>: "
 
 
 def payload(workflow: str, **changes: Any) -> dict[str, Any]:
@@ -109,6 +126,24 @@ def bad_corpus(workflow: str) -> list[Bad]:
     ]
 
 
+def conflicting(original: PhaseEvent, where: str) -> list[Bad]:
+    """``original``'s event id again with another payload: dead-lettered, the first stays."""
+    other_payload = replace(original, error_message="twin")  # same id, same timestamp
+    other_time = replace(original, timestamp=original.timestamp + timedelta(seconds=1))
+    return [Bad(f"same id and timestamp, other payload ({where})", original.key,
+                encode_event(other_payload), "event_id", CONFLICT),
+            Bad(f"same id, other timestamp ({where})", original.key,
+                encode_event(other_time), "event_id", CONFLICT)]
+
+
+def identical(original: PhaseEvent) -> list[bytes]:
+    """``original`` again: byte for byte, and semantically (keys reordered, the same instant
+    written in another offset): silent no-ops."""
+    fields: dict[str, Any] = orjson.loads(encode_event(original))
+    fields["timestamp"] = original.timestamp.astimezone(timezone(timedelta(hours=2))).isoformat()
+    return [encode_event(original), orjson.dumps(dict(reversed(fields.items())))]
+
+
 def weird_valid(workflow: str) -> list[PhaseEvent]:
     """Valid events with hostile strings: projected verbatim, never dead-lettered."""
     sql_workflow = f"{workflow}{SQL}"[:255]
@@ -133,41 +168,41 @@ async def test_bad_input_corpus_is_dead_lettered_and_the_stream_keeps_moving(
     good = [make_event(WORKFLOWS[i % len(WORKFLOWS)], phase=1 + i % 7, metadata={"i": i})
             for i in range(len(bad) + 1)]
     expected_good = good + weird
-    # The same event id (and timestamp) again with a different payload: valid, a no-op (the
-    # first one wins). With a different timestamp it would be a second row: the partitioned
-    # table's key is (id, "timestamp"), a limitation docs/operations.md states.
-    twin = make_event(good[0].workflow_id, event_id=good[0].event_id,
-                      timestamp=good[0].timestamp, error_message="twin")
+    # good[0]'s id again in the same publication, so (all of it being read before the
+    # projector starts) most likely in good[0]'s own batch; good[1]'s once good[1] is stored.
+    in_batch, later = conflicting(good[0], "same batch"), conflicting(good[1], "later batch")
+    bad += in_batch + later
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
-                                max_request_size=4 * MAX_EVENT_BYTES)
-    await producer.start()
-    highwater: dict[int, int] = {}
-    try:
-        records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-        for index, record in enumerate(bad):
-            records.append((good[index].key, encode_event(good[index]), []))
-            records.append((record.key, record.value,
-                            [("test.kind", f"{index}:{record.kind}".encode())]))
-            if index < len(weird):
-                records.append((weird[index].key, encode_event(weird[index]), []))
-        for event in (good[-1], twin):
-            records.append((event.key, encode_event(event), []))
-        for key, value, headers in records:
-            meta = await producer.send_and_wait(settings.phase_events_topic, value, key=key,
-                                                headers=headers)
-            highwater[meta.partition] = max(highwater.get(meta.partition, 0), meta.offset + 1)
-    finally:
-        await producer.stop()
+    def tagged(index: int, kind: str, key: bytes | None, value: bytes | None) -> Record:
+        return key, value, [("test.kind", f"{index}:{kind}".encode())]
+
+    def twins(original: PhaseEvent, conflicts: list[Bad]) -> list[Record]:
+        same = [tagged(-1, f"identical redelivery {n}", original.key, value)
+                for n, value in enumerate(identical(original))]
+        return same + [tagged(bad.index(b), b.kind, b.key, b.value) for b in conflicts]
+
+    first: list[Record] = []
+    for index, record in enumerate(bad[:len(bad) - len(in_batch) - len(later)]):
+        first.append((good[index].key, encode_event(good[index]), []))
+        first.append(tagged(index, record.kind, record.key, record.value))
+        if index < len(weird):
+            first.append((weird[index].key, encode_event(weird[index]), []))
+    first.append((good[-1].key, encode_event(good[-1]), []))
+    first += twins(good[0], in_batch)
 
     db = settings.database_url or ""
     group = settings.audit_consumer_group
+    highwater: dict[int, int] = {}
+    await publish(settings, first, highwater)
     async with consumers_running(settings, "audit") as runtime:
-        await eventually(lambda: stored_positions(db, settings), lambda p: p == highwater,
-                         timeout_s=60, what="stored positions at the highwater")
+        for round_ in ("first", "second"):
+            if round_ == "second":
+                await publish(settings, twins(good[1], later), highwater)
+            await eventually(lambda: stored_positions(db, settings), lambda p: p == highwater,
+                             timeout_s=60, what=f"stored positions at the {round_} highwater")
         metrics = await scrape(runtime.http_port or 0)
 
-    problems = check_letters(bad, await read_topic(settings, settings.dlq_topic))
+    problems = check_letters(bad, await read_to_highwater(settings, settings.dlq_topic))
     problems += check_rows(expected_good, await fetch_rows(db))
     invalid = metric(metrics, "phasestream_consumer_invalid_events_total", consumer=group)
     if invalid != len(bad):
@@ -192,9 +227,10 @@ def check_letters(bad: list[Bad], letters: list[Any]) -> list[str]:
         headers = dict(found[0].headers)
         field = headers.get("phasestream.field", b"").decode()
         reason = headers.get("phasestream.reason", b"").decode()
-        if field != record.field or not reason.startswith(f"{record.field}: "):
+        if field != record.field or not reason.startswith(f"{record.field}: {record.reason}"):
             problems.append(f"{record.kind}: field {field!r}, reason {reason[:120]!r}; "
-                            f"expected field {record.field!r}")
+                            f"expected field {record.field!r}, reason "
+                            f"{f'{record.field}: {record.reason}'!r}...")
         if found[0].value != record.value or found[0].key != record.key:
             problems.append(f"{record.kind}: the dead letter's key or value was altered")
     for tag, extra in by_tag.items():
@@ -212,15 +248,15 @@ def check_rows(expected: list[PhaseEvent], rows: dict[str, list[asyncpg.Record]]
                             f"{len(stored)} rows, not 1")
             continue
         row = stored[0]
-        want = (event.workflow_id, event.error_message, event.error_stack, dict(event.metadata))
-        got = (row["workflow_id"], row["error_message"], row["error_stack"],
+        want = (event.workflow_id, event.timestamp, event.error_message, event.error_stack,
+                dict(event.metadata))
+        got = (row["workflow_id"], row["timestamp"], row["error_message"], row["error_stack"],
                orjson.loads(row["metadata"]) if row["metadata"] is not None else {})
         if got != want:
             problems.append(f"event {event.event_id}: stored {got!r}, published {want!r}")
     if rows:
         problems.append(f"rows nobody published as good: {sorted(rows)[:5]}")
     return problems
-
 
 
 async def stored_positions(db: str, settings: Settings) -> dict[int, int]:
@@ -238,8 +274,9 @@ async def stored_positions(db: str, settings: Settings) -> dict[int, int]:
 async def fetch_rows(db: str) -> dict[str, list[asyncpg.Record]]:
     conn = await asyncpg.connect(db)
     try:
-        rows = await conn.fetch("SELECT id, workflow_id, error_message, error_stack, "
-                                "metadata::text AS metadata FROM workflow_phase_logs")
+        rows = await conn.fetch('SELECT id, workflow_id, "timestamp", error_message, '
+                                "error_stack, metadata::text AS metadata "
+                                "FROM workflow_phase_logs")
     finally:
         await conn.close()
     found: dict[str, list[asyncpg.Record]] = {}
@@ -263,26 +300,15 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of a topic, up to its highwater at the time of the call."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * MAX_EVENT_BYTES)
-    await consumer.start()
-    found: list[Any] = []
+async def publish(settings: Settings, records: list[Record], highwater: dict[int, int]) -> None:
+    """Send each record and wait for it, in order; note each partition's end in ``highwater``."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                max_request_size=4 * MAX_EVENT_BYTES)
+    await producer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-
-        async def probe() -> bool:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                found.extend(records)
-            positions = [await consumer.position(tp) for tp in partitions]
-            return all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True))
-        await eventually(probe, lambda done: done, what=f"the end of {topic}")
+        for key, value, headers in records:
+            meta = await producer.send_and_wait(settings.phase_events_topic, value, key=key,
+                                                headers=headers)
+            highwater[meta.partition] = max(highwater.get(meta.partition, 0), meta.offset + 1)
     finally:
-        await consumer.stop()
-    return found
+        await producer.stop()
