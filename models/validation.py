@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from models.errors import InvalidEventError
 from models.events import SCHEMA_VERSION, PhaseEvent
@@ -84,7 +84,19 @@ def _uuid(name: str, value: object) -> UUID:
         raise InvalidEventError(
             name, f"must be a UUID like 8-4-4-4-12 hex digits, got {text[:60]!r}"
         )
-    return UUID(text)
+    return uuid_from_checked(text)
+
+
+def uuid_from_checked(text: str) -> UUID:
+    """UUID(text) for a text that UUID_PATTERN accepted, built without parsing it again.
+
+    UUID() re-validates its input and costs about 2 us here, a tenth of decoding a whole
+    event (two ids per event); this sets the two slots UUID.__init__ itself sets.
+    """
+    value: UUID = object.__new__(UUID)
+    object.__setattr__(value, "int", int(text.replace("-", ""), 16))
+    object.__setattr__(value, "is_safe", SafeUUID.unknown)
+    return value
 
 
 def _workflow_id(value: object) -> str:

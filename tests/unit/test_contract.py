@@ -8,6 +8,7 @@ reach the same verdict except for the rules a JSON Schema cannot state ("validat
 from __future__ import annotations
 
 import ast
+import pickle
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from models.validation import (
     REQUIRED,
     UUID_PATTERN,
     event_from_mapping,
+    uuid_from_checked,
 )
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -643,3 +645,15 @@ def test_uuid_check_accepts_exactly_the_uuid_pattern() -> None:
             with pytest.raises(InvalidEventError) as raised:
                 event_from_mapping(payload)
             assert raised.value.field == "event_id", text
+
+
+def test_uuids_built_without_reparsing_equal_those_uuid_parses() -> None:
+    rng = random.Random(6)
+    texts = [str(UUID(int=rng.getrandbits(128))) for _ in range(2000)]
+    texts += [t.upper() for t in texts[:200]] + ["00000000-0000-0000-0000-000000000000",
+                                                 "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    for text in texts:
+        built, parsed = uuid_from_checked(text), UUID(text)
+        assert (built, hash(built), str(built), built.version, built.is_safe) == \
+            (parsed, hash(parsed), str(parsed), parsed.version, parsed.is_safe)
+        assert pickle.loads(pickle.dumps(built)) == parsed
