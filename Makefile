@@ -55,8 +55,18 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
-bench: $(STAMP)
-	$(BIN)/python bench/audit_projection.py
+# The benchmarks also need the bench extra (Quix Streams with psycopg2, psutil, py-spy).
+BENCH_STAMP := $(VENV)/.installed-bench
+# Which of bench/*.py to run, in order: audit_projection (the default), quix_peer,
+# dev_stack, profile_audit. Figures, commands and machine: bench/RESULTS.md.
+BENCH ?= audit_projection
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@for b in $(BENCH); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,322 @@
+"""Shared set-up of the bench scripts that came after ``audit_projection.py``.
+
+A scratch database, directory and broker, N published events, child processes
+(``phasestream run audit`` workers, peers) and waiting for N rows. ``bench/measure.py``
+holds the measuring side (machine facts, the load guard, psutil sampling). The scripts
+that use them run as modules from the repository's root (``python -m bench.<script>``)
+and import them as ``from bench import measure, support``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: bench extra
+
+from models.events import PhaseEvent
+from phasestream.demo import workflow_events
+from phasestream.local_stack import embedded_broker
+from phasestream.settings import Settings
+from streams.publisher import PhaseEventPublisher
+
+log = logging.getLogger("bench.support")
+
+HOST: Final = "127.0.0.1"
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
+DATABASE_URL_HELP: Final = "a server where we may CREATE DATABASE (scratch, dropped at the end)"
+SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half of it
+PUBLISH_CHUNK: Final = 20_000
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REPO: Final = Path(__file__).resolve().parents[1]
+
+
+def default_database_url() -> str:
+    return os.environ.get("PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------
+# Scratch resources
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def libpq_parts(url: str) -> dict[str, Any]:
+    """host, port, dbname, user, password of a postgresql:// URL (for psycopg2 clients)."""
+    parts = urlsplit(url)
+    return {"host": parts.hostname or HOST, "port": parts.port or 5432,
+            "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or "")}
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
+    """Create phasestream_bench_<random>; yield (name, url); drop it on exit."""
+    name = f"phasestream_bench_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    log.info("created scratch database %s", name)
+    try:
+        yield name, with_database(admin_url, name)
+    finally:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        log.info("dropped scratch database %s", name)
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, *, keep: bool = False) -> Iterator[Path]:
+    """A temporary directory for logs and the broker's log; removed on exit unless keep."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if keep:
+            log.info("kept the logs in %s", path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_broker(workdir: Path) -> Iterator[str]:
+    """A memory-only Tansu broker on a free port; yield its bootstrap address."""
+    with embedded_broker(HOST, free_port(), workdir / "tansu.log") as bootstrap:
+        yield bootstrap
+
+
+def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
+    """Settings for a bench: the defaults, a short session timeout, no .env file read."""
+    values: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap,
+                              "database_url": database_url,
+                              "consumer_session_timeout_ms": SESSION_TIMEOUT_MS,
+                              "http_port": 0, **overrides}
+    return Settings(_env_file=None, **values)
+
+
+async def empty_audit_log(conn: asyncpg.Connection[Any]) -> None:
+    """Empty workflow_phase_logs and the event ids it claimed (workflow_phase_event_ids,
+    migration 0008), so that the next drain meets new ids, as in production: with the ids
+    still claimed, every batch would also run the sink's payload-conflict check."""
+    ids = await conn.fetchval("SELECT to_regclass('workflow_phase_event_ids') IS NOT NULL")
+    await conn.execute("TRUNCATE workflow_phase_logs" + (", workflow_phase_event_ids"
+                                                          if ids else ""))
+
+
+async def checkpoint(conn: asyncpg.Connection[Any]) -> None:
+    """Start each timed part with no dirty buffers left over from the one before."""
+    await conn.execute("CHECKPOINT")
+
+
+# --------------------------------------------------------------------------------------
+# Events
+
+
+def make_events(count: int, seed: int) -> list[PhaseEvent]:
+    """``count`` realistic demo events (whole workflows, cut at count), unique ids."""
+    rng = random.Random(seed)
+    end = datetime.now(UTC)
+    events: list[PhaseEvent] = []
+    while len(events) < count:
+        events += workflow_events(rng, end)
+    events = events[:count]
+    if len({e.event_id for e in events}) != count:
+        raise RuntimeError("generated event ids are not unique; change --seed")
+    return events
+
+
+def months_of(events: Sequence[PhaseEvent]) -> list[datetime]:
+    """The first instant (UTC) of each month the events fall in."""
+    return sorted({e.timestamp.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                       microsecond=0) for e in events})
+
+
+async def publish(settings: Settings, events: Sequence[PhaseEvent]) -> float:
+    """Publish through the SDK (validates, keys by workflow id); return events/s."""
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+                                   linger_ms=settings.producer_linger_ms,
+                                   client_id="bench-publish") as publisher:
+        began = time.perf_counter()
+        for start in range(0, len(events), PUBLISH_CHUNK):
+            await publisher.publish_many(events[start:start + PUBLISH_CHUNK])
+        rate = len(events) / (time.perf_counter() - began)
+    log.info("published %d events to %s (%.0f/s)", len(events), settings.phase_events_topic,
+             rate)
+    return rate
+
+
+# --------------------------------------------------------------------------------------
+# Child processes (phasestream workers, peers)
+
+
+def phasestream_environment(settings: Settings) -> dict[str, str]:
+    """This environment without any PHASESTREAM_ variable, plus these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
+    env.update({
+        "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "PHASESTREAM_DATABASE_URL": settings.database_url or "",
+        "PHASESTREAM_PHASE_EVENTS_TOPIC": settings.phase_events_topic,
+        "PHASESTREAM_DLQ_TOPIC": settings.dlq_topic,
+        "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
+        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+        "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
+        "PHASESTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
+        "PHASESTREAM_LOG_LEVEL": "INFO",
+        "PHASESTREAM_HTTP_PORT": "0",
+    })
+    return env
+
+
+@dataclass
+class Child:
+    """A child process of the bench and its log file."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exited(self) -> int | None:
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+async def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], workdir: Path,
+                new_session: bool = False) -> Child:
+    """Start argv with stdout and stderr into workdir/<name>.log, cwd workdir (no .env)."""
+    log_path = workdir / f"{name}.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=fd,
+            stderr=fd, start_new_session=new_session)
+    finally:
+        os.close(fd)
+    log.info("started %s (pid %d): %s", name, process.pid, " ".join(argv[:6]))
+    return Child(name, process, log_path)
+
+
+def broker_pids() -> list[int]:
+    """The Tansu broker that local_broker started (our child process)."""
+    return [p.pid for p in psutil.Process().children()
+            if "broker" in " ".join(p.cmdline())]
+
+
+def phasestream_audit_argv() -> list[str]:
+    return [sys.executable, "-m", "phasestream", "run", "audit"]
+
+
+async def stop(child: Child, *, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int | None:
+    """Signal the child and wait; its exit code (None: it had to be killed)."""
+    if child.process.returncode is None:
+        child.process.send_signal(sig)
+    try:
+        return await asyncio.wait_for(child.process.wait(), timeout_s)
+    except TimeoutError:
+        log.warning("%s did not stop in %.0f s: killing it", child.name, timeout_s)
+        child.process.kill()
+        await child.process.wait()
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Waiting for rows
+
+
+@dataclass(frozen=True)
+class RowTiming:
+    """When the first committed rows and all target rows were seen (perf_counter)."""
+
+    started_at: float
+    first_at: float
+    done_at: float
+    first_rows: int
+    polls: int
+    target: int
+
+    @property
+    def events_per_s(self) -> int:
+        """From the first committed row to the target, excluding the first commit's rows."""
+        return round(0 if self.done_at <= self.first_at else
+                     (self.target - self.first_rows) / (self.done_at - self.first_at))
+
+    @property
+    def events_per_s_incl_start(self) -> int:
+        return round(self.target / max(1e-9, self.done_at - self.started_at))
+
+
+async def wait_for_rows(conn: asyncpg.Connection[Any], table: str, target: int, *,
+                        started_at: float, alive: Callable[[], str | None],
+                        on_first: Callable[[], None] | None = None,
+                        timeout_s: float = 600, poll_s: float = 0.05) -> RowTiming:
+    """Poll ``SELECT count(*) FROM table`` every poll_s until it reaches target.
+
+    ``alive`` returns None while the writer runs, else why it stopped (that fails the
+    wait). ``on_first`` runs when the first committed rows are seen (start meters there).
+    """
+    first_at, first_rows, polls = 0.0, 0, 0
+    deadline = time.monotonic() + timeout_s
+    next_log = time.monotonic() + 5
+    while True:
+        if (why := alive()) is not None:
+            raise RuntimeError(f"{table}: the writer stopped: {why}")
+        rows = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+        now = time.perf_counter()
+        polls += 1
+        if rows and not first_at:
+            first_at, first_rows = now, rows
+            if on_first is not None:
+                on_first()
+        if rows >= target:
+            return RowTiming(started_at, first_at, now, first_rows, polls, target)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{table}: {rows} of {target} rows after {timeout_s:.0f} s")
+        if time.monotonic() >= next_log:
+            log.info("%s: %d / %d rows", table, rows, target)
+            next_log += 5
+        await asyncio.sleep(poll_s)
