@@ -1,10 +1,11 @@
 """The audit projector's Postgres sink: rows and positions in one transaction.
 
 Write order inside the transaction: COPY the batch into a per-connection temp table,
-create any month partition the batch needs and lacks, claim each event id in
-``workflow_phase_event_ids``, INSERT ... SELECT ... ON CONFLICT (id, "timestamp") DO
-NOTHING into the audit table (a replayed event carries its first delivery's id and
-timestamp, so it is a no-op), then move the positions compare-and-set. The commit makes
+create any month partition the batch needs and lacks, then in one statement claim each
+event id in ``workflow_phase_event_ids`` and INSERT the rows of the ids it claimed (ON
+CONFLICT (id, "timestamp") DO NOTHING covers an event twice in one batch); an id claimed
+before is a redelivery or replay, a no-op unless its payload differs. Then move the
+positions compare-and-set. The commit makes
 all of them durable at once; any failure leaves none of them.
 
 An event id stands for one event: an event whose id is already recorded (earlier, or
@@ -153,37 +154,39 @@ class AuditSink(PostgresSink[PhaseEvent]):
         await conn.copy_records_to_table(
             STAGE, records=[_stage_row(i, e) for i, e in enumerate(events)],
             columns=(*COLUMNS, "ord"))
-        # The ids before the table, as a replay's swap locks them: no lock-order cycle.
-        if conflicting := await self._conflicting(conn, events):
-            raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
         await conn.execute(
             "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
             f"date_trunc('month', \"timestamp\" AT TIME ZONE 'UTC')::date AS m FROM {STAGE}) "
             "AS months", self.table)
-        await conn.execute(
-            f"INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
-            f'SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT (id, "timestamp") DO NOTHING')
-
-    async def _conflicting(self, conn: Connection, events: Sequence[PhaseEvent]) -> set[int]:
-        """Claim the batch's new ids; the indexes of events whose id is taken by a
-        different event: a stored one, else the first of the batch with that id.
-
-        Two statements: the second runs on a fresh snapshot, so it also sees an id that a
-        concurrent worker claimed (and committed) while the first waited for it.
-        """
-        ids = quote_ident(self.ids_table)
+        # One statement claims the ids (before the table, as a replay's swap locks them),
+        # inserts the rows whose ids it claimed, and names the events whose id was taken.
         taken = await conn.fetch(
-            f"WITH claimed AS (INSERT INTO {ids} (id, \"timestamp\") "
-            f"SELECT id, \"timestamp\" FROM {STAGE} ON CONFLICT (id) DO NOTHING RETURNING id) "
+            f"WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, \"timestamp\") "
+            f"SELECT id, \"timestamp\" FROM {STAGE} ON CONFLICT (id) DO NOTHING RETURNING id), "
+            f"inserted AS (INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
+            f"SELECT {_COLUMN_LIST} FROM {STAGE} WHERE id IN (SELECT id FROM claimed) "
+            'ON CONFLICT (id, "timestamp") DO NOTHING) '
             f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
             "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)")
-        stored = {r["ord"] for r in taken}
-        repeated = repeated_within(events, skip=stored)
-        if not stored:
+        if conflicting := await self._conflicting(conn, events, {r["ord"] for r in taken}):
+            raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
+
+    async def _conflicting(self, conn: Connection, events: Sequence[PhaseEvent],
+                           taken: set[int]) -> set[int]:
+        """Indexes of events whose id is taken by a different event: a stored one (for
+        the ``taken`` indexes, whose ids were claimed before), else the first of the batch
+        with that id. Raising on any of them rolls back the whole batch.
+
+        This runs on a fresh snapshot, so it also sees an id that a concurrent worker
+        claimed (and committed) while the claim waited for it.
+        """
+        repeated = repeated_within(events, skip=taken)
+        if not taken:
             return repeated
         rows = await conn.fetch(
-            f"SELECT s.ord FROM {STAGE} AS s JOIN {ids} AS i ON i.id = s.id "
-            f"JOIN {self.quoted_table} AS l ON l.id = i.id AND l.\"timestamp\" = i.\"timestamp\" "
+            f"SELECT s.ord FROM {STAGE} AS s JOIN {quote_ident(self.ids_table)} AS i "
+            f"ON i.id = s.id JOIN {self.quoted_table} AS l "
+            f"ON l.id = i.id AND l.\"timestamp\" = i.\"timestamp\" "
             f"WHERE s.ord = ANY($1::int[]) AND ({_PAYLOAD.format(t='s')}) "
-            f"IS DISTINCT FROM ({_PAYLOAD.format(t='l')})", list(stored))
+            f"IS DISTINCT FROM ({_PAYLOAD.format(t='l')})", list(taken))
         return repeated | {r["ord"] for r in rows}
