@@ -7,7 +7,10 @@ database (dropped at the end), migrations applied into it. Then, in this order:
 
 1. publish N realistic events (``demo.workflow_events``, unique ids) to the phase topic;
 2. baseline (b), raw COPY: the same bytes decoded into rows in memory, then COPY into a
-   temp table + INSERT ... ON CONFLICT DO NOTHING, 5,000 per transaction, no Kafka;
+   temp table + INSERT ... ON CONFLICT DO NOTHING, 5,000 per transaction, no Kafka; and
+   (b2) the same with the event-id claim the audit sink makes (an id table with the id
+   alone as key, so that an id reused across month partitions is caught): the raw limit
+   for the same guarantee;
 3. baseline (a), naive: an aiokafka consumer, one autocommitted INSERT ... ON CONFLICT DO
    NOTHING per event, on a sample of the same topic;
 4. phase 1: the audit projector (``wiring.audit_projector``) drains the N-event backlog;
@@ -324,7 +327,9 @@ async def create_copies(conn: asyncpg.Connection[Any], shape: TableShape,
     """bench.* copies of workflow_phase_logs: same columns, constraints and indexes, and,
     if it is partitioned, partitioned alike with the events' months created up front."""
     await conn.execute("CREATE SCHEMA bench")
-    for table in ("raw_copy_logs", "naive_logs"):
+    await conn.execute('CREATE TABLE bench.raw_claim_ids (id UUID PRIMARY KEY, '
+                       '"timestamp" TIMESTAMPTZ NOT NULL)')
+    for table in ("raw_copy_logs", "raw_claim_logs", "naive_logs"):
         await conn.execute(
             f"CREATE TABLE bench.{table} (LIKE public.workflow_phase_logs INCLUDING ALL)"
             + (f" PARTITION BY {shape.partition_by}" if shape.partition_by else ""))
@@ -337,15 +342,24 @@ async def create_copies(conn: asyncpg.Connection[Any], shape: TableShape,
 
 
 async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
-                   monitor: asyncpg.Connection[Any], shape: TableShape) -> dict[str, Any]:
-    """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch."""
+                   monitor: asyncpg.Connection[Any], shape: TableShape, *,
+                   claim: bool = False) -> dict[str, Any]:
+    """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch;
+    with ``claim``, (b2): the ids claimed in one statement with the insert, as the sink does."""
+    table = "raw_claim_logs" if claim else "raw_copy_logs"
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "CREATE TEMP TABLE bench_stage (LIKE public.workflow_phase_logs INCLUDING DEFAULTS) "
-            "ON COMMIT DELETE ROWS")
-        insert = (f"INSERT INTO bench.raw_copy_logs ({COLUMN_LIST}) "
+            "CREATE TEMP TABLE IF NOT EXISTS bench_stage (LIKE public.workflow_phase_logs "
+            "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        insert = (f"INSERT INTO bench.{table} ({COLUMN_LIST}) "
                   f"SELECT {COLUMN_LIST} FROM bench_stage {shape.on_conflict}")
+        if claim:
+            insert = ('WITH claimed AS (INSERT INTO bench.raw_claim_ids (id, "timestamp") '
+                      'SELECT id, "timestamp" FROM bench_stage ON CONFLICT (id) DO NOTHING '
+                      f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
+                      f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
+                      f"(SELECT id FROM claimed) {shape.on_conflict}")
         await checkpoint(monitor)
         await meter.start()
         began = time.perf_counter()
@@ -356,7 +370,7 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
                 await conn.execute(insert)
         elapsed = time.perf_counter() - began
         cpu = await meter.stop()
-        stored = await conn.fetchval("SELECT count(*) FROM bench.raw_copy_logs")
+        stored = await conn.fetchval(f"SELECT count(*) FROM bench.{table}")
     finally:
         await conn.close()
     if stored != len(rows):
@@ -834,6 +848,7 @@ def report(figures: Mapping[str, Any]) -> str:
     drain = figures["projector"]["drain"]
     latency = figures["projector"]["latency"]
     raw, naive, ratios = figures["raw_copy"], figures["naive"], figures["ratios"]
+    claim = figures["raw_copy_claim"]
     settings = machine["postgres_settings"]
 
     def cpu(part: Mapping[str, Any]) -> str:
@@ -870,9 +885,14 @@ def report(figures: Mapping[str, Any]) -> str:
         f"{naive['events']:>9,}{naive['events_per_s']:>11,}",
         f"{'(b) raw limit: COPY temp + INSERT ON CONFLICT, 5k, no Kafka':<58}"
         f"{raw['events']:>9,}{raw['events_per_s']:>11,}",
+        f"{'(b2) raw limit, same guarantee: (b) + event-id claim':<58}"
+        f"{claim['events']:>9,}{claim['events_per_s']:>11,}",
         "",
         f"projector / raw COPY : {ratios['projector_vs_raw']:.2f}x  (target >= {TARGET_VS_RAW}: "
         f"{'met' if ratios['projector_vs_raw'] >= TARGET_VS_RAW else 'MISSED'})",
+        f"projector / raw COPY + id claim : {ratios['projector_vs_raw_claim']:.2f}x  (target >= "
+        f"{TARGET_VS_RAW}: "
+        f"{'met' if ratios['projector_vs_raw_claim'] >= TARGET_VS_RAW else 'MISSED'})",
         f"projector / naive    : {ratios['projector_vs_naive']:.1f}x  (target >= "
         f"{TARGET_VS_NAIVE:.0f}: "
         f"{'met' if ratios['projector_vs_naive'] >= TARGET_VS_NAIVE else 'MISSED'})",
@@ -883,6 +903,7 @@ def report(figures: Mapping[str, Any]) -> str:
         f"  projector drain : {cpu(drain)}",
         f"  naive           : {cpu(naive)}",
         f"  raw COPY        : {cpu(raw)}",
+        f"  raw COPY + claim: {cpu(claim)}",
         f"  steady load     : {cpu(latency)}",
         "",
         *scale_out_report(figures),
@@ -927,7 +948,7 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         "truncated, the N events published before the processes start;",
         f"  timed from the first committed row to N rows (SELECT count(*) every "
         f"{SCALE_OUT_POLL_S * 1000:.0f} ms):",
-        f"  {'processes':<10}{'events/s':>10}{'vs raw':>8}{'vs naive':>10}"
+        f"  {'processes':<10}{'events/s':>10}{'vs raw':>8}{'vs raw+claim':>14}{'vs naive':>10}"
         f"{'1st commit':>12}{'incl. start':>13}  exit codes  partitions per process",
     ]
     for run in runs:
@@ -936,6 +957,7 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         stale = sum(w["stale_position_retries"] for w in run["worker_logs"])
         lines.append(
             f"  {run['workers']:<10}{run['events_per_s']:>10,}{run['vs_raw']:>7.2f}x"
+            f"{run['vs_raw_claim']:>13.2f}x"
             f"{run['vs_naive']:>9.1f}x{run['first_commit_after_s']:>10.1f} s"
             f"{run['events_per_s_incl_startup']:>11,}/s  "
             f"{','.join(str(c) for c in run['exit_codes']):<10}  {parts}"
@@ -1035,6 +1057,9 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     log.info("baseline (b): raw COPY of %d rows decoded from the same bytes", len(rows))
     raw = await raw_copy(db_url, rows, meter, monitor, shape)
     log.info("raw COPY: %d events/s", raw["events_per_s"])
+    log.info("baseline (b2): raw COPY with the event-id claim, the same rows")
+    raw_claim = await raw_copy(db_url, rows, meter, monitor, shape, claim=True)
+    log.info("raw COPY + id claim: %d events/s", raw_claim["events_per_s"])
     del rows
 
     sample = min(args.naive_sample, args.events)
@@ -1054,6 +1079,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
         result = await scale_out(settings, payloads, count, db_name=db_name,
                                  workdir=workdir, monitor=monitor)
         result["vs_raw"] = round(result["events_per_s"] / raw["events_per_s"], 3)
+        result["vs_raw_claim"] = round(result["events_per_s"] / raw_claim["events_per_s"], 3)
         result["vs_naive"] = round(result["events_per_s"] / naive["events_per_s"], 2)
         scaled.append(result)
     return {
@@ -1071,8 +1097,10 @@ async def _measure(args: argparse.Namespace, settings: Settings,
         "projector": projector,
         "naive": naive,
         "raw_copy": raw,
+        "raw_copy_claim": raw_claim,
         "scale_out": scaled,
         "ratios": {"projector_vs_raw": round(drain_rate / raw["events_per_s"], 3),
+                   "projector_vs_raw_claim": round(drain_rate / raw_claim["events_per_s"], 3),
                    "projector_vs_naive": round(drain_rate / naive["events_per_s"], 2)},
     }
 
