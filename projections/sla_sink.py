@@ -53,11 +53,19 @@ def due_query_args(watermarks: Mapping[int, datetime], thresholds: Mapping[int, 
 
 
 async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) -> None:
-    if violations:
-        await conn.executemany(
-            "INSERT INTO sla_violation_outbox (violation_id, workflow_id, payload) "
-            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            [(v.violation_id, v.workflow_id, encode_violation(v)) for v in violations])
+    """Put the violations never decided before in the outbox (the ledger remembers every
+    one ever decided, so judging the same events again publishes nothing twice)."""
+    if not violations:
+        return
+    new = await conn.fetch(
+        "INSERT INTO sla_violations_decided (violation_id) SELECT unnest($1::uuid[]) "
+        "ON CONFLICT DO NOTHING RETURNING violation_id", [v.violation_id for v in violations])
+    fresh = {as_uuid(r["violation_id"]) for r in new}
+    await conn.executemany(
+        "INSERT INTO sla_violation_outbox (violation_id, workflow_id, payload) "
+        "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        [(v.violation_id, v.workflow_id, encode_violation(v)) for v in violations
+         if v.violation_id in fresh])
 
 
 class SlaStateSink(PostgresSink[PhaseEvent]):

@@ -17,7 +17,13 @@ from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 from tests.conftest import settings_env
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.support import (
+    consumers_running,
+    count_rows,
+    eventually,
+    make_event,
+    read_to_highwater,
+)
 
 pytestmark = pytest.mark.integration
 VIOLATIONS = "SELECT count(*) FROM workflow_phase_sla_violation_events"
@@ -137,3 +143,35 @@ async def test_kill_9_with_pending_deadlines_reports_each_once(settings: Setting
     assert {r["started_event_id"] for r in rows} == {e.event_id for e in started}
     assert {r["kind"] for r in rows} == {"overdue"}
     assert time.monotonic() - began < 40
+
+
+async def test_judging_the_same_events_again_publishes_no_violation_twice(
+        settings: Settings) -> None:
+    """The monitor's positions reset (its events read again from offset 0): the violations
+    it decides again carry the same ids, and the ledger keeps them out of the outbox."""
+    db = settings.database_url or ""
+    await set_threshold(db, 3, 1000)
+    t0 = datetime.now(UTC) - timedelta(seconds=30)
+    start = make_event("wf-again", 3, PhaseStatus.STARTED, timestamp=t0)
+    end = make_event("wf-again", 3, PhaseStatus.COMPLETED, duration_ms=1500,
+                     timestamp=t0 + timedelta(milliseconds=1500))
+    positions = ("SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions "
+                 "WHERE consumer = $1")
+    async with publisher(settings) as pub:
+        await pub.publish_many([start, end])
+    for _ in range(2):  # the second time from offset 0 again
+        async with consumers_running(settings, "sla"):
+            await eventually(lambda: count_rows(db, positions, settings.sla_consumer_group),
+                             lambda n: n == 2, what="the monitor at the end of its input")
+            await eventually(lambda: count_rows(db, "SELECT count(*) FROM sla_violation_outbox"),
+                             lambda n: n == 0, what="the outbox drained")
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute("DELETE FROM phasestream_consumer_positions WHERE consumer = $1",
+                               settings.sla_consumer_group)
+        finally:
+            await conn.close()
+    records = await read_to_highwater(settings, settings.sla_violations_topic)
+    assert len(records) == 1, [r.value for r in records]
+    assert await count_rows(db, VIOLATIONS) == 1
+    assert await count_rows(db, "SELECT count(*) FROM sla_violations_decided") == 1
