@@ -334,17 +334,9 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--commit-interval", type=float, default=1.0,
                         help="quix targets: the peer's checkpoint interval, seconds")
     parser.add_argument("--raw-out", type=Path, help="keep py-spy's raw stacks here")
-    parser.add_argument("--database-url", default=support.default_database_url(),
-                        help=support.DATABASE_URL_HELP)
     parser.add_argument("--seed", type=int, default=20_240_601)
-    parser.add_argument("--quiet-pct", type=float, default=30,
-                        help="load guard: wait for the machine under this %% of one core")
-    parser.add_argument("--quiet-timeout", type=float, default=30,
-                        help="load guard: wait at most this long, then measure anyway")
     parser.add_argument("--timeout", type=float, default=300, help="seconds")
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the scratch directory (processes' logs) instead of removing it")
+    support.add_common_arguments(parser)
     return parser.parse_args(None if argv is None else list(argv))
 
 

@@ -9,6 +9,7 @@ and import them as ``from bench import measure, support``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -50,6 +51,19 @@ REPO: Final = Path(__file__).resolve().parents[1]
 
 def default_database_url() -> str:
     return os.environ.get("PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every newer bench script takes: database, load guard, output."""
+    parser.add_argument("--database-url", default=default_database_url(),
+                        help=DATABASE_URL_HELP)
+    parser.add_argument("--quiet-pct", type=float, default=30,
+                        help="load guard: wait for the machine under this %% of one core")
+    parser.add_argument("--quiet-timeout", type=float, default=30,
+                        help="load guard: wait at most this long, then measure anyway")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the scratch directory (processes' logs) instead of removing it")
 
 
 def setup_logging() -> None:
