@@ -23,6 +23,8 @@ from phasestream.settings import Settings
 from phasestream.wiring import audit_projector
 from streams.progress import PipelineObserver
 from streams.projector import Projector
+from streams.publisher import PhaseEventPublisher
+from tests.support import eventually, many_events
 
 
 @contextlib.asynccontextmanager
@@ -141,3 +143,16 @@ def outcome(task: asyncio.Task[Any]) -> str:
         return "cancelled"
     error = task.exception()
     return "returned normally" if error is None else f"raised {type(error).__name__}: {error}"
+
+
+async def projected_then_behind(settings: Settings, first: int, second: int) -> None:
+    """Project ``first`` events and stop the projector; then publish ``second`` more, which
+    wait unread behind its stored positions."""
+    db, group = settings.database_url or "", settings.audit_consumer_group
+    async with PhaseEventPublisher(settings.bootstrap_servers,
+                                   settings.phase_events_topic) as publisher:
+        await publisher.publish_many(many_events(first))
+        async with audit_task(settings):
+            await eventually(lambda: stored_positions(db, group),
+                             lambda p: sum(p.values()) == first, what="the first events")
+        await publisher.publish_many(many_events(second))

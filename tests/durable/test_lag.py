@@ -18,9 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from phasestream.settings import Settings
 from streams.prometheus import PipelineMetrics
-from streams.publisher import PhaseEventPublisher
-from tests.durable.broker_tools import audit_task, end_offsets, outcome, stored_positions
-from tests.support import eventually, many_events
+from tests.durable.broker_tools import (
+    audit_task,
+    end_offsets,
+    outcome,
+    projected_then_behind,
+    stored_positions,
+)
+from tests.support import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 
@@ -39,12 +44,7 @@ async def test_reported_lag_is_end_offset_minus_stored_position(settings: Settin
     db = settings.database_url or ""
     group, topic = settings.audit_consumer_group, settings.phase_events_topic
     servers = settings.bootstrap_servers
-    async with PhaseEventPublisher(servers, topic) as publisher:
-        await publisher.publish_many(many_events(FIRST))
-        async with audit_task(settings):
-            await eventually(lambda: stored_positions(db, group),
-                             lambda p: sum(p.values()) == FIRST, what="the first events")
-        await publisher.publish_many(many_events(SECOND))
+    await projected_then_behind(settings, FIRST, SECOND)
     ends = await end_offsets(servers, topic)
     stored = await stored_positions(db, group)
     behind = {p: end - stored.get(p, 0) for p, end in ends.items()}

@@ -21,16 +21,16 @@ from aiokafka import TopicPartition
 from aiokafka.admin import RecordsToDelete
 
 from phasestream.settings import Settings
-from streams.publisher import PhaseEventPublisher
 from tests.durable.broker_tools import (
     admin_client,
     audit_task,
     end_offsets,
     log_start_offsets,
     outcome,
+    projected_then_behind,
     stored_positions,
 )
-from tests.support import count_rows, eventually, many_events
+from tests.support import count_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 
@@ -43,13 +43,8 @@ async def test_records_deleted_before_they_were_read_stop_the_projector_loudly(
     db = settings.database_url or ""
     group, topic = settings.audit_consumer_group, settings.phase_events_topic
     servers = settings.bootstrap_servers
-    async with PhaseEventPublisher(servers, topic) as publisher:
-        await publisher.publish_many(many_events(FIRST))
-        async with audit_task(settings):
-            await eventually(lambda: stored_positions(db, group),
-                             lambda p: sum(p.values()) == FIRST, what="the first events")
-        # The projector is away; more events arrive, and retention takes some of them.
-        await publisher.publish_many(many_events(SECOND))
+    # The projector is away; more events arrive, and retention takes some of them.
+    await projected_then_behind(settings, FIRST, SECOND)
     stored = await stored_positions(db, group)
     ends = await end_offsets(servers, topic)
     cuts = {p: stored.get(p, 0) + (end - stored.get(p, 0)) // 2 for p, end in ends.items()

@@ -9,7 +9,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from models.codec import encode_event
+from models.events import PhaseEvent
 from phasestream.settings import Settings
+from streams.projector import Projector
 from tests.support import audit_running, count_rows, eventually, make_event, read_records
 
 pytestmark = pytest.mark.integration
@@ -30,27 +32,40 @@ def bad_records() -> list[tuple[bytes | None, bytes | None, str]]:
     ]
 
 
+#: A record to publish: key, value, headers.
+Sent = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def send_in_order(settings: Settings, records: list[Sent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(settings.phase_events_topic, value, key=key,
+                                         headers=headers or None)
+    finally:
+        await producer.stop()
+
+
+async def projected(settings: Settings, rows: int) -> Projector[PhaseEvent]:
+    """The audit projector, run until the table holds ``rows`` rows, then stopped."""
+    db = settings.database_url or ""
+    async with audit_running(settings) as projector:
+        await eventually(lambda: count_rows(db), lambda n: n == rows)
+    return projector
+
+
 async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
         settings: Settings) -> None:
     bad = bad_records()
     good = [make_event("wf-x", metadata={"i": i}) for i in range(len(bad) + 1)]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        # Interleave on one partition (same key): good, bad, good, bad, ..., good.
-        for index, (key, value, _) in enumerate(bad):
-            await producer.send_and_wait(settings.phase_events_topic, encode_event(good[index]),
-                                         key=b"wf-x")
-            await producer.send_and_wait(settings.phase_events_topic, value, key=key,
-                                         headers=[("trace", b"t-%d" % index)])
-        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[-1]),
-                                     key=b"wf-x")
-    finally:
-        await producer.stop()
-
-    db = settings.database_url or ""
-    async with audit_running(settings) as projector:
-        await eventually(lambda: count_rows(db), lambda n: n == len(good))
+    # Interleave on one partition (same key): good, bad, good, bad, ..., good.
+    records: list[Sent] = []
+    for index, (key, value, _) in enumerate(bad):
+        records += [(b"wf-x", encode_event(good[index]), []),
+                    (key, value, [("trace", b"t-%d" % index)])]
+    await send_in_order(settings, [*records, (b"wf-x", encode_event(good[-1]), [])])
+    projector = await projected(settings, len(good))
     assert projector.stats.dead_letters == len(bad)
     assert projector.stats.events_applied == len(good)
     letters = await read_records(settings, settings.dlq_topic, len(bad))
@@ -76,24 +91,11 @@ async def test_a_letter_too_large_for_the_dlq_is_cut_and_never_blocks(
     long_value = b"{" + b"x" * 5000  # invalid JSON, 5,001 bytes
     huge_header = [("trace", b"h" * 60_000)]  # more than the letter's headers room
     good = [make_event("wf-x", metadata={"i": i}) for i in range(3)]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[0]),
-                                     key=b"wf-x")
-        await producer.send_and_wait(settings.phase_events_topic, long_value, key=b"wf-x")
-        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[1]),
-                                     key=b"wf-x")
-        await producer.send_and_wait(settings.phase_events_topic, b"[]", key=b"wf-x",
-                                     headers=huge_header)
-        await producer.send_and_wait(settings.phase_events_topic, encode_event(good[2]),
-                                     key=b"wf-x")
-    finally:
-        await producer.stop()
-
-    db = settings.database_url or ""
-    async with audit_running(settings) as projector:
-        await eventually(lambda: count_rows(db), lambda n: n == len(good))
+    await send_in_order(settings, [
+        (b"wf-x", encode_event(good[0]), []), (b"wf-x", long_value, []),
+        (b"wf-x", encode_event(good[1]), []), (b"wf-x", b"[]", huge_header),
+        (b"wf-x", encode_event(good[2]), [])])
+    projector = await projected(settings, len(good))
     assert projector.stats.dead_letters == 2
     cut, bare = await read_records(settings, settings.dlq_topic, 2)
     headers = {k: v.decode() for k, v in cut.headers}
