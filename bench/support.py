@@ -4,7 +4,9 @@ A scratch database, directory and broker, N published events, child processes
 (``phasestream run audit`` workers, peers) and waiting for N rows. ``bench/measure.py``
 holds the measuring side (machine facts, the load guard, psutil sampling). The scripts
 that use them run as modules from the repository's root (``python -m bench.<script>``)
-and import them as ``from bench import measure, support``.
+and import them as ``from bench import measure, support``; the two older ones
+(``audit_projection.py``, ``sla_monitor.py``) also run as files and then put the root on
+``sys.path`` first.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,9 +69,25 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the scratch directory (processes' logs) instead of removing it")
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+def setup_logging(fmt: str = LOG_FORMAT) -> None:
+    logging.basicConfig(level=logging.INFO, format=fmt)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def run_timed(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """``asyncio.run(main)``: its figures, with total_run_seconds added."""
+    began = time.monotonic()
+    figures = asyncio.run(main)
+    figures["total_run_seconds"] = round(time.monotonic() - began, 1)
+    return figures
+
+
+def write_figures(path: Path | None, figures: Mapping[str, Any], *,
+                  logger: logging.Logger = log) -> None:
+    """``--json PATH``: the figures as indented JSON there (nothing without a path)."""
+    if path:
+        path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        logger.info("figures written to %s", path)
 
 
 # --------------------------------------------------------------------------------------
@@ -96,9 +115,10 @@ def libpq_parts(url: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
-    """Create phasestream_bench_<random>; yield (name, url); drop it on exit."""
-    name = f"phasestream_bench_{uuid.uuid4().hex[:12]}"
+async def scratch_database(admin_url: str, *,
+                           prefix: str = "phasestream_bench") -> AsyncIterator[tuple[str, str]]:
+    """Create <prefix>_<random>; yield (name, url); drop it on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -182,14 +202,19 @@ def months_of(events: Sequence[PhaseEvent]) -> list[datetime]:
                                                        microsecond=0) for e in events})
 
 
-async def publish(settings: Settings, events: Sequence[PhaseEvent]) -> float:
-    """Publish through the SDK (validates, keys by workflow id); return events/s."""
+async def publish(settings: Settings, events: Sequence[PhaseEvent], *,
+                  client_id: str = "bench-publish", progress: bool = False) -> float:
+    """Publish through the SDK (validates, keys by workflow id); return events/s. With
+    ``progress``, log the count after each chunk of PUBLISH_CHUNK events."""
     async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
                                    linger_ms=settings.producer_linger_ms,
-                                   client_id="bench-publish") as publisher:
+                                   client_id=client_id) as publisher:
         began = time.perf_counter()
         for start in range(0, len(events), PUBLISH_CHUNK):
             await publisher.publish_many(events[start:start + PUBLISH_CHUNK])
+            if progress:
+                log.info("%s: %d / %d events published", client_id,
+                         min(start + PUBLISH_CHUNK, len(events)), len(events))
         rate = len(events) / (time.perf_counter() - began)
     log.info("published %d events to %s (%.0f/s)", len(events), settings.phase_events_topic,
              rate)
