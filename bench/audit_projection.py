@@ -100,35 +100,6 @@ async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-_TICK: Final = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])
-    return total - idle, total
-
-
-def machine_busy_pct(seconds: float = 2.0) -> float:
-    """How busy the machine is right now, in % of one core (others may share it)."""
-    busy0, total0 = _machine_ticks()
-    time.sleep(seconds)
-    busy1, total1 = _machine_ticks()
-    return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0))
-
-
 @dataclass
 class CpuMeter:
     """CPU used during one timed part, per process group, as % of one core; machine busy %."""
@@ -149,34 +120,32 @@ class CpuMeter:
         return [int(r["pid"]) for r in rows if int(r["pid"]) not in named]
 
     def _extra_cpu_s(self) -> dict[str, float]:
-        return {name: sum(_proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
+        return {name: sum(measure.proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
 
     async def start(self) -> None:
         self._start = {"wall": time.monotonic(), "self": time.process_time(),
-                       "pg": {p: _proc_cpu_s(p) for p in await self._backends()},
-                       "broker": sum(_proc_cpu_s(p) for p in self.broker),
+                       "pg": {p: measure.proc_cpu_s(p) for p in await self._backends()},
+                       "broker": sum(measure.proc_cpu_s(p) for p in self.broker),
                        "extra": self._extra_cpu_s(),
-                       "machine": _machine_ticks()}
+                       "machine": measure.machine_ticks()}
 
     async def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._start["wall"]
         pg_start: dict[int, float] = self._start["pg"]
-        pg = sum(_proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
+        pg = sum(measure.proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
         extra_start: dict[str, float] = self._start["extra"]
         extra = {f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
                  for name, cpu_s in self._extra_cpu_s().items()}
-        busy0, total0 = self._start["machine"]
-        busy1, total1 = _machine_ticks()
         ours = {
             "bench_process_pct": 100 * (time.process_time() - self._start["self"]) / wall,
             "postgres_backends_pct": 100 * pg / wall,
-            "broker_pct": 100 * (sum(_proc_cpu_s(p) for p in self.broker)
+            "broker_pct": 100 * (sum(measure.proc_cpu_s(p) for p in self.broker)
                                  - self._start["broker"]) / wall,
             **extra,
         }
         # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
-        machine = 100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": round(machine),
+        machine = measure.ticks_busy_pct(self._start["machine"], measure.machine_ticks())
+        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": machine,
                 "wall_s": round(wall, 3)}
 
 
@@ -878,7 +847,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
                    monitor: asyncpg.Connection[Any], db_name: str,
                    db_url: str, *, workdir: Path) -> dict[str, Any]:
     facts = await machine_facts(monitor)
-    busy_before = await asyncio.to_thread(machine_busy_pct)
+    busy_before = round(await asyncio.to_thread(measure.machine_busy_pct))
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
     meter = CpuMeter(monitor, db_name, support.broker_pids())

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -265,9 +264,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     figures = asyncio.run(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     print(report(figures))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        log.info("figures written to %s", args.json)
+    support.write_figures(args.json, figures, logger=log)
     bad = [r["run"] for r in figures["runs"] if r["exit_code"] != 0 or r["leftover_processes"]]
     return 1 if bad else 0
 

@@ -87,6 +87,32 @@ async def postgres_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
     return {"version": version.split(" on ", maxsplit=1)[0], **settings}
 
 
+_TICK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process from /proc (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    return total - idle, total
+
+
+def ticks_busy_pct(start: tuple[int, int], end: tuple[int, int]) -> int:
+    """The machine's busy share between two machine_ticks(), in % of one core."""
+    return round(100 * CORES * (end[0] - start[0]) / max(1, end[1] - start[1]))
+
+
 def _busy_jiffies() -> tuple[float, float]:
     t = psutil.cpu_times()
     idle = t.idle + getattr(t, "iowait", 0.0)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import shutil
@@ -46,7 +45,6 @@ import asyncpg
 
 from bench import measure, support
 from phasestream.settings import Settings
-from phasestream.wiring import create_topics, run_migrations
 
 log = logging.getLogger("bench.profile_audit")
 
@@ -249,34 +247,22 @@ async def profile_drain(args: argparse.Namespace, settings: Settings, db_name: s
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with support.scratch_directory("phasestream-bench-profile-", keep=args.keep) as workdir:
-        return await run_in(args, workdir)
+    async with support.bench_stack(args.database_url, prefix="phasestream-bench-profile-",
+                                   keep=args.keep, phase_events_topic="bench.profile-events",
+                                   dlq_topic="bench.profile-events.dlq",
+                                   audit_consumer_group="bench-profile") as stack:
+        events = support.make_events(args.events, args.seed)
+        if args.target != "ps":
+            from bench import quix_peer  # noqa: PLC0415  # as above
 
-
-async def run_in(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    async with support.scratch_database(args.database_url) as (db_name, db_url):
-        with support.local_broker(workdir) as bootstrap:
-            settings = support.bench_settings(bootstrap, db_url,
-                                              phase_events_topic="bench.profile-events",
-                                              dlq_topic="bench.profile-events.dlq",
-                                              audit_consumer_group="bench-profile")
-            await run_migrations(settings)
-            await create_topics(settings)
-            monitor = await asyncpg.connect(db_url)
-            try:
-                events = support.make_events(args.events, args.seed)
-                if args.target != "ps":
-                    from bench import quix_peer  # noqa: PLC0415  # as above
-
-                    await quix_peer.create_peer_table(monitor, support.months_of(events))
-                await support.publish(settings, events)
-                del events
-                result = await profile_drain(args, settings, db_name, monitor, workdir)
-                result["machine"] = {**measure.machine_facts(("py-spy", "psutil")),
-                                     "postgres": await measure.postgres_facts(monitor)}
-                return result
-            finally:
-                await monitor.close()
+            await quix_peer.create_peer_table(stack.monitor, support.months_of(events))
+        await support.publish(stack.settings, events)
+        del events
+        result = await profile_drain(args, stack.settings, stack.db_name, stack.monitor,
+                                     stack.workdir)
+        result["machine"] = {**measure.machine_facts(("py-spy", "psutil")),
+                             "postgres": await measure.postgres_facts(stack.monitor)}
+        return result
 
 
 # --------------------------------------------------------------------------------------
@@ -347,10 +333,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     figures = asyncio.run(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     print(report(figures))
-    if args.json:
-        with contextlib.suppress(OSError):
-            args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-            log.info("figures written to %s", args.json)
+    with contextlib.suppress(OSError):
+        support.write_figures(args.json, figures, logger=log)
     return 0
 
 

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +52,6 @@ import asyncpg
 
 from bench import measure, support
 from phasestream.settings import Settings
-from phasestream.wiring import create_topics, run_migrations
 
 log = logging.getLogger("bench.quix_peer")
 
@@ -161,23 +158,11 @@ async def same_rows(conn: asyncpg.Connection[Any]) -> dict[str, int]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with support.scratch_directory("phasestream-bench-peer-", keep=args.keep) as workdir:
-        return await run_in(args, workdir)
-
-
-async def run_in(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    async with support.scratch_database(args.database_url) as (db_name, db_url):
-        with support.local_broker(workdir) as bootstrap:
-            settings = support.bench_settings(bootstrap, db_url,
-                                              phase_events_topic="bench.peer-events",
-                                              dlq_topic="bench.peer-events.dlq")
-            await run_migrations(settings)
-            await create_topics(settings)
-            monitor = await asyncpg.connect(db_url)
-            try:
-                return await _measure(args, settings, monitor, db_name, workdir)
-            finally:
-                await monitor.close()
+    async with support.bench_stack(args.database_url, prefix="phasestream-bench-peer-",
+                                   keep=args.keep, phase_events_topic="bench.peer-events",
+                                   dlq_topic="bench.peer-events.dlq") as stack:
+        return await _measure(args, stack.settings, stack.monitor, stack.db_name,
+                              stack.workdir)
 
 
 async def _measure(args: argparse.Namespace, settings: Settings,
@@ -320,16 +305,12 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     support.setup_logging()
-    began = time.monotonic()
-    figures = asyncio.run(run(args))
-    figures["total_run_seconds"] = round(time.monotonic() - began, 1)
+    figures = support.run_timed(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     figures["summary"] = summary(figures)
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        log.info("figures written to %s", args.json)
+    support.write_figures(args.json, figures, logger=log)
     return 0
 
 

@@ -104,26 +104,6 @@ def mib(value: float) -> float:
     return round(value / MIB, 1)
 
 
-_TICK: Final = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (0 if it is gone or not ours to read)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values[:8]) - idle, sum(values[:8])
-
-
 @dataclass
 class CpuMeter:
     """CPU of this process, the scratch database's backends and the broker, as % of a core."""
@@ -141,31 +121,21 @@ class CpuMeter:
     async def start(self) -> None:
         self._wall = time.monotonic()
         self._self = time.process_time()
-        self._pg = {p: proc_cpu_s(p) for p in await self._backends()}
-        self._broker = sum(proc_cpu_s(p) for p in self.broker)
-        self._machine = machine_ticks()
+        self._pg = {p: measure.proc_cpu_s(p) for p in await self._backends()}
+        self._broker = sum(measure.proc_cpu_s(p) for p in self.broker)
+        self._machine = measure.machine_ticks()
 
     async def stop(self) -> dict[str, float]:
         wall = max(1e-9, time.monotonic() - self._wall)
-        pg = sum(proc_cpu_s(p) - self._pg.get(p, 0.0) for p in await self._backends())
-        busy0, total0 = self._machine
-        busy1, total1 = machine_ticks()
-        cores = os.cpu_count() or 1
+        pg = sum(measure.proc_cpu_s(p) - self._pg.get(p, 0.0) for p in await self._backends())
         return {
             "monitor_process_pct": round(100 * (time.process_time() - self._self) / wall),
             "postgres_backends_pct": round(100 * pg / wall),
-            "broker_pct": round(100 * (sum(proc_cpu_s(p) for p in self.broker)
+            "broker_pct": round(100 * (sum(measure.proc_cpu_s(p) for p in self.broker)
                                        - self._broker) / wall),
-            "machine_busy_pct": round(100 * cores * (busy1 - busy0) / max(1, total1 - total0)),
+            "machine_busy_pct": measure.ticks_busy_pct(self._machine, measure.machine_ticks()),
             "wall_s": round(wall, 3),
         }
-
-
-def machine_busy_pct(seconds: float = 2.0) -> float:
-    busy0, total0 = machine_ticks()
-    time.sleep(seconds)
-    busy1, total1 = machine_ticks()
-    return round(100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0))
 
 
 async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
@@ -502,7 +472,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
                    conn: asyncpg.Connection[Any], *, db_name: str, db_url: str,
                    tag: str) -> dict[str, Any]:
     facts = await machine_facts(conn)
-    busy_before = await asyncio.to_thread(machine_busy_pct)
+    busy_before = round(await asyncio.to_thread(measure.machine_busy_pct))
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
     await set_thresholds(conn, THRESHOLD_MS)

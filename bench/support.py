@@ -39,6 +39,7 @@ from models.events import PhaseEvent
 from phasestream.demo import workflow_events
 from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
+from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
 
 log = logging.getLogger("bench.support")
@@ -163,6 +164,34 @@ def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Setti
                               "consumer_session_timeout_ms": SESSION_TIMEOUT_MS,
                               "http_port": 0, **overrides}
     return Settings(_env_file=None, **values)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A bench's scratch world: directory, migrated database with its topics, broker."""
+
+    workdir: Path
+    db_name: str
+    settings: Settings
+    monitor: asyncpg.Connection[Any]  # a connection for the bench's own queries
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(database_url: str, *, prefix: str, keep: bool = False,
+                      **overrides: Any) -> AsyncIterator[Stack]:
+    """Scratch directory, database and broker, migrated and with the topics created; all
+    removed on exit. ``overrides`` go to bench_settings (topics, groups)."""
+    with scratch_directory(prefix, keep=keep) as workdir:
+        async with scratch_database(database_url) as (db_name, db_url):
+            with local_broker(workdir) as bootstrap:
+                settings = bench_settings(bootstrap, db_url, **overrides)
+                await run_migrations(settings)
+                await create_topics(settings)
+                monitor = await asyncpg.connect(db_url)
+                try:
+                    yield Stack(workdir, db_name, settings, monitor)
+                finally:
+                    await monitor.close()
 
 
 async def empty_audit_log(conn: asyncpg.Connection[Any]) -> None:

@@ -29,7 +29,6 @@ ATTEMPTS: Final = "phasestream_outbox_attempts"
 
 @dataclass(slots=True)
 class _Claim:
-    conn: Connection
     pool: asyncpg.Pool[Any]
     table: str
     items: Sequence[OutboxItem]
@@ -80,7 +79,7 @@ class PostgresOutbox:
         in_doubt = {r["id"]: SendAttempt(r["id"], r["attempt_topic"], r["partition"],
                                          r["from_offset"])
                     for r in rows if r["attempt_topic"] is not None}
-        return _Claim(conn, self._pool, self._table, items, in_doubt)
+        return _Claim(self._pool, self._table, items, in_doubt)
 
     async def _forget(self, conn: Connection, ids: Sequence[UUID]) -> None:
         await conn.execute(f"DELETE FROM {self._table} WHERE {self._id} = ANY($1::uuid[])",

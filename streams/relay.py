@@ -68,10 +68,9 @@ class OutboxRelay:
         return len(claim.items)
 
     async def _send(self, claim: OutboxClaim, items: Sequence[OutboxItem]) -> None:
-        targets = [TopicPartition(item.topic or self._topic, await self._partition(item))
-                   for item in items]
-        for tp in set(targets) - self._floors.keys():
-            self._floors.update(await highwaters(self._servers, tp.topic,
+        targets = await self._targets(items)
+        for topic in {tp.topic for tp in targets if tp not in self._floors}:
+            self._floors.update(await highwaters(self._servers, topic,
                                                  client_id="phasestream-relay"))
         await claim.attempting([SendAttempt(item.id, tp.topic, tp.partition, self._floors[tp])
                                 for item, tp in zip(items, targets, strict=True)])
@@ -87,9 +86,14 @@ class OutboxRelay:
         for tp, metadata in zip(targets, await asyncio.gather(*futures), strict=True):
             self._floors[tp] = max(self._floors[tp], metadata.offset + 1)
 
-    async def _partition(self, item: OutboxItem) -> int:
-        partitions = sorted(await self._producer.partitions_for(item.topic or self._topic))
-        return int(self._partitioner(item.key, partitions, partitions))
+    async def _targets(self, items: Sequence[OutboxItem]) -> list[TopicPartition]:
+        """Where each item goes: its topic, and the partition its key maps to."""
+        topics = [item.topic or self._topic for item in items]
+        partitions = {topic: sorted(await self._producer.partitions_for(topic))
+                      for topic in set(topics)}
+        return [TopicPartition(topic, int(self._partitioner(item.key, partitions[topic],
+                                                            partitions[topic])))
+                for item, topic in zip(items, topics, strict=True)]
 
     async def _already_published(self, claim: OutboxClaim) -> set[UUID]:
         """Ids of in-doubt items that a relay before us did put on their topic."""
