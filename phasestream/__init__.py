@@ -1,3 +1,6 @@
 """The thin shell of phasestream: settings, CLI, the embedded local stack, wiring."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# Written once, in pyproject.toml.
+__version__ = version("phasestream")

