@@ -22,9 +22,9 @@ from typing import Any, Final
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from models.dead_letters import HEADER_PREFIX
 from streams.kafka import producer_config
 
-HEADER_PREFIX: Final = "phasestream."
 #: Below the 1 MiB a Kafka topic takes by default (message.max.bytes), headers included.
 DEFAULT_MAX_VALUE_BYTES: Final = 1_000_000
 #: What a letter may take beyond its value: key, our headers and the original ones.

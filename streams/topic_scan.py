@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from models.errors import PhasestreamError
 
@@ -78,6 +78,34 @@ async def header_values(bootstrap_servers: str, starts: Mapping[TopicPartition, 
                 found.update(v for r in records for k, v in (r.headers or ()) if k == header)
             pending -= set(await _at_end(consumer, pending))
     return found
+
+
+async def read_to_end(bootstrap_servers: str, topic: str, *,
+                      client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
+    """Every record of ``topic`` from the log start to the ends it had when reading began."""
+    ends = await highwaters(bootstrap_servers, topic, client_id=client_id)
+    pending = {tp for tp, end in ends.items() if end > 0}
+    async with _reader(bootstrap_servers, client_id, 1_048_576) as consumer:
+        consumer.assign(list(pending))
+        if pending:
+            await consumer.seek_to_beginning(*pending)
+        idle_until = time.monotonic() + TIMEOUT_S
+        while pending:
+            if time.monotonic() > idle_until:
+                raise TopicScanError(f"could not read {sorted(map(str, pending))} to the end")
+            fetched = await consumer.getmany(*pending, timeout_ms=500)
+            if fetched:
+                idle_until = time.monotonic() + TIMEOUT_S
+            for records in fetched.values():
+                for record in records:
+                    if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+                        yield record
+            pending -= set(await _at_end_of(consumer, pending, ends))
+
+
+async def _at_end_of(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+                     ends: Mapping[TopicPartition, int]) -> list[TopicPartition]:
+    return [tp for tp in partitions if await consumer.position(tp) >= ends[tp]]
 
 
 async def _at_end(consumer: AIOKafkaConsumer,
