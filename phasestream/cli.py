@@ -115,7 +115,8 @@ def token(user_id: Annotated[str, typer.Argument(help="The user the token is for
 
 @app.command()
 def dev(demo: Annotated[bool, typer.Option(help="Also publish realistic demo workflows.")] = False,
-        demo_rate: Annotated[float, typer.Option(min=0.1, help="Demo workflows per second.")] = 5.0,
+        demo_rate: Annotated[float, typer.Option(
+            min=0.1, max=100, help="Demo workflows started per second.")] = 2.0,
         ) -> None:
     """Everything on one machine: embedded broker and Postgres where none is configured."""
     from phasestream.dev import run_dev  # noqa: PLC0415  # only `dev` needs the embedded stack

@@ -32,6 +32,9 @@ def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
         if settings.uses_embedded_postgres:
             overrides["database_url"] = services.enter_context(
                 embedded_postgres(settings.postgres_dir))
+        if demo and "retry_enabled" not in settings.model_fields_set:
+            # The demo shows retries and gave-ups too, unless PHASESTREAM_RETRY_ENABLED says no.
+            overrides["retry_enabled"] = True
         resolved = settings.model_copy(update=overrides)
         asyncio.run(_run(resolved, demo=demo, demo_rate=demo_rate,
                          fresh_log=settings.uses_embedded_kafka))
