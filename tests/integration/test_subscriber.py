@@ -265,3 +265,4 @@ async def test_kill_9_mid_stream_without_a_store_handles_every_command_at_least_
     counts = await kill_mid_stream_and_restart(settings, dlq, effects, mode="none",
                                                log=tmp_path / "engine.log", total=1500)
     assert min(counts.values()) >= 1
+    print(f"handled twice or more without a store: {sum(n > 1 for n in counts.values())}")
