@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.errors import InvalidEventError
+from streams.kafka import consumer_config
 from streams.subscribe.contracts import Contract
 
 T = TypeVar("T")
@@ -60,10 +61,12 @@ class Tail(Generic[T]):
         self._floor_ms: int | None = None
         #: Per partition, below which offset a record may be an old one (from the end).
         self._settled: dict[TopicPartition, int] = {}
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=max_wait_ms,
-            client_id="phasestream-subscribe")
+        # The shared consumer settings (security included), without a group: no commits, no
+        # rebalances, nobody's positions.
+        config = consumer_config(bootstrap_servers, group_id="phasestream-subscribe",
+                                 session_timeout_ms=10_000, max_wait_ms=max_wait_ms,
+                                 max_records=500)
+        self._consumer = AIOKafkaConsumer(**(config | {"group_id": None}))
 
     async def __aenter__(self) -> Tail[T]:
         await self._consumer.start()
@@ -91,6 +94,8 @@ class Tail(Generic[T]):
             await self._seek_to_time()
 
     async def _seek_to_end(self, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
         ends = await self._consumer.end_offsets(partitions)
         for tp in partitions:
             self._consumer.seek(tp, ends[tp])

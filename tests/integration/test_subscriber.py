@@ -200,6 +200,33 @@ async def fail_inside_a_claim(store: PostgresHandledIds, message: uuid.UUID) -> 
         raise RuntimeError("handler failed: the claim must go with it")
 
 
+async def test_a_second_claim_of_the_same_id_waits_for_the_first_and_finds_it_handled(
+        database: str) -> None:
+    pool = await asyncpg.create_pool(database, min_size=2, max_size=3)
+    try:
+        store = PostgresHandledIds(pool)
+        await store.create_table()
+        message, first_holds, effects = uuid.uuid4(), asyncio.Event(), []
+
+        async def first() -> None:
+            async with store.claim("engine", message) as claim:
+                assert claim is not None
+                first_holds.set()
+                await asyncio.sleep(0.5)  # a slow handler; the other member arrives meanwhile
+                effects.append("first")
+
+        async def second() -> None:
+            await first_holds.wait()
+            async with store.claim("engine", message) as claim:
+                if claim is not None:
+                    effects.append("second")
+
+        await asyncio.wait_for(asyncio.gather(first(), second()), timeout=10)
+        assert effects == ["first"]
+    finally:
+        await pool.close()
+
+
 # --- kill -9 of a subscriber process mid-stream ------------------------------------------
 
 
