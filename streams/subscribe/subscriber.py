@@ -114,7 +114,8 @@ class Subscriber(Generic[T, C]):
             await self._letters.stop()
 
     def stop(self) -> None:
-        """Make ``run()`` return after the batch in hand (cancelling it stops at once)."""
+        """Make ``run()`` return after the record in hand (cancelling it stops at once);
+        a record still being retried is left uncommitted."""
         self._stop.set()
 
     async def run(self, handler: Handler[T, C]) -> None:
@@ -129,34 +130,39 @@ class Subscriber(Generic[T, C]):
     async def _partition(self, tp: TopicPartition, records: Sequence[Any],
                          handler: Handler[T, C]) -> None:
         for record in records:
-            if tp not in self._consumer.assignment():
-                return  # revoked meanwhile: the new owner goes on from the last commit
-            await self._record(record, handler)
+            if not await self._record(tp, record, handler):
+                return  # the new owner (or the next run) goes on from the last commit
         await self._commit(tp, int(records[-1].offset) + 1)
 
-    async def _record(self, record: Any, handler: Handler[T, C]) -> None:
+    async def _record(self, tp: TopicPartition, record: Any, handler: Handler[T, C]) -> bool:
+        """Handle or dead-letter one record; False if abandoned (partition revoked, stop)."""
         try:
             value = self._contract.decode(record.key, record.value)
         except InvalidEventError as exc:
             await self._dead(dead_letter(record, exc))
-            return
+            return True
         failures = 0
         for attempt in itertools.count(1):
+            if self._stop.is_set() or tp not in self._consumer.assignment():
+                return False
             try:
                 await self._handle_once(record, value, attempt, handler)
-                return
+                return True
             except Exception as exc:  # the handler's own errors are its business
                 failures += 0 if _retriable(exc) else 1
                 if failures >= self._max_attempts:
                     await self._dead(_handler_letter(record, failures, exc))
-                    return
-                pause = self._backoff.delay(attempt)
-                log.warning("%s: handler failed on %s[%d]@%d (attempt %d: %s: %s); "
-                            "retrying in %.1f s", self.group_id, record.topic,
-                            record.partition, record.offset, attempt, type(exc).__name__,
-                            exc, pause)
-                self.stats.retries += 1
-                await asyncio.sleep(pause)
+                    return True
+                await self._pause(record, attempt, exc)
+        raise AssertionError("unreachable")  # itertools.count never ends
+
+    async def _pause(self, record: Any, attempt: int, exc: Exception) -> None:
+        pause = self._backoff.delay(attempt)
+        log.warning("%s: handler failed on %s[%d]@%d (attempt %d: %s: %s); retrying in %.1f s",
+                    self.group_id, record.topic, record.partition, record.offset, attempt,
+                    type(exc).__name__, exc, pause)
+        self.stats.retries += 1
+        await asyncio.sleep(pause)
 
     async def _handle_once(self, record: Any, value: T, attempt: int,
                            handler: Handler[T, C]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from models.commands import CommandKind, RollbackCommand, command_id, encode_command
+from models.errors import SinkUnavailableError
 from phasestream.settings import Settings
 from projections.handled_ids import PostgresHandledIds, claim_id
 from streams.backoff import Backoff
@@ -101,6 +102,32 @@ async def test_a_raising_handler_ends_in_the_dlq_after_n_attempts_and_the_stream
     assert headers["phasestream.reason"] == (
         b"handler: failed 3 times; last error: RuntimeError: engine cannot re-queue")
     assert (sub.stats.dead_lettered, sub.stats.retries, sub.stats.handled) == (1, 2, 1)
+
+
+async def test_an_unavailable_sink_spends_no_attempt_and_stop_leaves_the_record_uncommitted(
+        settings: Settings, dlq: str) -> None:
+    waiting = command("wf-away")
+    group = f"engine-{uuid.uuid4().hex[:6]}"
+
+    async def away(delivery: Delivery[RollbackCommand, None]) -> None:
+        raise SinkUnavailableError("engine database restarting")
+
+    await send(settings, settings.rollback_commands_topic, encoded([waiting]))
+    async with subscriber(settings, dlq, NoDedup(), group, max_attempts=2) as first:
+        task = await running(first, away)
+        await eventually(lambda: asyncio.sleep(0, first.stats.retries), lambda n: n >= 5)
+        first.stop()
+        await asyncio.wait_for(task, timeout=10)
+    assert first.stats.dead_lettered == 0
+    again: list[uuid.UUID] = []
+
+    async def record(delivery: Delivery[RollbackCommand, None]) -> None:
+        again.append(delivery.value.command_id)
+
+    async with subscriber(settings, dlq, NoDedup(), group) as second:
+        task = await running(second, record)
+        await eventually(lambda: asyncio.sleep(0, again), lambda a: a == [waiting.command_id])
+        await stopped(task)
 
 
 async def test_invalid_commands_go_to_the_dlq_with_the_reason(
