@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from models.codec import decode_record, encode_event
 from models.commands import decode_command, encode_command
 from models.errors import InvalidEventError
 from models.phases import PhaseStatus
+from models.sla import SlaViolation, ViolationKind
+from models.violation_codec import encode_violation
 from phasestream.settings import Settings
 from tests.conftest import settings_env
 from tests.integration.test_subscriber import command
@@ -134,6 +137,21 @@ async def test_commands_as_a_table(settings: Settings) -> None:
     assert second.split()[2:4] == ["wf-table", "INVALID"]
     why = refusal(decode_command, b"[]")
     assert second.endswith(f"{why['field']}: {why['reason']}")
+
+
+async def test_violations_with_a_kind_filter_as_a_table(settings: Settings) -> None:
+    now = datetime.now(UTC)
+    late, overdue = (SlaViolation(uuid.uuid4(), kind, "wf-sla", uuid.UUID(int=1), 4,
+                                  uuid.uuid4(), now, now, 95_000, 90_000)
+                     for kind in (ViolationKind.LATE_COMPLETED, ViolationKind.OVERDUE))
+    await produce(settings, settings.sla_violations_topic,
+                  [(v.key, encode_violation(v)) for v in (late, overdue)])
+    code, out, _ = await run_cli(settings, settings.sla_violations_topic, "--from",
+                                 "beginning", "--kind", "overdue", "--count", "1")
+    assert code == 0
+    _, row = out.splitlines()
+    assert row.split()[2:6] == ["wf-sla", "overdue", "4", str(overdue.violation_id)]
+    assert row.endswith("95000 ms > 90000 ms")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -17,12 +17,21 @@ from aiokafka import AIOKafkaProducer
 
 from models.commands import CommandKind, RollbackCommand, command_id, encode_command
 from models.errors import SinkUnavailableError
+from models.events import PhaseEvent
 from phasestream.settings import Settings
 from projections.handled_ids import PostgresHandledIds, claim_id
 from streams.backoff import Backoff
-from streams.subscribe import COMMANDS, Delivery, MemoryHandledIds, NoDedup, Subscriber
+from streams.publisher import PhaseEventPublisher
+from streams.subscribe import (
+    COMMANDS,
+    PHASE_EVENTS,
+    Delivery,
+    MemoryHandledIds,
+    NoDedup,
+    Subscriber,
+)
 from streams.topics import ensure_topics
-from tests.support import count_rows, eventually, read_records
+from tests.support import count_rows, eventually, make_event, read_records
 
 pytestmark = pytest.mark.integration
 FAST = Backoff(initial_s=0.02, max_s=0.1)
@@ -128,6 +137,28 @@ async def test_an_unavailable_sink_spends_no_attempt_and_stop_leaves_the_record_
         task = await running(second, record)
         await eventually(lambda: asyncio.sleep(0, again), lambda a: a == [waiting.command_id])
         await stopped(task)
+
+
+async def test_phase_events_come_typed_and_in_order_per_partition(
+        settings: Settings, dlq: str) -> None:
+    sent = [make_event("wf-order", 1 + i % 7, metadata={"n": i}) for i in range(20)]
+    got: list[PhaseEvent] = []
+
+    async def handler(delivery: Delivery[PhaseEvent, None]) -> None:
+        got.append(delivery.value)
+
+    async with PhaseEventPublisher(settings.bootstrap_servers,
+                                   settings.phase_events_topic) as publisher:
+        await publisher.publish_many(sent)
+    async with Subscriber(settings.bootstrap_servers, settings.phase_events_topic,
+                          group_id=f"engine-{uuid.uuid4().hex[:6]}", contract=PHASE_EVENTS,
+                          handled=MemoryHandledIds(), dlq_topic=dlq, session_timeout_ms=2000,
+                          max_wait_ms=50) as sub:
+        task = await running(sub, handler)
+        await eventually(lambda: asyncio.sleep(0, got), lambda g: len(g) == 20)
+        await stopped(task)
+    assert [e.event_id for e in got] == [e.event_id for e in sent]
+    assert got == sent
 
 
 async def test_invalid_commands_go_to_the_dlq_with_the_reason(
