@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from aiokafka.errors import KafkaError
 
 from models.commands import CommandKind, RollbackCommand
 from models.events import PhaseEvent
@@ -119,6 +120,10 @@ async def _tail(settings: Settings, topic: str, *, contract: Contract[Any], wher
                     return
     except LookupError as exc:
         raise fail(f"TOPIC: {exc.args[0]} on {settings.bootstrap_servers}", 2) from None
+    except KafkaError as exc:
+        raise fail(f"the broker at {settings.bootstrap_servers} cannot be read "
+                   f"({type(exc).__name__}: {exc}); is it running? "
+                   "(PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS)") from None
 
 
 def _where(tail: Tail[Any]) -> str:

@@ -69,8 +69,8 @@ class Tail(Generic[T]):
         self._consumer = AIOKafkaConsumer(**(config | {"group_id": None}))
 
     async def __aenter__(self) -> Tail[T]:
-        await self._consumer.start()
         try:
+            await self._consumer.start()
             await self._position()
         except BaseException:
             await self._consumer.stop()

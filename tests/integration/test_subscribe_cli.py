@@ -19,7 +19,7 @@ from models.phases import PhaseStatus
 from models.sla import SlaViolation, ViolationKind
 from models.violation_codec import encode_violation
 from phasestream.settings import Settings
-from tests.conftest import settings_env
+from tests.conftest import free_port, settings_env
 from tests.integration.test_subscriber import command
 from tests.support import make_event
 
@@ -137,6 +137,17 @@ async def test_commands_as_a_table(settings: Settings) -> None:
     assert second.split()[2:4] == ["wf-table", "INVALID"]
     why = refusal(decode_command, b"[]")
     assert second.endswith(f"{why['field']}: {why['reason']}")
+
+
+async def test_an_unreachable_broker_is_one_line_and_exit_1(settings: Settings) -> None:
+    nowhere = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    code, out, err = await run_cli(nowhere, settings.phase_events_topic)
+    assert (code, out) == (1, "")
+    # aiokafka logs its own connection errors first; ours is the last line, with no traceback.
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: the broker at {nowhere.kafka_bootstrap_servers} cannot be "
+                           "read (KafkaConnectionError"), err
+    assert "Traceback" not in err
 
 
 async def test_violations_with_a_kind_filter_as_a_table(settings: Settings) -> None:
