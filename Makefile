@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck unit integration bench install clean
+.PHONY: run test tools lint typecheck unit integration bench install clean sdk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/phasestream dev --demo
 
-test: tools lint typecheck
+test: tools lint typecheck sdk
 	$(BIN)/python -m pytest
 
 # promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
@@ -42,6 +42,16 @@ tools:
 	  else \
 	    echo "chromium is missing: install Debian's 'chromium' package"; \
 	  fi; }
+
+# The TypeScript SDK's packages, exactly as its lockfile says (Node.js 20 and npm); its
+# tests build it and run inside the Python suite (tests/integration/test_typescript_sdk.py).
+SDK_STAMP := sdk/typescript/node_modules/.installed
+
+$(SDK_STAMP): sdk/typescript/package-lock.json
+	cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SDK_STAMP)
+
+sdk: $(SDK_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -70,4 +80,4 @@ bench: $(BENCH_STAMP)
 	@for b in $(BENCH); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache sdk/typescript/node_modules sdk/typescript/dist

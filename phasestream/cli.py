@@ -20,6 +20,7 @@ from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
 from phasestream.sla_cli import sla_app
+from phasestream.subscribe_cli import subscribe_command
 from phasestream.wiring import Runtime, create_topics, on_signals, run_migrations
 
 app = typer.Typer(help="phasestream: workflow phase events from Kafka into Postgres.",
@@ -32,6 +33,7 @@ app.add_typer(report_app, name="report")
 app.command("replay")(replay_command)
 app.add_typer(sla_app, name="sla")
 app.add_typer(dlq_app, name="dlq")
+app.command("subscribe")(subscribe_command)
 log = logging.getLogger("phasestream")
 
 
