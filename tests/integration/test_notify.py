@@ -26,11 +26,12 @@ from models.commands import CommandKind, RollbackCommand, command_id, encode_com
 from models.notifications import from_command, from_violation
 from models.sla import SlaViolation, ViolationKind, violation_id
 from models.violation_codec import encode_violation
+from phasestream.auth import mint_token
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess
 from phasestream.notify.consumer import notify
 from phasestream.notify.hub import WebSocketHub
 from phasestream.notify.slack import slack_text
-from phasestream.notify.token import mint_token
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime
 from streams.kafka import producer_config
@@ -77,7 +78,8 @@ async def hub_serving(settings: Settings) -> AsyncIterator[Notifier]:
     """/ws served as `phasestream run notify` serves it, without the consumer yet."""
     rt = Runtime(settings)
     hub = WebSocketHub(settings, rt.registry)
-    async with serving(build_app(rt.registry, {}, hub.attach), "127.0.0.1", 0) as port:
+    async with serving(build_app(rt.registry, {}, HttpAccess.from_settings(settings),
+                                 hub.attach), "127.0.0.1", 0) as port:
         yield Notifier(rt, hub, f"http://127.0.0.1:{port}")
 
 
@@ -230,7 +232,8 @@ async def test_refused_connections_get_401_with_the_reason(settings: Settings) -
     unconfigured = s.model_copy(update={"jwt_secret": None})
     rt = Runtime(unconfigured)
     hub = WebSocketHub(unconfigured, rt.registry)
-    async with serving(build_app(rt.registry, {}, hub.attach), "127.0.0.1", 0) as port, \
+    async with serving(build_app(rt.registry, {}, HttpAccess.from_settings(unconfigured),
+                                 hub.attach), "127.0.0.1", 0) as port, \
             aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{port}/ws",
                 params={"token": mint_token(SECRET, ALICE, 300)}) as response:
