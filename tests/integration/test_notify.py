@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
@@ -36,6 +37,7 @@ from phasestream.settings import Settings
 from phasestream.wiring import Runtime
 from streams.kafka import producer_config
 from streams.topics import ensure_topics
+from tests.conftest import settings_env
 from tests.support import eventually, read_records
 
 pytestmark = pytest.mark.integration
@@ -410,3 +412,91 @@ async def test_a_restarted_notifier_delivers_what_came_while_it_was_down(
         # Its position was committed: not the old one again, and not skipped to the end.
         got = await receive(alice, 1)
     assert [n["id"] for n in got] == [str(during.command_id)]
+
+
+async def test_a_slow_client_is_dropped_without_delaying_anyone_else(
+        settings: Settings) -> None:
+    s = await notify_settings(settings)
+    reason = "x" * 10_000  # ~20 kB a message: the slow client's buffers fill soon
+    for_alice = from_command(replace(rollback(ALICE, "wf-slow"), reason=reason))
+    for_bob = [from_command(replace(rollback(BOB, f"wf-{i}"), reason=reason))
+               for i in range(1500)]
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session, \
+            websocket(session, running.url, ALICE), \
+            websocket(session, running.url, BOB) as bob:
+        # Alice's client takes nothing from now on (aiohttp stops reading its socket once
+        # 64 kB wait unread); Bob's takes everything.
+        got: list[str] = []
+
+        async def read_bob() -> None:
+            while len(got) < len(for_bob):
+                got.append((await bob.receive_json())["notification"]["workflow_id"])
+        reader = asyncio.create_task(read_bob())
+        longest = 0.0
+        for i, notification in enumerate(for_bob):
+            started = time.monotonic()
+            await running.hub.push(for_alice)
+            await running.hub.push(notification)
+            longest = max(longest, time.monotonic() - started)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)  # let the writers and Bob's reader run
+        await asyncio.wait_for(reader, timeout=60)
+        await eventually(polled(lambda: running.metric(
+            "phasestream_notify_websocket_dropped_total")), lambda n: n == 1,
+            what="Alice's connection dropped")
+        assert running.hub.connections == 1  # Bob's
+    assert got == [n.workflow_id for n in for_bob]  # every one, in order
+    assert longest < 1.0  # a push never waits for a client (it used to, up to 5 s)
+
+
+async def test_connections_are_capped_per_user_and_in_total(settings: Settings) -> None:
+    s = await notify_settings(settings, ws_max_connections=3, ws_max_connections_per_user=2)
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session, \
+            websocket(session, running.url, ALICE), websocket(session, running.url, ALICE):
+        async with session.get(f"{running.url}/ws", params={
+                "token": mint_token(SECRET, ALICE, 300)}) as response:
+            assert response.status == 429
+            assert (await response.json())["error"] == "too_many_for_user"
+        async with websocket(session, running.url, BOB), session.get(
+                f"{running.url}/ws", params={"token": mint_token(SECRET, CAROL, 300)}
+                ) as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == "too_many_connections"
+        async with websocket(session, running.url, CAROL):  # Bob's place is free again
+            assert running.hub.connections == 3
+        assert running.metric("phasestream_notify_websocket_refused_total",
+                              reason="too_many_for_user") == 1
+
+
+async def test_ws_tokens_have_a_capped_lifetime_and_the_configured_issuer_audience(
+        settings: Settings) -> None:
+    s = await notify_settings(settings, jwt_max_lifetime_s=600, jwt_issuer="https://idp.test",
+                              jwt_audience="phasestream")
+    now = int(time.time())
+    aud = {"iss": "https://idp.test", "aud": "phasestream"}
+    refusals = [
+        (token({"sub": ALICE, "exp": now + 3600, **aud}), "too_long"),
+        (token({"sub": ALICE, "exp": now + 300, "iss": "https://idp.test"}), "invalid"),
+        (token({"sub": ALICE, "exp": now + 300, **aud, "aud": "grafana"}), "wrong_audience"),
+        (token({"sub": ALICE, "exp": now + 300, **aud, "iss": "https://x"}), "wrong_issuer"),
+    ]
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session:
+        for refused, reason in refusals:
+            async with session.get(f"{running.url}/ws", params={"token": refused}) as response:
+                assert (response.status, (await response.json())["error"]) == (401, reason)
+        good = mint_token(SECRET, ALICE, 300, issuer="https://idp.test", audience="phasestream")
+        async with session.ws_connect(f"{running.url}/ws", params={"token": good}) as ws:
+            assert await ws.receive_json(timeout=10) == {"type": "hello", "user_id": ALICE}
+
+
+async def test_a_short_secret_is_refused_at_start(settings: Settings) -> None:
+    env = settings_env(settings) | {"PHASESTREAM_JWT_SECRET": "sixteen-byte-key"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", "run", "notify", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert err.decode().strip() == ("error: invalid setting: PHASESTREAM_JWT_SECRET: Value "
+                                    "error, must be at least 32 bytes (e.g. `openssl rand "
+                                    "-hex 32`)")
+    assert b"sixteen-byte-key" not in out + err
