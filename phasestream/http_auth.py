@@ -95,9 +95,8 @@ class HttpAccess:
         principal = await self.verifier.verify(bearer(request))
         if not principal.roles & self.api_roles:
             held = ", ".join(sorted(principal.roles)) or "none"
-            raise TokenRefusedError("forbidden", f"the token's role ({held}) may not read "
-                                    f"this; it needs {' or '.join(sorted(self.api_roles))}",
-                                    status=403)
+            raise TokenRefusedError("forbidden", f"the token's role is {held}; reading this "
+                                    f"needs {' or '.join(sorted(self.api_roles))}", status=403)
         return principal
 
     def metrics_authorised(self, request: web.Request) -> bool | None:
