@@ -139,3 +139,8 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
              document["paths"]["/api/sla"]["get"]["parameters"]}
     assert names == {"since", "until", "phase", "user", "limit", "offset"}
     assert set(document["components"]["parameters"]) == names
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        **document["components"]["securitySchemes"]["bearer"],
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert document["security"] == [{"bearer": []}, {}]  # none needed on an open server
+    assert document["paths"]["/api/openapi.json"]["get"]["security"] == []

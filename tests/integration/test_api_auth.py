@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import jsonschema
 import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import CollectorRegistry
 
+from phasestream.api import openapi_document
 from phasestream.auth import mint_token
 from phasestream.consumers import http_app
 from phasestream.http import serving
@@ -220,3 +222,21 @@ async def test_off_loopback_without_auth_the_api_and_dashboard_are_refused(
             assert (await get(session, "/api/analytics"))[0] == 200
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("/api and the dashboard are open on loopback 127.0.0.1")
+
+
+async def test_the_openapi_document_describes_every_refusal(database: str) -> None:
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["AuthError"],
+              "components": document["components"]}
+    user = mint_token(SECRET, "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f", 300)
+    data_paths = [p for p in document["paths"] if p != "/api/openapi.json"]
+    assert len(data_paths) == 4
+    async with api(database, jwt_secret=SECRET) as session:
+        for path in data_paths:
+            responses = document["paths"][path]["get"]["responses"]
+            for token, status in ((None, 401), ("not-a-jwt", 401), (user, 403)):
+                code, body = await get(session, path.replace("{workflow_id}", "wf-d"),
+                                       token=token)
+                assert code == status, (path, token)
+                assert str(status) in responses, path
+                jsonschema.validate(body, schema)
