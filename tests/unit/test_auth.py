@@ -78,6 +78,10 @@ async def test_issuer_and_audience_are_checked_when_configured() -> None:
         with pytest.raises(TokenRefusedError) as refused:
             await strict.verify(forged({"sub": "u", "exp": now + 60, **claims}))
         assert refused.value.code == code, claims
+    # A token meant for some audience is not taken where none is configured.
+    with pytest.raises(TokenRefusedError) as refused:
+        await verifier().verify(forged({"sub": "u", "exp": now + 60, "aud": "grafana"}))
+    assert refused.value.code == "wrong_audience"
 
 
 async def test_an_asymmetric_token_needs_a_jwks_url_and_hs256_needs_the_secret() -> None:
