@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OPEN_PATHS: Final = frozenset({"/healthz", "/api/openapi.json"})
 PRINCIPAL: Final = web.RequestKey("phasestream_principal", Principal)
 CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="phasestream"'}
+WILDCARDS: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 class ApiMode(enum.Enum):
@@ -57,7 +58,8 @@ class HttpAccess:
         else:
             mode = ApiMode.OPEN if is_loopback(host) else ApiMode.REFUSED
         token = settings.http_metrics_token
-        return cls(mode, verifier, _names(settings.api_roles), _hosts(settings.http_allowed_hosts),
+        return cls(mode, verifier, _names(settings.api_roles),
+                   _hosts(settings.http_allowed_hosts, host),
                    token.get_secret_value() if token is not None else None,
                    settings.http_metrics_exemplars, host)
 
@@ -169,6 +171,12 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
-def _hosts(text: str) -> frozenset[str] | None:
-    names = frozenset(host_name(name) for name in _names(text))
-    return None if "*" in names else names
+def _hosts(text: str, address: str) -> frozenset[str] | None:
+    names = {host_name(name) for name in _names(text)}
+    if "*" in names:
+        return None
+    # The address the server is bound to is how clients reach it (a rebinding page comes
+    # with its own name); a wildcard address names no host.
+    if address not in WILDCARDS:
+        names.add(host_name(address))
+    return frozenset(names)

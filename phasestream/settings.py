@@ -124,8 +124,8 @@ class Settings(BaseSettings):
         "token (logged).")
     http_allowed_hosts: str = Field(
         "localhost,127.0.0.1,::1", min_length=1, description="Host header names the HTTP "
-        "server answers (comma-separated; `*` any), against DNS rebinding; /healthz "
-        "answers any.")
+        "server answers besides its bound address (comma-separated; `*` any), against DNS "
+        "rebinding; /healthz answers any.")
     http_metrics_token: SecretStr | None = Field(
         None, description="Bearer token /metrics requires (Prometheus `authorization`); "
         "unset: /metrics is open and serves no exemplars unless enabled.")

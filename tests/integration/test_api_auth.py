@@ -173,8 +173,18 @@ async def test_other_host_headers_are_refused(database: str) -> None:
         async with session.get("/api/sla", headers={"Host": "phasestream.internal:6066"}
                                ) as response:
             assert response.status == 200
-        async with session.get("/api/sla") as response:  # 127.0.0.1: not on this list
-            assert response.status == 421
+        async with session.get("/api/sla", headers={"Host": "localhost"}) as response:
+            assert response.status == 421  # not on this list
+        async with session.get("/api/sla") as response:  # 127.0.0.1: the bound address
+            assert response.status == 200
+        async with session.get("/healthz", headers={"Host": "evil.example"}) as response:
+            assert response.status == 200  # probes come by IP; it holds nothing
+
+
+async def test_oversized_headers_are_refused(database: str) -> None:
+    async with api(database) as session, session.get(
+            "/api/sla", headers={"X-Padding": "x" * 9000}) as response:
+        assert response.status in {400, 431}
 
 
 @contextlib.asynccontextmanager

@@ -138,3 +138,15 @@ def test_loopback_addresses() -> None:
     assert [is_loopback(a) for a in ("127.0.0.1", "127.8.0.1", "[::1]", "localhost",
                                      "0.0.0.0", "::", "192.168.1.1", "example.com")] == [
         True, True, True, True, False, False, False, False]
+
+
+def test_the_bound_address_is_an_allowed_host_unless_a_wildcard() -> None:
+    bound = HttpAccess.from_settings(Settings(http_host="10.1.2.3", jwt_secret=SECRET))
+    assert bound.host_allowed("10.1.2.3:6066")
+    assert bound.host_allowed("localhost:6066")
+    assert not bound.host_allowed("evil.example:6066")
+    anywhere = HttpAccess.from_settings(Settings(http_host="0.0.0.0", jwt_secret=SECRET))
+    assert not anywhere.host_allowed("0.0.0.0")
+    assert not anywhere.host_allowed("phasestream.internal")
+    listed = Settings(http_host="0.0.0.0", http_allowed_hosts="*", jwt_secret=SECRET)
+    assert HttpAccess.from_settings(listed).host_allowed("phasestream.internal")
