@@ -120,15 +120,13 @@ class TokenVerifier:
         if algorithm == HS256 and self._secret is not None:
             return self._secret, HS256
         if algorithm in IDP_ALGORITHMS and self._jwks is not None:
-            return await self._signing_key(token), str(algorithm)
+            return await self._signing_key(self._jwks, token), str(algorithm)
         accepted = ([HS256] if self._secret else []) + (
             list(IDP_ALGORITHMS) if self._jwks else [])
         raise TokenRefusedError("bad_algorithm", f"tokens signed with {algorithm!r} are not "
                                                  f"accepted here (only {', '.join(accepted)})")
 
-    async def _signing_key(self, token: str) -> Any:
-        assert self._jwks is not None
-        client = self._jwks
+    async def _signing_key(self, client: jwt.PyJWKClient, token: str) -> Any:
         try:
             # PyJWKClient fetches with urllib: in a thread, one at a time (the cache is shared).
             async with self._jwks_lock:

@@ -129,7 +129,9 @@ def host_name(header: str) -> str:
 
 def bearer(request: web.Request) -> str | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
 
 
 def refused(exc: TokenRefusedError) -> web.Response:
