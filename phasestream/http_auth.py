@@ -13,7 +13,7 @@ import enum
 import hmac
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
@@ -42,7 +42,7 @@ class HttpAccess:
     verifier: TokenVerifier
     api_roles: frozenset[str]
     allowed_hosts: frozenset[str] | None  # None: any
-    metrics_token: str | None
+    metrics_token: str | None = field(repr=False)  # a secret: never in a repr or log
     exemplars: bool
     address: str
 
