@@ -12,10 +12,10 @@ import typer
 
 from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
+from phasestream.auth import mint_token
 from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
 from phasestream.dlq_cli import dlq_app
-from phasestream.notify.token import mint_token
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
@@ -105,14 +105,23 @@ def run_all_cmd() -> None:
 
 
 @app.command()
-def token(user_id: Annotated[str, typer.Argument(help="The user the token is for.")],
+def token(subject: Annotated[str, typer.Argument(
+              help="Who the token is for: a user id (for /ws) or an analyst's name.")],
+          role: Annotated[str | None, typer.Option(
+              help="Role claim, e.g. analyst: /api and the dashboard accept the roles of "
+                   "PHASESTREAM_API_ROLES; without one the token is good for /ws only.")] = None,
           ttl: Annotated[int, typer.Option(min=1, help="Validity in seconds.")] = 3600,
           ) -> None:
-    """Mint a /ws token (HS256, PHASESTREAM_JWT_SECRET) whose subject is USER_ID."""
+    """Mint a token (HS256, PHASESTREAM_JWT_SECRET) whose subject is SUBJECT."""
     settings = load_settings()
     if settings.jwt_secret is None:
         raise fail("PHASESTREAM_JWT_SECRET is not set: there is no key to sign with", 2)
-    typer.echo(mint_token(settings.jwt_secret.get_secret_value(), user_id, ttl))
+    if ttl > settings.jwt_max_lifetime_s:
+        raise fail(f"--ttl: at most PHASESTREAM_JWT_MAX_LIFETIME_S "
+                   f"({settings.jwt_max_lifetime_s} s); a longer token would be refused", 2)
+    typer.echo(mint_token(settings.jwt_secret.get_secret_value(), subject, ttl, role=role,
+                          role_claim=settings.jwt_role_claim, issuer=settings.jwt_issuer,
+                          audience=settings.jwt_audience))
 
 
 @app.command()

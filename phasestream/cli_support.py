@@ -14,10 +14,17 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        typer.echo(f"error: invalid setting: {exc}", err=True)
+        typer.echo(f"error: invalid setting: {describe(exc)}", err=True)
         raise typer.Exit(2) from None
     setup_logging(settings.log_level)
     return settings
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming each bad variable and why, without its value (it may be a secret)."""
+    return "; ".join(
+        f"PHASESTREAM_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from models.commands import RollbackCommand, decode_command
 from models.ports import OutboxItem
@@ -21,6 +22,7 @@ from phasestream import health
 from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess, attach_refusal
 from phasestream.logs import tune_gc
 from phasestream.notify.consumer import notify
 from phasestream.notify.hub import WebSocketHub
@@ -170,19 +172,31 @@ CONSUMERS: dict[str, Callable[[Runtime], Coroutine[Any, Any, None]]] = {
 ALL: tuple[str, ...] = (*CONSUMERS, "notify")
 
 
+def http_app(s: Settings, registry: CollectorRegistry, access: HttpAccess,
+             hub: WebSocketHub | None) -> web.Application:
+    """/metrics, /healthz, the analysts' API and dashboard (where ``access`` lets them be
+    served), /ws when the notifier runs here."""
+    def routes(app: web.Application) -> None:
+        if access.serves_data:
+            attach_api(app, s)
+            attach_dashboard(app)
+        else:
+            attach_refusal(app, access)
+        if hub is not None:
+            hub.attach(app)
+
+    return build_app(registry, health.checks(s), access, routes)
+
+
 async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
     s = rt.settings
     tune_gc()
     hub = WebSocketHub(s, rt.registry) if "notify" in names else None
 
-    def routes(app: web.Application) -> None:
-        attach_api(app, s)  # the analysts' JSON API and dashboard on every HTTP server
-        attach_dashboard(app)
-        if hub is not None:
-            hub.attach(app)
-
-    app = build_app(rt.registry, health.checks(s), routes)
+    access = HttpAccess.from_settings(s)
+    access.log_mode()
+    app = http_app(s, rt.registry, access, hub)
     async with serving(app, s.http_host, s.http_port) as port:
         rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))

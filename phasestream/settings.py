@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, PositiveInt, SecretStr
+from pydantic import Field, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_HOST = "127.0.0.1"
+#: HS256 needs a key at least as long as its hash (RFC 7518 3.2): shorter ones can be guessed.
+MIN_JWT_SECRET_BYTES = 32
 
 
 def _default_data_dir() -> Path:
@@ -96,8 +98,44 @@ class Settings(BaseSettings):
     notify_consumer_group: str = Field(
         "phasestream-notify", min_length=1, description="Consumer group of the notifier.")
     jwt_secret: SecretStr | None = Field(
-        None, description="HS256 secret of the tokens /ws accepts (subject = user id); "
-        "unset: /ws refuses every connection.")
+        None, description="HS256 secret (at least 32 bytes) of the tokens /ws and /api "
+        "accept; set, it (or a JWKS URL) makes /api require a token. Unset and no JWKS URL: "
+        "/ws refuses every connection.")
+    jwt_jwks_url: str | None = Field(
+        None, description="JWKS URL of an identity provider whose RS256/ES256 tokens /api "
+        "and /ws accept (keys cached); set, /api requires a token.")
+    jwt_issuer: str | None = Field(
+        None, description="Required `iss` of every token (and set in minted ones); unset: "
+        "not checked.")
+    jwt_audience: str | None = Field(
+        None, description="Required `aud` of every token (and set in minted ones); unset: "
+        "not checked.")
+    jwt_max_lifetime_s: PositiveInt = Field(
+        86_400, description="A token whose `exp` is further ahead than this is refused.")
+    jwt_role_claim: str = Field(
+        "role", min_length=1, description="Claim holding a token's role (a string or a "
+        "list of strings).")
+    api_roles: str = Field(
+        "analyst,admin", min_length=1, description="Roles (comma-separated) whose tokens "
+        "may read /api and the dashboard's data.")
+    api_auth: Literal["auto", "off"] = Field(
+        "auto", description="auto: /api needs a token once a JWT secret or JWKS URL is set, "
+        "and is refused on a non-loopback address without one; off: served without a "
+        "token (logged).")
+    http_allowed_hosts: str = Field(
+        "localhost,127.0.0.1,::1", min_length=1, description="Host header names the HTTP "
+        "server answers besides its bound address (comma-separated; `*` any), against DNS "
+        "rebinding; /healthz answers any.")
+    http_metrics_token: SecretStr | None = Field(
+        None, description="Bearer token /metrics requires (Prometheus `authorization`); "
+        "unset: /metrics is open and serves no exemplars unless enabled.")
+    http_metrics_exemplars: bool = Field(
+        False, description="Serve OpenMetrics exemplars (user and workflow ids) on an open "
+        "/metrics; with a metrics token they go to authorised scrapes.")
+    ws_max_connections: PositiveInt = Field(
+        1000, description="Most open /ws connections in total.")
+    ws_max_connections_per_user: PositiveInt = Field(
+        8, description="Most open /ws connections of one user.")
     slack_webhook_url: str | None = Field(
         None, description="Slack incoming webhook for alerts; unset: no Slack alerts.")
     smtp_host: str | None = Field(None, description="SMTP server for e-mail alerts; unset: none.")
@@ -139,6 +177,14 @@ class Settings(BaseSettings):
     db_retry_max_ms: PositiveInt = Field(10_000, description="Longest delay between retries.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. "
+                             "`openssl rand -hex 32`)")
+        return secret
 
     @property
     def bootstrap_servers(self) -> str:

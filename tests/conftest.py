@@ -30,6 +30,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import Settings
@@ -211,6 +212,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"PHASESTREAM_{name.upper()}"] = str(value)
+        # model_dump keeps a SecretStr masked; a subprocess needs the value.
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if plain is not None:
+            env[f"PHASESTREAM_{name.upper()}"] = str(plain)
     return env

@@ -61,3 +61,6 @@ class HubMetrics:
         self.refused = Counter("phasestream_notify_websocket_refused",
                                "WebSocket connections refused, by reason.", ["reason"],
                                registry=registry)
+        self.dropped = Counter("phasestream_notify_websocket_dropped",
+                               "WebSocket connections closed for not taking their messages.",
+                               registry=registry)

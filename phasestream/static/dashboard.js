@@ -18,6 +18,9 @@
   };
   const RECENT = 20;  // rows of the violations and chains tables
   const TIMEOUT_MS = 10000;
+  // The bearer token lives in this tab's sessionStorage only: never in the URL (logs,
+  // history, Referer) and never in a cookie (sent along by any page that links here).
+  const TOKEN_KEY = "phasestream.token";
 
   const state = { timer: null, refreshes: 0, last: null, inFlight: false };
   const $ = (id) => document.getElementById(id);
@@ -320,16 +323,73 @@
     return params;
   }
 
+  // ---------------------------------------------------------------- sign-in
+  class AuthError extends Error {
+    constructor(status, code, reason) {
+      super(reason || code || String(status));
+      this.status = status;
+      this.code = code;
+    }
+  }
+  const storedToken = () => sessionStorage.getItem(TOKEN_KEY);
+
+  function refusalText(err, hadToken) {
+    if (err.code === "expired") return "Your token has expired: sign in with a new one.";
+    if (err.status === 403) return `This token may not read the data: ${err.message}.`;
+    if (hadToken) return `The token was refused: ${err.message}.`;
+    return "This server needs a token to show its data.";
+  }
+
+  function askForToken(err) {
+    const hadToken = storedToken() !== null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(state.timer);
+    document.body.dataset.state = "signin";
+    setStatus("signin", "sign-in needed");
+    $("error").hidden = true;
+    $("signout").hidden = true;
+    const message = $("signin-message");
+    message.textContent = refusalText(err, hadToken);
+    message.dataset.code = err.code || "";
+    message.hidden = false;
+    $("signin").hidden = false;
+    $("signin-token").focus();
+  }
+
+  function signIn(event) {
+    event.preventDefault();
+    const input = $("signin-token");
+    const token = input.value.trim().replace(/^Bearer\s+/i, "");
+    input.value = "";
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("signin").hidden = true;
+    document.body.dataset.state = "loading";
+    setStatus("loading", "signing in…");
+    refresh();
+  }
+
+  function signOut() {
+    askForToken(new AuthError(401, "signed_out", ""));
+    $("signin-message").textContent = "Signed out.";
+  }
+
   async function getJson(path, params) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const headers = { Accept: "application/json" };
+    const token = storedToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
     try {
       const query = params.toString();
       const response = await fetch(`${path}${query ? `?${query}` : ""}`,
-                                   { cache: "no-store", headers: { Accept: "application/json" },
+                                   { cache: "no-store", credentials: "omit", headers,
                                      signal: controller.signal });
       let body = null;
       try { body = await response.json(); } catch (_) { body = null; }
+      if (response.status === 401 || response.status === 403) {
+        throw new AuthError(response.status, body && body.error, body && body.reason);
+      }
       if (!response.ok) {
         const reason = body && body.error ? body.error : response.statusText;
         throw new Error(`${path}: ${response.status} ${reason}`);
@@ -372,8 +432,14 @@
       $("updated").dataset.updated = stamp;
       $("updated").textContent = `updated ${stamp.slice(11, 19)} UTC`;
       $("error").hidden = true;
+      $("signin").hidden = true;
+      $("signout").hidden = storedToken() === null;
       setStatus("live", `live · ${stamp.slice(11, 19)} UTC`);
     } catch (err) {
+      if (err instanceof AuthError) {
+        askForToken(err);
+        return;
+      }
       document.body.dataset.state = "error";
       const box = $("error");
       box.textContent = `Could not refresh: ${err.message}. Showing the last data; retrying.`;
@@ -381,7 +447,7 @@
       setStatus("error", "API unreachable");
     } finally {
       state.inFlight = false;
-      schedule();
+      if (document.body.dataset.state !== "signin") schedule();
     }
   }
 
@@ -415,6 +481,8 @@
       select.addEventListener("change", () => { syncUrl(); refresh(); });
     }
     $("filters").addEventListener("submit", (event) => event.preventDefault());
+    $("signin-form").addEventListener("submit", signIn);
+    $("signout").addEventListener("click", signOut);
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);

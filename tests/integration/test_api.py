@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from phasestream.api import attach_api
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS, USER_B, iso
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
@@ -21,17 +22,19 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def api(database: str) -> AsyncIterator[aiohttp.ClientSession]:
-    settings = Settings(database_url=database)
-    app = build_app(CollectorRegistry(), {}, lambda app: attach_api(app, settings))
+async def api(database: str, **options: Any) -> AsyncIterator[aiohttp.ClientSession]:
+    settings = Settings(database_url=database, **options)
+    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(settings),
+                    lambda app: attach_api(app, settings))
     async with serving(app, "127.0.0.1", 0) as port, \
             aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
         yield session
 
 
-async def get(session: aiohttp.ClientSession, path: str,
+async def get(session: aiohttp.ClientSession, path: str, token: str | None = None,
               **params: str) -> tuple[int, dict[str, Any]]:
-    async with session.get(path, params=params) as response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(path, params=params, headers=headers) as response:
         body: dict[str, Any] = await response.json()
         return response.status, body
 
@@ -136,3 +139,8 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
              document["paths"]["/api/sla"]["get"]["parameters"]}
     assert names == {"since", "until", "phase", "user", "limit", "offset"}
     assert set(document["components"]["parameters"]) == names
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        **document["components"]["securitySchemes"]["bearer"],
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert document["security"] == [{"bearer": []}, {}]  # none needed on an open server
+    assert document["paths"]["/api/openapi.json"]["get"]["security"] == []

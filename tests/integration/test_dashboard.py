@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard, static_dir
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
@@ -50,15 +51,15 @@ def chromium() -> str:
 
 
 @contextlib.asynccontextmanager
-async def dashboard(database: str) -> AsyncIterator[str]:
+async def dashboard(database: str, **options: Any) -> AsyncIterator[str]:
     """The API and the dashboard on one server; its base URL."""
-    settings = Settings(database_url=database)
+    settings = Settings(database_url=database, **options)
 
     def routes(app: web.Application) -> None:
         attach_api(app, settings)
         attach_dashboard(app)
 
-    app = build_app(CollectorRegistry(), {}, routes)
+    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(settings), routes)
     async with serving(app, "127.0.0.1", 0) as port:
         yield f"http://127.0.0.1:{port}"
 

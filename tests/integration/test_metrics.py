@@ -7,12 +7,14 @@ import subprocess
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from models.phases import PhaseStatus
 from phasestream.health import checks
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 from tests.support import consumers_running, count_rows, eventually, make_event
@@ -33,11 +35,20 @@ def known_events() -> list[object]:
     ]
 
 
-async def scrape(port: int, accept: str = "text/plain") -> str:
+METRICS_TOKEN = "scrape-token-for-the-metrics-test"
+
+
+async def scrape(port: int, accept: str = "text/plain", token: str | None = None,
+                 status: int = 200) -> str:
+    headers = {"Accept": accept} | ({"Authorization": f"Bearer {token}"} if token else {})
     async with aiohttp.ClientSession() as http, http.get(
-            f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}) as response:
-        assert response.status == 200
+            f"http://127.0.0.1:{port}/metrics", headers=headers) as response:
+        assert response.status == status
         return await response.text()
+
+
+def exemplars_of(openmetrics: str) -> list[str]:
+    return [line.split(" # ", 1)[1] for line in openmetrics.splitlines() if " # " in line]
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -56,16 +67,19 @@ def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str
 async def test_metrics_match_the_events_published(settings: Settings) -> None:
     events = known_events()
     db = settings.database_url or ""
+    settings = settings.model_copy(update={"http_metrics_token": SecretStr(METRICS_TOKEN)})
     async with consumers_running(settings, "metrics") as runtime, PhaseEventPublisher(
             settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)  # type: ignore[arg-type]
         assert runtime.http_port is not None
         port = runtime.http_port
         group = settings.metrics_consumer_group
-        await eventually(lambda: scrape(port), lambda text: value(
+        await eventually(lambda: scrape(port, token=METRICS_TOKEN), lambda text: value(
             samples(text), "phasestream_consumer_events_total", consumer=group) == len(events))
-        found = samples(await scrape(port))
-        openmetrics = await scrape(port, OPENMETRICS)
+        found = samples(await scrape(port, token=METRICS_TOKEN))
+        openmetrics = await scrape(port, OPENMETRICS, token=METRICS_TOKEN)
+        refused = await scrape(port, OPENMETRICS, token="wrong", status=401)
+        await scrape(port, status=401)
     assert value(found, "workflow_phase_started_total", phase="phase_1") == 5
     assert value(found, "workflow_phase_completed_duration_seconds_count", phase="phase_1") == 3
     assert value(found, "workflow_phase_completed_duration_seconds_sum", phase="phase_1") == 47.0
@@ -81,7 +95,8 @@ async def test_metrics_match_the_events_published(settings: Settings) -> None:
     series = [line.split(" # ", 1)[0] for line in openmetrics.splitlines()
               if not line.startswith("#")]
     assert not [line for line in series if "wf-" in line or "user_id" in line]
-    exemplars = [line.split(" # ", 1)[1] for line in openmetrics.splitlines() if " # " in line]
+    assert "PHASESTREAM_HTTP_METRICS_TOKEN" in refused
+    exemplars = exemplars_of(openmetrics)
     assert any('workflow_id="wf-' in e for e in exemplars)
     for line in exemplars:
         labels = line.split("}", 1)[0].lstrip("{")
@@ -153,8 +168,34 @@ async def test_healthz_reports_each_dependency(settings: Settings) -> None:
         assert (status, body) == (200, {"status": "ok", "kafka": "ok", "postgres": "ok"})
     # The same checks against a Postgres that is not there: not ready, and it says why.
     broken = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/x"})
-    async with serving(build_app(CollectorRegistry(), checks(broken)), "127.0.0.1", 0) as port:
+    async with serving(build_app(CollectorRegistry(), checks(broken),
+                                 HttpAccess.from_settings(broken)), "127.0.0.1", 0) as port:
         status, body = await health(port)
     assert status == 503
     assert body["kafka"] == "ok"
+    # It says what failed, not the error's text (which can carry addresses and user names).
     assert body["postgres"].startswith("error: ")
+    assert "127.0.0.1" not in body["postgres"]
+    assert "postgres@" not in str(body)
+
+
+def exemplar_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    counter = Counter("workflow_phase_started", "Started.", ["phase"], registry=registry)
+    counter.labels("phase_1").inc(exemplar={"workflow_id": "wf-secret", "user_id": "u-1"})
+    return registry
+
+
+@pytest.mark.parametrize(("options", "token", "served"), [
+    ({}, None, False),  # open, not enabled: the text format, no ids
+    ({"http_metrics_exemplars": True}, None, True),  # enabled explicitly
+    ({"http_metrics_token": SecretStr(METRICS_TOKEN)}, METRICS_TOKEN, True),  # authorised
+])
+async def test_exemplars_only_for_an_authorised_scrape_or_when_enabled(
+        options: dict[str, object], token: str | None, served: bool) -> None:
+    access = HttpAccess.from_settings(Settings(**options))  # type: ignore[arg-type]
+    async with serving(build_app(exemplar_registry(), {}, access), "127.0.0.1", 0) as port:
+        text = await scrape(port, OPENMETRICS, token=token)
+    assert ("wf-secret" in text) is served
+    assert bool(exemplars_of(text)) is served
+    assert "workflow_phase_started_total" in text

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
@@ -26,15 +27,17 @@ from models.commands import CommandKind, RollbackCommand, command_id, encode_com
 from models.notifications import from_command, from_violation
 from models.sla import SlaViolation, ViolationKind, violation_id
 from models.violation_codec import encode_violation
+from phasestream.auth import mint_token
 from phasestream.http import build_app, serving
+from phasestream.http_auth import HttpAccess
 from phasestream.notify.consumer import notify
-from phasestream.notify.hub import WebSocketHub
+from phasestream.notify.hub import SEND_TIMEOUT_S, WebSocketHub
 from phasestream.notify.slack import slack_text
-from phasestream.notify.token import mint_token
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime
 from streams.kafka import producer_config
 from streams.topics import ensure_topics
+from tests.conftest import settings_env
 from tests.support import eventually, read_records
 
 pytestmark = pytest.mark.integration
@@ -77,7 +80,8 @@ async def hub_serving(settings: Settings) -> AsyncIterator[Notifier]:
     """/ws served as `phasestream run notify` serves it, without the consumer yet."""
     rt = Runtime(settings)
     hub = WebSocketHub(settings, rt.registry)
-    async with serving(build_app(rt.registry, {}, hub.attach), "127.0.0.1", 0) as port:
+    async with serving(build_app(rt.registry, {}, HttpAccess.from_settings(settings),
+                                 hub.attach), "127.0.0.1", 0) as port:
         yield Notifier(rt, hub, f"http://127.0.0.1:{port}")
 
 
@@ -230,7 +234,8 @@ async def test_refused_connections_get_401_with_the_reason(settings: Settings) -
     unconfigured = s.model_copy(update={"jwt_secret": None})
     rt = Runtime(unconfigured)
     hub = WebSocketHub(unconfigured, rt.registry)
-    async with serving(build_app(rt.registry, {}, hub.attach), "127.0.0.1", 0) as port, \
+    async with serving(build_app(rt.registry, {}, HttpAccess.from_settings(unconfigured),
+                                 hub.attach), "127.0.0.1", 0) as port, \
             aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{port}/ws",
                 params={"token": mint_token(SECRET, ALICE, 300)}) as response:
@@ -407,3 +412,92 @@ async def test_a_restarted_notifier_delivers_what_came_while_it_was_down(
         # Its position was committed: not the old one again, and not skipped to the end.
         got = await receive(alice, 1)
     assert [n["id"] for n in got] == [str(during.command_id)]
+
+
+async def test_a_slow_client_is_dropped_without_delaying_anyone_else(
+        settings: Settings) -> None:
+    s = await notify_settings(settings)
+    reason = "x" * 10_000  # ~20 kB a message: the slow client's buffers fill soon
+    for_alice = from_command(replace(rollback(ALICE, "wf-slow"), reason=reason))
+    for_bob = [from_command(replace(rollback(BOB, f"wf-{i}"), reason=reason))
+               for i in range(1500)]
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session, \
+            websocket(session, running.url, ALICE), \
+            websocket(session, running.url, BOB) as bob:
+        # Alice's client takes nothing from now on (aiohttp stops reading its socket once
+        # 64 kB wait unread); Bob's takes everything.
+        got: list[str] = []
+
+        async def read_bob() -> None:
+            while len(got) < len(for_bob):
+                got.append((await bob.receive_json())["notification"]["workflow_id"])
+        reader = asyncio.create_task(read_bob())
+        longest = 0.0
+        for i, notification in enumerate(for_bob):
+            started = time.monotonic()
+            await running.hub.push(for_alice)
+            await running.hub.push(notification)
+            longest = max(longest, time.monotonic() - started)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)  # let the writers and Bob's reader run
+        await asyncio.wait_for(reader, timeout=60)
+        await eventually(polled(lambda: running.metric(
+            "phasestream_notify_websocket_dropped_total")), lambda n: n == 1,
+            what="Alice's connection dropped")
+        assert running.hub.connections == 1  # Bob's
+    assert got == [n.workflow_id for n in for_bob]  # every one, in order
+    # A push never waits for a client; it used to wait up to SEND_TIMEOUT_S for a slow one.
+    assert longest < SEND_TIMEOUT_S / 2
+
+
+async def test_connections_are_capped_per_user_and_in_total(settings: Settings) -> None:
+    s = await notify_settings(settings, ws_max_connections=3, ws_max_connections_per_user=2)
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session, \
+            websocket(session, running.url, ALICE), websocket(session, running.url, ALICE):
+        async with session.get(f"{running.url}/ws", params={
+                "token": mint_token(SECRET, ALICE, 300)}) as response:
+            assert response.status == 429
+            assert (await response.json())["error"] == "too_many_for_user"
+        async with websocket(session, running.url, BOB), session.get(
+                f"{running.url}/ws", params={"token": mint_token(SECRET, CAROL, 300)}
+                ) as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == "too_many_connections"
+        async with websocket(session, running.url, CAROL):  # Bob's place is free again
+            assert running.hub.connections == 3
+        assert running.metric("phasestream_notify_websocket_refused_total",
+                              reason="too_many_for_user") == 1
+
+
+async def test_ws_tokens_have_a_capped_lifetime_and_the_configured_issuer_audience(
+        settings: Settings) -> None:
+    s = await notify_settings(settings, jwt_max_lifetime_s=600, jwt_issuer="https://idp.test",
+                              jwt_audience="phasestream")
+    now = int(time.time())
+    aud = {"iss": "https://idp.test", "aud": "phasestream"}
+    refusals = [
+        (token({"sub": ALICE, "exp": now + 3600, **aud}), "too_long"),
+        (token({"sub": ALICE, "exp": now + 300, "iss": "https://idp.test"}), "invalid"),
+        (token({"sub": ALICE, "exp": now + 300, **aud, "aud": "grafana"}), "wrong_audience"),
+        (token({"sub": ALICE, "exp": now + 300, **aud, "iss": "https://x"}), "wrong_issuer"),
+    ]
+    async with hub_serving(s) as running, aiohttp.ClientSession() as session:
+        for refused, reason in refusals:
+            async with session.get(f"{running.url}/ws", params={"token": refused}) as response:
+                assert (response.status, (await response.json())["error"]) == (401, reason)
+        good = mint_token(SECRET, ALICE, 300, issuer="https://idp.test", audience="phasestream")
+        async with session.ws_connect(f"{running.url}/ws", params={"token": good}) as ws:
+            assert await ws.receive_json(timeout=10) == {"type": "hello", "user_id": ALICE}
+
+
+async def test_a_short_secret_is_refused_at_start(settings: Settings) -> None:
+    env = settings_env(settings) | {"PHASESTREAM_JWT_SECRET": "sixteen-byte-key"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", "run", "notify", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert err.decode().strip() == ("error: invalid setting: PHASESTREAM_JWT_SECRET: Value "
+                                    "error, must be at least 32 bytes (e.g. `openssl rand "
+                                    "-hex 32`)")
+    assert b"sixteen-byte-key" not in out + err
