@@ -13,7 +13,12 @@ import asyncpg
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-from models.errors import PhasestreamError, RejectedRecordError, SinkUnavailableError
+from models.errors import (
+    PhasestreamError,
+    RejectedRecordError,
+    SinkMisconfiguredError,
+    SinkUnavailableError,
+)
 
 T = TypeVar("T")
 #: A connection, whether borrowed from a pool or opened on its own.
@@ -36,6 +41,13 @@ UNAVAILABLE: Final = (
     # and says to run it again.
     asyncpg.exceptions.TransactionRollbackError,
 )
+#: Errors of the settings or the grants, not of the data or the moment: a wrong database
+#: name, a refused role or password, a privilege the role lacks.
+MISCONFIGURED: Final = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # includes a wrong password (28P01)
+    asyncpg.InsufficientPrivilegeError,
+)
 #: Errors that the same write will hit again: the data itself is refused.
 REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
@@ -46,16 +58,20 @@ def as_uuid(value: Any) -> uuid.UUID:
 
 
 async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a database operation, raising SinkUnavailableError or RejectedRecordError."""
+    """Run a database operation, raising SinkUnavailableError, SinkMisconfiguredError or
+    RejectedRecordError."""
     async with translated():
         return await operation()
 
 
 @contextlib.asynccontextmanager
 async def translated() -> AsyncIterator[None]:
-    """Database errors in the block as SinkUnavailableError or RejectedRecordError."""
+    """Database errors in the block as SinkUnavailableError, SinkMisconfiguredError or
+    RejectedRecordError."""
     try:
         yield
+    except MISCONFIGURED as exc:
+        raise SinkMisconfiguredError(f"{type(exc).__name__}: {exc}") from exc
     except REJECTED as exc:
         raise RejectedRecordError(f"{type(exc).__name__}: {exc}") from exc
     except UNAVAILABLE as exc:
