@@ -14,6 +14,7 @@ from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
 from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
+from phasestream.db_cli import db_app
 from phasestream.notify.token import mint_token
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
@@ -30,6 +31,7 @@ app.add_typer(run_app, name="run")
 app.add_typer(report_app, name="report")
 app.command("replay")(replay_command)
 app.add_typer(sla_app, name="sla")
+app.add_typer(db_app, name="db")
 log = logging.getLogger("phasestream")
 
 

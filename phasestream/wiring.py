@@ -40,6 +40,11 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or running_embedded_postgres_url(settings.postgres_dir)
 
 
+def reader_database_url(settings: Settings) -> str:
+    """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
+    return settings.api_database_url or database_url(settings)
+
+
 def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
     limit = settings.max_event_bytes
     return lambda key, value: decode_record(key, value, max_bytes=limit)
