@@ -19,6 +19,7 @@ from models.events import PhaseEvent
 from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
+from projections.database import connect, translated
 from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
@@ -73,7 +74,8 @@ class Runtime:
 
 
 async def run_migrations(settings: Settings) -> int:
-    conn = await asyncpg.connect(database_url(settings))
+    async with translated():
+        conn = await connect(database_url(settings))
     try:
         applied = await migrate(conn)
     finally:
