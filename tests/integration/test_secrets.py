@@ -37,7 +37,7 @@ from phasestream.settings import Settings
 from phasestream.wiring import connected
 from projections.audit_sink import AuditSink
 from tests.conftest import free_port, settings_env
-from tests.integration.test_notify import ALICE, rollback
+from tests.integration.test_notify import ALICE, publish, rollback
 
 pytestmark = pytest.mark.integration
 TOKEN = f"XOXB{uuid.uuid4().hex}"  # the secret part of each webhook URL
@@ -242,3 +242,23 @@ async def test_database_password_stays_out_of_the_cli_stderr(settings: Settings)
     for err in (report, migrate, consumer):
         assert_clean(err, DB_PASSWORD)
         assert "Traceback" not in err
+
+
+async def test_the_notifier_cli_logs_no_webhook_path_nor_jwt_secret(settings: Settings) -> None:
+    env = settings_env(settings)
+    env |= {"PHASESTREAM_SLACK_WEBHOOK_URL": f"ftp://127.0.0.1/services/T0/B0/{TOKEN}",
+            "PHASESTREAM_JWT_SECRET": JWT_SECRET, "PHASESTREAM_LOG_LEVEL": "DEBUG"}
+
+    async def keep_publishing() -> None:
+        # A new notifier group starts at the end of the log: publish until it has joined.
+        for n in range(120):
+            await publish(settings, [rollback(ALICE, f"wf-cli-{n}")])
+            await asyncio.sleep(1)
+
+    publisher = asyncio.create_task(keep_publishing())
+    try:
+        _, err = await run_cli(env, "run", "notify", until="slack: alert")
+    finally:
+        publisher.cancel()
+    assert "NonHttpUrlClientError" in err
+    assert_clean(err, TOKEN, JWT_SECRET)
