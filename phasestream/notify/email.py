@@ -84,7 +84,9 @@ class EmailSender:
         except smtplib.SMTPResponseException as exc:
             # 4xx is the server's "try again later"; 5xx is a refusal that will not change.
             # A server may echo what it was sent (the AUTH exchange): scrub the password.
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {self._scrub(repr(exc.smtp_error))}",
+            reply = exc.smtp_error
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {self._scrub(text)}",
                                 retriable=exc.smtp_code < 500) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None

@@ -54,14 +54,15 @@ class SlackSender:
             async with self._session.post(self._url, data=body, headers={
                     "Content-Type": "application/json"}) as response:
                 if response.status >= 300:
-                    detail = (await response.text())[:200]
+                    detail = (await response.text(errors="replace"))[:200]
                     # 4xx other than 429 is our request or the webhook: retrying cannot help.
                     retriable = response.status >= 500 or response.status == TOO_MANY_REQUESTS
                     raise DeliveryError(f"HTTP {response.status}: {self._scrub(detail)}",
                                         retriable=retriable)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # aiohttp quotes the webhook URL (the credential) in its errors; ``from None``
-            # keeps it out of any traceback a caller might log.
+            # keeps it out of any traceback a caller might log. A ValueError here is the
+            # URL's (yarl's parser).
             raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}",
                                 retriable=not isinstance(exc, _REFUSED_URL)) from None
 

@@ -41,7 +41,7 @@ from tests.integration.test_notify import ALICE, publish, rollback
 
 pytestmark = pytest.mark.integration
 TOKEN = f"XOXB{uuid.uuid4().hex}"  # the secret part of each webhook URL
-SMTP_PASSWORD = f"smtp-{uuid.uuid4().hex}"
+SMTP_PASSWORD = f"smtp-\\'{uuid.uuid4().hex}"  # a backslash and a quote: not a repr
 JWT_SECRET = f"jwt-secret-{uuid.uuid4().hex}-of-at-least-32-bytes"
 DB_PASSWORD = f"db-{uuid.uuid4().hex}"
 TEST_SERVER_LOGGERS = ("mail.log",)
