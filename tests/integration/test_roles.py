@@ -163,6 +163,21 @@ async def test_db_roles_then_api_and_report_as_the_reader_which_cannot_write(
     code, _, err = await cli(settings_env(owner), "migrate")
     assert (code, "0 migrations applied now" in err) == (0, True)
 
+    # A table of a later migration (or a replay's) comes readable and writable.
+    conn = await asyncpg.connect(as_role(database, settings, "owner"))
+    try:
+        await conn.execute("CREATE TABLE later_migration (x INT)")
+    finally:
+        await conn.close()
+    insert = "INSERT INTO later_migration VALUES (1)"
+    assert await refused(as_role(database, settings, "writer"), [insert]) == [insert]
+    assert await refused(reader, [insert]) == []
+    conn = await asyncpg.connect(reader)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM later_migration") == 0
+    finally:
+        await conn.close()
+
     code, again, _ = await cli(role_env(settings), "db", "roles")  # safe to run twice
     assert code == 0
     assert f"role {prefix}_reader: updated (password set)" in again
