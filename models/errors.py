@@ -35,6 +35,11 @@ class SinkUnavailableError(PhasestreamError):
     retriable = True
 
 
+class SinkMisconfiguredError(PhasestreamError):
+    """The sink refuses us for a reason retrying will not fix until an operator acts: a
+    wrong database name, role or password, a missing privilege."""
+
+
 class RejectedRecordError(PhasestreamError):
     """The sink refused a record for a reason retrying will not fix (a data error)."""
 

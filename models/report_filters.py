@@ -18,6 +18,14 @@ from models.phases import FIRST_PHASE, LAST_PHASE, is_valid_phase
 
 _RELATIVE: Final = re.compile(r"(\d{1,9})(s|m|h|d|w)")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+#: The largest amount of each unit in a relative time: a window of a century or two back,
+#: far inside what a datetime (and Postgres) can hold. phasestream/openapi.json's
+#: ``since``/``until`` pattern says the same, so a client validating against it agrees.
+MAX_RELATIVE: Final = {"s": 999_999, "m": 999_999, "h": 999_999, "d": 99_999, "w": 9_999}
+#: The years a timestamp may name (as written, before its offset): an offset moves the
+#: instant by less than a day, so it always stays inside datetime's and Postgres' range.
+FIRST_YEAR: Final = 1000
+LAST_YEAR: Final = 8999
 _DURATION: Final = re.compile(r"(\d{1,12}(?:\.\d{1,3})?)(ms|s|m|h)")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 #: threshold_ms is an INTEGER column.
@@ -68,6 +76,10 @@ def parse_time(name: str, text: str, now: datetime) -> datetime:
     relative = _RELATIVE.fullmatch(value)
     if relative:
         amount, unit = int(relative[1]), relative[2]
+        if amount > MAX_RELATIVE[unit]:
+            raise InvalidFilterError(
+                name, f"at most {MAX_RELATIVE[unit]}{unit} back from now, got {text!r}; "
+                      "give an RFC 3339 timestamp for an older start")
         return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
     try:
         moment = datetime.fromisoformat(value)
@@ -78,6 +90,9 @@ def parse_time(name: str, text: str, now: datetime) -> datetime:
     if moment.tzinfo is None:
         # A naive time is ambiguous between the analyst's zone and the server's: refuse it.
         raise InvalidFilterError(name, f"the timestamp needs an offset (Z or +hh:mm): {text!r}")
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise InvalidFilterError(
+            name, f"the year must be from {FIRST_YEAR} to {LAST_YEAR}, got {text!r}")
     return moment
 
 

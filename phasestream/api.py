@@ -29,7 +29,7 @@ from models.report_filters import (
     parse_workflow_id,
 )
 from phasestream.settings import Settings
-from phasestream.wiring import database_url
+from phasestream.wiring import reader_database_url
 from projections import report_history, reports
 from projections.database import Connection, open_pool, translate_errors
 from projections.report_history import UnknownWorkflowError
@@ -69,7 +69,7 @@ POOL: Final = web.AppKey("phasestream_api_pool", LazyPool)
 
 def attach_api(app: web.Application, settings: Settings) -> None:
     """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows/{id}, /api/openapi.json."""
-    pool = LazyPool(lambda: database_url(settings))
+    pool = LazyPool(lambda: reader_database_url(settings))
     app[POOL] = pool
     app.on_cleanup.append(pool.close)
     app.router.add_get("/api/analytics", _endpoint(reports.analytics))

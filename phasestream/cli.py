@@ -15,6 +15,7 @@ from phasestream import publishing
 from phasestream.auth import mint_token
 from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
+from phasestream.db_cli import db_app
 from phasestream.dlq_cli import dlq_app
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
@@ -34,6 +35,7 @@ app.command("replay")(replay_command)
 app.add_typer(sla_app, name="sla")
 app.add_typer(dlq_app, name="dlq")
 app.command("subscribe")(subscribe_command)
+app.add_typer(db_app, name="db")
 log = logging.getLogger("phasestream")
 
 

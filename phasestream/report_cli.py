@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-import asyncpg
 import orjson
 import typer
 from rich.console import Console
@@ -25,9 +24,9 @@ from models.report_filters import (
 )
 from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
-from phasestream.wiring import database_url
+from phasestream.wiring import database_url, reader_database_url
 from projections import report_history, reports
-from projections.database import Connection, translate_errors
+from projections.database import Connection, connect, translate_errors
 from projections.reports import Report, Scalar, Section
 
 T = TypeVar("T")
@@ -63,10 +62,13 @@ def filters_or_exit(since: str | None, until: str | None, phase: str | None,
         raise usage_error(exc) from None
 
 
-def query(settings: Settings, run: Callable[[Connection], Awaitable[T]]) -> T:
-    """Run ``run`` on one connection to the configured database; errors exit with code 1."""
+def query(settings: Settings, run: Callable[[Connection], Awaitable[T]], *,
+          writes: bool = False) -> T:
+    """Run ``run`` on one connection (as the reader role unless it ``writes``); errors exit
+    with code 1."""
     async def main() -> T:
-        conn = await asyncpg.connect(database_url(settings))
+        conn = await connect(database_url(settings) if writes
+                             else reader_database_url(settings))
         try:
             return await run(conn)
         finally:

@@ -30,6 +30,20 @@ class Settings(BaseSettings):
         9092, description="Port of the embedded Tansu broker that `phasestream dev` starts.")
     database_url: str | None = Field(
         None, description="PostgreSQL URL; unset means the embedded Postgres.")
+    api_database_url: str | None = Field(
+        None, description="PostgreSQL URL of the HTTP API (and the dashboard's data) and of "
+        "`report` and `sla suggest`: the reader role (docs/security.md); unset: the "
+        "database URL.")
+    db_role_prefix: str = Field(
+        "phasestream", pattern=r"^[a-z_][a-z0-9_]{0,48}$",
+        description="`db roles` creates the roles <prefix>_owner (migrations, replay), "
+        "<prefix>_writer (consumers) and <prefix>_reader (API, reports, analysts).")
+    db_owner_password: SecretStr | None = Field(
+        None, description="Password `db roles` gives the owner role; unset: left as it is.")
+    db_writer_password: SecretStr | None = Field(
+        None, description="Password `db roles` gives the writer role; unset: left as it is.")
+    db_reader_password: SecretStr | None = Field(
+        None, description="Password `db roles` gives the reader role; unset: left as it is.")
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Per-user directory for the embedded Postgres data.")
@@ -136,8 +150,9 @@ class Settings(BaseSettings):
         1000, description="Most open /ws connections in total.")
     ws_max_connections_per_user: PositiveInt = Field(
         8, description="Most open /ws connections of one user.")
-    slack_webhook_url: str | None = Field(
-        None, description="Slack incoming webhook for alerts; unset: no Slack alerts.")
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="Slack incoming webhook for alerts (a secret: its path is the "
+        "token); unset: no Slack alerts.")
     smtp_host: str | None = Field(None, description="SMTP server for e-mail alerts; unset: none.")
     smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
     smtp_starttls: bool = Field(False, description="Use STARTTLS with the SMTP server.")

@@ -51,6 +51,6 @@ def set_cmd(phase: Annotated[str, typer.Argument(help="The phase, 1-7.")],
     except InvalidFilterError as exc:  # arguments, not flags: name them without dashes
         raise fail(str(exc), 2) from None
     previous = query(load_settings(),
-                     lambda c: report_sla.set_threshold(c, number, threshold_ms))
+                     lambda c: report_sla.set_threshold(c, number, threshold_ms), writes=True)
     before = "unset" if previous is None else f"{previous} ms"
     typer.echo(f"phase {number}: SLA threshold {before} -> {threshold_ms} ms")

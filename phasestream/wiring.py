@@ -19,6 +19,7 @@ from models.events import PhaseEvent
 from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
+from projections.database import connect, translated
 from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
@@ -38,6 +39,11 @@ S = TypeVar("S", bound=PostgresSink[Any])
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or running_embedded_postgres_url(settings.postgres_dir)
+
+
+def reader_database_url(settings: Settings) -> str:
+    """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
+    return settings.api_database_url or database_url(settings)
 
 
 def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
@@ -68,7 +74,8 @@ class Runtime:
 
 
 async def run_migrations(settings: Settings) -> int:
-    conn = await asyncpg.connect(database_url(settings))
+    async with translated():
+        conn = await connect(database_url(settings))
     try:
         applied = await migrate(conn)
     finally:

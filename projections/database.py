@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import asyncpg
@@ -13,7 +13,12 @@ import asyncpg
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-from models.errors import PhasestreamError, RejectedRecordError, SinkUnavailableError
+from models.errors import (
+    PhasestreamError,
+    RejectedRecordError,
+    SinkMisconfiguredError,
+    SinkUnavailableError,
+)
 
 T = TypeVar("T")
 #: A connection, whether borrowed from a pool or opened on its own.
@@ -36,6 +41,14 @@ UNAVAILABLE: Final = (
     # and says to run it again.
     asyncpg.exceptions.TransactionRollbackError,
 )
+#: Errors of the settings or the grants, not of the data or the moment: a wrong database
+#: name, a refused role or password, a privilege the role lacks.
+MISCONFIGURED: Final = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # includes a wrong password (28P01)
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.ClientConfigurationError,  # e.g. a DSN scheme or sslmode it does not know
+)
 #: Errors that the same write will hit again: the data itself is refused.
 REJECTED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
@@ -46,16 +59,20 @@ def as_uuid(value: Any) -> uuid.UUID:
 
 
 async def translate_errors(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a database operation, raising SinkUnavailableError or RejectedRecordError."""
+    """Run a database operation, raising SinkUnavailableError, SinkMisconfiguredError or
+    RejectedRecordError."""
     async with translated():
         return await operation()
 
 
 @contextlib.asynccontextmanager
 async def translated() -> AsyncIterator[None]:
-    """Database errors in the block as SinkUnavailableError or RejectedRecordError."""
+    """Database errors in the block as SinkUnavailableError, SinkMisconfiguredError or
+    RejectedRecordError."""
     try:
         yield
+    except MISCONFIGURED as exc:
+        raise SinkMisconfiguredError(f"{type(exc).__name__}: {exc}") from exc
     except REJECTED as exc:
         raise RejectedRecordError(f"{type(exc).__name__}: {exc}") from exc
     except UNAVAILABLE as exc:
@@ -80,12 +97,28 @@ async def discard_on_failure(conn: Connection) -> AsyncIterator[Connection]:
         raise
 
 
+async def connect(dsn: str, **options: Any) -> asyncpg.Connection[asyncpg.Record]:
+    """One connection; a malformed URL is a SinkMisconfiguredError, not a ValueError."""
+    with _malformed_url():
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(dsn, **options)
+        return conn
+
+
+@contextlib.contextmanager
+def _malformed_url() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as exc:  # the URL's own parse error: it never quotes the password
+        raise SinkMisconfiguredError(f"the database URL is malformed: {exc}") from None
+
+
 async def open_pool(dsn: str, *, max_size: int = 2,
                     init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]
                     | None = None) -> asyncpg.Pool[asyncpg.Record]:
     """A small pool: a projector writes on one connection at a time."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=init,
-                                     command_timeout=60)
+    with _malformed_url():
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=init,
+                                         command_timeout=60)
     if pool is None:  # pragma: no cover - create_pool only returns None when not awaited
         raise SinkUnavailableError("could not create a connection pool")
     return pool

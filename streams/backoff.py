@@ -23,7 +23,9 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Equal jitter: between half and all of an exponentially growing cap (attempt >= 1)."""
-        cap = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
+        # The exponent is bounded: a float power overflows after ~1,000 attempts, which an
+        # outage of a few hours at a 10 s cap reaches.
+        cap = min(self.max_s, self.initial_s * self.factor ** min(attempt - 1, 64))
         return random.uniform(cap / 2, cap)
 
 

@@ -55,8 +55,9 @@ async def notify(rt: Runtime, hub: WebSocketHub) -> None:
 async def _senders(s: Settings, stack: contextlib.AsyncExitStack) -> list[Sender]:
     """The configured alert senders, opened on ``stack``."""
     senders: list[Sender] = []
-    if s.slack_webhook_url:
-        senders.append(await stack.enter_async_context(SlackSender(s.slack_webhook_url)))
+    if s.slack_webhook_url is not None:
+        senders.append(await stack.enter_async_context(
+            SlackSender(s.slack_webhook_url.get_secret_value())))
     smtp = SmtpConfig.from_settings(s)
     if smtp is not None:
         senders.append(EmailSender(smtp))

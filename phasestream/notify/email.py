@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Final
 
 from models.notifications import Notification
 from phasestream.notify.sink import DeliveryError
+from phasestream.redact import scrub
 from phasestream.settings import Settings
 
 TIMEOUT_S: Final = 10.0
@@ -81,7 +83,16 @@ class EmailSender:
                 smtp.send_message(message)
         except smtplib.SMTPResponseException as exc:
             # 4xx is the server's "try again later"; 5xx is a refusal that will not change.
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
-                                retriable=exc.smtp_code < 500) from exc
+            # A server may echo what it was sent (the AUTH exchange): scrub the password.
+            reply = exc.smtp_error
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {self._scrub(text)}",
+                                retriable=exc.smtp_code < 500) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+
+    def _scrub(self, text: str) -> str:
+        password = self._config.password
+        # smtplib sends the password base64-encoded (AUTH PLAIN/LOGIN): hide that form too.
+        encoded = base64.b64encode(password.encode()).decode() if password else None
+        return scrub(text, password, encoded)

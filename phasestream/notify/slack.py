@@ -10,6 +10,7 @@ import orjson
 
 from models.notifications import Notification
 from phasestream.notify.sink import DeliveryError
+from phasestream.redact import scrub, url_secrets
 
 TIMEOUT_S: Final = 10.0
 TOO_MANY_REQUESTS: Final = 429
@@ -31,6 +32,7 @@ class SlackSender:
 
     def __init__(self, webhook_url: str, timeout_s: float = TIMEOUT_S) -> None:
         self._url = webhook_url
+        self._secrets = url_secrets(webhook_url)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -52,10 +54,21 @@ class SlackSender:
             async with self._session.post(self._url, data=body, headers={
                     "Content-Type": "application/json"}) as response:
                 if response.status >= 300:
-                    detail = (await response.text())[:200]
+                    detail = (await response.text(errors="replace"))[:200]
                     # 4xx other than 429 is our request or the webhook: retrying cannot help.
                     retriable = response.status >= 500 or response.status == TOO_MANY_REQUESTS
-                    raise DeliveryError(f"HTTP {response.status}: {detail}",
+                    raise DeliveryError(f"HTTP {response.status}: {self._scrub(detail)}",
                                         retriable=retriable)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # aiohttp quotes the webhook URL (the credential) in its errors; ``from None``
+            # keeps it out of any traceback a caller might log. A ValueError here is the
+            # URL's (yarl's parser).
+            raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}",
+                                retriable=not isinstance(exc, _REFUSED_URL)) from None
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, *self._secrets)
+
+
+#: The webhook URL (or where it redirects) is unusable: no retry can help.
+_REFUSED_URL: Final = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError)

@@ -15,6 +15,7 @@ from phasestream.api import attach_api
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
+from tests.conftest import with_database
 from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS, USER_B, iso
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
 
@@ -103,6 +104,12 @@ async def test_pagination_walks_every_item_once(seeded: tuple[str, datetime]) ->
     ("/api/analytics", {"phse": "3"}, "phse", "phse: unknown parameter"),
     ("/api/workflows/wf-d", {"until": "2026-01-01"}, "until", "the timestamp needs an offset"),
     ("/api/analytics", {"since": "1h", "until": "3h"}, "until", "until: must be after since"),
+    ("/api/sla", {"since": "999999999w"}, "since", "since: at most 9999w back from now"),
+    ("/api/sla", {"since": "800000d"}, "since", "since: at most 99999d back from now"),
+    ("/api/sla", {"until": "999999999w"}, "until", "until: at most 9999w back from now"),
+    ("/api/sla", {"since": "9999-12-31T23:59:59-23:59"}, "since",
+     "since: the year must be from 1000 to 8999"),
+    ("/api/sla", {"offset": "9999999999"}, "offset", "offset: must be a whole number"),
 ])
 async def test_bad_parameters_are_400_with_a_message(
         database: str, path: str, params: dict[str, str], parameter: str,
@@ -126,6 +133,21 @@ async def test_unreachable_database_is_503() -> None:
         status, body = await get(session, "/api/analytics")
     assert status == 503
     assert "error" in body
+
+
+async def test_windows_at_the_bounds_are_answered(database: str) -> None:
+    async with api(database) as session:
+        for since, until in [("9999w", "0s"), ("1000-01-01T00:00:00+23:59",
+                                                "8999-12-31T23:59:59.999999-23:59")]:
+            status, body = await get(session, "/api/sla", since=since, until=until)
+            assert (status, body["items"]) == (200, [])
+
+
+async def test_unknown_database_is_503_naming_it(database: str) -> None:
+    async with api(with_database(database, "no_such_db")) as session:
+        status, body = await get(session, "/api/analytics")
+    assert status == 503
+    assert body["error"] == 'InvalidCatalogNameError: database "no_such_db" does not exist'
 
 
 async def test_openapi_document_lists_the_paths(database: str) -> None:

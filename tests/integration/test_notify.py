@@ -322,7 +322,8 @@ async def test_one_alert_per_incident_on_slack_and_email(settings: Settings) -> 
     other = [rollback(BOB, "wf-other") for _ in range(3)]
     retry = rollback(ALICE, "wf-burst", CommandKind.RETRY, attempt=1)  # WebSocket only
     async with slack_receiver(receiver) as hook, smtp_server(mail) as smtp_port:
-        s = await notify_settings(settings, slack_webhook_url=hook, smtp_host="127.0.0.1",
+        s = await notify_settings(settings, slack_webhook_url=SecretStr(hook),
+                                  smtp_host="127.0.0.1",
                                   smtp_port=smtp_port, smtp_from="alerts@example.com",
                                   smtp_to="ops@example.com, oncall@example.com")
         async with notifier_running(s) as running:
@@ -354,7 +355,7 @@ async def test_a_failing_sink_is_retried_while_websockets_keep_flowing(
     slow = rollback(ALICE, "wf-slow")
     fast = [rollback(ALICE, f"wf-fast-{i}") for i in range(5)]
     async with slack_receiver(receiver) as hook:
-        s = await notify_settings(settings, slack_webhook_url=hook)
+        s = await notify_settings(settings, slack_webhook_url=SecretStr(hook))
         async with notifier_running(s) as running, aiohttp.ClientSession() as session, \
                 websocket(session, running.url, ALICE) as alice:
             await publish(s, [slow])

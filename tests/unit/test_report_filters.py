@@ -57,6 +57,27 @@ def test_bad_times_name_the_parameter(text: str, reason: str) -> None:
     assert isinstance(caught.value, PhasestreamError)
 
 
+@pytest.mark.parametrize(("text", "reason"), [
+    ("999999999w", "at most 9999w back from now"), ("800000d", "at most 99999d back"),
+    ("1000000s", "at most 999999s"), ("1000000h", "at most 999999h"),
+    ("9999-12-31T23:59:59-23:59", "the year must be from 1000 to 8999"),
+    ("0001-01-01T00:00:00+23:59", "the year must be from 1000 to 8999"),
+])
+def test_times_beyond_the_bounds_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(InvalidFilterError, match=r"^until: ") as caught:
+        parse_time("until", text, NOW)
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize("text", [
+    "9999w", "99999d", "999999h", "999999m", "999999s", "0s",
+    "1000-01-01T00:00:00+23:59", "8999-12-31T23:59:59.999999-23:59",
+])
+def test_times_at_the_bounds_are_accepted(text: str) -> None:
+    moment = parse_time("since", text, NOW)
+    assert moment.astimezone(UTC) <= NOW or moment.year == 8999
+
+
 def test_parse_filters_all_and_none() -> None:
     assert parse_filters(since=None, until=None, phase=None, user=None, now=NOW) == \
         ReportFilters()
