@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from models.errors import PhasestreamError
 
@@ -88,3 +89,18 @@ async def _at_end(consumer: AIOKafkaConsumer,
         if highwater is not None and await consumer.position(tp) >= highwater:
             done.append(tp)
     return done
+
+
+async def log_starts(bootstrap_servers: str, partitions: Iterable[TopicPartition], *,
+                     client_id: str = "phasestream-starts") -> dict[TopicPartition, int]:
+    """Each partition's log start: the oldest offset retention (or a restart) has left.
+
+    ListOffsets(earliest) is right on Apache Kafka (DeleteRecords and retention move it) and
+    on the local broker (which deletes nothing, so it is 0 there).
+    """
+    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+        try:
+            starts = await consumer.beginning_offsets(list(partitions))
+        except KafkaError as exc:
+            raise TopicScanError(f"could not read the log start offsets: {exc}") from exc
+    return {tp: int(offset) for tp, offset in starts.items()}
