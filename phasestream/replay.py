@@ -59,6 +59,7 @@ from phasestream.wiring import (
 )
 from projections.audit_sink import EVENT_IDS_TABLE, AuditSink, maintain_partitions
 from projections.carry_over import RowKeys, Unreplayable, carry_over, find_unreplayable
+from projections.database import Connection
 from projections.metrics_sink import MetricsDataSink
 from projections.positions import load_positions
 from projections.shadow import create_shadow, drop_shadow, shadow_name, swap_in
@@ -228,13 +229,17 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
             kept = await run.rebuild(ends, progress)
             await swap_in(conn, table=projection.table, shadow=shadow, topic=projection.topic,
                           live_consumer=projection.live_consumer, replay_consumer=name,
-                          companions=projection.companions)
+                          companions=projection.companions, top_up=run.carry_over,
+                          live_since=began)
         except BaseException:
             await drop_shadow(conn, shadow, name, projection.companions)
             raise
     finally:
         await conn.close()
-    return dataclasses.replace(kept, replayed=sum(ends.values()))
+    # Records below the log start (retention) were never there to replay.
+    replayed = sum(max(end - kept.log_starts.get(tp.partition, 0), 0)
+                   for tp, end in ends.items())
+    return dataclasses.replace(kept, replayed=replayed)
 
 
 def _quiet(_: str) -> None:
@@ -287,9 +292,15 @@ class _Rebuild:
         if lost.rows:
             self.notice(describe_unreplayable(lost, by_partition, self.projection.topic,
                                               discard=self.discard))
-        await carry_over(self.conn, table=table, shadow=self.shadow, keys=keys,
-                         before=self.began, discard=self.discard)
+        await self.carry_over(self.conn)
         return ReplayResult(0, lost, self.discard and lost.rows > 0, by_partition)
+
+    async def carry_over(self, conn: Connection) -> int:
+        """The live rows the shadow lacks, into it (the unreplayable ones unless discarding);
+        again in the swap's transaction for what the live consumer wrote meanwhile."""
+        return await carry_over(conn, table=self.projection.table, shadow=self.shadow,
+                                keys=self.projection.keys, before=self.began,
+                                discard=self.discard)
 
 
 def describe_unreplayable(lost: Unreplayable, starts: dict[int, int], topic: str, *,

@@ -20,6 +20,9 @@ from models.violation_codec import encode_violation
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
+from projections.carry_over import RowKeys, carry_over
+from projections.database import Connection
+from projections.shadow import create_shadow, swap_in
 from streams.kafka import producer_config
 from streams.publisher import PhaseEventPublisher
 from tests.integration.test_cli import cli
@@ -169,3 +172,48 @@ async def send_violations(settings: Settings, violations: list[SlaViolation]) ->
                                          key=v.key)
     finally:
         await producer.stop()
+
+
+async def test_the_swap_keeps_what_the_live_consumer_committed_during_the_replay(
+        settings: Settings) -> None:
+    """A live batch committed after the replay's carry-over and before its swap: its rows
+    reach the new table and its position stands (the consumer will not write it again)."""
+    db, topic = settings.database_url or "", settings.phase_events_topic
+    live, replaying = "live-consumer", "live-consumer-replay-x"
+    keys = RowKeys("id", "recorded_at")
+    conn = await asyncpg.connect(db)
+    try:
+        began: datetime = await conn.fetchval("SELECT now() - interval '1 minute'")
+        shadow = await create_shadow(conn, "metrics_data")
+        old, replayed, during = (uuid.uuid4() for _ in range(3))
+        for table, ident, projected in (("metrics_data", old, "now() - interval '1 hour'"),
+                                        ("metrics_data", replayed, "now()"),
+                                        (shadow, replayed, "now()"),
+                                        ("metrics_data", during, "now()")):
+            await conn.execute(
+                f"INSERT INTO {table} (id, metric_name, metric_type, value, labels, "
+                f"recorded_at, projected_at) VALUES ($1, 'm', 'counter', 1, '{{}}', now(), "
+                f"{projected})", ident)
+        # Partition 0: the live consumer moved past the replay during it; partition 1: a
+        # stale position from before the replay (the replay's replaces it).
+        await conn.executemany(
+            "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
+            "next_offset, updated_at) VALUES ($1, $2, $3, $4, $5)",
+            [(replaying, topic, 0, 5, began), (live, topic, 0, 7, began + timedelta(seconds=30)),
+             (replaying, topic, 1, 3, began), (live, topic, 1, 9, began - timedelta(hours=1))])
+
+        async def top_up(c: Connection) -> object:
+            return await carry_over(c, table="metrics_data", shadow=shadow, keys=keys,
+                                    before=began, discard=False)
+
+        await swap_in(conn, table="metrics_data", shadow=shadow, topic=topic,
+                      live_consumer=live, replay_consumer=replaying, top_up=top_up,
+                      live_since=began)
+        ids = {r["id"] for r in await conn.fetch("SELECT id FROM metrics_data")}
+        positions = {r["partition"]: r["next_offset"] for r in await conn.fetch(
+            "SELECT partition, next_offset FROM phasestream_consumer_positions "
+            "WHERE consumer = $1", live)}
+    finally:
+        await conn.close()
+    assert ids == {old, replayed, during}
+    assert positions == {0: 7, 1: 3}
