@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -39,6 +40,9 @@ def check_http_port(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise StackError(f"cannot serve HTTP on {host}:{port} ({exc.strerror}); check "
+                                 "PHASESTREAM_HTTP_HOST and PHASESTREAM_HTTP_PORT") from None
             raise StackError(
                 f"something already listens on {host}:{port}, the HTTP port ({exc.strerror}); "
                 "stop it, or set PHASESTREAM_HTTP_PORT to another port (0: any free one)"
