@@ -98,6 +98,7 @@ async def test_a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing(
     first = start_dev(dev_env(data, free_port()), log)
     try:
         url = wait_for_line(log, r"embedded Postgres listens at (\S+)").group(1)
+        wait_for_line(log, r"database schema is current")
         await eventually(lambda: count_rows(url), lambda n: n >= 10, timeout_s=60,
                          what="demo rows")
         before = await positions(url)
