@@ -77,6 +77,8 @@ POLL_S = 0.25
 ProgressHook = Callable[[int, int], None]
 #: notice(text): what the replay is about to keep or drop, said before it does so.
 NoticeHook = Callable[[str], None]
+#: A partition's (log start, end) when the replay began: what it replays.
+Span = tuple[int, int]
 
 
 class ReplayError(PhasestreamError):
@@ -106,7 +108,7 @@ class ReplayResult:
     unreplayable: Unreplayable
     #: True: those rows were dropped (``--discard-unreplayable``); False: carried over.
     discarded: bool
-    #: Each partition's log start offset when the replay ended.
+    #: Each partition's log start offset when the replay began.
     log_starts: dict[int, int]
 
 
@@ -188,13 +190,25 @@ async def _replaying(settings: Settings, projection: Projection, sink: PostgresS
         await consumer.stop()
 
 
-async def _wait_for(pool: asyncpg.Pool[Any], name: str, ends: dict[TopicPartition, int],
+async def log_start_offsets(settings: Settings,
+                            partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    try:
+        return await log_starts(settings.bootstrap_servers, partitions,
+                                client_id="phasestream-replay")
+    except TopicScanError as exc:
+        raise ReplayError(str(exc)) from exc
+
+
+async def _wait_for(pool: asyncpg.Pool[Any], name: str, span: dict[TopicPartition, Span],
                     task: asyncio.Task[None], progress: ProgressHook | None) -> None:
-    total = sum(ends.values())
-    refs = {PartitionRef(tp.topic, tp.partition): end for tp, end in ends.items()}
+    """Until every partition's stored position reaches its end (a partition whose records
+    retention deleted, start = end, has nothing to wait for)."""
+    refs = {PartitionRef(tp.topic, tp.partition): edges for tp, edges in span.items()}
+    total = sum(max(end - start, 0) for start, end in refs.values())
     while True:
         stored = await load_positions(pool, name, refs)
-        done = sum(min(stored.get(ref, 0), end) for ref, end in refs.items())
+        done = sum(max(min(stored.get(ref, start), end) - start, 0)
+                   for ref, (start, end) in refs.items())
         if progress is not None:
             progress(done, total)
         if done >= total:
@@ -220,13 +234,15 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
         # Before the ends are read: a live row projected earlier came from below them.
         began: datetime = await conn.fetchval("SELECT now()")
         ends = await end_offsets(settings, projection.topic)
+        starts = await log_start_offsets(settings, list(ends))
+        span = {tp: (min(starts.get(tp, 0), end), end) for tp, end in ends.items()}
         shadow = await create_shadow(conn, projection.table)
         for companion in projection.companions:
             await create_shadow(conn, companion)
         run = _Rebuild(settings, projection, conn, shadow, name, began,
                        discard_unreplayable, notice or _quiet)
         try:
-            kept = await run.rebuild(ends, progress)
+            kept = await run.rebuild(span, progress)
             await swap_in(conn, table=projection.table, shadow=shadow, topic=projection.topic,
                           live_consumer=projection.live_consumer, replay_consumer=name,
                           companions=projection.companions, top_up=run.carry_over,
@@ -237,9 +253,7 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     finally:
         await conn.close()
     # Records below the log start (retention) were never there to replay.
-    replayed = sum(max(end - kept.log_starts.get(tp.partition, 0), 0)
-                   for tp, end in ends.items())
-    return dataclasses.replace(kept, replayed=replayed)
+    return dataclasses.replace(kept, replayed=sum(end - start for start, end in span.values()))
 
 
 def _quiet(_: str) -> None:
@@ -259,7 +273,7 @@ class _Rebuild:
     discard: bool
     notice: NoticeHook
 
-    async def rebuild(self, ends: dict[TopicPartition, int],
+    async def rebuild(self, span: dict[TopicPartition, Span],
                       progress: ProgressHook | None) -> ReplayResult:
         """The shadow gets the log's events, then the rows only the live table holds."""
         options: dict[str, Any] = {}
@@ -269,23 +283,18 @@ class _Rebuild:
         async with connected(self.projection.sink_type, self.settings, table=self.shadow,
                              **options) as sink:
             async with _replaying(self.settings, self.projection, sink, self.name,
-                                  list(ends)) as task:
-                await _wait_for(sink.pool, self.name, ends, task, progress)
-            result = await self.keep_unreplayable(list(ends))
+                                  list(span)) as task:
+                await _wait_for(sink.pool, self.name, span, task, progress)
+            result = await self.keep_unreplayable(
+                {tp.partition: start for tp, (start, _) in sorted(span.items())})
             if isinstance(sink, AuditSink):  # months ahead, even where no event is yet
                 await maintain_partitions(sink.pool, table=self.shadow,
                                           retention_months=sink.retention_months,
                                           ids_table=sink.ids_table)
         return result
 
-    async def keep_unreplayable(self, partitions: list[TopicPartition]) -> ReplayResult:
+    async def keep_unreplayable(self, by_partition: dict[int, int]) -> ReplayResult:
         """Say what the log no longer holds, then carry it over (or leave it out)."""
-        try:
-            starts = await log_starts(self.settings.bootstrap_servers, partitions,
-                                      client_id="phasestream-replay")
-        except TopicScanError as exc:
-            raise ReplayError(str(exc)) from exc
-        by_partition = {tp.partition: start for tp, start in sorted(starts.items())}
         table, keys = self.projection.table, self.projection.keys
         lost = await find_unreplayable(self.conn, table=table, shadow=self.shadow, keys=keys,
                                        before=self.began)

@@ -1,9 +1,9 @@
 """A replay after retention deleted the oldest records keeps the rows it cannot rebuild.
 
 The events are projected; then DeleteRecords moves each partition's log start past about
-half of them, as retention does. `phasestream replay audit` must rebuild what the log still
-holds, carry the rows of the deleted records over unchanged, and say how many and that
-they are older than the log's start, naming the start offsets.
+half of them (all of one partition's), as retention does. `phasestream replay audit` must
+rebuild what the log still holds, carry the rows of the deleted records over unchanged,
+and say how many and that they are older than the log's start, naming the start offsets.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Sett
     audit_sum = await fetchval(db, AUDIT_SUM)
     ends = await highwaters(servers, topic)
     cuts = {tp.partition: end // 2 for tp, end in ends.items() if end >= 2}
-    assert cuts, f"no partition holds two records: {ends}"
+    assert len(cuts) >= 2, f"fewer than two partitions hold two records: {ends}"
+    emptied = min(cuts)  # retention took all of this one: the replay has nothing to wait for
+    cuts[emptied] = ends[TopicPartition(topic, emptied)]
     deleted = sum(1 for r in await read_to_highwater(settings, topic)
                   if r.offset < cuts.get(r.partition, 0))
     async with admin_client(servers) as admin:
