@@ -1,12 +1,13 @@
-"""`phasestream replay <projection>`: rebuild a projection from offset 0, then swap it in.
+"""`phasestream replay <projection>`: rebuild a projection from the log, then swap it in.
 
 Steps, in order:
-1. note each partition's end (the highwater a fetch reports) as the replay's target;
+1. note each partition's end (the highwater a fetch reports) as the replay's target, and its
+   log start;
 2. create the shadow table (an empty copy of the live one);
-3. project the topic from offset 0 into the shadow with the projection's own sink code,
-   under a temporary consumer name (its own stored positions) and without a consumer
-   group (manual assignment: nothing joins, nothing is left behind on the broker), until
-   every partition's stored position reaches its target;
+3. project the topic from each partition's log start into the shadow with the
+   projection's own sink code, under a temporary consumer name (its own stored positions)
+   and without a consumer group (manual assignment: nothing joins, nothing is left behind
+   on the broker), until every partition's stored position reaches its target;
 4. carry the live rows the replay could not rebuild (their events are no longer in the
    log: retention, a broker that restarted empty) into the shadow unchanged, after saying
    how many and why; only ``--discard-unreplayable`` leaves them out, said first too;
