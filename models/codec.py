@@ -38,7 +38,11 @@ def decode_record(key: bytes | None, value: bytes | None, *,
                   max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> PhaseEvent:
     """Decode a Kafka record and check that its key is the event's workflow id."""
     event = decode_event(value, max_bytes=max_bytes)
-    if key is not None and key != event.key:
+    if key is None:  # a keyless record lands on any partition: its workflow loses its order
+        raise InvalidEventError(
+            "$key", "is missing (null); publish with the workflow id as the record key, so "
+                    "that one workflow's events stay in order on one partition")
+    if key != event.key:
         raise InvalidEventError(
             "workflow_id", "does not match the record key (the key must be the workflow id)"
         )

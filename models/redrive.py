@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from models.codec import decode_record
+from models.codec import decode_event
 from models.dead_letters import StoredLetter
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
@@ -51,7 +51,7 @@ def plan_redrive(letters: Iterable[StoredLetter], fixes: Mapping[str, Fix] | Non
             continue
         value = letter.value if fix is None else fix.value
         try:
-            event = decode_record(None, value, max_bytes=max_bytes)
+            event = decode_event(value, max_bytes=max_bytes)
         except InvalidEventError as exc:
             plan.invalid.append(f"{letter.source}: {exc.field}: {exc.reason}")
             continue

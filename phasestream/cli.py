@@ -158,11 +158,13 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
     metadata: Annotated[str | None, typer.Option(help="A JSON object.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Default: a new UUID.")] = None,
     timestamp: Annotated[str | None, typer.Option(help="RFC 3339; default: now.")] = None,
+    max_reported: Annotated[int, typer.Option(
+        min=0, help="With --file: most invalid lines shown; a summary counts the rest.")] = 20,
 ) -> None:
     """Publish one event from flags, or many from JSON lines (invalid lines are not sent)."""
     settings = load_settings()
     if file is not None:
-        _publish_file(settings, file)
+        _publish_file(settings, file, max_reported)
         return
     fields: dict[str, Any] = {
         "workflow_id": workflow_id, "user_id": user_id, "phase_number": phase,
@@ -189,14 +191,24 @@ def _json_object(text: str | None) -> Any:
         raise fail(f"--metadata: not valid JSON: {exc}", 2) from None
 
 
-def _publish_file(settings: Settings, path: str) -> None:
+def _publish_file(settings: Settings, path: str, max_reported: int) -> None:
     if path != "-" and not Path(path).is_file():
         raise fail(f"--file: {path} does not exist", 2)
+    reported = 0
+
+    def report(line: publishing.BadLine) -> None:
+        nonlocal reported
+        reported += 1
+        if reported <= max_reported:
+            typer.echo(f"invalid: {line}", err=True)
+
     with publishing.open_source(path) as stream:
-        sent, bad = asyncio.run(publishing.publish_lines(settings, publishing.read_lines(stream)))
-    for line in bad:
-        typer.echo(f"invalid: {line}", err=True)
-    typer.echo(f"published {sent} events; {len(bad)} invalid lines not sent")
+        sent, bad = asyncio.run(publishing.publish_lines(
+            settings, publishing.read_lines(stream, settings.max_event_bytes), report))
+    if bad > max_reported:
+        typer.echo(f"invalid: {bad - max_reported} more invalid lines not shown "
+                   f"(--max-reported {max_reported})", err=True)
+    typer.echo(f"published {sent} events; {bad} invalid lines not sent")
     if bad:
         raise typer.Exit(1)
 

@@ -8,7 +8,12 @@ import logging
 
 from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
-from phasestream.local_stack import embedded_broker, embedded_postgres
+from phasestream.local_stack import (
+    check_http_port,
+    data_dir_lock,
+    embedded_broker,
+    embedded_postgres,
+)
 from phasestream.settings import EMBEDDED_HOST, Settings
 from phasestream.wiring import (
     Runtime,
@@ -23,8 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
-    """Start what is not configured, migrate, create topics, run every consumer."""
+    """Start what is not configured, migrate, create topics, run every consumer.
+
+    Refused before anything starts (and so before anything changes) when another stack
+    runs on the data dir or the HTTP port is taken.
+    """
     with contextlib.ExitStack() as services:
+        services.enter_context(data_dir_lock(settings.data_dir))
+        check_http_port(settings.http_host, settings.http_port)
         overrides: dict[str, object] = {}
         if settings.uses_embedded_kafka:
             overrides["kafka_bootstrap_servers"] = services.enter_context(embedded_broker(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -13,6 +16,8 @@ from pathlib import Path
 from models.errors import PhasestreamError
 
 log = logging.getLogger(__name__)
+#: In the data dir; locked by the running `phasestream dev`, holding its pid.
+LOCK_FILE = "dev.lock"
 
 
 class StackError(PhasestreamError):
@@ -33,6 +38,51 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def check_http_port(host: str, port: int) -> None:
+    """Refuse, in one line, an HTTP port something already listens on (0: any free one)."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        # As aiohttp binds it: a port held only by connections in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise StackError(f"cannot serve HTTP on {host}:{port} ({exc.strerror}); check "
+                                 "PHASESTREAM_HTTP_HOST and PHASESTREAM_HTTP_PORT") from None
+            raise StackError(
+                f"something already listens on {host}:{port}, the HTTP port ({exc.strerror}); "
+                "stop it, or set PHASESTREAM_HTTP_PORT to another port (0: any free one)"
+            ) from None
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``data_dir`` for as long as the stack runs.
+
+    One stack per data dir: a second one would share the first one's Postgres and reset
+    its consumers' positions under it. The kernel drops the lock when the process ends,
+    however it ends, so a crash leaves nothing stale; the file only names the holder.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StackError(
+                f"another phasestream dev (pid {holder}) is running on {data_dir}; stop it, "
+                "or give this one its own PHASESTREAM_DATA_DIR") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from models.codec import decode_event
+from models.codec import DEFAULT_MAX_EVENT_BYTES, decode_event
 from models.errors import InvalidEventError
 from models.events import SCHEMA_VERSION, PhaseEvent
 from models.validation import event_from_mapping
@@ -39,15 +40,36 @@ def event_from_flags(fields: dict[str, Any]) -> PhaseEvent:
     return event_from_mapping(payload)
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, PhaseEvent | BadLine]]:
-    for number, line in enumerate(stream, start=1):
+def read_lines(stream: IO[bytes], max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+               ) -> Iterator[tuple[int, PhaseEvent | BadLine]]:
+    """Each line's event or what is wrong with it, as the line is read.
+
+    A line is read at most ``max_bytes`` (+ its line end) at a time: a longer one is
+    refused, and the rest of it skipped in pieces of that size, never held whole.
+    """
+    limit = max_bytes + 2  # room for "\r\n"
+    for number in itertools.count(1):
+        line = stream.readline(limit)
+        if not line:
+            return
+        if len(line) == limit and not line.endswith(b"\n"):
+            _skip_rest_of_line(stream, limit)
+            yield number, BadLine(number, InvalidEventError(
+                "$", f"is longer than {max_bytes} bytes, the event size limit "
+                     "(PHASESTREAM_MAX_EVENT_BYTES); skipped unread"))
+            continue
         text = line.strip()
         if not text:
             continue
         try:
-            yield number, decode_event(text)
+            yield number, decode_event(text, max_bytes=max_bytes)
         except InvalidEventError as exc:
             yield number, BadLine(number, exc)
+
+
+def _skip_rest_of_line(stream: IO[bytes], limit: int) -> None:
+    while (piece := stream.readline(limit)) and not piece.endswith(b"\n"):
+        pass
 
 
 def open_source(path: str) -> IO[bytes]:
@@ -61,13 +83,15 @@ async def publish_one(settings: Settings, event: PhaseEvent) -> str:
 
 
 async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEvent | BadLine]],
-                        ) -> tuple[int, list[BadLine]]:
-    """Send every valid line (in chunks); return how many were sent and the bad lines."""
-    sent, bad, chunk = 0, [], []
+                        on_bad: Callable[[BadLine], None]) -> tuple[int, int]:
+    """Send every valid line (in chunks), handing each bad one to ``on_bad`` as it is met;
+    return how many were sent and how many were bad."""
+    sent, bad, chunk = 0, 0, []
     async with _publisher(settings) as publisher:
         for _, item in lines:
             if isinstance(item, BadLine):
-                bad.append(item)
+                bad += 1
+                on_bad(item)
                 continue
             chunk.append(item)
             if len(chunk) >= CHUNK:

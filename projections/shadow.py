@@ -8,7 +8,8 @@ live consumer. So a reader sees either the old table or the new one, never a hal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Final
 
 from projections.database import Connection
@@ -18,6 +19,10 @@ SUFFIX: Final = "_shadow"
 #: How long the swap waits for readers and writers to let go of the live table; while it
 #: waits, new queries queue behind it, so a stuck reader must fail the swap, not stall all.
 LOCK_TIMEOUT: Final = "30s"
+
+
+#: Copies into the shadow, in the swap's transaction, what the live consumer wrote meanwhile.
+TopUp = Callable[[Connection], Awaitable[object]]
 
 
 def shadow_name(table: str) -> str:
@@ -38,31 +43,44 @@ async def create_shadow(conn: Connection, table: str) -> str:
 
 
 async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live_consumer: str,
-                  replay_consumer: str, companions: Sequence[str] = ()) -> None:
+                  replay_consumer: str, companions: Sequence[str] = (),
+                  top_up: TopUp | None = None, live_since: datetime | None = None) -> None:
     """Put the shadow in the live table's place and the replay's positions in the live
     consumer's, in one transaction.
 
-    The live consumer may be running: a batch it wrote to the old table before the swap is
-    gone with that table, and its next compare-and-set fails (its stored position moved),
-    so it re-reads the positions the replay left and projects the rest into the new table.
-    A partition the replay never stored is forgotten, so the live consumer reads it from
-    the beginning (its rows were in the old table only). ``companions`` are tables
+    The live consumer may be running. Once the live tables are locked, ``top_up`` copies
+    into the shadow what the live consumer wrote meanwhile (so no row it committed is lost
+    with the old table), and where its position moved since ``live_since`` (the replay's
+    start: it read this log) past the replay's, it keeps its own, its rows being in the
+    shadow now. Elsewhere the replay's position replaces it: a live batch still in flight
+    fails its compare-and-set and re-reads from there, and a partition the replay never
+    stored is forgotten, so it is read from the beginning. ``companions`` are tables
     rebuilt with the projection (e.g. the audit's event ids): their shadows swap in too.
     """
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         # Companions first: a live batch locks them before the table (no lock-order cycle).
+        live = ", ".join(quote_ident(name) for name in (*companions, table))
+        await conn.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+        if top_up is not None:
+            await top_up(conn)
         for companion in companions:
             await conn.execute("SELECT phasestream_swap_table($1, $2)", companion,
                                shadow_name(companion))
         await conn.execute("SELECT phasestream_swap_table($1, $2)", table, shadow)
-        await conn.execute("DELETE FROM phasestream_consumer_positions "
-                           "WHERE consumer = $1 AND topic = $2", live_consumer, topic)
+        await conn.execute(
+            "DELETE FROM phasestream_consumer_positions AS p WHERE consumer = $1 "
+            "AND topic = $2 AND NOT coalesce(p.updated_at >= $4::timestamptz AND "
+            "p.next_offset > coalesce((SELECT r.next_offset FROM "
+            "phasestream_consumer_positions AS r WHERE r.consumer = $3 AND r.topic = p.topic "
+            "AND r.partition = p.partition), 0), false)",
+            live_consumer, topic, replay_consumer, live_since)
         await conn.execute(
             "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
             "next_offset, highwater, last_event_at) SELECT $1, topic, partition, next_offset, "
             "highwater, last_event_at FROM phasestream_consumer_positions "
-            "WHERE consumer = $2 AND topic = $3", live_consumer, replay_consumer, topic)
+            "WHERE consumer = $2 AND topic = $3 ON CONFLICT DO NOTHING",
+            live_consumer, replay_consumer, topic)
         await forget_replay(conn, replay_consumer)
 
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 from models.errors import PhasestreamError
 
@@ -41,15 +43,31 @@ async def _reader(bootstrap_servers: str, client_id: str,
         await consumer.stop()
 
 
+async def partitions_of(bootstrap_servers: str, topic: str, *,
+                        client_id: str = "phasestream-ends") -> list[TopicPartition]:
+    """The topic's partitions, from a metadata request over all topics.
+
+    Not ``consumer.topics()`` then ``partitions_for_topic()``: that reads the consumer's own
+    metadata, which on Apache Kafka holds no topic it has not been given yet.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    try:
+        await client.bootstrap()
+        numbers = (await client.fetch_all_metadata()).partitions_for_topic(topic)
+    except KafkaError as exc:
+        raise TopicScanError(f"could not read the partitions of {topic}: {exc}") from exc
+    finally:
+        await client.close()
+    if not numbers:
+        raise TopicScanError(f"topic {topic} does not exist")
+    return [TopicPartition(topic, p) for p in sorted(numbers)]
+
+
 async def highwaters(bootstrap_servers: str, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
+    tps = await partitions_of(bootstrap_servers, topic, client_id=client_id)
     async with _reader(bootstrap_servers, client_id, 1024) as consumer:
-        await consumer.topics()
-        numbers = consumer.partitions_for_topic(topic)
-        if not numbers:
-            raise TopicScanError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + TIMEOUT_S
@@ -116,3 +134,18 @@ async def _at_end(consumer: AIOKafkaConsumer,
         if highwater is not None and await consumer.position(tp) >= highwater:
             done.append(tp)
     return done
+
+
+async def log_starts(bootstrap_servers: str, partitions: Iterable[TopicPartition], *,
+                     client_id: str = "phasestream-starts") -> dict[TopicPartition, int]:
+    """Each partition's log start: the oldest offset retention (or a restart) has left.
+
+    ListOffsets(earliest) is right on Apache Kafka (DeleteRecords and retention move it) and
+    on the local broker (which deletes nothing, so it is 0 there).
+    """
+    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+        try:
+            starts = await consumer.beginning_offsets(list(partitions))
+        except KafkaError as exc:
+            raise TopicScanError(f"could not read the log start offsets: {exc}") from exc
+    return {tp: int(offset) for tp, offset in starts.items()}

@@ -123,6 +123,7 @@ def bad_corpus(workflow: str) -> list[Bad]:
         Bad("NUL in metadata key", key, dumps(workflow, metadata={"a\x00": 1}), "metadata"),
         Bad("NUL in workflow_id", b"wf-\x00", dumps("wf-\x00"), "workflow_id"),
         Bad("key/workflow_id mismatch", key, dumps("wf-other"), "workflow_id"),
+        Bad("no key", None, dumps(workflow), "$key", "is missing (null)"),
     ]
 
 

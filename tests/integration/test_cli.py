@@ -111,3 +111,78 @@ async def test_bad_setting_is_a_clear_error(settings: Settings) -> None:
     # One line naming the variable, not the value (a bad value may be a secret).
     assert err == ("error: invalid setting: PHASESTREAM_BATCH_MAX_RECORDS: Input should be "
                    "greater than 0\n")
+
+
+async def test_publish_reports_each_bad_line_as_it_reads_it(settings: Settings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", "publish", "--file", "-",
+        env=settings_env(settings), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdin is not None
+    assert process.stderr is not None
+    try:
+        process.stdin.write(encode_event(make_event("wf-s1")) + b"\n{broken\n")
+        await process.stdin.drain()
+        # Standard input is still open: the report cannot have waited for its end.
+        first = await asyncio.wait_for(process.stderr.readline(), timeout=30)
+        assert first.decode().startswith("invalid: line 2: $: is not valid UTF-8 JSON")
+        process.stdin.write(encode_event(make_event("wf-s2")) + b"\n")
+        process.stdin.close()
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 1
+    assert "published 2 events; 1 invalid lines not sent" in out.decode()
+
+
+async def test_publish_caps_the_bad_lines_it_shows(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(b"{broken %d\n" % i for i in range(30))
+                     + encode_event(make_event("wf-c")) + b"\n")
+    code, out, err = await cli(settings, "publish", "--file", str(path), "--max-reported", "5")
+    assert code == 1
+    shown = err.strip().splitlines()
+    assert [line.split(":")[0:2] for line in shown[:5]] == [
+        ["invalid", f" line {n}"] for n in range(1, 6)]
+    assert shown[5:] == ["invalid: 25 more invalid lines not shown (--max-reported 5)"]
+    assert "published 1 events; 30 invalid lines not sent" in out
+
+
+#: Runs the CLI and prints its peak resident memory (KiB) last on standard error.
+PEAK_RSS = ("import atexit, resource, sys; atexit.register(lambda: print('peak_rss_kib', "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
+            "from phasestream.cli import main; sys.argv[0] = 'phasestream'; main()")
+
+
+async def peak_rss_kib(settings: Settings, path: Path) -> tuple[int, str, str, int]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PEAK_RSS, "publish", "--file", str(path),
+        env=settings_env(settings), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    *said, peak = err.decode().strip().splitlines()
+    assert peak.startswith("peak_rss_kib "), err.decode()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), "\n".join(said), int(peak.split()[1])
+
+
+async def test_publish_refuses_a_50_mb_line_without_holding_it(settings: Settings,
+                                                                tmp_path: Path) -> None:
+    good = [encode_event(make_event(f"wf-big-{i}")) for i in range(2)]
+    small, huge = tmp_path / "small.jsonl", tmp_path / "huge.jsonl"
+    small.write_bytes(good[0] + b"\n{broken\n" + good[1] + b"\n")
+    with huge.open("wb") as out:
+        out.write(good[0] + b"\n" + b'{"metadata": "')
+        for _ in range(50):
+            out.write(b"x" * 1_048_576)
+        out.write(b'"}\n' + good[1] + b"\n")
+    _, _, _, baseline = await peak_rss_kib(settings, small)
+    code, out_text, err, peak = await peak_rss_kib(settings, huge)
+    assert code == 1, err
+    assert err.splitlines() == [
+        f"invalid: line 2: $: is longer than {settings.max_event_bytes} bytes, the event size "
+        "limit (PHASESTREAM_MAX_EVENT_BYTES); skipped unread"]
+    assert "published 2 events; 1 invalid lines not sent" in out_text
+    # Holding the line would add 50 MiB; reading it in limit-sized pieces adds about one.
+    assert peak - baseline < 16 * 1024, f"peak {peak} KiB against {baseline} KiB"

@@ -86,7 +86,7 @@ async def test_replay_equals_incremental_and_readers_keep_the_live_table(
     while not replaying.done():  # a reader during the replay sees the live table, whole
         seen.append(await count_rows(db))
         await asyncio.sleep(0.01)
-    assert await replaying == 351
+    assert (await replaying).replayed == 351
     # Either the damaged live table or the whole rebuilt one, never a part of the rebuild.
     assert 291 in seen
     assert set(seen) <= {291, 301}
@@ -134,7 +134,7 @@ async def test_replay_of_sla_violations_restores_the_projection_and_its_view(
     checksum = await fetchval(db, VIOLATIONS_SUM)
     overdue = await fetchval(db, "SELECT count(*) FROM workflow_phase_sla_violations")
     await fetchval(db, "TRUNCATE workflow_phase_sla_violation_events")
-    assert await replay(settings, "sla-violations") == 50
+    assert (await replay(settings, "sla-violations")).replayed == 50
     assert await fetchval(db, VIOLATIONS_SUM) == checksum
     assert await fetchval(db, "SELECT count(*) FROM workflow_phase_sla_violations") == overdue == 40
 
@@ -190,6 +190,8 @@ async def test_replay_while_the_live_consumer_runs_loses_nothing(settings: Setti
                     await pub.publish_many(during[i:i + 20])
                     await asyncio.sleep(0.05)
 
-            await asyncio.gather(trickle(), replay(settings, "audit"))
+            _, result = await asyncio.gather(trickle(), replay(settings, "audit"))
             await consumed(db, settings.audit_consumer_group, 600)
     assert await count_rows(db) == 600
+    # What the live consumer wrote past the replay's end is in the log: not "unreplayable".
+    assert result.unreplayable.rows == 0

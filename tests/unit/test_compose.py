@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ from phasestream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+INITDB = "/docker-entrypoint-initdb.d"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PREFIX = "PHASESTREAM_"
@@ -75,9 +78,43 @@ def _load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     return data
 
 
+#: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error} (Compose spec).
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def _example_values() -> dict[str, str]:
+    """The variables .env.example documents, each given a stand-in value."""
+    names = [line.split("=", 1)[0].strip() for line in ENV_EXAMPLE.read_text().splitlines()
+             if "=" in line and not line.lstrip().startswith("#")]
+    return {name: f"test-{name.lower().replace('_', '-')}" for name in names}
+
+
+def _interpolate(text: str, values: dict[str, str]) -> str:
+    """What Compose makes of the file with ``values`` as its environment."""
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"] or "", match["arg"] or ""
+        value = values.get(name)
+        unset = value is None or (op.startswith(":") and not value)
+        if unset and op.endswith("?"):
+            raise AssertionError(f"required variable {name} is unset: {arg}")
+        if unset and op.endswith("-"):
+            return arg
+        return value or ""
+    return VARIABLE.sub(one, text)
+
+
+@pytest.fixture(scope="module")
+def raw_compose() -> dict[str, Any]:
+    return _load()
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return _load()
+    """The file as Compose runs it, with the variables of .env.example set."""
+    text = _interpolate(COMPOSE_FILE.read_text(encoding="utf-8"), _example_values())
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +348,9 @@ def test_database_url_matches_the_postgres_service(services: dict[str, Service])
         assert url.scheme in {"postgresql", "postgres"}, name
         assert url.hostname == "postgres", f"{name}: {url.hostname} is not the service"
         assert url.port in container_ports, f"{name}: port {url.port}"
-        assert url.username == pg_env["POSTGRES_USER"], name
-        assert url.password == pg_env["POSTGRES_PASSWORD"], name
+        # The application role the init script creates, not the superuser.
+        assert url.username == pg_env["APP_DB_USER"] != pg_env["POSTGRES_USER"], name
+        assert url.password == pg_env["APP_DB_PASSWORD"], name
         assert url.path.lstrip("/") == pg_env["POSTGRES_DB"], name
 
 
@@ -522,10 +560,71 @@ def test_grafana_is_provisioned_from_the_repository(services: dict[str, Service]
     home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
     if home:
         assert _mounted_file(grafana, home).is_file(), home
-    anonymous = env.get("GF_AUTH_ANONYMOUS_ENABLED") == "true"
-    assert anonymous or env.get("GF_SECURITY_ADMIN_PASSWORD"), "no way in"
-    if anonymous:
-        assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer", "anonymous users may edit"
+    assert env.get("GF_SECURITY_ADMIN_PASSWORD"), "no way in"
+
+
+# --- safe by default -------------------------------------------------------------------------
+
+
+def test_every_published_port_is_bound_to_loopback(raw_compose: dict[str, Any]) -> None:
+    for name, service in raw_compose["services"].items():
+        for port in service.get("ports") or []:
+            host_ip = (port.get("host_ip") if isinstance(port, dict)
+                       else str(port).rsplit(":", 2)[0] if str(port).count(":") == 2 else None)
+            assert host_ip == "127.0.0.1", f"{name}: {port} is published on every interface"
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+#: A whole value that Compose refuses to start without: ${NAME:?why}.
+REQUIRED = re.compile(r"\$\{[A-Z_][A-Z0-9_]*:\?[^}]+\}")
+
+
+def test_every_password_comes_from_the_environment(raw_compose: dict[str, Any]) -> None:
+    blocks = {**raw_compose["services"], "x-phasestream": raw_compose["x-phasestream"]}
+    for name, service in blocks.items():
+        for key, value in _env(service).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED.fullmatch(value), f"{name}: {key} is not ${{VAR:?...}}"
+            url = urlsplit(value) if "://" in value else None
+            if url is not None and "@" in url.netloc:
+                userinfo = url.netloc.rsplit("@", 1)[0]
+                assert ":" in userinfo, f"{name}: {key} has no password"
+                assert REQUIRED.fullmatch(userinfo.split(":", 1)[1]), (
+                    f"{name}: {key} carries a password that is not ${{VAR:?...}}")
+
+
+def test_required_variables_are_documented_and_left_empty() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    required = {m["name"] for m in VARIABLE.finditer(text) if (m["op"] or "").endswith("?")}
+    assert required, "no required variables"
+    assert required == set(_example_values()), ".env.example and docker-compose.yml differ"
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert line.split("=", 1)[1].strip() == "", f"a value in .env.example: {line}"
+    with pytest.raises(AssertionError, match="required variable"):
+        _interpolate(text, {})  # unset, Compose refuses to start
+    gitignore = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in gitignore, "a .env with passwords could be committed"
+
+
+def test_no_service_enables_an_anonymous_admin_api(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        command = service.get("command") or []
+        assert not any("--web.enable-lifecycle" in str(part) for part in command), name
+    grafana = _env(services["grafana"])
+    assert grafana.get("GF_AUTH_ANONYMOUS_ENABLED", "false") == "false", "anonymous Grafana"
+
+
+def test_the_postgres_application_role_is_made_by_the_init_script(
+        services: dict[str, Service]) -> None:
+    postgres = services["postgres"]
+    scripts = _mounted_file(postgres, INITDB)
+    (script,) = sorted(scripts.glob("*.sh"))
+    text = script.read_text()
+    assert "NOSUPERUSER" in text
+    for variable in ("APP_DB_USER", "APP_DB_PASSWORD", "POSTGRES_USER", "POSTGRES_DB"):
+        assert f"${variable}" in text or f"${{{variable}" in text, variable
+        assert _env(postgres).get(variable), f"postgres sets no {variable}"
 
 
 # --- settings --------------------------------------------------------------------------------

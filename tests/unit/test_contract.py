@@ -573,10 +573,17 @@ def test_decode_record_rejects_a_key_that_is_not_the_workflow_id() -> None:
         assert caught.value.reason.strip()
 
 
-def test_decode_record_accepts_a_matching_or_missing_key() -> None:
+def test_decode_record_accepts_a_matching_key() -> None:
     wire = dumps(event(workflow_id="wf-é"))
-    assert decode_record("wf-é".encode(), wire).workflow_id == "wf-é"
-    assert decode_record(None, wire) == decode_event(wire)
+    assert decode_record("wf-é".encode(), wire) == decode_event(wire)
+
+
+def test_decode_record_refuses_a_record_without_a_key() -> None:
+    # Without the key a workflow's events scatter over partitions and lose their order.
+    with pytest.raises(InvalidEventError) as caught:
+        decode_record(None, dumps(MINIMAL))
+    assert caught.value.field == "$key"
+    assert caught.value.reason.startswith("is missing (null); publish with the workflow id")
 
 
 def test_decode_record_still_validates_the_value() -> None:
