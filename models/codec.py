@@ -14,7 +14,7 @@ from models.errors import InvalidEventError
 from models.events import PhaseEvent, checked_event
 from models.phases import PhaseStatus
 from models.validation import MAX_METADATA_DEPTH, event_from_mapping
-from models.wire import Duration, Phase, TimestampText, UuidText, WorkflowId, as_uuid, moment
+from models.wire import Duration, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
 #: Default payload limit; Kafka's own default message limit is about 1 MB too.
 DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
@@ -24,9 +24,9 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A phase event as written (contract version 1), as msgspec checks it."""
 
     schema_version: Literal[1]
-    event_id: UuidText
+    event_id: UuidToken
     workflow_id: WorkflowId
-    user_id: UuidText
+    user_id: UuidToken
     phase_number: Phase
     status: PhaseStatus
     timestamp: TimestampText
@@ -42,19 +42,21 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 def _event(wire: WireEvent) -> PhaseEvent | None:
+    event_id, user_id = as_uuid(wire.event_id), as_uuid(wire.user_id)
     timestamp = moment(wire.timestamp)
     raw_metadata = bytes(wire.metadata)
-    if timestamp is None or _may_nest_too_deep(raw_metadata):
+    if event_id is None or user_id is None or timestamp is None or \
+            _may_nest_too_deep(raw_metadata):
         return None
     metadata = orjson.loads(raw_metadata)
     if metadata is None:  # null or absent means empty
         metadata = {}
     if not isinstance(metadata, dict):
         return None
-    return checked_event(as_uuid(wire.event_id), wire.workflow_id, as_uuid(wire.user_id),
-                      wire.phase_number, wire.status, timestamp, wire.duration_ms,
-                      wire.previous_phase, wire.error_message, wire.error_stack, metadata,
-                      wire.rollback_triggered is True, wire.rollback_to_phase)
+    return checked_event(event_id, wire.workflow_id, user_id, wire.phase_number, wire.status,
+                         timestamp, wire.duration_ms, wire.previous_phase, wire.error_message,
+                         wire.error_stack, metadata, wire.rollback_triggered is True,
+                         wire.rollback_to_phase)
 
 
 def _may_nest_too_deep(metadata: bytes) -> bool:

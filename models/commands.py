@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, cast
 from uuid import UUID
 
 import msgspec
@@ -25,7 +25,7 @@ from models.validation import (
     uuid_field,
     workflow_id_field,
 )
-from models.wire import Integer, Phase, TimestampText, UuidText, WorkflowId, as_uuid, moment
+from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
 COMMAND_SCHEMA_VERSION: Final = 1
 #: Namespace of command ids: uuid5(namespace, f"{failed_event_id}:{kind}[:{attempt}]").
@@ -76,11 +76,11 @@ _KINDS: Final = {kind.value: kind for kind in CommandKind}
 class WireCommand(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A rollback command as written (contract version 1), as msgspec checks it."""
 
-    command_id: UuidText
+    command_id: UuidToken
     kind: CommandKind
     workflow_id: WorkflowId
-    user_id: UuidText
-    failed_event_id: UuidText
+    user_id: UuidToken
+    failed_event_id: UuidToken
     failed_phase: Phase
     rollback_to_phase: Phase
     reason: str | None
@@ -90,11 +90,12 @@ class WireCommand(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 def _command(wire: WireCommand) -> RollbackCommand | None:
+    ids = as_uuid(wire.command_id), as_uuid(wire.user_id), as_uuid(wire.failed_event_id)
     issued_at = moment(wire.issued_at)
-    if issued_at is None:
+    if issued_at is None or None in ids:
         return None
-    return RollbackCommand(as_uuid(wire.command_id), wire.kind, wire.workflow_id,
-                           as_uuid(wire.user_id), as_uuid(wire.failed_event_id),
+    command_id, user_id, failed_event_id = cast("tuple[UUID, UUID, UUID]", ids)
+    return RollbackCommand(command_id, wire.kind, wire.workflow_id, user_id, failed_event_id,
                            wire.failed_phase, wire.rollback_to_phase, wire.reason, issued_at,
                            wire.attempt)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, cast
+from uuid import UUID
 
 import msgspec
 import orjson
@@ -18,7 +19,7 @@ from models.validation import (
     uuid_field,
     workflow_id_field,
 )
-from models.wire import Integer, Phase, TimestampText, UuidText, WorkflowId, as_uuid, moment
+from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
 FIELDS = ("violation_id", "kind", "workflow_id", "user_id", "phase_number",
           "started_event_id", "started_at", "detected_at", "elapsed_ms", "threshold_ms",
@@ -33,12 +34,12 @@ def encode_violation(violation: SlaViolation) -> bytes:
 class WireViolation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """An SLA violation as written (contract version 1), as msgspec checks it."""
 
-    violation_id: UuidText
+    violation_id: UuidToken
     kind: ViolationKind
     workflow_id: WorkflowId
-    user_id: UuidText
+    user_id: UuidToken
     phase_number: Phase
-    started_event_id: UuidText
+    started_event_id: UuidToken
     started_at: TimestampText
     detected_at: TimestampText
     elapsed_ms: Integer
@@ -47,13 +48,14 @@ class WireViolation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 def _violation(wire: WireViolation) -> SlaViolation | None:
+    ids = as_uuid(wire.violation_id), as_uuid(wire.user_id), as_uuid(wire.started_event_id)
     started_at, detected_at = moment(wire.started_at), moment(wire.detected_at)
-    if started_at is None or detected_at is None:
+    if started_at is None or detected_at is None or None in ids:
         return None
-    return SlaViolation(as_uuid(wire.violation_id), wire.kind, wire.workflow_id,
-                        as_uuid(wire.user_id), wire.phase_number,
-                        as_uuid(wire.started_event_id), started_at, detected_at,
-                        wire.elapsed_ms, wire.threshold_ms)
+    violation_id, user_id, started_event_id = cast("tuple[UUID, UUID, UUID]", ids)
+    return SlaViolation(violation_id, wire.kind, wire.workflow_id, user_id, wire.phase_number,
+                        started_event_id, started_at, detected_at, wire.elapsed_ms,
+                        wire.threshold_ms)
 
 
 def reference_decode_violation(value: bytes) -> SlaViolation:

@@ -23,7 +23,7 @@ from models.errors import InvalidEventError
 from models.rollback import RetryPolicy, RollbackPolicy, WorkflowHistory, decide
 from models.schema import phase_event_schema, rollback_command_schema
 from models.sla import judge_open
-from models.validation import TIMESTAMP_PATTERN
+from models.validation import TIMESTAMP_PATTERN, UUID_PATTERN
 from models.violation_codec import VIOLATIONS, encode_violation, reference_decode_violation
 from phasestream.demo import workflow_events
 from tests.unit.test_contract import _MUTATIONS, BAD, GOOD, random_events
@@ -166,3 +166,27 @@ def test_uuids_are_the_reference_uuids() -> None:
         assert decoded is not None
         assert decoded.user_id == uuid.UUID(value)
         assert decoded.user_id.is_safe == uuid.UUID(value).is_safe
+
+
+def test_uuid_tokens_accept_exactly_the_uuid_pattern() -> None:
+    """as_uuid's premise: of 36-character strings, msgspec parses just UUID_PATTERN's form."""
+    rng = random.Random(8)
+    canonical = "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f"
+    alphabet = "0123456789abcdefABCDEFgG-_{} \u0661xX+\n"
+    texts = [canonical, canonical.upper(), canonical.replace("-", ""), "{" + canonical[1:-1] + "}",
+             canonical[:-1] + "\n", "0" * 32 + "----", canonical.replace("-", "_")]
+    texts += ["".join(rng.choice(alphabet) if rng.random() < 0.06 else c for c in canonical)
+              for _ in range(5000)]
+    for text in texts:
+        wire = orjson.loads(encode_event(next(random_events(9, 1)))) | {"event_id": text}
+        decoded = PHASE_EVENTS.compiled(orjson.dumps(wire))
+        if UUID_PATTERN.fullmatch(text):
+            assert decoded is not None, text
+            assert decoded.event_id == uuid.UUID(text)
+        else:
+            assert decoded is None, text
+    # The same UUID with its first digit escaped: the reference takes it, the token defers.
+    good = orjson.loads(encode_event(next(random_events(9, 1)))) | {"event_id": canonical}
+    escaped = orjson.dumps(good).replace(b'"event_id":"6', b'"event_id":"\\u0036', 1)
+    assert PHASE_EVENTS.compiled(escaped) is None
+    assert PHASE_EVENTS.decode(escaped).event_id == uuid.UUID(canonical)
