@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck unit integration bench install clean sdk
+.PHONY: run test tools lint typecheck unit integration bench bench-quick install clean sdk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	@for b in $(BENCH); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
+
+# A regression check of a few seconds' measuring (not part of `make test`): the decoder's
+# µs per event, then the projector / raw COPY ratios on a small backlog.
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.decode --quick
+	$(BIN)/python -m bench.audit_projection --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache sdk/typescript/node_modules sdk/typescript/dist

@@ -824,7 +824,14 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="scale-out: projector process counts to measure, e.g. 2 or 1,2 "
                         "(default 1,2; 0 skips)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    return parser.parse_args(None if argv is None else list(argv))
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds' regression check (make bench-quick): N = 20,000, "
+                        "a naive sample of 2,000, 2,000 events/s for 3 s, no scale-out")
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.quick:
+        args.events, args.naive_sample, args.rate, args.seconds = 20_000, 2_000, 2_000, 3
+        args.workers = []
+    return args
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,14 +8,24 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal, cast
 from uuid import UUID
 
+import msgspec
 import orjson
 
+from models.compiled import CompiledContract
 from models.errors import InvalidEventError
 from models.json_object import enum_field, load_object
-from models.validation import _int_field, _optional_text, _phase, _timestamp, _uuid, _workflow_id
+from models.validation import (
+    int_field,
+    optional_text,
+    phase_field,
+    timestamp_field,
+    uuid_field,
+    workflow_id_field,
+)
+from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
 COMMAND_SCHEMA_VERSION: Final = 1
 #: Namespace of command ids: uuid5(namespace, f"{failed_event_id}:{kind}[:{attempt}]").
@@ -63,18 +73,55 @@ FIELDS: Final = ("command_id", "kind", "workflow_id", "user_id", "failed_event_i
 _KINDS: Final = {kind.value: kind for kind in CommandKind}
 
 
-def decode_command(key: bytes | None, value: bytes | None) -> RollbackCommand:
-    """Parse and validate one command; raise InvalidEventError naming field and reason."""
+class WireCommand(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A rollback command as written (contract version 1), as msgspec checks it."""
+
+    command_id: UuidToken
+    kind: CommandKind
+    workflow_id: WorkflowId
+    user_id: UuidToken
+    failed_event_id: UuidToken
+    failed_phase: Phase
+    rollback_to_phase: Phase
+    reason: str | None
+    issued_at: TimestampText
+    attempt: Integer
+    schema_version: Literal[1]
+
+
+def _command(wire: WireCommand) -> RollbackCommand | None:
+    ids = as_uuid(wire.command_id), as_uuid(wire.user_id), as_uuid(wire.failed_event_id)
+    issued_at = moment(wire.issued_at)
+    if issued_at is None or None in ids:
+        return None
+    command_id, user_id, failed_event_id = cast("tuple[UUID, UUID, UUID]", ids)
+    return RollbackCommand(command_id, wire.kind, wire.workflow_id, user_id, failed_event_id,
+                           wire.failed_phase, wire.rollback_to_phase, wire.reason, issued_at,
+                           wire.attempt)
+
+
+def reference_decode_command(value: bytes) -> RollbackCommand:
+    """The reference validator: orjson, then every field checked by hand."""
     payload = load_object(value, FIELDS, COMMAND_SCHEMA_VERSION)
     kind = enum_field("kind", payload["kind"], _KINDS)
-    command = RollbackCommand(
-        _uuid("command_id", payload["command_id"]), kind,
-        _workflow_id(payload["workflow_id"]), _uuid("user_id", payload["user_id"]),
-        _uuid("failed_event_id", payload["failed_event_id"]),
-        _phase("failed_phase", payload["failed_phase"]),
-        _phase("rollback_to_phase", payload["rollback_to_phase"]),
-        _optional_text("reason", payload["reason"]), _timestamp(payload["issued_at"]),
-        _int_field("attempt", payload["attempt"]))
+    return RollbackCommand(
+        uuid_field("command_id", payload["command_id"]), kind,
+        workflow_id_field(payload["workflow_id"]), uuid_field("user_id", payload["user_id"]),
+        uuid_field("failed_event_id", payload["failed_event_id"]),
+        phase_field("failed_phase", payload["failed_phase"]),
+        phase_field("rollback_to_phase", payload["rollback_to_phase"]),
+        optional_text("reason", payload["reason"]),
+        timestamp_field(payload["issued_at"], "issued_at"),
+        int_field("attempt", payload["attempt"]))
+
+
+COMMANDS: Final = CompiledContract(msgspec.json.Decoder(WireCommand), _command,
+                                   reference_decode_command)
+
+
+def decode_command(key: bytes | None, value: bytes | None) -> RollbackCommand:
+    """Parse and validate one command; raise InvalidEventError naming field and reason."""
+    command = COMMANDS.decode(value or b"")
     if key is not None and key != command.key:
         raise InvalidEventError("workflow_id", "does not match the record key")
     return command

@@ -34,6 +34,13 @@ RFC3339_PATTERN: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:[0-5]\d)$", re.ASCII
 )
 
+#: The JSON Schema's pattern of a timestamp (year 2000-2099 as written, every part in range
+#: except the month's length): the compiled decoders check it, datetime the calendar.
+TIMESTAMP_PATTERN: Final = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
 REQUIRED: Final = ("schema_version", "event_id", "workflow_id", "user_id", "phase_number",
                    "status", "timestamp")
 OPTIONAL: Final = ("duration_ms", "previous_phase", "error_message", "error_stack", "metadata",
@@ -48,37 +55,37 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_field(name: str, value: object) -> int:
+def int_field(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(name, f"must be an integer, got {_json_type(value)}")
+        raise InvalidEventError(name, f"must be an integer, got {json_type(value)}")
     return value
 
 
-def _phase(name: str, value: object) -> int:
-    number = _int_field(name, value)
+def phase_field(name: str, value: object) -> int:
+    number = int_field(name, value)
     if not is_valid_phase(number):
         raise InvalidEventError(name, f"must be a phase from 1 to {LAST_PHASE}, got {number}")
     return number
 
 
 def _optional_phase(name: str, value: object) -> int | None:
-    return None if value is None else _phase(name, value)
+    return None if value is None else phase_field(name, value)
 
 
-def _text(name: str, value: object) -> str:
+def text_field(name: str, value: object) -> str:
     if not isinstance(value, str):
-        raise InvalidEventError(name, f"must be a string, got {_json_type(value)}")
+        raise InvalidEventError(name, f"must be a string, got {json_type(value)}")
     if "\x00" in value:
         raise InvalidEventError(name, _NUL_REASON)
     return value
 
 
-def _optional_text(name: str, value: object) -> str | None:
-    return None if value is None else _text(name, value)
+def optional_text(name: str, value: object) -> str | None:
+    return None if value is None else text_field(name, value)
 
 
-def _uuid(name: str, value: object) -> UUID:
-    text = _text(name, value)
+def uuid_field(name: str, value: object) -> UUID:
+    text = text_field(name, value)
     # fullmatch: with match, "$" also matches before a trailing newline and UUID() then raises.
     if not UUID_PATTERN.fullmatch(text):
         raise InvalidEventError(
@@ -91,16 +98,22 @@ def uuid_from_checked(text: str) -> UUID:
     """UUID(text) for a text that UUID_PATTERN accepted, built without parsing it again.
 
     UUID() re-validates its input and costs about 2 us here, a tenth of decoding a whole
-    event (two ids per event); this sets the two slots UUID.__init__ itself sets.
+    event (two ids per event); this sets the two slots UUID.__init__ itself sets, through
+    their slot descriptors (object.__setattr__ would look each one up again).
     """
-    value: UUID = object.__new__(UUID)
-    object.__setattr__(value, "int", int(text.replace("-", ""), 16))
-    object.__setattr__(value, "is_safe", SafeUUID.unknown)
+    value: UUID = _new_object(UUID)
+    _set_uuid_int(value, int(text.replace("-", ""), 16))
+    _set_uuid_safety(value, SafeUUID.unknown)
     return value
 
 
-def _workflow_id(value: object) -> str:
-    text = _text("workflow_id", value)
+_new_object: Final = object.__new__
+_set_uuid_int: Final = vars(UUID)["int"].__set__
+_set_uuid_safety: Final = vars(UUID)["is_safe"].__set__
+
+
+def workflow_id_field(value: object) -> str:
+    text = text_field("workflow_id", value)
     if not text:
         raise InvalidEventError("workflow_id", "must not be empty")
     if len(text) > MAX_WORKFLOW_ID_CHARS:
@@ -112,7 +125,7 @@ _STATUS_BY_TEXT: Final = {status.value: status for status in PhaseStatus}
 
 
 def _status(value: object) -> PhaseStatus:
-    text = _text("status", value)
+    text = text_field("status", value)
     status = _STATUS_BY_TEXT.get(text)
     if status is None:
         raise InvalidEventError(
@@ -121,20 +134,20 @@ def _status(value: object) -> PhaseStatus:
     return status
 
 
-def _timestamp(value: object) -> datetime:
-    text = _text("timestamp", value)
+def timestamp_field(value: object, name: str = "timestamp") -> datetime:
+    text = text_field(name, value)
     if not RFC3339_PATTERN.fullmatch(text):
         raise InvalidEventError(
-            "timestamp",
+            name,
             f"must be RFC 3339 with a UTC offset (e.g. 2026-01-31T12:00:00Z), got {text[:60]!r}",
         )
     try:
         moment = datetime.fromisoformat(_trim_fraction(text.upper()))
     except ValueError as exc:
-        raise InvalidEventError("timestamp", f"is not a real date and time: {exc}") from None
+        raise InvalidEventError(name, f"is not a real date and time: {exc}") from None
     # The year as written, as the JSON Schema's pattern can check it (not the year in UTC).
     if not EARLIEST_TIMESTAMP.year <= moment.year < LATEST_TIMESTAMP.year:
-        raise InvalidEventError("timestamp", f"must lie between 2000 and 2099, got {text}")
+        raise InvalidEventError(name, f"must lie between 2000 and 2099, got {text}")
     return moment
 
 
@@ -150,7 +163,7 @@ def _trim_fraction(text: str) -> str:
 def _duration(value: object) -> int | None:
     if value is None:
         return None
-    number = _int_field("duration_ms", value)
+    number = int_field("duration_ms", value)
     if not 0 <= number <= MAX_DURATION_MS:
         raise InvalidEventError("duration_ms", f"must be from 0 to {MAX_DURATION_MS}, got {number}")
     return number
@@ -160,7 +173,7 @@ def _metadata(value: object) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidEventError("metadata", f"must be a JSON object, got {_json_type(value)}")
+        raise InvalidEventError("metadata", f"must be a JSON object, got {json_type(value)}")
     problem = _find_problem(value, depth=1)
     if problem is not None:
         steps, reason = problem
@@ -198,7 +211,7 @@ def _bool(name: str, value: object) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidEventError(name, f"must be true or false, got {_json_type(value)}")
+        raise InvalidEventError(name, f"must be true or false, got {json_type(value)}")
     return value
 
 
@@ -207,7 +220,7 @@ _JSON_TYPES: Final[dict[type, str]] = {bool: "boolean", int: "integer", float: "
                                        type(None): "null"}
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
@@ -231,21 +244,21 @@ def _check_shape(payload: Mapping[str, Any]) -> None:
 def event_from_mapping(payload: object) -> PhaseEvent:
     """Build a PhaseEvent from decoded JSON, or raise InvalidEventError naming field and reason."""
     if not isinstance(payload, dict):
-        raise InvalidEventError("$", f"must be a JSON object, got {_json_type(payload)}")
+        raise InvalidEventError("$", f"must be a JSON object, got {json_type(payload)}")
     _check_shape(payload)
     get = payload.get
     # Fields are checked in contract order, so the first problem reported is stable.
     return PhaseEvent(
-        event_id=_uuid("event_id", get("event_id")),
-        workflow_id=_workflow_id(get("workflow_id")),
-        user_id=_uuid("user_id", get("user_id")),
-        phase_number=_phase("phase_number", get("phase_number")),
+        event_id=uuid_field("event_id", get("event_id")),
+        workflow_id=workflow_id_field(get("workflow_id")),
+        user_id=uuid_field("user_id", get("user_id")),
+        phase_number=phase_field("phase_number", get("phase_number")),
         status=_status(get("status")),
-        timestamp=_timestamp(get("timestamp")),
+        timestamp=timestamp_field(get("timestamp")),
         duration_ms=_duration(get("duration_ms")),
         previous_phase=_optional_phase("previous_phase", get("previous_phase")),
-        error_message=_optional_text("error_message", get("error_message")),
-        error_stack=_optional_text("error_stack", get("error_stack")),
+        error_message=optional_text("error_message", get("error_message")),
+        error_stack=optional_text("error_stack", get("error_stack")),
         metadata=_metadata(get("metadata")),
         rollback_triggered=_bool("rollback_triggered", get("rollback_triggered")),
         rollback_to_phase=_optional_phase("rollback_to_phase", get("rollback_to_phase")),

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Final, Literal, cast
+from uuid import UUID
+
+import msgspec
 import orjson
 
+from models.compiled import CompiledContract
 from models.errors import InvalidEventError
 from models.json_object import enum_field, load_object
 from models.sla import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
-from models.validation import _int_field, _phase, _timestamp, _uuid, _workflow_id
+from models.validation import (
+    int_field,
+    phase_field,
+    timestamp_field,
+    uuid_field,
+    workflow_id_field,
+)
+from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
 FIELDS = ("violation_id", "kind", "workflow_id", "user_id", "phase_number",
           "started_event_id", "started_at", "detected_at", "elapsed_ms", "threshold_ms",
@@ -19,18 +31,55 @@ def encode_violation(violation: SlaViolation) -> bytes:
     return orjson.dumps(violation)
 
 
-def decode_violation(key: bytes | None, value: bytes | None) -> SlaViolation:
-    """Parse and validate one violation; raise InvalidEventError naming field and reason."""
+class WireViolation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An SLA violation as written (contract version 1), as msgspec checks it."""
+
+    violation_id: UuidToken
+    kind: ViolationKind
+    workflow_id: WorkflowId
+    user_id: UuidToken
+    phase_number: Phase
+    started_event_id: UuidToken
+    started_at: TimestampText
+    detected_at: TimestampText
+    elapsed_ms: Integer
+    threshold_ms: Integer
+    schema_version: Literal[1]
+
+
+def _violation(wire: WireViolation) -> SlaViolation | None:
+    ids = as_uuid(wire.violation_id), as_uuid(wire.user_id), as_uuid(wire.started_event_id)
+    started_at, detected_at = moment(wire.started_at), moment(wire.detected_at)
+    if started_at is None or detected_at is None or None in ids:
+        return None
+    violation_id, user_id, started_event_id = cast("tuple[UUID, UUID, UUID]", ids)
+    return SlaViolation(violation_id, wire.kind, wire.workflow_id, user_id, wire.phase_number,
+                        started_event_id, started_at, detected_at, wire.elapsed_ms,
+                        wire.threshold_ms)
+
+
+def reference_decode_violation(value: bytes) -> SlaViolation:
+    """The reference validator: orjson, then every field checked by hand."""
     payload = load_object(value, FIELDS, VIOLATION_SCHEMA_VERSION)
     kind = enum_field("kind", payload["kind"], KINDS)
-    violation = SlaViolation(
-        _uuid("violation_id", payload["violation_id"]), kind,
-        _workflow_id(payload["workflow_id"]), _uuid("user_id", payload["user_id"]),
-        _phase("phase_number", payload["phase_number"]),
-        _uuid("started_event_id", payload["started_event_id"]),
-        _timestamp(payload["started_at"]), _timestamp(payload["detected_at"]),
-        _int_field("elapsed_ms", payload["elapsed_ms"]),
-        _int_field("threshold_ms", payload["threshold_ms"]))
+    return SlaViolation(
+        uuid_field("violation_id", payload["violation_id"]), kind,
+        workflow_id_field(payload["workflow_id"]), uuid_field("user_id", payload["user_id"]),
+        phase_field("phase_number", payload["phase_number"]),
+        uuid_field("started_event_id", payload["started_event_id"]),
+        timestamp_field(payload["started_at"], "started_at"),
+        timestamp_field(payload["detected_at"], "detected_at"),
+        int_field("elapsed_ms", payload["elapsed_ms"]),
+        int_field("threshold_ms", payload["threshold_ms"]))
+
+
+VIOLATIONS: Final = CompiledContract(msgspec.json.Decoder(WireViolation), _violation,
+                                     reference_decode_violation)
+
+
+def decode_violation(key: bytes | None, value: bytes | None) -> SlaViolation:
+    """Parse and validate one violation; raise InvalidEventError naming field and reason."""
+    violation = VIOLATIONS.decode(value or b"")
     if key is not None and key != violation.key:
         raise InvalidEventError("workflow_id", "does not match the record key")
     return violation

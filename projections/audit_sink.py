@@ -31,6 +31,7 @@ import orjson
 
 from models.errors import ConflictingEventsError, RejectedRecordError
 from models.events import PhaseEvent
+from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef
 from projections.database import Connection, translate_errors
 from projections.sink_base import PostgresSink, quote_ident
@@ -51,9 +52,13 @@ MONTHS_AHEAD: Final = 3
 DAY_S: Final = 86_400.0
 
 
+#: A StrEnum's .value is a property in Python 3.11's enum, about 0.3 us a call.
+_STATUS_TEXT: Final = {status: status.value for status in PhaseStatus}
+
+
 def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
     return (event.event_id, event.workflow_id, event.user_id, event.phase_number,
-            event.status.value, event.timestamp, event.duration_ms, event.previous_phase,
+            _STATUS_TEXT[event.status], event.timestamp, event.duration_ms, event.previous_phase,
             event.error_message, event.error_stack, orjson.dumps(event.metadata).decode(),
             event.rollback_triggered, event.rollback_to_phase)
 
@@ -160,12 +165,15 @@ class AuditSink(PostgresSink[PhaseEvent]):
             "AS months", self.table)
         # One statement claims the ids (before the table, as a replay's swap locks them),
         # inserts the rows whose ids it claimed, and names the events whose id was taken.
+        # In id order: each index page is visited once per batch, and two workers take
+        # the id locks in one order.
         taken = await conn.fetch(
             f"WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, \"timestamp\") "
-            f"SELECT id, \"timestamp\" FROM {STAGE} ON CONFLICT (id) DO NOTHING RETURNING id), "
+            f"SELECT id, \"timestamp\" FROM {STAGE} ORDER BY id "
+            "ON CONFLICT (id) DO NOTHING RETURNING id), "
             f"inserted AS (INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
             f"SELECT {_COLUMN_LIST} FROM {STAGE} WHERE id IN (SELECT id FROM claimed) "
-            'ON CONFLICT (id, "timestamp") DO NOTHING) '
+            'ORDER BY id ON CONFLICT (id, "timestamp") DO NOTHING) '
             f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
             "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)")
         if conflicting := await self._conflicting(conn, events, {r["ord"] for r in taken}):

@@ -1,0 +1,107 @@
+"""Decoding one phase event: the reference validator against the compiled decoder.
+
+On the same N realistic events (``support.make_events``: demo workflows, as the audit
+benchmark publishes them), in one process and one run, interleaved, best of R rounds:
+
+- ``reference``: orjson, then every field checked by hand (``models.codec.reference_decode``,
+  what ``decode_record`` was before the compiled decoder), plus the key check;
+- ``compiled``: ``models.codec.decode_record``, msgspec first (what the consumers run);
+- ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either.
+
+The machine may be shared: compare the lines of one run with each other (ratios), not with
+another run's. ``--quick`` (``make bench-quick``) uses N = 20,000 and 3 rounds.
+
+    .venv/bin/python -m bench.decode [--events 100000] [--rounds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from bench import support
+from models.codec import PHASE_EVENTS, decode_record, encode_event, reference_decode
+from models.errors import InvalidEventError
+
+
+def reference_record(key: bytes, value: bytes) -> Any:
+    event = reference_decode(value)
+    if key != event.key:
+        raise InvalidEventError("workflow_id", "does not match the record key")
+    return event
+
+
+def lines(records: Sequence[tuple[bytes, bytes]]) -> dict[str, Callable[[], None]]:
+    wire = PHASE_EVENTS.decoder.decode
+
+    def reference() -> None:
+        for key, value in records:
+            reference_record(key, value)
+
+    def compiled() -> None:
+        for key, value in records:
+            decode_record(key, value)
+
+    def orjson_alone() -> None:
+        for _, value in records:
+            orjson.loads(value)
+
+    def msgspec_alone() -> None:
+        for _, value in records:
+            wire(value)
+
+    return {"reference (orjson + hand-written checks)": reference,
+            "compiled (msgspec + raw-byte checks)": compiled,
+            "orjson.loads alone": orjson_alone,
+            "msgspec wire decode alone": msgspec_alone}
+
+
+def measure(records: Sequence[tuple[bytes, bytes]], rounds: int) -> dict[str, float]:
+    """Best CPU µs per event of each line over ``rounds`` interleaved rounds."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, run in lines(records).items():
+            # CPU time, not wall time: on a shared machine waiting for a core is not decoding.
+            began = time.process_time()
+            run()
+            us = (time.process_time() - began) / len(records) * 1e6
+            best[name] = min(best.get(name, us), us)
+    return best
+
+
+def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=20_240_601)
+    parser.add_argument("--quick", action="store_true", help="N = 20,000, 3 rounds")
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.quick:
+        args.events, args.rounds = 20_000, 3
+    return args
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = parse_args(argv)
+    events = support.make_events(args.events, args.seed)
+    records = [(e.key, encode_event(e)) for e in events]
+    if any(decode_record(k, v) != e for (k, v), e in zip(records, events, strict=True)):
+        raise SystemExit("the compiled decoder does not give back the published events")
+    size = sum(len(v) for _, v in records) / len(records)
+    best = measure(records, args.rounds)
+    print(f"decoding {len(records):,} realistic events ({size:.0f} bytes each), "
+          f"best of {args.rounds} interleaved rounds, CPU µs per event:")
+    for name, us in best.items():
+        print(f"  {name:42s} {us:6.2f}")
+    reference, compiled = list(best.values())[:2]
+    print(f"  compiled is {reference / compiled:.1f}x faster than the reference")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
