@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -14,6 +15,7 @@ from models.errors import InvalidEventError, PhasestreamError
 from phasestream import publishing
 from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
+from phasestream.kafka_cluster import check_kafka
 from phasestream.notify.token import mint_token
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
@@ -31,6 +33,7 @@ app.add_typer(report_app, name="report")
 app.command("replay")(replay_command)
 app.add_typer(sla_app, name="sla")
 log = logging.getLogger("phasestream")
+T = TypeVar("T")
 
 
 @app.command()
@@ -46,8 +49,21 @@ def migrate() -> None:
 def topics_create() -> None:
     """Create the phase-event, dead-letter and SLA-violation topics, if they do not exist."""
     settings = load_settings()
-    created = asyncio.run(create_topics(settings))
+
+    async def checked_create() -> list[str]:
+        await check_kafka(settings)
+        return await create_topics(settings)
+
+    created = _run_or_fail(checked_create())
     typer.echo(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
+
+
+def _run_or_fail(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; an error of ours (a refused Kafka login, ...) exits with one line."""
+    try:
+        return asyncio.run(work)
+    except PhasestreamError as exc:
+        raise fail(str(exc)) from None
 
 
 def _run(names: list[str]) -> None:
@@ -157,7 +173,7 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
         event = publishing.event_from_flags(fields)
     except InvalidEventError as exc:
         raise fail(f"--{_flag(exc.field)}: {exc.reason}", 2) from None
-    typer.echo(asyncio.run(publishing.publish_one(settings, event)))
+    typer.echo(_run_or_fail(publishing.publish_one(settings, event)))
 
 
 def _flag(field: str) -> str:
@@ -177,7 +193,8 @@ def _publish_file(settings: Settings, path: str) -> None:
     if path != "-" and not Path(path).is_file():
         raise fail(f"--file: {path} does not exist", 2)
     with publishing.open_source(path) as stream:
-        sent, bad = asyncio.run(publishing.publish_lines(settings, publishing.read_lines(stream)))
+        sent, bad = _run_or_fail(publishing.publish_lines(settings,
+                                                          publishing.read_lines(stream)))
     for line in bad:
         typer.echo(f"invalid: {line}", err=True)
     typer.echo(f"published {sent} events; {len(bad)} invalid lines not sent")

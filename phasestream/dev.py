@@ -8,6 +8,7 @@ import logging
 
 from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import EMBEDDED_HOST, Settings
 from phasestream.wiring import (
@@ -58,6 +59,6 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
 
 
 async def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> None:
-    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+    async with PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
                                    linger_ms=settings.producer_linger_ms) as publisher:
         await run_demo(publisher, rate, stop)

@@ -14,6 +14,7 @@ from models.codec import decode_event
 from models.errors import InvalidEventError
 from models.events import SCHEMA_VERSION, PhaseEvent
 from models.validation import event_from_mapping
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 
@@ -55,6 +56,7 @@ def open_source(path: str) -> IO[bytes]:
 
 
 async def publish_one(settings: Settings, event: PhaseEvent) -> str:
+    await check_kafka(settings)
     async with _publisher(settings) as publisher:
         landed = await publisher.publish(event)
     return f"published {event.event_id} to partition {landed.partition} at offset {landed.offset}"
@@ -64,6 +66,7 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
                         ) -> tuple[int, list[BadLine]]:
     """Send every valid line (in chunks); return how many were sent and the bad lines."""
     sent, bad, chunk = 0, [], []
+    await check_kafka(settings)
     async with _publisher(settings) as publisher:
         for _, item in lines:
             if isinstance(item, BadLine):
@@ -81,6 +84,6 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
 
 
 def _publisher(settings: Settings) -> PhaseEventPublisher:
-    return PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+    return PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
                                linger_ms=settings.producer_linger_ms,
                                max_event_bytes=settings.max_event_bytes)

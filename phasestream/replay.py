@@ -45,6 +45,7 @@ from models.errors import PhasestreamError
 from models.ports import PartitionRef
 from models.violation_codec import decode_violation
 from phasestream.cli_support import fail, load_settings
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.settings import Settings
 from phasestream.wiring import (
     backoff,
@@ -132,7 +133,7 @@ class _GrouplessConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is
 async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
     """Each partition's end, from a fetch's highwater."""
     try:
-        return await highwaters(settings.bootstrap_servers, topic, client_id="phasestream-replay")
+        return await highwaters(kafka_cluster(settings), topic, client_id="phasestream-replay")
     except TopicScanError as exc:
         raise ReplayError(str(exc)) from exc
 
@@ -144,7 +145,7 @@ async def _replaying(settings: Settings, projection: Projection, sink: PostgresS
     """The projector into the shadow, running in a task; stopped (batch in hand done) on exit."""
     config = ProjectorConfig(name, projection.topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, projection.decoder, projection.event_time)
-    options = consumer_config(settings.bootstrap_servers, group_id=name,
+    options = consumer_config(kafka_cluster(settings), group_id=name,
                               session_timeout_ms=settings.consumer_session_timeout_ms,
                               max_wait_ms=settings.batch_max_wait_ms,
                               max_records=settings.batch_max_records)
@@ -189,6 +190,7 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     if which not in known:
         raise ReplayError(f"unknown projection {which!r}; one of: {', '.join(known)}")
     projection = known[which]
+    await check_kafka(settings)
     ends = await end_offsets(settings, projection.topic)
     name = f"{projection.live_consumer}-replay-{uuid.uuid4().hex[:8]}"
     options: dict[str, Any] = {}

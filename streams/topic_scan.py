@@ -15,6 +15,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.errors import PhasestreamError
+from streams.kafka import KafkaCluster
 
 TIMEOUT_S: Final = 30.0
 
@@ -26,13 +27,12 @@ class TopicScanError(PhasestreamError):
 
 
 @contextlib.asynccontextmanager
-async def _reader(bootstrap_servers: str, client_id: str,
+async def _reader(cluster: KafkaCluster, client_id: str,
                   max_partition_fetch_bytes: int) -> AsyncIterator[AIOKafkaConsumer]:
     # earliest: a start below the log start (retention) reads from the log start, never
     # from the end, which would skip records.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                fetch_max_wait_ms=50, client_id=client_id,
-                                auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(**cluster.client_kwargs(client_id), enable_auto_commit=False,
+                                fetch_max_wait_ms=50, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=max_partition_fetch_bytes)
     await consumer.start()
     try:
@@ -41,10 +41,10 @@ async def _reader(bootstrap_servers: str, client_id: str,
         await consumer.stop()
 
 
-async def highwaters(bootstrap_servers: str, topic: str, *,
+async def highwaters(cluster: KafkaCluster, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
-    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+    async with _reader(cluster, client_id, 1024) as consumer:
         await consumer.topics()
         numbers = consumer.partitions_for_topic(topic)
         if not numbers:
@@ -60,11 +60,11 @@ async def highwaters(bootstrap_servers: str, topic: str, *,
         return {tp: int(consumer.highwater(tp)) for tp in tps}
 
 
-async def header_values(bootstrap_servers: str, starts: Mapping[TopicPartition, int],
+async def header_values(cluster: KafkaCluster, starts: Mapping[TopicPartition, int],
                         header: str, *, client_id: str = "phasestream-scan") -> set[bytes]:
     """Values of ``header`` in the records from each start offset to the partition's end."""
     found: set[bytes] = set()
-    async with _reader(bootstrap_servers, client_id, 1_048_576) as consumer:
+    async with _reader(cluster, client_id, 1_048_576) as consumer:
         consumer.assign(list(starts))
         for tp, start in starts.items():
             consumer.seek(tp, start)

@@ -8,17 +8,18 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka import KafkaCluster
+
 log = logging.getLogger(__name__)
 
 TOPIC_EXISTS_CODE = TopicAlreadyExistsError.errno
 TOPIC_CONFIGS = {"cleanup.policy": "delete"}
 
 
-async def ensure_topics(bootstrap_servers: str, names: Iterable[str], *, partitions: int,
+async def ensure_topics(cluster: KafkaCluster, names: Iterable[str], *, partitions: int,
                         replication_factor: int = 1) -> list[str]:
     """Create the topics that do not exist yet; return the names that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
-                                client_id="phasestream-admin")
+    admin = AIOKafkaAdminClient(**cluster.client_kwargs("phasestream-admin"))
     await admin.start()
     try:
         # Explicitly delete, never compact: keyed by workflow, a compacted topic would keep

@@ -27,6 +27,7 @@ from models.notifications import from_command, from_violation
 from models.sla import SlaViolation, ViolationKind, violation_id
 from models.violation_codec import encode_violation
 from phasestream.http import build_app, serving
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.notify.consumer import notify
 from phasestream.notify.hub import WebSocketHub
 from phasestream.notify.slack import slack_text
@@ -50,7 +51,7 @@ async def notify_settings(settings: Settings, **overrides: Any) -> Settings:
             "phase-events", "rollback-commands"),
         "notify_consumer_group": settings.audit_consumer_group.replace("-audit", "-notify"),
         "jwt_secret": SecretStr(SECRET), **overrides})
-    await ensure_topics(configured.bootstrap_servers, [configured.rollback_commands_topic],
+    await ensure_topics(kafka_cluster(configured), [configured.rollback_commands_topic],
                         partitions=configured.topic_partitions)
     return configured
 
@@ -121,7 +122,7 @@ def overdue(user: str, workflow: str) -> SlaViolation:
 
 async def publish(settings: Settings, items: Sequence[RollbackCommand | SlaViolation],
                   topic: str | None = None) -> None:
-    producer = AIOKafkaProducer(**producer_config(settings.bootstrap_servers,
+    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings),
                                                   client_id="test-publisher", linger_ms=5))
     await producer.start()
     try:
