@@ -45,8 +45,11 @@ async def highwaters(cluster: KafkaCluster, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
     async with _reader(cluster, client_id, 1024) as consumer:
-        await consumer.topics()
-        numbers = consumer.partitions_for_topic(topic)
+        # topics() fetches the metadata but keeps only the names; the consumer's own
+        # metadata need not list the topic (Apache Kafka's does not at bootstrap), so ask
+        # the partitions from a fresh fetch.
+        metadata = await consumer._client.fetch_all_metadata()  # no public way
+        numbers = metadata.partitions_for_topic(topic)
         if not numbers:
             raise TopicScanError(f"topic {topic} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(numbers)]
