@@ -89,7 +89,8 @@ def explain(exc: KafkaAccessError, s: Settings) -> str:
                 f"PHASESTREAM_KAFKA_SASL_PASSWORD (and that the user exists for that mechanism)")
     if isinstance(exc, MechanismRefusedError):
         return (f"Kafka at {at} does not offer PHASESTREAM_KAFKA_SASL_MECHANISM="
-                f"{s.kafka_sasl_mechanism}: {exc.reason}")
+                f"{s.kafka_sasl_mechanism} on this listener: set the mechanism the cluster "
+                f"names (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
     if isinstance(exc, CertificateRefusedError):
         return _certificate_refused(exc, s)
     if isinstance(exc, BrokerUnreachableError):
