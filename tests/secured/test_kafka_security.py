@@ -23,6 +23,7 @@ import pytest
 from models.phases import PhaseStatus
 from phasestream.consumers import ALL
 from phasestream.kafka_cluster import KafkaSettingsError, check_kafka, kafka_cluster
+from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
@@ -119,8 +120,8 @@ async def end_total(settings: Settings, topic: str) -> int:
 async def test_right_password_runs_every_consumer_end_to_end(
         secured: SecuredKafka, settings: Settings) -> None:
     """Every client phasestream makes (admin, publisher, consumers, dead-letter and relay
-    producers, end readers, the health check) logs in over TLS: the events are projected,
-    the failed phase is rolled back, the health check passes."""
+    producers, end readers, the health check, replay) logs in over TLS: the events are
+    projected, the failed phase is rolled back, the health check passes, replay rebuilds."""
     s = on(settings, secured, "SECURE")
     assert await create_topics(s)
     events = [*many_events(30), make_event("wf-failing", phase=2, status=PhaseStatus.FAILED,
@@ -141,6 +142,8 @@ async def test_right_password_runs_every_consumer_end_to_end(
     assert await count_rows(db) == len(events) + 1
     assert await count_rows(db, "SELECT count(*) FROM workflow_phase_logs WHERE status = $1",
                             "rolled_back") == 1
+    # replay's end reader and its group-less consumer log in too.
+    assert await replay(s, "audit") == len(events) + 1
 
 
 @pytest.mark.parametrize("command", [("run", "audit"), ("topics", "create"),
