@@ -15,6 +15,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.errors import PhasestreamError
+from streams.topics import partition_numbers
 
 TIMEOUT_S: Final = 30.0
 
@@ -44,12 +45,11 @@ async def _reader(bootstrap_servers: str, client_id: str,
 async def highwaters(bootstrap_servers: str, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
+    numbers = await partition_numbers(bootstrap_servers, topic, client_id=client_id)
+    if not numbers:
+        raise TopicScanError(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p) for p in numbers]
     async with _reader(bootstrap_servers, client_id, 1024) as consumer:
-        await consumer.topics()
-        numbers = consumer.partitions_for_topic(topic)
-        if not numbers:
-            raise TopicScanError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + TIMEOUT_S
