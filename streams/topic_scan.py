@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.errors import PhasestreamError
 from streams.kafka import KafkaCluster
+from streams.topics import partition_numbers
 
 TIMEOUT_S: Final = 30.0
 
@@ -44,15 +45,11 @@ async def _reader(cluster: KafkaCluster, client_id: str,
 async def highwaters(cluster: KafkaCluster, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
+    numbers = await partition_numbers(cluster, topic, client_id=client_id)
+    if not numbers:
+        raise TopicScanError(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p) for p in numbers]
     async with _reader(cluster, client_id, 1024) as consumer:
-        # topics() fetches the metadata but keeps only the names; the consumer's own
-        # metadata need not list the topic (Apache Kafka's does not at bootstrap), so ask
-        # the partitions from a fresh fetch.
-        metadata = await consumer._client.fetch_all_metadata()  # no public way
-        numbers = metadata.partitions_for_topic(topic)
-        if not numbers:
-            raise TopicScanError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(numbers)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + TIMEOUT_S

@@ -255,6 +255,8 @@ def _properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str
         # Tests join groups many times a run, with 2000 ms sessions.
         "group.initial.rebalance.delay.ms": "0",
         "group.min.session.timeout.ms": "1000",
+        # As in docker-compose.yml: topics come from the code that needs them.
+        "auto.create.topics.enable": "false",
         # Internal topics: as replicated as the cluster allows (production: 3, ISR 2).
         "offsets.topic.replication.factor": str(replicas),
         "transaction.state.log.replication.factor": str(replicas),
