@@ -13,8 +13,8 @@ Three markers pick tests by broker, at collection (deselected, never skipped, so
 stays meaningful): ``durable_broker`` tests (tests/durable/: restart, retention, lag,
 topic configs) need a broker that keeps its log and run on Apache Kafka (started or
 external); ``embedded_broker`` tests are about the embedded Tansu itself and run only on
-it; ``kafka_cluster`` tests start their own three-broker Apache Kafka and run only with
-PHASESTREAM_TEST_BROKER=kafka.
+it; ``kafka_cluster`` tests start an Apache Kafka of their own (three brokers for
+failover, a secured one) and run only with PHASESTREAM_TEST_BROKER=kafka.
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ DURABLE_REASON = (
     "the embedded Tansu is memory only; run them with PHASESTREAM_TEST_BROKER=kafka "
     "(README: Running the tests against Apache Kafka)")
 EMBEDDED_REASON = "they are about the embedded Tansu broker, and this run uses Apache Kafka"
-CLUSTER_REASON = ("they start a three-broker Apache Kafka of their own; run them with "
-                  "PHASESTREAM_TEST_BROKER=kafka")
+CLUSTER_REASON = ("they start an Apache Kafka of their own (three brokers, or a secured one); "
+                  "run them with PHASESTREAM_TEST_BROKER=kafka")
 #: What collection left out, and why, for the terminal summary.
 _deselected = pytest.StashKey[list[tuple[str, str, int]]]()
 
