@@ -25,8 +25,9 @@ CA_FILE = "PHASESTREAM_KAFKA_SSL_CA_FILE"
 CHECK_HOSTNAME = "PHASESTREAM_KAFKA_SSL_CHECK_HOSTNAME"
 
 
-class KafkaSettingsError(PhasestreamError):
-    """The Kafka security settings cannot be used as they are; the message says which."""
+class KafkaSetupError(PhasestreamError):
+    """Kafka cannot be used as configured (a file that does not load, a refused login or
+    certificate, no broker there); the message names the setting to look at."""
 
 
 def kafka_cluster(settings: Settings) -> KafkaCluster:
@@ -45,7 +46,7 @@ def _ssl_context(s: Settings) -> ssl.SSLContext:
     try:
         context: ssl.SSLContext = create_ssl_context(cafile=s.kafka_ssl_ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise KafkaSettingsError(f"{CA_FILE}={s.kafka_ssl_ca_file}: no CA certificates could "
+        raise KafkaSetupError(f"{CA_FILE}={s.kafka_ssl_ca_file}: no CA certificates could "
                                  f"be read from it ({_why(exc)})") from None
     # Chains are still verified without it; only the name in the certificate is not.
     context.check_hostname = s.kafka_ssl_check_hostname
@@ -55,7 +56,7 @@ def _ssl_context(s: Settings) -> ssl.SSLContext:
             context.load_cert_chain(s.kafka_ssl_cert_file, s.kafka_ssl_key_file,
                                     password.get_secret_value() if password else None)
         except (OSError, ssl.SSLError) as exc:
-            raise KafkaSettingsError(
+            raise KafkaSetupError(
                 f"PHASESTREAM_KAFKA_SSL_CERT_FILE={s.kafka_ssl_cert_file}, "
                 f"PHASESTREAM_KAFKA_SSL_KEY_FILE={s.kafka_ssl_key_file}: the client "
                 f"certificate and its key could not be loaded ({_why(exc)}); check both files "
@@ -76,7 +77,7 @@ async def check_kafka(settings: Settings) -> KafkaCluster:
     try:
         await check_access(cluster)
     except KafkaAccessError as exc:
-        raise KafkaSettingsError(explain(exc, settings)) from None
+        raise KafkaSetupError(explain(exc, settings)) from None
     return cluster
 
 

@@ -9,6 +9,7 @@ certificate required). The CA, the certificates and the SCRAM user are made per 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import sys
 import uuid
@@ -22,7 +23,7 @@ import pytest
 
 from models.phases import PhaseStatus
 from phasestream.consumers import ALL
-from phasestream.kafka_cluster import KafkaSettingsError, check_kafka, kafka_cluster
+from phasestream.kafka_cluster import KafkaSetupError, check_kafka, kafka_cluster
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
@@ -118,10 +119,11 @@ async def end_total(settings: Settings, topic: str) -> int:
 
 
 async def test_right_password_runs_every_consumer_end_to_end(
-        secured: SecuredKafka, settings: Settings) -> None:
+        secured: SecuredKafka, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """Every client phasestream makes (admin, publisher, consumers, dead-letter and relay
     producers, end readers, the health check, replay) logs in over TLS: the events are
     projected, the failed phase is rolled back, the health check passes, replay rebuilds."""
+    caplog.set_level(logging.INFO)
     s = on(settings, secured, "SECURE")
     assert await create_topics(s)
     events = [*many_events(30), make_event("wf-failing", phase=2, status=PhaseStatus.FAILED,
@@ -144,6 +146,8 @@ async def test_right_password_runs_every_consumer_end_to_end(
                             "rolled_back") == 1
     # replay's end reader and its group-less consumer log in too.
     assert await replay(s, "audit") == len(events) + 1
+    assert f"Authenticated as {USER} via SCRAM-SHA-512" in caplog.text  # aiokafka's line
+    assert secured.password not in caplog.text
 
 
 @pytest.mark.parametrize("command", [("run", "audit"), ("topics", "create"),
@@ -193,7 +197,7 @@ async def test_without_hostname_verification_that_certificate_is_accepted(
 async def test_a_certificate_from_an_untrusted_ca_is_refused(
         secured: SecuredKafka, settings: Settings) -> None:
     s = on(settings, secured, "SECURE", kafka_ssl_ca_file=None)  # the system's CAs
-    with pytest.raises(KafkaSettingsError) as refused:
+    with pytest.raises(KafkaSetupError) as refused:
         await check_kafka(s)
     assert "is not trusted" in str(refused.value)
     assert "PHASESTREAM_KAFKA_SSL_CA_FILE is unset" in str(refused.value)
@@ -213,7 +217,7 @@ async def test_mutual_tls_with_an_encrypted_client_key(
 
 async def test_mutual_tls_without_a_client_certificate_names_the_setting(
         secured: SecuredKafka, settings: Settings) -> None:
-    with pytest.raises(KafkaSettingsError) as refused:
+    with pytest.raises(KafkaSetupError) as refused:
         await check_kafka(on(settings, secured, "MTLS"))
     assert "ended the connection" in str(refused.value)
     assert "PHASESTREAM_KAFKA_SSL_CERT_FILE" in str(refused.value)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from phasestream.cli_support import settings_problems
-from phasestream.kafka_cluster import KafkaSettingsError, kafka_cluster
+from phasestream.kafka_cluster import KafkaSetupError, kafka_cluster
 from phasestream.settings import Settings
 from streams.kafka import KafkaCluster, KafkaSecurity, SaslLogin, consumer_config, producer_config
 from tests.secured.tls import Authority
@@ -108,7 +108,7 @@ def test_security_refuses_a_protocol_without_its_parts() -> None:
 
 def test_a_missing_ca_file_names_the_setting(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pem"
-    with pytest.raises(KafkaSettingsError) as refused:
+    with pytest.raises(KafkaSetupError) as refused:
         kafka_cluster(Settings(**scram(kafka_ssl_ca_file=missing)))
     assert str(refused.value).startswith(f"PHASESTREAM_KAFKA_SSL_CA_FILE={missing}: no CA")
 
@@ -116,7 +116,7 @@ def test_a_missing_ca_file_names_the_setting(tmp_path: Path) -> None:
 def test_a_client_key_with_the_wrong_password_names_the_settings(tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     leaf = ca.issue("client", "DNS:client", usage="clientAuth", key_password="right-one")
-    with pytest.raises(KafkaSettingsError) as refused:
+    with pytest.raises(KafkaSetupError) as refused:
         kafka_cluster(Settings(**scram(kafka_ssl_ca_file=ca.cert, kafka_ssl_cert_file=leaf.cert,
                                        kafka_ssl_key_file=leaf.key,
                                        kafka_ssl_key_password="wrong-one")))
