@@ -8,7 +8,7 @@ import logging
 
 from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
-from phasestream.kafka_cluster import kafka_cluster
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import EMBEDDED_HOST, Settings
 from phasestream.wiring import (
@@ -42,6 +42,7 @@ def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
 async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: bool) -> None:
     stop = asyncio.Event()
     on_signals(stop.set)
+    await check_kafka(settings)  # before topics: a refused login is one line, no traceback
     await run_migrations(settings)
     if fresh_log:
         await forget_lost_log(settings)
