@@ -221,3 +221,20 @@ async def test_mutual_tls_without_a_client_certificate_names_the_setting(
         await check_kafka(on(settings, secured, "MTLS"))
     assert "ended the connection" in str(refused.value)
     assert "PHASESTREAM_KAFKA_SSL_CERT_FILE" in str(refused.value)
+
+
+async def test_a_mechanism_the_listener_does_not_offer_names_the_setting(
+        secured: SecuredKafka, settings: Settings) -> None:
+    with pytest.raises(KafkaSetupError) as refused:
+        await check_kafka(on(settings, secured, "SECURE", kafka_sasl_mechanism="SCRAM-SHA-256"))
+    assert "does not offer PHASESTREAM_KAFKA_SASL_MECHANISM=SCRAM-SHA-256" in str(refused.value)
+
+
+async def test_plaintext_to_a_tls_listener_names_the_protocol(
+        secured: SecuredKafka, settings: Settings) -> None:
+    plain = Settings(**{**settings.model_dump(),
+                        "kafka_bootstrap_servers": secured.addresses["SECURE"]})
+    with pytest.raises(KafkaSetupError) as refused:
+        await check_kafka(plain)
+    assert "ended the connection" in str(refused.value)
+    assert "check PHASESTREAM_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in str(refused.value)
