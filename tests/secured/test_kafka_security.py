@@ -124,6 +124,7 @@ async def test_right_password_runs_every_consumer_end_to_end(
     producers, end readers, the health check, replay) logs in over TLS: the events are
     projected, the failed phase is rolled back, the health check passes, replay rebuilds."""
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="aiokafka.conn")  # phasestream.logs quiets aiokafka
     s = on(settings, secured, "SECURE")
     assert await create_topics(s)
     events = [*many_events(30), make_event("wf-failing", phase=2, status=PhaseStatus.FAILED,
