@@ -122,7 +122,8 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
                              settings.batch_max_wait_ms, decoder, event_time, on_applied,
                              settings.on_lost_records)
     dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name,
-                           max_value_bytes=settings.dlq_max_value_bytes)
+                           max_value_bytes=settings.dlq_max_value_bytes,
+                           idempotent=settings.kafka_idempotent_producer)
     consumer = kafka_consumer(**consumer_config(
         settings.bootstrap_servers, group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,

@@ -6,10 +6,13 @@ from typing import Any
 
 
 def producer_config(bootstrap_servers: str, *, client_id: str, linger_ms: int,
-                    max_request_bytes: int = 2 * 1_048_576) -> dict[str, Any]:
-    # acks=all for durability; no idempotence: the local broker has no InitProducerId.
+                    max_request_bytes: int = 2 * 1_048_576,
+                    idempotent: bool = False) -> dict[str, Any]:
+    # acks=all for durability. Idempotence (Apache Kafka only: the local broker has no
+    # InitProducerId) keeps a send that is retried across a leader failover from writing
+    # its records twice.
     return {"bootstrap_servers": bootstrap_servers, "client_id": client_id, "acks": "all",
-            "enable_idempotence": False, "linger_ms": linger_ms,
+            "enable_idempotence": idempotent, "linger_ms": linger_ms,
             "max_request_size": max_request_bytes}
 
 

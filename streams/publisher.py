@@ -56,11 +56,11 @@ class PhaseEventPublisher:
 
     def __init__(self, bootstrap_servers: str, topic: str = DEFAULT_TOPIC, *,
                  linger_ms: int = 20, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 client_id: str = "phasestream-publisher") -> None:
+                 client_id: str = "phasestream-publisher", idempotent: bool = False) -> None:
         self.topic = topic
         self._max_bytes = max_event_bytes
         self._producer = AIOKafkaProducer(**producer_config(
-            bootstrap_servers, client_id=client_id, linger_ms=linger_ms))
+            bootstrap_servers, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent))
 
     async def __aenter__(self) -> PhaseEventPublisher:
         await self._producer.start()

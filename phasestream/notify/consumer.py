@@ -78,7 +78,8 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
     """The Kafka consumer and its dead-letter writer, started on ``stack``, subscribed."""
     name = s.notify_consumer_group
     dlq = DeadLetterWriter(s.bootstrap_servers, s.dlq_topic, name,
-                           max_value_bytes=s.dlq_max_value_bytes)
+                           max_value_bytes=s.dlq_max_value_bytes,
+                           idempotent=s.kafka_idempotent_producer)
     await dlq.start()
     stack.push_async_callback(dlq.stop)
     config = consumer_config(s.bootstrap_servers, group_id=name,

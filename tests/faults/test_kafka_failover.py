@@ -94,8 +94,9 @@ class SteadyPublisher:
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
-        async with PhaseEventPublisher(self.settings.bootstrap_servers,
-                                       self.settings.phase_events_topic) as publisher:
+        async with PhaseEventPublisher(
+                self.settings.bootstrap_servers, self.settings.phase_events_topic,
+                idempotent=self.settings.kafka_idempotent_producer) as publisher:
             number = 0
             while not self.stop.is_set():
                 wave = self.scenario.wave(number, WORKFLOWS_PER_WAVE)
@@ -245,6 +246,7 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
                 failovers.append(Failover(
                     f"kill -9 #{number + 1} of broker {leader} (leader of partition "
                     f"{partition})", stalls))
+                print(failovers[-1], flush=True)
                 await fully_replicated(servers, topics)
                 assert not publishing.done(), publishing
             for node in cluster.nodes:  # the rolling restart
@@ -255,6 +257,7 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
                 failovers.append(Failover(
                     f"rolling restart of broker {node.node_id} (partition {partition})",
                     stalls))
+                print(failovers[-1], flush=True)
                 await fully_replicated(servers, topics)
         publisher.stop.set()
         await asyncio.wait_for(publishing, timeout=RESEND_FOR_S)
