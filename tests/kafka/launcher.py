@@ -216,7 +216,7 @@ def start_kafka(directory: Path, brokers: int = 1, extra_props: Mapping[str, str
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "server.properties").write_text(
-            _properties(node, nodes, named, extra))
+            broker_properties(node, nodes, named, extra))
         (node.directory / "log4j2.properties").write_text(LOG4J2)
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(lambda node: _format(jars, node, cluster_id, format_args), nodes))
@@ -234,8 +234,9 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str],
-                extra: Mapping[str, str]) -> str:
+def broker_properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str],
+                      extra: Mapping[str, str]) -> str:
+    """The server.properties of ``node`` (docker-compose.yml's Kafka is held to it)."""
     replicas = min(len(nodes), 3)
     names = [BROKER_LISTENER, CONTROLLER_LISTENER, *named]
     protocols = {BROKER_LISTENER: "PLAINTEXT", CONTROLLER_LISTENER: "PLAINTEXT", **named}
