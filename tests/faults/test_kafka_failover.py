@@ -52,7 +52,8 @@ from tests.faults.test_pipeline_storm import (
 from tests.kafka.launcher import KafkaCluster, start_kafka
 from tests.support import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster]
+# Six broker restarts: ~2.5 min on a quiet machine, over 4 min on a saturated one.
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster, pytest.mark.timeout(600)]
 
 BROKERS = 3
 KILLS = 3
