@@ -69,7 +69,7 @@ async def sla(rt: Runtime) -> None:
         rt.pipeline.register(name)
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms))
+        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
     async with connected(SlaStateSink, s, reload_s=s.sla_thresholds_reload_s) as state, \
             connected(ViolationSink, s) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
@@ -137,7 +137,7 @@ async def rollback(rt: Runtime) -> None:
     counter = CommandMetrics(rt.registry)
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.rollback_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms))
+        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
     async with connected(RollbackSink, s, policy=rollback_policy(s),
                          commands_topic=s.rollback_commands_topic,
                          events_topic=s.phase_events_topic) as sink, \

@@ -61,5 +61,6 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
 
 async def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> None:
     async with PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
-                                   linger_ms=settings.producer_linger_ms) as publisher:
+                                   linger_ms=settings.producer_linger_ms,
+                                   idempotent=settings.kafka_idempotent_producer) as publisher:
         await run_demo(publisher, rate, stop)

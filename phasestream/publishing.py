@@ -86,4 +86,5 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
 def _publisher(settings: Settings) -> PhaseEventPublisher:
     return PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
                                linger_ms=settings.producer_linger_ms,
-                               max_event_bytes=settings.max_event_bytes)
+                               max_event_bytes=settings.max_event_bytes,
+                               idempotent=settings.kafka_idempotent_producer)

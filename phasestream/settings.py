@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         "to; turn off only for a cluster whose certificates name other hosts.")
     embedded_kafka_port: PositiveInt = Field(
         9092, description="Port of the embedded Tansu broker that `phasestream dev` starts.")
+    kafka_idempotent_producer: bool = Field(
+        False, description="Idempotent producers (Apache Kafka only; the embedded Tansu has "
+        "no InitProducerId): a send retried across a leader failover is written once.")
     database_url: str | None = Field(
         None, description="PostgreSQL URL; unset means the embedded Postgres.")
     data_dir: Path = Field(

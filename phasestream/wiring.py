@@ -124,7 +124,8 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
                              settings.on_lost_records)
     cluster = kafka_cluster(settings)
     dlq = DeadLetterWriter(cluster, settings.dlq_topic, name,
-                           max_value_bytes=settings.dlq_max_value_bytes)
+                           max_value_bytes=settings.dlq_max_value_bytes,
+                           idempotent=settings.kafka_idempotent_producer)
     consumer = kafka_consumer(**consumer_config(
         cluster, group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,

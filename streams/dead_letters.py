@@ -77,14 +77,15 @@ class DeadLetterWriter:
     """Sends dead letters and waits until the broker has them all."""
 
     def __init__(self, cluster: KafkaCluster, topic: str, consumer: str, *,
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 idempotent: bool = False) -> None:
         self.topic = topic
         self._consumer = consumer
         self._max_value_bytes = max_value_bytes
         # The producer refuses what the topic would (by default): that is the cue to cut.
         self._producer = AIOKafkaProducer(**producer_config(
             cluster, client_id=f"{consumer}-dlq", linger_ms=5,
-            max_request_bytes=max_value_bytes + HEADERS_ROOM))
+            max_request_bytes=max_value_bytes + HEADERS_ROOM, idempotent=idempotent))
 
     async def start(self) -> None:
         await self._producer.start()

@@ -64,10 +64,13 @@ class KafkaCluster:
 
 
 def producer_config(cluster: KafkaCluster, *, client_id: str, linger_ms: int,
-                    max_request_bytes: int = 2 * 1_048_576) -> dict[str, Any]:
-    # acks=all for durability; no idempotence: the local broker has no InitProducerId.
+                    max_request_bytes: int = 2 * 1_048_576,
+                    idempotent: bool = False) -> dict[str, Any]:
+    # acks=all for durability. Idempotence (Apache Kafka only: the local broker has no
+    # InitProducerId) keeps a send that is retried across a leader failover from writing
+    # its records twice.
     return {**cluster.client_kwargs(client_id), "acks": "all",
-            "enable_idempotence": False, "linger_ms": linger_ms,
+            "enable_idempotence": idempotent, "linger_ms": linger_ms,
             "max_request_size": max_request_bytes}
 
 

@@ -57,12 +57,12 @@ class PhaseEventPublisher:
 
     def __init__(self, servers: str | KafkaCluster, topic: str = DEFAULT_TOPIC, *,
                  linger_ms: int = 20, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 client_id: str = "phasestream-publisher") -> None:
+                 client_id: str = "phasestream-publisher", idempotent: bool = False) -> None:
         self.topic = topic
         self._max_bytes = max_event_bytes
         cluster = servers if isinstance(servers, KafkaCluster) else KafkaCluster(servers)
         self._producer = AIOKafkaProducer(**producer_config(
-            cluster, client_id=client_id, linger_ms=linger_ms))
+            cluster, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent))
 
     async def __aenter__(self) -> PhaseEventPublisher:
         await self._producer.start()

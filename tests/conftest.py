@@ -205,7 +205,9 @@ async def settings(broker: str, database: str) -> Settings:
         sla_check_interval_ms=200, outbox_relay_interval_ms=50,
         rollback_commands_topic=f"test-{tag}.rollback-commands",
         rollback_consumer_group=f"test-{tag}-rollback", retry_check_interval_ms=100,
-        notify_consumer_group=f"test-{tag}-notify")
+        notify_consumer_group=f"test-{tag}-notify",
+        # Production's setting on Apache Kafka; the embedded Tansu cannot.
+        kafka_idempotent_producer=ON_KAFKA)
     await create_topics(configured)
     return configured
 

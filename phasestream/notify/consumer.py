@@ -80,7 +80,8 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
     name = s.notify_consumer_group
     cluster = kafka_cluster(s)
     dlq = DeadLetterWriter(cluster, s.dlq_topic, name,
-                           max_value_bytes=s.dlq_max_value_bytes)
+                           max_value_bytes=s.dlq_max_value_bytes,
+                           idempotent=s.kafka_idempotent_producer)
     await dlq.start()
     stack.push_async_callback(dlq.stop)
     config = consumer_config(cluster, group_id=name,

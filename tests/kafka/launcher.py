@@ -10,7 +10,8 @@ Only what tests need differs from a production default: short group join delay a
 session floor, internal topics replicated to as many brokers as there are, loopback
 listeners. ``extra_props`` adds or overrides broker properties, ``listeners`` adds named
 listeners (name -> security protocol) on their own free ports, and ``format_args`` goes
-to ``kafka-storage format`` (e.g. ``--add-scram``), for the secured-cluster tests.
+to ``kafka-storage format`` (e.g. ``--add-scram``), for the secured-cluster tests;
+``java_options`` replaces the JVM's start-up tuning (benchmarks pass none).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
 STARTED_LINE = "Kafka Server started"
+#: C1 only: half the CPU at start (measured, 3 nodes), which matters on a shared 2-core
+#: machine; the tests' brokers never run long enough for C2 to pay off. Benchmarks pass ().
+FAST_START = ("-XX:TieredStopAtLevel=1",)
 
 
 class KafkaLaunchError(RuntimeError):
@@ -127,6 +131,7 @@ class KafkaCluster:
     jars: Path
     extra_props: Mapping[str, str] = field(default_factory=dict)
     listeners: Mapping[str, str] = field(default_factory=dict)
+    java_options: Sequence[str] = FAST_START
     #: Seconds each start took (format excluded), for the report.
     start_seconds: list[float] = field(default_factory=list)
 
@@ -183,7 +188,7 @@ class KafkaCluster:
         with node.log_file.open("ab") as sink:
             node.log_offset = sink.tell()
             node.process = subprocess.Popen(
-                [*_java(self.jars, node.directory), "kafka.Kafka",
+                [*_java(self.jars, node.directory, self.java_options), "kafka.Kafka",
                  str(node.directory / "server.properties")],
                 stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -203,7 +208,8 @@ class KafkaCluster:
 @contextlib.contextmanager
 def start_kafka(directory: Path, brokers: int = 1, extra_props: Mapping[str, str] | None = None,
                 listeners: Mapping[str, str] | None = None,
-                format_args: Sequence[str] = ()) -> Iterator[KafkaCluster]:
+                format_args: Sequence[str] = (), *,
+                java_options: Sequence[str] = FAST_START) -> Iterator[KafkaCluster]:
     """Format and start ``brokers`` KRaft nodes under ``directory``; stop them on exit."""
     jars = resolve_jars()
     extra, named = dict(extra_props or {}), dict(listeners or {})
@@ -211,12 +217,12 @@ def start_kafka(directory: Path, brokers: int = 1, extra_props: Mapping[str, str
                        {name: free_port() for name in [BROKER_LISTENER, CONTROLLER_LISTENER,
                                                        *named]})
              for i in range(1, brokers + 1)]
-    cluster = KafkaCluster(directory, nodes, jars, extra, named)
+    cluster = KafkaCluster(directory, nodes, jars, extra, named, java_options)
     cluster_id = _cluster_id()
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "server.properties").write_text(
-            _properties(node, nodes, named, extra))
+            broker_properties(node, nodes, named, extra))
         (node.directory / "log4j2.properties").write_text(LOG4J2)
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(lambda node: _format(jars, node, cluster_id, format_args), nodes))
@@ -234,8 +240,9 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str],
-                extra: Mapping[str, str]) -> str:
+def broker_properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str],
+                      extra: Mapping[str, str]) -> str:
+    """The server.properties of ``node`` (docker-compose.yml's Kafka is held to it)."""
     replicas = min(len(nodes), 3)
     names = [BROKER_LISTENER, CONTROLLER_LISTENER, *named]
     protocols = {BROKER_LISTENER: "PLAINTEXT", CONTROLLER_LISTENER: "PLAINTEXT", **named}
@@ -268,12 +275,13 @@ def _properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
-def _java(jars: Path, directory: Path) -> list[str]:
+def _java(jars: Path, directory: Path, options: Sequence[str] = FAST_START) -> list[str]:
     java = shutil.which("java")
     if java is None:
         raise KafkaLaunchError("java is not installed: Apache Kafka 4 needs Java 17 or later "
                                "(Debian package openjdk-17-jre-headless)")
-    return [java, f"-Xmx{HEAP}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+    return [java, f"-Xmx{HEAP}", "-Xms128m", "-XX:+UseG1GC", *options,
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={directory}", "-cp", f"{jars}/*"]
 
