@@ -18,11 +18,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/phasestream dev --demo
 
+# The suite runs once per broker in BROKERS: the embedded Tansu, then Apache Kafka (one
+# KRaft node from Maven Central's jars, cached in ~/.cache/phasestream; three for the
+# failover test). Both always run; either failing fails the target.
+BROKERS ?= tansu kafka
+
 test: tools lint typecheck sdk
-	$(BIN)/python -m pytest
+	@status=0; for broker in $(BROKERS); do \
+	  echo "== the test suite on $$broker"; \
+	  PHASESTREAM_TEST_BROKER=$$broker $(BIN)/python -m pytest || status=1; \
+	done; exit $$status
 
 # promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
-# chromium (Debian's chromium) drives the dashboard test. Installed
+# chromium (Debian's chromium) drives the dashboard test; Maven and Java 17 fetch and run
+# the Apache Kafka broker (tests/kafka/pom.xml). Installed
 # where we can (root with apt); elsewhere its tests skip with the reason, and CI's strict
 # mode (PHASESTREAM_STRICT=1) turns any skip into a failure.
 tools:
@@ -33,6 +42,14 @@ tools:
 	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else \
 	    echo "promtool is missing: install Debian's 'prometheus' package"; \
+	  fi; }
+	@{ command -v mvn >/dev/null && command -v java >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Maven and Java 17 (Debian packages maven, openjdk-17-jre-headless) for Apache Kafka"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends maven openjdk-17-jre-headless >/dev/null; \
+	  else \
+	    echo "mvn or java is missing: install Debian's 'maven' and 'openjdk-17-jre-headless'"; \
 	  fi; }
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -57,7 +57,6 @@ from aiokafka import AIOKafkaConsumer
 from models.codec import decode_event, encode_event
 from models.events import PhaseEvent
 from phasestream.demo import workflow_events
-from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import audit_projector, create_topics, run_migrations
 from projections.audit_sink import COLUMNS, audit_row
@@ -824,6 +823,8 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="scale-out: projector process counts to measure, e.g. 2 or 1,2 "
                         "(default 1,2; 0 skips)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--broker", choices=support.BROKERS, default="tansu",
+                        help="the scratch broker: the embedded Tansu or Apache Kafka")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds' regression check (make bench-quick): N = 20,000, "
                         "a naive sample of 2,000, 2,000 events/s for 3 s, no scale-out")
@@ -836,11 +837,11 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-"))
-    port = support.free_port()
     async with support.scratch_database(args.database_url) as (db_name, db_url):
-        with embedded_broker(support.HOST, port, workdir / "tansu.log") as bootstrap:
+        with support.local_broker(workdir, args.broker) as bootstrap:
             settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_url,
-                                consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS)
+                                consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS,
+                                kafka_idempotent_producer=args.broker == "kafka")
             await run_migrations(settings)
             await create_topics(settings)
             monitor = await asyncpg.connect(db_url)

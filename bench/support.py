@@ -41,6 +41,7 @@ from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
+from tests.kafka.launcher import start_kafka
 
 log = logging.getLogger("bench.support")
 
@@ -150,9 +151,18 @@ def scratch_directory(prefix: str, *, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+#: --broker: the embedded Tansu (memory only) or Apache Kafka (tests/kafka/launcher.py).
+BROKERS: Final = ("tansu", "kafka")
+
+
 @contextlib.contextmanager
-def local_broker(workdir: Path) -> Iterator[str]:
-    """A memory-only Tansu broker on a free port; yield its bootstrap address."""
+def local_broker(workdir: Path, broker: str = "tansu") -> Iterator[str]:
+    """A scratch broker on free ports, ours to stop: the memory-only Tansu, or one
+    Apache Kafka KRaft node (JIT as in production, unlike the tests' fast start)."""
+    if broker == "kafka":
+        with start_kafka(workdir / "kafka", java_options=()) as cluster:
+            yield cluster.bootstrap_servers
+        return
     with embedded_broker(HOST, free_port(), workdir / "tansu.log") as bootstrap:
         yield bootstrap
 
@@ -310,9 +320,9 @@ async def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], workd
 
 
 def broker_pids() -> list[int]:
-    """The Tansu broker that local_broker started (our child process)."""
+    """The broker that local_broker started (our child process: Tansu or Kafka's JVM)."""
     return [p.pid for p in psutil.Process().children()
-            if "broker" in " ".join(p.cmdline())]
+            if "broker" in (line := " ".join(p.cmdline())) or "kafka.Kafka" in line]
 
 
 def phasestream_audit_argv() -> list[str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -17,6 +18,7 @@ from phasestream.cli_support import fail, load_settings
 from phasestream.consumers import ALL, run_consumers
 from phasestream.db_cli import db_app
 from phasestream.dlq_cli import dlq_app
+from phasestream.kafka_cluster import check_kafka
 from phasestream.replay import replay_command
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
@@ -37,6 +39,7 @@ app.add_typer(dlq_app, name="dlq")
 app.command("subscribe")(subscribe_command)
 app.add_typer(db_app, name="db")
 log = logging.getLogger("phasestream")
+T = TypeVar("T")
 
 
 @app.command()
@@ -52,8 +55,21 @@ def migrate() -> None:
 def topics_create() -> None:
     """Create the phase-event, dead-letter and SLA-violation topics, if they do not exist."""
     settings = load_settings()
-    created = asyncio.run(create_topics(settings))
+
+    async def checked_create() -> list[str]:
+        await check_kafka(settings)
+        return await create_topics(settings)
+
+    created = _run_or_fail(checked_create())
     typer.echo(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
+
+
+def _run_or_fail(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; an error of ours (a refused Kafka login, ...) exits with one line."""
+    try:
+        return asyncio.run(work)
+    except PhasestreamError as exc:
+        raise fail(str(exc)) from None
 
 
 def _run(names: list[str]) -> None:
@@ -175,7 +191,7 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
         event = publishing.event_from_flags(fields)
     except InvalidEventError as exc:
         raise fail(f"--{_flag(exc.field)}: {exc.reason}", 2) from None
-    typer.echo(asyncio.run(publishing.publish_one(settings, event)))
+    typer.echo(_run_or_fail(publishing.publish_one(settings, event)))
 
 
 def _flag(field: str) -> str:
@@ -203,7 +219,7 @@ def _publish_file(settings: Settings, path: str, max_reported: int) -> None:
             typer.echo(f"invalid: {line}", err=True)
 
     with publishing.open_source(path) as stream:
-        sent, bad = asyncio.run(publishing.publish_lines(
+        sent, bad = _run_or_fail(publishing.publish_lines(
             settings, publishing.read_lines(stream, settings.max_event_bytes), report))
     if bad > max_reported:
         typer.echo(f"invalid: {bad - max_reported} more invalid lines not shown "

@@ -14,17 +14,20 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        typer.echo(f"error: invalid setting: {describe(exc)}", err=True)
+        typer.echo(f"error: invalid setting: {settings_problems(exc)}", err=True)
         raise typer.Exit(2) from None
     setup_logging(settings.log_level)
     return settings
 
 
-def describe(exc: ValidationError) -> str:
-    """One line naming each bad variable and why, without its value (it may be a secret)."""
-    return "; ".join(
-        f"PHASESTREAM_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False))
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each bad variable; never the input, which may be a password."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        message = error["msg"].removeprefix("Value error, ")
+        loc = error["loc"]
+        problems.append(f"PHASESTREAM_{str(loc[0]).upper()}: {message}" if loc else message)
+    return "; ".join(problems)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -23,6 +23,7 @@ from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess, attach_refusal
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.logs import tune_gc
 from phasestream.notify.consumer import notify
 from phasestream.notify.hub import WebSocketHub
@@ -69,8 +70,8 @@ async def sla(rt: Runtime) -> None:
     for name in (s.sla_consumer_group, s.sla_violations_consumer_group):
         rt.pipeline.register(name)
     producer = AIOKafkaProducer(**producer_config(
-        s.bootstrap_servers, client_id=f"{s.sla_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms))
+        kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
+        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
     async with connected(SlaStateSink, s, reload_s=s.sla_thresholds_reload_s) as state, \
             connected(ViolationSink, s) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
@@ -82,7 +83,7 @@ async def sla(rt: Runtime) -> None:
         await producer.start()
         try:
             relay = OutboxRelay(violation_outbox(state.pool), producer, s.sla_violations_topic,
-                                bootstrap_servers=s.bootstrap_servers,
+                                cluster=kafka_cluster(s),
                                 interval_s=s.outbox_relay_interval_ms / 1000)
             async with asyncio.TaskGroup() as group:
                 group.create_task(drive(monitor, rt.stop))
@@ -137,8 +138,8 @@ async def rollback(rt: Runtime) -> None:
     rt.pipeline.register(s.rollback_consumer_group)
     counter = CommandMetrics(rt.registry)
     producer = AIOKafkaProducer(**producer_config(
-        s.bootstrap_servers, client_id=f"{s.rollback_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms))
+        kafka_cluster(s), client_id=f"{s.rollback_consumer_group}-relay",
+        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
     async with connected(RollbackSink, s, policy=rollback_policy(s),
                          commands_topic=s.rollback_commands_topic,
                          events_topic=s.phase_events_topic) as sink, \
@@ -149,7 +150,7 @@ async def rollback(rt: Runtime) -> None:
         try:
             relay = OutboxRelay(
                 outbox(sink.pool), producer, s.rollback_commands_topic,
-                bootstrap_servers=s.bootstrap_servers,
+                cluster=kafka_cluster(s),
                 interval_s=s.outbox_relay_interval_ms / 1000,
                 on_published=lambda items: counter.observe(_commands(items, s)))
             async with asyncio.TaskGroup() as group:
@@ -191,6 +192,7 @@ def http_app(s: Settings, registry: CollectorRegistry, access: HttpAccess,
 async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
     s = rt.settings
+    await check_kafka(s)  # a refused login or certificate stops here, in one line
     tune_gc()
     hub = WebSocketHub(s, rt.registry) if "notify" in names else None
 

@@ -8,6 +8,7 @@ import logging
 
 from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.local_stack import (
     check_http_port,
     data_dir_lock,
@@ -55,6 +56,7 @@ def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
 async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: bool) -> None:
     stop = asyncio.Event()
     on_signals(stop.set)
+    await check_kafka(settings)  # before topics: a refused login is one line, no traceback
     await run_migrations(settings)
     if fresh_log:
         await forget_lost_log(settings)
@@ -72,6 +74,7 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
 
 
 async def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> None:
-    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
-                                   linger_ms=settings.producer_linger_ms) as publisher:
+    async with PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
+                                   linger_ms=settings.producer_linger_ms,
+                                   idempotent=settings.kafka_idempotent_producer) as publisher:
         await run_demo(publisher, rate, stop)

@@ -28,6 +28,7 @@ from models.dead_letters import (
 from models.errors import PhasestreamError
 from models.report_filters import InvalidFilterError, parse_time
 from phasestream.cli_support import fail, load_settings
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.redrive import redrive
 from phasestream.report_cli import Format, FormatOpt, emit, usage_error
 from phasestream.settings import Settings
@@ -56,7 +57,8 @@ def letter_filter(reason: str | None, field: str | None, since: str | None) -> L
 
 
 async def letters(settings: Settings) -> AsyncIterator[StoredLetter]:
-    async for record in read_to_end(settings.bootstrap_servers, settings.dlq_topic,
+    await check_kafka(settings)
+    async for record in read_to_end(kafka_cluster(settings), settings.dlq_topic,
                                     client_id="phasestream-dlq"):
         yield stored_letter(record.partition, record.offset, record.timestamp, key=record.key,
                             value=record.value, headers=record.headers)

@@ -6,6 +6,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from phasestream.http import Check
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
 from phasestream.wiring import database_url
 
@@ -19,8 +20,8 @@ def checks(settings: Settings) -> dict[str, Check]:
             await conn.close()
 
     async def kafka() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                    client_id="phasestream-health", request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(**kafka_cluster(settings).client_kwargs(
+            "phasestream-health"), request_timeout_ms=2000)
         await admin.start()
         try:
             await admin.list_topics()

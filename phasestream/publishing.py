@@ -15,6 +15,7 @@ from models.codec import DEFAULT_MAX_EVENT_BYTES, decode_event
 from models.errors import InvalidEventError
 from models.events import SCHEMA_VERSION, PhaseEvent
 from models.validation import event_from_mapping
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 
@@ -77,6 +78,7 @@ def open_source(path: str) -> IO[bytes]:
 
 
 async def publish_one(settings: Settings, event: PhaseEvent) -> str:
+    await check_kafka(settings)
     async with _publisher(settings) as publisher:
         landed = await publisher.publish(event)
     return f"published {event.event_id} to partition {landed.partition} at offset {landed.offset}"
@@ -87,6 +89,7 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
     """Send every valid line (in chunks), handing each bad one to ``on_bad`` as it is met;
     return how many were sent and how many were bad."""
     sent, bad, chunk = 0, 0, []
+    await check_kafka(settings)
     async with _publisher(settings) as publisher:
         for _, item in lines:
             if isinstance(item, BadLine):
@@ -105,6 +108,7 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
 
 
 def _publisher(settings: Settings) -> PhaseEventPublisher:
-    return PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
+    return PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
                                linger_ms=settings.producer_linger_ms,
-                               max_event_bytes=settings.max_event_bytes)
+                               max_event_bytes=settings.max_event_bytes,
+                               idempotent=settings.kafka_idempotent_producer)

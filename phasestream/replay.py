@@ -50,6 +50,7 @@ from models.errors import PhasestreamError
 from models.ports import PartitionRef
 from models.violation_codec import decode_violation
 from phasestream.cli_support import fail, load_settings
+from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.settings import Settings
 from phasestream.wiring import (
     backoff,
@@ -157,7 +158,7 @@ class _GrouplessConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is
 async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
     """Each partition's end, from a fetch's highwater."""
     try:
-        return await highwaters(settings.bootstrap_servers, topic, client_id="phasestream-replay")
+        return await highwaters(kafka_cluster(settings), topic, client_id="phasestream-replay")
     except TopicScanError as exc:
         raise ReplayError(str(exc)) from exc
 
@@ -169,7 +170,7 @@ async def _replaying(settings: Settings, projection: Projection, sink: PostgresS
     """The projector into the shadow, running in a task; stopped (batch in hand done) on exit."""
     config = ProjectorConfig(name, projection.topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, projection.decoder, projection.event_time)
-    options = consumer_config(settings.bootstrap_servers, group_id=name,
+    options = consumer_config(kafka_cluster(settings), group_id=name,
                               session_timeout_ms=settings.consumer_session_timeout_ms,
                               max_wait_ms=settings.batch_max_wait_ms,
                               max_records=settings.batch_max_records)
@@ -194,7 +195,7 @@ async def _replaying(settings: Settings, projection: Projection, sink: PostgresS
 async def log_start_offsets(settings: Settings,
                             partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     try:
-        return await log_starts(settings.bootstrap_servers, partitions,
+        return await log_starts(kafka_cluster(settings), partitions,
                                 client_id="phasestream-replay")
     except TopicScanError as exc:
         raise ReplayError(str(exc)) from exc
@@ -229,6 +230,7 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     if which not in known:
         raise ReplayError(f"unknown projection {which!r}; one of: {', '.join(known)}")
     projection = known[which]
+    await check_kafka(settings)
     name = f"{projection.live_consumer}-replay-{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(database_url(settings))
     try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import platformdirs
-from pydantic import Field, PositiveInt, SecretStr, field_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_HOST = "127.0.0.1"
@@ -26,8 +26,35 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the embedded broker.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to Kafka: PLAINTEXT, SSL (TLS), "
+        "SASL_PLAINTEXT (login, no TLS) or SASL_SSL (login over TLS, what managed clusters "
+        "want).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL login mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or "
+        "SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user name; required with SASL_*.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password; required with SASL_*.")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="PEM file of the CAs that sign the brokers' certificates (with "
+        "SSL, SASL_SSL); unset: the system's trusted CAs.")
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS (may hold the key too); "
+        "unset: none.")
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="PEM private key of the client certificate, if not in its file.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key.")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that each broker's certificate names the host connected "
+        "to; turn off only for a cluster whose certificates name other hosts.")
     embedded_kafka_port: PositiveInt = Field(
         9092, description="Port of the embedded Tansu broker that `phasestream dev` starts.")
+    kafka_idempotent_producer: bool = Field(
+        False, description="Idempotent producers (Apache Kafka only; the embedded Tansu has "
+        "no InitProducerId): a send retried across a leader failover is written once.")
     database_url: str | None = Field(
         None, description="PostgreSQL URL; unset means the embedded Postgres.")
     api_database_url: str | None = Field(
@@ -201,6 +228,13 @@ class Settings(BaseSettings):
                              "`openssl rand -hex 32`)")
         return secret
 
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Self:
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"{EMBEDDED_HOST}:{self.embedded_kafka_port}"
@@ -216,3 +250,39 @@ class Settings(BaseSettings):
     @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
+
+
+def kafka_security_problem(s: Settings) -> str | None:
+    """What is wrong with the combination of Kafka security settings, if anything."""
+    protocol = f"PHASESTREAM_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}"
+    if s.kafka_security_protocol != "PLAINTEXT" and s.uses_embedded_kafka:
+        return (f"{protocol} needs PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS: the embedded broker "
+                f"speaks PLAINTEXT only")
+    return _sasl_problem(s, protocol) or _tls_problem(s, protocol)
+
+
+def _sasl_problem(s: Settings, protocol: str) -> str | None:
+    if not s.kafka_security_protocol.startswith("SASL_"):
+        if s.kafka_sasl_username or s.kafka_sasl_password is not None:
+            return (f"PHASESTREAM_KAFKA_SASL_USERNAME/PASSWORD are set but {protocol} does "
+                    f"not log in: use SASL_SSL (or SASL_PLAINTEXT), or unset them")
+        return None
+    if not s.kafka_sasl_username:
+        return f"{protocol} logs in: set PHASESTREAM_KAFKA_SASL_USERNAME"
+    if s.kafka_sasl_password is None:
+        return f"{protocol} logs in: set PHASESTREAM_KAFKA_SASL_PASSWORD"
+    return None
+
+
+def _tls_problem(s: Settings, protocol: str) -> str | None:
+    files = {"PHASESTREAM_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file,
+             "PHASESTREAM_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
+             "PHASESTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file,
+             "PHASESTREAM_KAFKA_SSL_KEY_PASSWORD": s.kafka_ssl_key_password}
+    given = [name for name, value in files.items() if value is not None]
+    if given and not s.kafka_security_protocol.endswith("SSL"):
+        return f"{given[0]} is set but {protocol} uses no TLS: use SSL or SASL_SSL, or unset it"
+    if s.kafka_ssl_cert_file is None and (s.kafka_ssl_key_file or s.kafka_ssl_key_password):
+        return ("PHASESTREAM_KAFKA_SSL_KEY_FILE/KEY_PASSWORD belong to a client certificate: "
+                "set PHASESTREAM_KAFKA_SSL_CERT_FILE too")
+    return None

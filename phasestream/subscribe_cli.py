@@ -21,6 +21,7 @@ from models.phases import STATUSES
 from models.report_filters import InvalidFilterError, parse_time
 from models.sla import SlaViolation, ViolationKind
 from phasestream.cli_support import fail, load_settings
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
 from streams.subscribe.contracts import COMMANDS, PHASE_EVENTS, VIOLATIONS, Contract
 from streams.tail import Start, Tail, Tailed
@@ -106,7 +107,7 @@ class Shown:
 async def _tail(settings: Settings, topic: str, *, contract: Contract[Any], where: Start,
                 shown: Shown, fmt: Format) -> None:
     try:
-        async with Tail(settings.bootstrap_servers, topic, contract, where) as tail:
+        async with Tail(kafka_cluster(settings), topic, contract, where) as tail:
             typer.echo(f"reading {tail.topic} ({len(tail.partitions)} partitions) from "
                        f"{_where(tail)}; Ctrl-C stops", err=True)
             if fmt is Format.TABLE:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from models.codec import decode_record
 from models.events import PhaseEvent
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
@@ -100,7 +101,7 @@ async def forget_lost_log(settings: Settings) -> None:
 
 async def create_topics(settings: Settings) -> list[str]:
     return await ensure_topics(
-        settings.bootstrap_servers,
+        kafka_cluster(settings),
         [settings.phase_events_topic, settings.dlq_topic, settings.sla_violations_topic,
          settings.rollback_commands_topic],
         partitions=settings.topic_partitions,
@@ -128,10 +129,12 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
     config = ProjectorConfig(name, topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, decoder, event_time, on_applied,
                              settings.on_lost_records)
-    dlq = DeadLetterWriter(settings.bootstrap_servers, settings.dlq_topic, name,
-                           max_value_bytes=settings.dlq_max_value_bytes)
+    cluster = kafka_cluster(settings)
+    dlq = DeadLetterWriter(cluster, settings.dlq_topic, name,
+                           max_value_bytes=settings.dlq_max_value_bytes,
+                           idempotent=settings.kafka_idempotent_producer)
     consumer = kafka_consumer(**consumer_config(
-        settings.bootstrap_servers, group_id=name,
+        cluster, group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records))
     await dlq.start()

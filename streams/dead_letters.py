@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from models.dead_letters import HEADER_PREFIX
-from streams.kafka import producer_config
+from streams.kafka import KafkaCluster, producer_config
 
 #: Below the 1 MiB a Kafka topic takes by default (message.max.bytes), headers included.
 DEFAULT_MAX_VALUE_BYTES: Final = 1_000_000
@@ -76,15 +76,16 @@ class DeadLetter:
 class DeadLetterWriter:
     """Sends dead letters and waits until the broker has them all."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, consumer: str, *,
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+    def __init__(self, cluster: KafkaCluster, topic: str, consumer: str, *,
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 idempotent: bool = False) -> None:
         self.topic = topic
         self._consumer = consumer
         self._max_value_bytes = max_value_bytes
         # The producer refuses what the topic would (by default): that is the cue to cut.
         self._producer = AIOKafkaProducer(**producer_config(
-            bootstrap_servers, client_id=f"{consumer}-dlq", linger_ms=5,
-            max_request_bytes=max_value_bytes + HEADERS_ROOM))
+            cluster, client_id=f"{consumer}-dlq", linger_ms=5,
+            max_request_bytes=max_value_bytes + HEADERS_ROOM, idempotent=idempotent))
 
     async def start(self) -> None:
         await self._producer.start()

@@ -1,23 +1,90 @@
-"""Client settings shared by every phasestream producer and consumer."""
+"""Client settings shared by every phasestream producer, consumer and admin client.
+
+``KafkaCluster`` says where the cluster is and how to reach it (TLS, SASL login); every
+client phasestream makes takes its keyword arguments from here, so no client can miss the
+security the others use.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TLS_PROTOCOLS: frozenset[str] = frozenset({"SSL", "SASL_SSL"})
+SASL_PROTOCOLS: frozenset[str] = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 
 
-def producer_config(bootstrap_servers: str, *, client_id: str, linger_ms: int,
-                    max_request_bytes: int = 2 * 1_048_576) -> dict[str, Any]:
-    # acks=all for durability; no idempotence: the local broker has no InitProducerId.
-    return {"bootstrap_servers": bootstrap_servers, "client_id": client_id, "acks": "all",
-            "enable_idempotence": False, "linger_ms": linger_ms,
+@dataclass(frozen=True, slots=True)
+class SaslLogin:
+    mechanism: SaslMechanism
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How clients authenticate the brokers (TLS) and themselves (TLS client
+    certificate or SASL login). The default is plain, unauthenticated TCP."""
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_context: ssl.SSLContext | None = None
+    sasl: SaslLogin | None = None
+
+    def __post_init__(self) -> None:
+        if (self.protocol in TLS_PROTOCOLS) != (self.ssl_context is not None):
+            raise ValueError(f"{self.protocol}: a TLS context goes with SSL and SASL_SSL only")
+        if (self.protocol in SASL_PROTOCOLS) != (self.sasl is not None):
+            raise ValueError(f"{self.protocol}: a SASL login goes with SASL_* only")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """What aiokafka's producers, consumers, admin clients and connections take."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.ssl_context is not None:
+            kwargs["ssl_context"] = self.ssl_context
+        if self.sasl is not None:
+            kwargs.update(sasl_mechanism=self.sasl.mechanism,
+                          sasl_plain_username=self.sasl.username,
+                          sasl_plain_password=self.sasl.password)
+        return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaCluster:
+    """Where the brokers are (``host:port,...``) and how to reach them."""
+
+    bootstrap_servers: str
+    security: KafkaSecurity = KafkaSecurity()
+
+    def client_kwargs(self, client_id: str) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap_servers, "client_id": client_id,
+                **self.security.client_kwargs()}
+
+
+def as_cluster(servers: str | KafkaCluster) -> KafkaCluster:
+    """``host:port,...`` of a cluster without security, or the cluster itself (the SDKs take
+    either)."""
+    return servers if isinstance(servers, KafkaCluster) else KafkaCluster(servers)
+
+
+def producer_config(cluster: KafkaCluster, *, client_id: str, linger_ms: int,
+                    max_request_bytes: int = 2 * 1_048_576,
+                    idempotent: bool = False) -> dict[str, Any]:
+    # acks=all for durability. Idempotence (Apache Kafka only: the local broker has no
+    # InitProducerId) keeps a send that is retried across a leader failover from writing
+    # its records twice.
+    return {**cluster.client_kwargs(client_id), "acks": "all",
+            "enable_idempotence": idempotent, "linger_ms": linger_ms,
             "max_request_size": max_request_bytes}
 
 
-def consumer_config(bootstrap_servers: str, *, group_id: str, session_timeout_ms: int,
+def consumer_config(cluster: KafkaCluster, *, group_id: str, session_timeout_ms: int,
                     max_wait_ms: int, max_records: int) -> dict[str, Any]:
     # Positions live in the sink; Kafka commits only serve lag monitoring, so never auto.
-    return {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
-            "client_id": group_id, "enable_auto_commit": False,
+    return {**cluster.client_kwargs(group_id), "group_id": group_id,
+            "enable_auto_commit": False,
             "auto_offset_reset": "earliest", "session_timeout_ms": session_timeout_ms,
             "heartbeat_interval_ms": max(100, session_timeout_ms // 4),
             "rebalance_timeout_ms": max(session_timeout_ms, 10_000),

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from models.codec import DEFAULT_MAX_EVENT_BYTES, decode_event, encode_event
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from streams.kafka import producer_config
+from streams.kafka import KafkaCluster, as_cluster, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,18 @@ def _checked(event: PhaseEvent, max_bytes: int) -> bytes:
 class PhaseEventPublisher:
     """Publishes phase events to Kafka, keyed by workflow id, with acks=all.
 
-    Use as ``async with PhaseEventPublisher(servers) as publisher:``.
+    Use as ``async with PhaseEventPublisher(servers) as publisher:``; ``servers`` is
+    ``host:port,...`` of a cluster without security, or a ``KafkaCluster`` (TLS, SASL).
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str = DEFAULT_TOPIC, *,
+    def __init__(self, servers: str | KafkaCluster, topic: str = DEFAULT_TOPIC, *,
                  linger_ms: int = 20, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 client_id: str = "phasestream-publisher") -> None:
+                 client_id: str = "phasestream-publisher", idempotent: bool = False) -> None:
         self.topic = topic
         self._max_bytes = max_event_bytes
+        cluster = as_cluster(servers)
         self._producer = AIOKafkaProducer(**producer_config(
-            bootstrap_servers, client_id=client_id, linger_ms=linger_ms))
+            cluster, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent))
 
     async def __aenter__(self) -> PhaseEventPublisher:
         await self._producer.start()

@@ -27,6 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from models.errors import SinkUnavailableError
 from models.ports import Outbox, OutboxClaim, OutboxItem, SendAttempt
+from streams.kafka import KafkaCluster
 from streams.topic_scan import TopicScanError, header_values, highwaters
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ ID_HEADER: Final = "phasestream.outbox-id"
 
 class OutboxRelay:
     def __init__(self, outbox: Outbox, producer: AIOKafkaProducer, topic: str, *,
-                 bootstrap_servers: str, interval_s: float, batch: int = 1000,
+                 cluster: KafkaCluster, interval_s: float, batch: int = 1000,
                  on_published: Callable[[Sequence[OutboxItem]], None] | None = None) -> None:
         self._outbox = outbox
         self._producer = producer
         self._topic = topic
-        self._servers = bootstrap_servers
+        self._cluster = cluster
         self._interval_s = interval_s
         self._batch = batch
         self._on_published = on_published
@@ -70,7 +71,7 @@ class OutboxRelay:
     async def _send(self, claim: OutboxClaim, items: Sequence[OutboxItem]) -> None:
         targets = await self._targets(items)
         for topic in {tp.topic for tp in targets if tp not in self._floors}:
-            self._floors.update(await highwaters(self._servers, topic,
+            self._floors.update(await highwaters(self._cluster, topic,
                                                  client_id="phasestream-relay"))
         await claim.attempting([SendAttempt(item.id, tp.topic, tp.partition, self._floors[tp])
                                 for item, tp in zip(items, targets, strict=True)])
@@ -103,7 +104,7 @@ class OutboxRelay:
         for attempt in claim.in_doubt.values():
             tp = TopicPartition(attempt.topic, attempt.partition)
             starts[tp] = min(attempt.from_offset, starts.get(tp, attempt.from_offset))
-        found = await header_values(self._servers, starts, ID_HEADER,
+        found = await header_values(self._cluster, starts, ID_HEADER,
                                     client_id="phasestream-relay-check")
         published = {i for i in claim.in_doubt if str(i).encode() in found}
         log.info("outbox relay: %d items in doubt after an interrupted send; %d were "

@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.errors import InvalidEventError
-from streams.kafka import consumer_config
+from streams.kafka import KafkaCluster, as_cluster, consumer_config
 from streams.subscribe.contracts import Contract
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ class Tailed(Generic[T]):
 class Tail(Generic[T]):
     """Records of every partition of ``topic`` from ``start``, as they come."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, contract: Contract[T],
+    def __init__(self, servers: str | KafkaCluster, topic: str, contract: Contract[T],
                  start: Start, *, max_wait_ms: int = 200) -> None:
         self.topic = topic
         self.partitions: list[TopicPartition] = []
@@ -63,7 +63,7 @@ class Tail(Generic[T]):
         self._settled: dict[TopicPartition, int] = {}
         # The shared consumer settings (security included), without a group: no commits, no
         # rebalances, nobody's positions.
-        config = consumer_config(bootstrap_servers, group_id="phasestream-subscribe",
+        config = consumer_config(as_cluster(servers), group_id="phasestream-subscribe",
                                  session_timeout_ms=10_000, max_wait_ms=max_wait_ms,
                                  max_records=500)
         self._consumer = AIOKafkaConsumer(**(config | {"group_id": None}))

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from models.errors import PhasestreamError
+from streams.kafka import KafkaCluster
+from streams.topics import partition_numbers
 
 TIMEOUT_S: Final = 30.0
 
@@ -28,13 +29,12 @@ class TopicScanError(PhasestreamError):
 
 
 @contextlib.asynccontextmanager
-async def _reader(bootstrap_servers: str, client_id: str,
+async def _reader(cluster: KafkaCluster, client_id: str,
                   max_partition_fetch_bytes: int) -> AsyncIterator[AIOKafkaConsumer]:
     # earliest: a start below the log start (retention) reads from the log start, never
     # from the end, which would skip records.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                fetch_max_wait_ms=50, client_id=client_id,
-                                auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(**cluster.client_kwargs(client_id), enable_auto_commit=False,
+                                fetch_max_wait_ms=50, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=max_partition_fetch_bytes)
     await consumer.start()
     try:
@@ -43,31 +43,14 @@ async def _reader(bootstrap_servers: str, client_id: str,
         await consumer.stop()
 
 
-async def partitions_of(bootstrap_servers: str, topic: str, *,
-                        client_id: str = "phasestream-ends") -> list[TopicPartition]:
-    """The topic's partitions, from a metadata request over all topics.
-
-    Not ``consumer.topics()`` then ``partitions_for_topic()``: that reads the consumer's own
-    metadata, which on Apache Kafka holds no topic it has not been given yet.
-    """
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
-    try:
-        await client.bootstrap()
-        numbers = (await client.fetch_all_metadata()).partitions_for_topic(topic)
-    except KafkaError as exc:
-        raise TopicScanError(f"could not read the partitions of {topic}: {exc}") from exc
-    finally:
-        await client.close()
-    if not numbers:
-        raise TopicScanError(f"topic {topic} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(numbers)]
-
-
-async def highwaters(bootstrap_servers: str, topic: str, *,
+async def highwaters(cluster: KafkaCluster, topic: str, *,
                      client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
-    tps = await partitions_of(bootstrap_servers, topic, client_id=client_id)
-    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+    numbers = await partition_numbers(cluster, topic, client_id=client_id)
+    if not numbers:
+        raise TopicScanError(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p) for p in numbers]
+    async with _reader(cluster, client_id, 1024) as consumer:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + TIMEOUT_S
@@ -78,11 +61,11 @@ async def highwaters(bootstrap_servers: str, topic: str, *,
         return {tp: int(consumer.highwater(tp)) for tp in tps}
 
 
-async def header_values(bootstrap_servers: str, starts: Mapping[TopicPartition, int],
+async def header_values(cluster: KafkaCluster, starts: Mapping[TopicPartition, int],
                         header: str, *, client_id: str = "phasestream-scan") -> set[bytes]:
     """Values of ``header`` in the records from each start offset to the partition's end."""
     found: set[bytes] = set()
-    async with _reader(bootstrap_servers, client_id, 1_048_576) as consumer:
+    async with _reader(cluster, client_id, 1_048_576) as consumer:
         consumer.assign(list(starts))
         for tp, start in starts.items():
             consumer.seek(tp, start)
@@ -98,12 +81,12 @@ async def header_values(bootstrap_servers: str, starts: Mapping[TopicPartition, 
     return found
 
 
-async def read_to_end(bootstrap_servers: str, topic: str, *,
+async def read_to_end(cluster: KafkaCluster, topic: str, *,
                       client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` from the log start to the ends it had when reading began."""
-    ends = await highwaters(bootstrap_servers, topic, client_id=client_id)
+    ends = await highwaters(cluster, topic, client_id=client_id)
     pending = {tp for tp, end in ends.items() if end > 0}
-    async with _reader(bootstrap_servers, client_id, 1_048_576) as consumer:
+    async with _reader(cluster, client_id, 1_048_576) as consumer:
         consumer.assign(list(pending))
         if pending:
             await consumer.seek_to_beginning(*pending)
@@ -136,14 +119,14 @@ async def _at_end(consumer: AIOKafkaConsumer,
     return done
 
 
-async def log_starts(bootstrap_servers: str, partitions: Iterable[TopicPartition], *,
+async def log_starts(cluster: KafkaCluster, partitions: Iterable[TopicPartition], *,
                      client_id: str = "phasestream-starts") -> dict[TopicPartition, int]:
     """Each partition's log start: the oldest offset retention (or a restart) has left.
 
     ListOffsets(earliest) is right on Apache Kafka (DeleteRecords and retention move it) and
     on the local broker (which deletes nothing, so it is 0 there).
     """
-    async with _reader(bootstrap_servers, client_id, 1024) as consumer:
+    async with _reader(cluster, client_id, 1024) as consumer:
         try:
             starts = await consumer.beginning_offsets(list(partitions))
         except KafkaError as exc:

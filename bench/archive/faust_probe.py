@@ -40,6 +40,7 @@ from typing import Any, Final
 import faust
 
 from phasestream.local_stack import embedded_broker
+from streams.kafka import KafkaCluster
 from streams.topics import ensure_topics
 
 log = logging.getLogger("bench.faust_probe")
@@ -179,7 +180,7 @@ async def probe_apps(timeout_s: float, workdir: Path) -> dict[str, Any]:
         # Created first, with the app's partition count: an unknown topic would be
         # auto-created by the broker with 4 partitions and faust would refuse the Table
         # (its changelog has 1), which is not the failure under test.
-        await ensure_topics(bootstrap, [source_topic(g, tag) for g in GUARANTEES],
+        await ensure_topics(KafkaCluster(bootstrap), [source_topic(g, tag) for g in GUARANTEES],
                             partitions=1)
         return {g: await run_app(g, bootstrap, tag, timeout_s, workdir) for g in GUARANTEES}
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from models.notifications import Deduplicator, RateLimiter
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.notify.dispatch import Dispatcher
 from phasestream.notify.email import EmailSender, SmtpConfig
 from phasestream.notify.hub import WebSocketHub
@@ -78,11 +79,13 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
                     stack: contextlib.AsyncExitStack) -> NotificationConsumer:
     """The Kafka consumer and its dead-letter writer, started on ``stack``, subscribed."""
     name = s.notify_consumer_group
-    dlq = DeadLetterWriter(s.bootstrap_servers, s.dlq_topic, name,
-                           max_value_bytes=s.dlq_max_value_bytes)
+    cluster = kafka_cluster(s)
+    dlq = DeadLetterWriter(cluster, s.dlq_topic, name,
+                           max_value_bytes=s.dlq_max_value_bytes,
+                           idempotent=s.kafka_idempotent_producer)
     await dlq.start()
     stack.push_async_callback(dlq.stop)
-    config = consumer_config(s.bootstrap_servers, group_id=name,
+    config = consumer_config(cluster, group_id=name,
                              session_timeout_ms=s.consumer_session_timeout_ms,
                              max_wait_ms=s.batch_max_wait_ms, max_records=s.batch_max_records)
     # A new group starts at the end of the log: no history replayed to users (see

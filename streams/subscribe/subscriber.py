@@ -34,7 +34,7 @@ from models.errors import InvalidEventError, PhasestreamError
 from streams.backoff import Backoff
 from streams.dead_letters import DeadLetter, DeadLetterWriter
 from streams.decoding import dead_letter
-from streams.kafka import consumer_config
+from streams.kafka import KafkaCluster, as_cluster, consumer_config
 from streams.subscribe.contracts import Contract
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ class Subscriber(Generic[T, C]):
     Use as ``async with Subscriber(...) as subscriber: await subscriber.run(handler)``.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, group_id: str,
+    def __init__(self, servers: str | KafkaCluster, topic: str, *, group_id: str,
                  contract: Contract[T], handled: HandledIds[C], dlq_topic: str,
                  max_attempts: int = 5, backoff: Backoff | None = None,
                  session_timeout_ms: int = 10_000, max_wait_ms: int = 500,
@@ -89,10 +89,11 @@ class Subscriber(Generic[T, C]):
         self._max_attempts = max_attempts
         self._backoff = backoff or Backoff(initial_s=0.5, max_s=30.0)
         self._stop = asyncio.Event()
+        cluster = as_cluster(servers)
         self._consumer = AIOKafkaConsumer(topic, **consumer_config(
-            bootstrap_servers, group_id=group_id, session_timeout_ms=session_timeout_ms,
+            cluster, group_id=group_id, session_timeout_ms=session_timeout_ms,
             max_wait_ms=max_wait_ms, max_records=max_records))
-        self._letters = DeadLetterWriter(bootstrap_servers, dlq_topic, group_id)
+        self._letters = DeadLetterWriter(cluster, dlq_topic, group_id)
 
     async def __aenter__(self) -> Subscriber[T, C]:
         await self._letters.start()

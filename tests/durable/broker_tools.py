@@ -21,9 +21,11 @@ from aiokafka.errors import KafkaError
 from models.events import PhaseEvent
 from phasestream.settings import Settings
 from phasestream.wiring import audit_projector
+from streams.kafka import KafkaCluster
 from streams.progress import PipelineObserver
 from streams.projector import Projector
 from streams.publisher import PhaseEventPublisher
+from streams.topics import partition_numbers
 from tests.support import eventually, many_events
 
 
@@ -39,24 +41,23 @@ async def offsets_reader(servers: str) -> AsyncIterator[AIOKafkaConsumer]:
         await consumer.stop()
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # fetches fresh metadata
-    found = consumer.partitions_for_topic(topic)
+async def partitions_of(servers: str, topic: str) -> list[TopicPartition]:
+    found = await partition_numbers(KafkaCluster(servers), topic, client_id="phasestream-tests")
     assert found, f"the broker knows no partitions of {topic}"
-    return [TopicPartition(topic, p) for p in sorted(found)]
+    return [TopicPartition(topic, p) for p in found]
 
 
 async def end_offsets(servers: str, topic: str) -> dict[int, int]:
     """Each partition's end offset (the offset the next record will get)."""
     async with offsets_reader(servers) as consumer:
-        ends = await consumer.end_offsets(await partitions_of(consumer, topic))
+        ends = await consumer.end_offsets(await partitions_of(servers, topic))
     return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 async def log_start_offsets(servers: str, topic: str) -> dict[int, int]:
     """Each partition's log start offset (the oldest record retention has left)."""
     async with offsets_reader(servers) as consumer:
-        starts = await consumer.beginning_offsets(await partitions_of(consumer, topic))
+        starts = await consumer.beginning_offsets(await partitions_of(servers, topic))
     return {tp.partition: int(offset) for tp, offset in starts.items()}
 
 

@@ -14,6 +14,7 @@ from aiokafka.admin import RecordsToDelete
 
 from phasestream.replay import replay
 from phasestream.settings import Settings
+from streams.kafka import KafkaCluster
 from streams.publisher import PhaseEventPublisher
 from streams.topic_scan import highwaters, log_starts
 from tests.durable.broker_tools import admin_client
@@ -33,7 +34,7 @@ async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Sett
     async with consumers_running(settings, "audit"):
         await consumed(db, settings.audit_consumer_group, EVENTS)
     audit_sum = await fetchval(db, AUDIT_SUM)
-    ends = await highwaters(servers, topic)
+    ends = await highwaters(KafkaCluster(servers), topic)
     cuts = {tp.partition: end // 2 for tp, end in ends.items() if end >= 2}
     assert len(cuts) >= 2, f"fewer than two partitions hold two records: {ends}"
     emptied = min(cuts)  # retention took all of this one: the replay has nothing to wait for
@@ -43,7 +44,7 @@ async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Sett
     async with admin_client(servers) as admin:
         await admin.delete_records(
             {TopicPartition(topic, p): RecordsToDelete(cut) for p, cut in cuts.items()})
-    assert {tp.partition: s for tp, s in (await log_starts(servers, ends)).items()
+    assert {tp.partition: s for tp, s in (await log_starts(KafkaCluster(servers), ends)).items()
             if tp.partition in cuts} == cuts, "the log does not start where records were cut"
 
     notices: list[str] = []

@@ -30,6 +30,7 @@ from models.violation_codec import encode_violation
 from phasestream.auth import mint_token
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.notify.consumer import notify
 from phasestream.notify.hub import SEND_TIMEOUT_S, WebSocketHub
 from phasestream.notify.slack import slack_text
@@ -53,7 +54,7 @@ async def notify_settings(settings: Settings, **overrides: Any) -> Settings:
             "phase-events", "rollback-commands"),
         "notify_consumer_group": settings.audit_consumer_group.replace("-audit", "-notify"),
         "jwt_secret": SecretStr(SECRET), **overrides})
-    await ensure_topics(configured.bootstrap_servers, [configured.rollback_commands_topic],
+    await ensure_topics(kafka_cluster(configured), [configured.rollback_commands_topic],
                         partitions=configured.topic_partitions)
     return configured
 
@@ -125,7 +126,7 @@ def overdue(user: str, workflow: str) -> SlaViolation:
 
 async def publish(settings: Settings, items: Sequence[RollbackCommand | SlaViolation],
                   topic: str | None = None) -> None:
-    producer = AIOKafkaProducer(**producer_config(settings.bootstrap_servers,
+    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings),
                                                   client_id="test-publisher", linger_ms=5))
     await producer.start()
     try:
@@ -498,7 +499,6 @@ async def test_a_short_secret_is_refused_at_start(settings: Settings) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2
-    assert err.decode().strip() == ("error: invalid setting: PHASESTREAM_JWT_SECRET: Value "
-                                    "error, must be at least 32 bytes (e.g. `openssl rand "
-                                    "-hex 32`)")
+    assert err.decode().strip() == ("error: invalid setting: PHASESTREAM_JWT_SECRET: must be "
+                                    "at least 32 bytes (e.g. `openssl rand -hex 32`)")
     assert b"sixteen-byte-key" not in out + err

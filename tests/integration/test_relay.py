@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from models.ports import OutboxItem
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
 from projections.database import open_pool
 from projections.outbox import outbox
@@ -63,12 +64,12 @@ async def relay_until_empty(settings: Settings, relay_type: type[OutboxRelay] = 
                             **options: Any) -> OutboxRelay:
     db = settings.database_url or ""
     pool = await open_pool(db)
-    producer = AIOKafkaProducer(**producer_config(settings.bootstrap_servers,
+    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings),
                                                   client_id="relay-test", linger_ms=5))
     await producer.start()
     try:
         relay = relay_type(outbox(pool), producer, settings.rollback_commands_topic,
-                           bootstrap_servers=settings.bootstrap_servers, interval_s=0.05,
+                           cluster=kafka_cluster(settings), interval_s=0.05,
                            batch=options.pop("batch", 100), **options)
         while await relay.relay_once():
             pass

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from models.phases import PhaseStatus
 from models.sla import SlaViolation, ViolationKind
 from models.violation_codec import encode_violation
+from phasestream.kafka_cluster import kafka_cluster
 from phasestream.replay import ReplayError, replay
 from phasestream.settings import Settings
 from streams.kafka import producer_config
@@ -120,7 +121,7 @@ async def test_replay_of_sla_violations_restores_the_projection_and_its_view(
     violations = [SlaViolation(uuid.uuid4(), ViolationKind.OVERDUE, f"wf-{i}", uuid.uuid4(),
                                1 + i % 7, uuid.uuid4(), start, start + timedelta(minutes=5),
                                300_000, 30_000) for i in range(40)]
-    producer = AIOKafkaProducer(**producer_config(settings.bootstrap_servers, client_id="t",
+    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings), client_id="t",
                                                   linger_ms=5))
     await producer.start()
     try:

@@ -23,7 +23,7 @@ from phasestream.wiring import create_topics
 from projections.carry_over import RowKeys, carry_over
 from projections.database import Connection
 from projections.shadow import create_shadow, swap_in
-from streams.kafka import producer_config
+from streams.kafka import KafkaCluster, producer_config
 from streams.publisher import PhaseEventPublisher
 from tests.integration.test_cli import cli
 from tests.integration.test_replay import (
@@ -163,8 +163,8 @@ async def eventually_rows(db: str, count: int) -> None:
 
 
 async def send_violations(settings: Settings, violations: list[SlaViolation]) -> None:
-    producer = AIOKafkaProducer(**producer_config(settings.bootstrap_servers, client_id="t",
-                                                  linger_ms=5))
+    producer = AIOKafkaProducer(**producer_config(KafkaCluster(settings.bootstrap_servers),
+                                                  client_id="t", linger_ms=5))
     await producer.start()
     try:
         for v in violations:

@@ -21,6 +21,7 @@ from models.events import PhaseEvent
 from phasestream.settings import Settings
 from projections.handled_ids import PostgresHandledIds, claim_id
 from streams.backoff import Backoff
+from streams.kafka import KafkaCluster
 from streams.publisher import PhaseEventPublisher
 from streams.subscribe import (
     COMMANDS,
@@ -64,7 +65,7 @@ def encoded(commands: list[RollbackCommand]) -> list[tuple[bytes, bytes]]:
 @pytest.fixture
 async def dlq(settings: Settings) -> str:
     name = f"{settings.rollback_commands_topic}.dlq"
-    await ensure_topics(settings.bootstrap_servers, [name], partitions=1)
+    await ensure_topics(KafkaCluster(settings.bootstrap_servers), [name], partitions=1)
     return name
 
 

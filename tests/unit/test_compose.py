@@ -33,6 +33,13 @@ from typer.testing import CliRunner
 
 from phasestream.cli import app
 from phasestream.settings import Settings
+from tests.kafka.launcher import (
+    BROKER_LISTENER,
+    CONTROLLER_LISTENER,
+    KafkaNode,
+    broker_properties,
+    kafka_version,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -337,6 +344,22 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Service]) -> None:
     data_dir = env["KAFKA_LOG_DIRS"]
     assert any(str(volume).endswith(f":{data_dir}") for volume in kafka["volumes"]), (
         "the broker's log dir is not on a volume")
+
+
+def test_the_compose_kafka_is_the_one_the_tests_run(services: dict[str, Service]) -> None:
+    """Same version and the same KRaft set-up as tests/kafka/launcher.py's broker."""
+    kafka = services["kafka"]
+    env = _env(kafka)
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    node = KafkaNode(1, Path("/unused"), {BROKER_LISTENER: 1, CONTROLLER_LISTENER: 2})
+    tested = dict(line.split("=", 1) for line in
+                  broker_properties(node, [node], {}, {}).splitlines())
+    for name in ("process.roles", "controller.listener.names", "auto.create.topics.enable",
+                 "group.initial.rebalance.delay.ms", "offsets.topic.replication.factor"):
+        assert env[f"KAFKA_{name.upper().replace('.', '_')}"] == tested[name], name
+    protocols = dict(item.split(":") for item in
+                     env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"PLAINTEXT"}  # as the tests' (SASL_SSL: its own test)
 
 
 def test_database_url_matches_the_postgres_service(services: dict[str, Service]) -> None:
