@@ -134,7 +134,10 @@ class NotificationConsumer:
 
     def _lag(self) -> dict[PartitionRef, int]:
         lag = {}
+        held = self._consumer.assignment()  # as in the projector: a lost session empties it
         for tp, position in self._next.items():
+            if tp not in held:
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 lag[PartitionRef(tp.topic, tp.partition)] = max(0, highwater - position)

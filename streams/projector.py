@@ -310,8 +310,13 @@ class Projector(Generic[T]):
 
     def _lag(self) -> dict[PartitionRef, int]:
         # The fetch highwater is right on the local broker, where end_offsets() is not.
+        # A session that expired (e.g. a paused process) leaves the consumer without its
+        # partitions before the revoke callback forgets them: ask only what it still holds.
         lag = {}
+        held = self._consumer.assignment()
         for tp, position in self._expected.items():
+            if tp not in held:
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 lag[_ref(tp)] = max(0, highwater - (position or 0))

@@ -288,8 +288,11 @@ def _java(jars: Path, directory: Path, options: Sequence[str] = FAST_START) -> l
 
 def _format(jars: Path, node: KafkaNode, cluster_id: str, format_args: Sequence[str]) -> None:
     done = subprocess.run(
-        [*_java(jars, node.directory), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-         "-c", str(node.directory / "server.properties"), *format_args],
+        # --cluster-id=: a random id may start with "-", which a separate argument would
+        # turn into an option.
+        [*_java(jars, node.directory), "kafka.tools.StorageTool", "format",
+         f"--cluster-id={cluster_id}", "--config", str(node.directory / "server.properties"),
+         *format_args],
         capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise KafkaLaunchError(f"kafka-storage format (node {node.node_id}) failed: "
