@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from models.phases import PhaseStatus
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
+from tests.integration.test_api import conforms
 from tests.integration.test_sla import publisher, set_threshold
 from tests.support import consumers_running, count_rows, eventually, make_event
 
@@ -77,6 +78,7 @@ async def test_running_phases_from_the_audit_log_without_the_monitor(
         await eventually(lambda: count_rows(db), lambda n: n == len(events), what="audit rows")
         status, body = await api_get(rt.http_port)
         assert status == 200, body
+        conforms(body, "RunningPage")
         assert listed(body) == EXPECTED
         late = body["items"][0]
         assert late["threshold_ms"] == 60_000
