@@ -32,8 +32,8 @@ _VALUE: Final = {
 }
 
 
-async def series(conn: Connection, query: SeriesQuery) -> Report:
-    """The buckets of ``query``, oldest first, with the window and step in the meta."""
+def statement(query: SeriesQuery) -> tuple[str, Params]:
+    """The SQL of ``query`` and its bound parameters (bench/timeseries.py explains it)."""
     params = Params()
     step = params.add(query.interval)
     start, last = params.add(query.start), params.add(query.last_bucket)
@@ -44,7 +44,7 @@ async def series(conn: Connection, query: SeriesQuery) -> Report:
                          LOGS, params)
     value = _VALUE.get(query.metric, "count(*)")
     empty = "NULL" if query.metric is SeriesMetric.P95_DURATION else "0"
-    items, _ = await section(conn, "buckets", f"""
+    return f"""
         WITH data AS (
             SELECT date_bin({step}::interval, l."timestamp", {params.add(EPOCH)}) AS bucket,
                    {value} AS value
@@ -56,7 +56,13 @@ async def series(conn: Connection, query: SeriesQuery) -> Report:
         FROM generate_series({start}::timestamptz, {last}::timestamptz, {step}::interval)
              AS b(bucket)
         LEFT JOIN data AS d USING (bucket)
-        ORDER BY b.bucket""", params)
+        ORDER BY b.bucket""", params
+
+
+async def series(conn: Connection, query: SeriesQuery) -> Report:
+    """The buckets of ``query``, oldest first, with the window and step in the meta."""
+    sql, params = statement(query)
+    items, _ = await section(conn, "buckets", sql, params)
     meta: dict[str, Scalar] = {
         "metric": query.metric.value, "step": query.step, "since": plain(query.start),
         "until": plain(query.until), "phase": query.filters.phase,
