@@ -58,13 +58,18 @@ def _conditions(query: RunningQuery, params: Params) -> list[str]:
     return found
 
 
+def statement(query: RunningQuery, page: Page) -> tuple[str, Params]:
+    """The SQL of one page (one row more: is there another?) and its parameters."""
+    params = Params()
+    sql = _RUNNING.format(where=where(_conditions(query, params)))
+    return f"{sql} LIMIT {params.add(page.limit + 1)} OFFSET {params.add(page.offset)}", params
+
+
 async def running(conn: Connection, query: RunningQuery, page: Page,
                   consumers: dict[str, str]) -> Report:
     """Running phases by time left (least first), and the freshness of ``consumers``
     (role -> consumer group, e.g. the audit projector as ``source``)."""
-    params = Params()
-    sql = _RUNNING.format(where=where(_conditions(query, params)))
-    sql += f" LIMIT {params.add(page.limit + 1)} OFFSET {params.add(page.offset)}"
+    sql, params = statement(query, page)
     records = await conn.fetch(sql, *params.values)
     rows = [_row(r, query) for r in records[:page.limit]]
     if query.at_risk:
