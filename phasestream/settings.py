@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         0.8, gt=0, le=1, description="Share of its SLA threshold after which a running "
         "phase is at_risk (report running, /api/running, the running-phase gauges).")
     running_lookback_hours: PositiveInt = Field(
-        168, description="Starts this recent with no end are running phases; older ones "
+        24, description="Starts this recent with no end are running phases; older ones "
         "count as abandoned, which bounds the audit-log scan of report running.")
     outbox_relay_interval_ms: PositiveInt = Field(
         200, description="How often decided SLA violations are published when idle.")
