@@ -125,3 +125,12 @@ async def test_report_timeseries_csv_and_json(seeded: tuple[str, datetime]) -> N
                     "--since", "3d")
     assert bad.exit_code == 2
     assert "--since: the window holds" in bad.stderr
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/api/timeseries", {"metric": "started"}), ("/api/running", {"at_risk": "true"})])
+async def test_unreachable_database_is_503(path: str, params: dict[str, str]) -> None:
+    async with api("postgresql://nobody@127.0.0.1:1/none") as session:
+        status, body = await get(session, path, **params)
+    assert status == 503
+    assert "error" in body
