@@ -6,7 +6,9 @@ database (server-side INSERT ... SELECT, a realistic mix: 50 % started, 46.5 % c
 2 % failed, 1.5 % rolled back, durations around each phase's SLA), VACUUM ANALYZE, then for
 each request below runs the statement of projections.timeseries under EXPLAIN (ANALYZE,
 BUFFERS) ``--repeat`` times and the report function itself as often, and prints the medians
-and the plan's scans. Then it drops the index and measures the same again.
+and the plan's scans. Then it drops the index and measures the same again. Before the
+month, it loads ``--ingest-rows`` into the empty table with and without the index, to show
+what the index costs writers.
 
     .venv/bin/python -m bench.timeseries [--rows 3000000] [--json FILE]
 
@@ -45,6 +47,11 @@ log = logging.getLogger("bench.timeseries")
 INDEX: Final = "workflow_phase_logs_status_time_idx"
 INDEX_DDL: Final = (f'CREATE INDEX {INDEX} ON workflow_phase_logs (status, "timestamp") '
                     "INCLUDE (phase_number, duration_ms, user_id)")
+#: As migration 0011: the month partitions' copies of the index named after it.
+NAME_PARTITION_INDEXES: Final = (
+    "SELECT phasestream_name_partition_indexes(c.relname, 'workflow_phase_logs') "
+    "FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = 'workflow_phase_logs'::regclass")
 CHUNK: Final = 500_000
 #: (name, metric, step, since, until, phase): what the dashboard asks. "mid-month" is a day
 #: 15 days back, inside a month partition that holds ~4 weeks (the current month's
@@ -104,6 +111,33 @@ async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[
         "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits "
         "WHERE inhparent = 'workflow_phase_logs'::regclass")
     return {"rows": rows, "load_s": round(loaded_s, 1), "table_and_indexes": size}
+
+
+async def create_index(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute(INDEX_DDL)
+    await conn.execute(NAME_PARTITION_INDEXES)
+
+
+async def measure_ingest(conn: asyncpg.Connection[Any], rows: int,
+                         now: datetime) -> dict[str, Any]:
+    """What the index costs writers: ``rows`` loaded into the empty table without and with
+    it, alternating twice (the same server-side INSERT as the month; not the projector's
+    COPY path, but the same per-row index maintenance)."""
+    timings: dict[str, list[float]] = {"without_index": [], "with_index": []}
+    for _ in range(2):
+        for case in ("without_index", "with_index"):
+            await conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+            if case == "with_index":
+                await create_index(conn)
+            began = time.monotonic()
+            await conn.execute(_LOAD, now - timedelta(days=1), 86_400 / rows, 0, rows - 1)
+            timings[case].append(time.monotonic() - began)
+            await conn.execute("TRUNCATE workflow_phase_logs")
+    await conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+    await create_index(conn)
+    return {case: {"rows_per_s": round(rows / statistics.median(seconds)),
+                   "seconds": [round(x, 1) for x in seconds]}
+            for case, seconds in timings.items()} | {"rows": rows}
 
 
 def _scans(plan: dict[str, Any]) -> Iterator[str]:
@@ -183,8 +217,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             now = datetime.now(UTC)
             figures: dict[str, Any] = {"machine": measure.machine_facts(),
                                        "postgres": await measure.postgres_facts(conn),
-                                       "jit": await conn.fetchval("SHOW jit"),
-                                       "data": await load(conn, args.rows, now)}
+                                       "jit": await conn.fetchval("SHOW jit")}
+            if args.ingest_rows:
+                figures["ingest"] = await measure_ingest(conn, args.ingest_rows, now)
+                log.info("ingest: %s", figures["ingest"])
+            figures["data"] = await load(conn, args.rows, now)
             figures["load_before"] = measure.wait_until_quiet(args.quiet_pct,
                                                               timeout_s=args.quiet_timeout)
             figures["with_index"] = await measure_all(conn, now, args.repeat)
@@ -192,7 +229,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await conn.execute(f"DROP INDEX {INDEX}")
             await conn.execute("ANALYZE workflow_phase_logs")
             figures["without_index"] = await measure_all(conn, now, args.repeat)
-            await conn.execute(INDEX_DDL)
+            await create_index(conn)
         finally:
             await conn.close()
     return figures
@@ -209,6 +246,10 @@ def print_figures(figures: dict[str, Any]) -> None:
         print(f"{name:38} {with_['buckets']:>7} {with_['explain_ms_median']:>14} "
               f"{without['explain_ms_median']:>11}  {', '.join(with_['scans'])} / "
               f"{', '.join(without['scans'])}")
+    if "ingest" in figures:
+        ingest = figures["ingest"]
+        print(f"ingest of {ingest['rows']:,} rows: {ingest['without_index']['rows_per_s']:,} "
+              f"rows/s without the index, {ingest['with_index']['rows_per_s']:,} with it")
     for name, found in figures["running"].items():
         print(f"{name:38} {found['running_phases']:>7} running, first page "
               f"{found['explain_ms_median']} ms (report {found['report_ms_median']} ms)")
@@ -218,6 +259,8 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--ingest-rows", type=int, default=300_000,
+                        help="rows per load when measuring the index's cost on writes; 0 skips")
     support.add_common_arguments(parser)
     parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
