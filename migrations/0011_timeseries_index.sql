@@ -1,10 +1,13 @@
--- Time series (/api/timeseries, report timeseries) count one status over a window, or take
--- the durations of finished executions: an index led by status and time, carrying the
--- phase and the duration, answers a day of 1-minute buckets from the index alone (an
--- index-only scan of that day's rows), where ("timestamp") alone reads every row of the
--- day from the table to test its status. bench/timeseries.py measures both.
-CREATE INDEX workflow_phase_logs_status_time_idx
-    ON workflow_phase_logs (status, "timestamp") INCLUDE (phase_number, duration_ms, user_id);
+-- Time series (/api/timeseries, report timeseries) of finished executions read their
+-- durations: violations (duration over the threshold) and p95_duration. The older
+-- (phase_number, status, "timestamp") index answers the counts by status from the index
+-- alone, but not those, which read every finished row of the window from the table.
+-- This index carries the duration, phase and user of finished rows only (about half the
+-- log), so a day of 1-minute buckets of them is an index-only scan too, at half the cost
+-- to writers of indexing every row. bench/timeseries.py measures both sides.
+CREATE INDEX workflow_phase_logs_finished_time_idx
+    ON workflow_phase_logs ("timestamp") INCLUDE (status, phase_number, duration_ms, user_id)
+    WHERE status IN ('completed', 'failed');
 
 -- Name the month partitions' copies after the parent index, as migration 0007 does.
 SELECT phasestream_name_partition_indexes(c.relname, 'workflow_phase_logs')

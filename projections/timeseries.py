@@ -3,8 +3,9 @@
 Counts are of events by their event time; ``violations`` counts finished executions over
 their phase's threshold (late completions and failures, by the end's time); ``p95_duration``
 is the 95th percentile of finished executions' durations in ms, null in an empty bucket
-(no duration is not a duration of 0). Every statement filters on status and time first, so
-migration 0011's (status, "timestamp") index answers it from the index alone.
+(no duration is not a duration of 0). Every statement filters on status and time, so an
+index answers it alone: (phase_number, status, "timestamp") the counts, and migration
+0011's index of finished rows, which carries the duration, violations and p95_duration.
 """
 
 from __future__ import annotations
