@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
 
@@ -28,9 +28,11 @@ from models.report_filters import (
     parse_page,
     parse_workflow_id,
 )
+from models.running import parse_running
+from models.timeseries import parse_series
 from phasestream.settings import Settings
 from phasestream.wiring import reader_database_url
-from projections import report_history, reports
+from projections import report_history, reports, running, timeseries
 from projections.database import Connection, open_pool, translate_errors
 from projections.report_history import UnknownWorkflowError
 from projections.reports import Report
@@ -39,6 +41,8 @@ Run = Callable[[Connection, ReportFilters, Page], Awaitable[Report]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FILTERS: Final = ("since", "until", "phase", "user")
 ALLOWED: Final = frozenset({*FILTERS, "limit", "offset"})
+RUNNING_ALLOWED: Final = frozenset({"phase", "user", "at_risk", "limit", "offset"})
+SERIES_ALLOWED: Final = frozenset({*FILTERS, "metric", "step"})
 
 
 class LazyPool:
@@ -68,7 +72,8 @@ POOL: Final = web.AppKey("phasestream_api_pool", LazyPool)
 
 
 def attach_api(app: web.Application, settings: Settings) -> None:
-    """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows/{id}, /api/openapi.json."""
+    """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows/{id}, /api/running,
+    /api/timeseries and /api/openapi.json."""
     pool = LazyPool(lambda: reader_database_url(settings))
     app[POOL] = pool
     app.on_cleanup.append(pool.close)
@@ -76,20 +81,27 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/sla", _endpoint(reports.sla))
     app.router.add_get("/api/rollbacks", _endpoint(report_history.rollbacks))
     app.router.add_get("/api/workflows/{workflow_id}", _workflow)
+    app.router.add_get("/api/running", _running(settings))
+    app.router.add_get("/api/timeseries", _timeseries)
     app.router.add_get("/api/openapi.json", _openapi)
 
 
 def parse_query(query: MultiMapping[str], *, now: datetime) -> tuple[ReportFilters, Page]:
     """Filters and page from query parameters; raises InvalidFilterError."""
-    unknown = sorted(set(query) - ALLOWED)
-    if unknown:
-        raise InvalidFilterError(unknown[0], f"unknown parameter; allowed: {sorted(ALLOWED)}")
-    repeated = [name for name in query if len(query.getall(name)) > 1]
-    if repeated:
-        raise InvalidFilterError(repeated[0], "given more than once")
+    check_names(query, ALLOWED)
     filters = parse_filters(since=query.get("since"), until=query.get("until"),
                             phase=query.get("phase"), user=query.get("user"), now=now)
     return filters, parse_page(query.get("limit"), query.get("offset"))
+
+
+def check_names(query: MultiMapping[str], allowed: frozenset[str]) -> None:
+    """Refuse unknown and repeated parameters (a typo must not ask another question)."""
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise InvalidFilterError(unknown[0], f"unknown parameter; allowed: {sorted(allowed)}")
+    repeated = [name for name in query if len(query.getall(name)) > 1]
+    if repeated:
+        raise InvalidFilterError(repeated[0], "given more than once")
 
 
 def _endpoint(run: Run) -> Handler:
@@ -121,6 +133,57 @@ async def _respond(request: web.Request, run: Run) -> web.StreamResponse:
         return _error(503, str(exc))
     body: dict[str, Any] = report.as_json()
     body.update(limit=page.limit, offset=page.offset, next_offset=report.next_offset)
+    return web.json_response(body)
+
+
+def _running(settings: Settings) -> Handler:
+    """/api/running: phases in flight by time left, with the freshness of the answer."""
+    consumers = {"source": settings.audit_consumer_group,
+                 "sla_monitor": settings.sla_consumer_group}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            check_names(query, RUNNING_ALLOWED)
+            asked = parse_running(
+                phase=query.get("phase"), user=query.get("user"), at_risk=query.get("at_risk"),
+                now=datetime.now(UTC), lookback=timedelta(hours=settings.running_lookback_hours),
+                share=settings.running_at_risk_share)
+            page = parse_page(query.get("limit"), query.get("offset"))
+        except InvalidFilterError as exc:
+            return _error(400, str(exc), parameter=exc.name)
+        return await _answer(request, lambda c: running.running(c, asked, page, consumers),
+                             page)
+    return handle
+
+
+async def _timeseries(request: web.Request) -> web.StreamResponse:
+    """/api/timeseries: one metric per bucket of the audit log, zero-filled."""
+    query = request.query
+    try:
+        check_names(query, SERIES_ALLOWED)
+        asked = parse_series(metric=query.get("metric"), step=query.get("step"),
+                             since=query.get("since"), until=query.get("until"),
+                             phase=query.get("phase"), user=query.get("user"),
+                             now=datetime.now(UTC))
+    except InvalidFilterError as exc:
+        return _error(400, str(exc), parameter=exc.name)
+    return await _answer(request, lambda c: timeseries.series(c, asked), None)
+
+
+async def _answer(request: web.Request, run: Callable[[Connection], Awaitable[Report]],
+                  page: Page | None) -> web.StreamResponse:
+    """Run a validated query; 503 when the database cannot answer."""
+    async def fetch() -> Report:
+        async with request.app[POOL].connection() as conn:
+            return await run(conn)
+    try:
+        report = await translate_errors(fetch)
+    except PhasestreamError as exc:
+        return _error(503, str(exc))
+    body: dict[str, Any] = report.as_json()
+    if page is not None:
+        body.update(limit=page.limit, offset=page.offset, next_offset=report.next_offset)
     return web.json_response(body)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from models.commands import RollbackCommand, decode_command
 from models.ports import OutboxItem
 from models.rollback import RetryPolicy, RollbackPolicy
+from models.running import phase_loads
 from models.sla import SlaViolation
 from models.violation_codec import decode_violation
 from phasestream import health
@@ -37,7 +38,7 @@ from phasestream.wiring import (
     phase_event_time,
     projector,
 )
-from projections.metrics_sink import MetricsDataSink, open_phase_counts
+from projections.metrics_sink import MetricsDataSink, open_phase_counts, open_phase_starts
 from projections.outbox import outbox, violation_outbox
 from projections.rollback_sink import RollbackSink
 from projections.sla_sink import SlaStateSink
@@ -108,16 +109,20 @@ async def metrics(rt: Runtime) -> None:
             on_applied=phase_metrics.observe, observer=rt.pipeline) as running, \
             asyncio.TaskGroup() as group:
         group.create_task(drive(running, rt.stop))
-        group.create_task(_refresh_gauges(sink, phase_metrics, rt.stop))
+        group.create_task(_refresh_gauges(sink, phase_metrics, s.running_at_risk_share,
+                                          rt.stop))
 
 
 async def _refresh_gauges(sink: MetricsDataSink, phase_metrics: PhaseMetrics,
-                          stop: asyncio.Event) -> None:
+                          at_risk_share: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             async with sink.pool.acquire() as conn:
-                phase_metrics.set_gauges(await open_phase_counts(conn),
-                                         await load_thresholds(conn))
+                thresholds = await load_thresholds(conn)
+                phase_metrics.set_gauges(await open_phase_counts(conn), thresholds)
+                phase_metrics.set_running(phase_loads(
+                    await open_phase_starts(conn), thresholds, datetime.now(UTC),
+                    at_risk_share))
         except (OSError, TimeoutError) as exc:
             log.debug("gauges not refreshed: %s", exc)
         except Exception as exc:  # a gauge refresh must never stop the consumer

@@ -6,7 +6,7 @@ import asyncio
 import csv
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
@@ -20,17 +20,21 @@ from models.report_filters import (
     InvalidFilterError,
     ReportFilters,
     parse_filters,
+    parse_page,
     parse_workflow_id,
 )
+from models.running import parse_running
+from models.timeseries import DEFAULT_STEP, parse_series
 from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
 from phasestream.wiring import database_url, reader_database_url
-from projections import report_history, reports
+from projections import report_history, reports, running, timeseries
 from projections.database import Connection, connect, translate_errors
 from projections.reports import Report, Scalar, Section
 
 T = TypeVar("T")
-report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow.",
+report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
+                         "running phases, time series.",
                          no_args_is_help=True)
 
 
@@ -157,3 +161,40 @@ def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
         raise fail(str(exc), 2) from None
     emit(query(load_settings(), lambda c: report_history.workflow(c, workflow_id, filters)),
          fmt)
+
+
+@report_app.command("running")
+def running_cmd(phase: PhaseOpt = None, user: UserOpt = None,
+                at_risk: Annotated[bool, typer.Option(
+                    "--at-risk", help="Only at_risk and overdue phases.")] = False,
+                limit: Annotated[str, typer.Option(help="Most phases listed, 1-1000.")] = "100",
+                fmt: FormatOpt = Format.TABLE) -> None:
+    """Phases in flight now, least time left first: elapsed, threshold, time left, state."""
+    settings = load_settings()
+    try:
+        asked = parse_running(phase=phase, user=user, at_risk=at_risk, now=datetime.now(UTC),
+                              lookback=timedelta(hours=settings.running_lookback_hours),
+                              share=settings.running_at_risk_share)
+        page = parse_page(limit, None)
+    except InvalidFilterError as exc:
+        raise usage_error(exc) from None
+    consumers = {"source": settings.audit_consumer_group,
+                 "sla_monitor": settings.sla_consumer_group}
+    emit(query(settings, lambda c: running.running(c, asked, page, consumers)), fmt)
+
+
+@report_app.command("timeseries")
+def timeseries_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+    metric: Annotated[str, typer.Option(
+        help="started, completed, failed, rolled_back, violations or p95_duration.")],
+    step: Annotated[str, typer.Option(help="Bucket width: 1m, 5m or 1h.")] = DEFAULT_STEP,
+    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """One metric per time bucket from the audit log (default: the last 24 h), zero-filled."""
+    try:
+        asked = parse_series(metric=metric, step=step, since=since, until=until, phase=phase,
+                             user=user, now=datetime.now(UTC))
+    except InvalidFilterError as exc:
+        raise usage_error(exc) from None
+    emit(query(load_settings(), lambda c: timeseries.series(c, asked)), fmt)

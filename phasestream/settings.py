@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         30, description="How often the SLA thresholds are re-read from their table.")
     sla_early_end_ttl_s: PositiveInt = Field(
         86_400, description="How long an end that came before its start waits for it.")
+    running_at_risk_share: float = Field(
+        0.8, gt=0, le=1, description="Share of its SLA threshold after which a running "
+        "phase is at_risk (report running, /api/running, the running-phase gauges).")
+    running_lookback_hours: PositiveInt = Field(
+        24, description="Starts this recent with no end are running phases; older ones "
+        "count as abandoned, which bounds the audit-log scan of report running.")
     outbox_relay_interval_ms: PositiveInt = Field(
         200, description="How often decided SLA violations are published when idle.")
     rollback_commands_topic: str = Field(

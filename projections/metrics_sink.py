@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import orjson
 
 from models.events import PhaseEvent
@@ -32,3 +34,10 @@ async def open_phase_counts(conn: Connection) -> dict[int, int]:
     rows = await conn.fetch(
         "SELECT phase_number, count(*) AS n FROM sla_open_phases GROUP BY phase_number")
     return {r["phase_number"]: r["n"] for r in rows}
+
+
+async def open_phase_starts(conn: Connection) -> list[tuple[int, datetime]]:
+    """(phase, started_at) of every phase in flight, from the SLA monitor's state: cheap
+    enough to read every few seconds, where the audit log's answer is a scan."""
+    rows = await conn.fetch("SELECT phase_number, started_at FROM sla_open_phases")
+    return [(r["phase_number"], r["started_at"]) for r in rows]

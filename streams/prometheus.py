@@ -1,6 +1,7 @@
 """Prometheus metrics, created once per registry, in base units, with bounded labels.
 
-Labels are phase (phase_1 … phase_7), status, kind, consumer and partition: all bounded.
+Labels are phase (phase_1 … phase_7), status, kind, state (ok, at_risk, overdue), consumer
+and partition: all bounded.
 user_id and workflow_id never become labels; they travel as OpenMetrics exemplars, which
 Prometheus limits to 128 characters of label names and values together.
 """
@@ -18,12 +19,15 @@ from models.events import PhaseEvent
 from models.metric_rows import phase_label
 from models.phases import DEFAULT_SLA_MS, PHASES, PhaseStatus
 from models.ports import PartitionRef
+from models.running import PhaseLoad, RunningState, overdue_by_ms
 from models.sla import SlaViolation
 
 #: Seconds; every default SLA threshold (10, 15, 30, 60, 90, 120 s) is a bucket boundary.
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 90, 120, 180, 300, 600)
 EXEMPLAR_LIMIT: Final = 128
 BATCH_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: Seconds past the deadline: from "just missed" to "stuck for an hour".
+PAST_DEADLINE_BUCKETS: Final = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 def exemplar(workflow_id: str, user_id: str) -> dict[str, str]:
@@ -51,11 +55,25 @@ class PhaseMetrics:
                                ["phase"], registry=registry)
         self.threshold = Gauge("workflow_phase_sla_threshold_seconds",
                                "The SLA threshold of each phase.", ["phase"], registry=registry)
+        self.past_deadline = Histogram(
+            "workflow_phase_ended_past_deadline_seconds",
+            "How far past the SLA deadline late phases were when they finally ended.",
+            ["phase"], buckets=PAST_DEADLINE_BUCKETS, registry=registry)
+        self.oldest_running = Gauge(
+            "workflow_phase_oldest_running_age_seconds",
+            "Age of the oldest phase in flight (0: none), from the SLA monitor's state.",
+            ["phase"], registry=registry)
+        self.running = Gauge(
+            "workflow_phase_running", "Phases in flight by state (ok, at_risk, overdue), "
+            "from the SLA monitor's state.", ["phase", "state"], registry=registry)
+        self._thresholds_ms = dict(DEFAULT_SLA_MS)
         for phase in PHASES:  # every series exists from the start, at zero
             label = phase_label(phase)
             for metric in (self.started, self.completed, self.failed, self.rolled_back,
-                           self.in_flight):
+                           self.in_flight, self.past_deadline, self.oldest_running):
                 metric.labels(label)
+            for state in RunningState:
+                self.running.labels(label, state.value)
             self.threshold.labels(label).set(DEFAULT_SLA_MS[phase] / 1000)
 
     def observe(self, events: Sequence[PhaseEvent]) -> None:
@@ -70,12 +88,24 @@ class PhaseMetrics:
                 histogram = self.completed if event.status is PhaseStatus.COMPLETED \
                     else self.failed
                 histogram.labels(label).observe(event.duration_ms / 1000, exemplar=sample)
+                late = overdue_by_ms(event.duration_ms, self._thresholds_ms[event.phase_number])
+                if late is not None:
+                    self.past_deadline.labels(label).observe(late / 1000, exemplar=sample)
 
     def set_gauges(self, in_flight: Mapping[int, int], thresholds_ms: Mapping[int, int]) -> None:
+        self._thresholds_ms = DEFAULT_SLA_MS | dict(thresholds_ms)
         for phase in PHASES:
             label = phase_label(phase)
             self.in_flight.labels(label).set(in_flight.get(phase, 0))
-            self.threshold.labels(label).set(thresholds_ms.get(phase, DEFAULT_SLA_MS[phase]) / 1000)
+            self.threshold.labels(label).set(self._thresholds_ms[phase] / 1000)
+
+    def set_running(self, loads: Mapping[int, PhaseLoad]) -> None:
+        """The running phases' gauges; a phase with none running reads 0."""
+        for phase, load in loads.items():
+            label = phase_label(phase)
+            self.oldest_running.labels(label).set(load.oldest_age_s or 0.0)
+            for state, count in load.by_state.items():
+                self.running.labels(label, state.value).set(count)
 
 
 class ViolationMetrics:

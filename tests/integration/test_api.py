@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry
 
-from phasestream.api import attach_api
+from phasestream.api import attach_api, openapi_document
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
@@ -156,7 +157,8 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
     assert status == 200
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {"/api/analytics", "/api/sla", "/api/rollbacks",
-                                      "/api/workflows/{workflow_id}", "/api/openapi.json"}
+                                      "/api/workflows/{workflow_id}", "/api/running",
+                                      "/api/timeseries", "/api/openapi.json"}
     names = {p["$ref"].rsplit("/", 1)[-1] for p in
              document["paths"]["/api/sla"]["get"]["parameters"]}
     assert names == {"since", "until", "phase", "user", "limit", "offset"}
@@ -166,3 +168,10 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert document["security"] == [{"bearer": []}, {}]  # none needed on an open server
     assert document["paths"]["/api/openapi.json"]["get"]["security"] == []
+
+
+def conforms(body: dict[str, Any], schema: str) -> None:
+    """``body`` against a schema of the shipped OpenAPI document (jsonschema raises)."""
+    document = openapi_document()
+    jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}",
+                                     "components": document["components"]}).validate(body)

@@ -105,12 +105,14 @@ async def test_migration_moves_rows_into_month_partitions_and_keeps_the_views(
     assert key == 'PRIMARY KEY (id, "timestamp")'
     assert indexes == {"workflow_phase_logs_pkey", "workflow_phase_logs_workflow_idx",
                        "workflow_phase_logs_timestamp_idx",
-                       "workflow_phase_logs_phase_status_idx", "workflow_phase_logs_user_idx"}
+                       "workflow_phase_logs_phase_status_idx", "workflow_phase_logs_user_idx",
+                       "workflow_phase_logs_finished_time_idx"}  # 0011: time series
     assert analytics_after == analytics_before
     assert violations == 0
     assert leftovers == [], leftovers
     assert {name[len("workflow_phase_logs_p202401"):] for name in part_indexes} == {
-        "_pkey", "_workflow_idx", "_timestamp_idx", "_phase_status_idx", "_user_idx"}
+        "_pkey", "_workflow_idx", "_timestamp_idx", "_phase_status_idx", "_user_idx",
+        "_finished_time_idx"}
     assert await placed(bare_database) == {e.event_id: partition_of(e.timestamp) for e in old}
 
 

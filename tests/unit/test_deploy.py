@@ -55,6 +55,9 @@ METRICS: dict[str, Metric] = {
     "workflow_phase_sla_violations_total": Metric("counter", _PHASE | {"kind"}),
     "workflow_phase_in_flight": Metric("gauge", _PHASE),
     "workflow_phase_sla_threshold_seconds": Metric("gauge", _PHASE),
+    "workflow_phase_oldest_running_age_seconds": Metric("gauge", _PHASE),
+    "workflow_phase_running": Metric("gauge", _PHASE | {"state"}),
+    "workflow_phase_ended_past_deadline_seconds": Metric("histogram", _PHASE),
     "phasestream_consumer_events_total": Metric("counter", _CONSUMER),
     "phasestream_consumer_invalid_events_total": Metric("counter", _CONSUMER),
     "phasestream_consumer_batch_duration_seconds": Metric("histogram", _CONSUMER),
@@ -260,7 +263,7 @@ def test_every_metric_is_typed_once() -> None:
     for name, metric in METRICS.items():
         assert name.startswith(("workflow_phase_", "phasestream_")), name
         assert name.endswith("_total") == (metric.kind == "counter"), name
-        assert metric.labels <= {"phase", "kind", "consumer", "partition"}, name
+        assert metric.labels <= {"phase", "kind", "state", "consumer", "partition"}, name
 
 
 # --- Prometheus -----------------------------------------------------------------------------
