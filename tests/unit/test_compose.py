@@ -93,7 +93,8 @@ def _example_values() -> dict[str, str]:
     """The variables .env.example documents, each given a stand-in value."""
     names = [line.split("=", 1)[0].strip() for line in ENV_EXAMPLE.read_text().splitlines()
              if "=" in line and not line.lstrip().startswith("#")]
-    return {name: f"test-{name.lower().replace('_', '-')}" for name in names}
+    # 40 characters or more: as long as the secrets must be (a JWT secret needs 32 bytes).
+    return {name: f"test-{name.lower().replace('_', '-')}".ljust(40, "x") for name in names}
 
 
 def _interpolate(text: str, values: dict[str, str]) -> str:
