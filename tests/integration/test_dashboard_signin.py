@@ -7,6 +7,8 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -83,7 +85,10 @@ async def browser() -> AsyncIterator[Page]:
             "--disable-component-update", "--disable-sync", "--no-first-run",
             f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0", "--window-size=1400,1000", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=profile)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=profile,
+            # Its own process group: its helpers (renderer, crashpad) die with it, before the
+            # profile directory they write into is removed.
+            start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + BROWSER_TIMEOUT_S
@@ -100,9 +105,21 @@ async def browser() -> AsyncIterator[Page]:
                                               max_msg_size=0) as ws:
                     yield Page(ws)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            await _kill_group(process)
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """Kill chromium and every process of its group, and wait until none is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+    deadline = time.monotonic() + BROWSER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_sign_in_shows_the_data_and_a_refused_token_says_why(
