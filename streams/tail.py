@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from models.errors import InvalidEventError
 from streams.kafka import KafkaCluster, as_cluster, consumer_config
 from streams.subscribe.contracts import Contract
+from streams.topics import partition_numbers
 
 T = TypeVar("T")
 
@@ -63,7 +64,8 @@ class Tail(Generic[T]):
         self._settled: dict[TopicPartition, int] = {}
         # The shared consumer settings (security included), without a group: no commits, no
         # rebalances, nobody's positions.
-        config = consumer_config(as_cluster(servers), group_id="phasestream-subscribe",
+        self._cluster = as_cluster(servers)
+        config = consumer_config(self._cluster, group_id="phasestream-subscribe",
                                  session_timeout_ms=10_000, max_wait_ms=max_wait_ms,
                                  max_records=500)
         self._consumer = AIOKafkaConsumer(**(config | {"group_id": None}))
@@ -81,9 +83,12 @@ class Tail(Generic[T]):
         await self._consumer.stop()
 
     async def _position(self) -> None:
-        if self.topic not in await self._consumer.topics():
+        # By name: a consumer's own metadata holds no partitions on Apache Kafka until it
+        # was given the topic.
+        numbers = await partition_numbers(self._cluster, self.topic,
+                                          client_id="phasestream-subscribe")
+        if not numbers:
             raise LookupError(f"topic {self.topic} does not exist")
-        numbers = self._consumer.partitions_for_topic(self.topic) or set()
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(numbers)]
         self._consumer.assign(self.partitions)
         if self.start.where == "beginning":
