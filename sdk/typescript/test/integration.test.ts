@@ -68,7 +68,9 @@ test("phase() that succeeds gives a started and a completed row", async () => {
                    ["started", 2, null]);
   assert.deepEqual(started.metadata, { build: 7 });
   assert.equal(completed.status, "completed");
-  assert.ok(completed.duration_ms !== null && completed.duration_ms >= 30);
+  // A 30 ms timer can fire a millisecond early on the wall clock the SDK measures with.
+  assert.ok(completed.duration_ms !== null && completed.duration_ms >= 25,
+            `duration_ms ${completed.duration_ms}`);
   assert.deepEqual(completed.metadata, { build: 7, artifact: "s3://bucket/x" });
   assert.equal(completed.error_message, null);
 });
