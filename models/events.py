@@ -1,4 +1,4 @@
-"""The phase event, contract version 1 (README: Event contract), as a frozen value."""
+"""The phase event, contract version 1 (docs/contracts.md), as a frozen value."""
 
 from __future__ import annotations
 
