@@ -148,7 +148,7 @@ async def check_external_broker(servers: str) -> None:
             f"sessions shorter than {max(floors)} ms (group.min.session.timeout.ms); the "
             f"tests use {TEST_SESSION_TIMEOUT_MS} ms. Set that broker setting to 1000, or "
             "unset PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and run PHASESTREAM_TEST_BROKER=kafka "
-            "(README: Running the tests against Apache Kafka).",
+            "(docs/development.md: Running the tests against Apache Kafka).",
             returncode=pytest.ExitCode.USAGE_ERROR)
 
 
@@ -216,7 +216,7 @@ async def settings(broker: str, database: str) -> Settings:
 DURABLE_REASON = (
     "they need a broker that keeps its log (restart, retention, compaction, end offsets) and "
     "the embedded Tansu is memory only; run them with PHASESTREAM_TEST_BROKER=kafka "
-    "(README: Running the tests against Apache Kafka)")
+    "(docs/development.md: Running the tests against Apache Kafka)")
 EMBEDDED_REASON = "they are about the embedded Tansu broker, and this run uses Apache Kafka"
 CLUSTER_REASON = ("they start an Apache Kafka of their own (three brokers, or a secured one); "
                   "run them with PHASESTREAM_TEST_BROKER=kafka")

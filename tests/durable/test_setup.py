@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-README = (ROOT / "README.md").read_text()
-SECTION = README.split("### Running the tests against Apache Kafka", 1)[-1].split("\n## ", 1)[0]
+GUIDE = (ROOT / "docs" / "development.md").read_text()
+SECTION = GUIDE.split("\n## Running the tests against Apache Kafka", 1)[-1].split("\n## ", 1)[0]
 DEV_TEST = "tests/integration/test_dev.py"
 CLUSTER_TEST = "tests/faults/test_kafka_failover.py"
 
@@ -40,8 +40,8 @@ def collect(external: str | None, test_broker: str = "tansu",
     return ids, done.stdout if done.returncode == 0 else done.stdout + done.stderr
 
 
-def test_the_readme_section_lists_every_durable_test_and_how_to_run_them() -> None:
-    assert "### Running the tests against Apache Kafka" in README
+def test_the_guide_lists_every_durable_test_and_how_to_run_them() -> None:
+    assert "\n## Running the tests against Apache Kafka" in GUIDE
     assert len(durable_files()) >= 4
     for name in durable_files():
         assert f"`{name}`" in SECTION, name

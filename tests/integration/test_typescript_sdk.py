@@ -24,7 +24,7 @@ SDK = Path(__file__).resolve().parents[2] / "sdk" / "typescript"
 async def test_the_typescript_sdk_passes_its_tests_against_broker_and_projector(
         settings: Settings) -> None:
     npm = shutil.which("npm")
-    assert npm is not None, "npm is missing: install Node.js 20 (README: Development)"
+    assert npm is not None, "npm is missing: install Node.js 20 (docs/development.md)"
     assert (SDK / "node_modules").is_dir(), (
         "sdk/typescript/node_modules is missing: run `make sdk` (npm ci) first")
     async with consumers_running(settings, "audit", "rollback"):

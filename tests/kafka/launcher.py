@@ -37,7 +37,7 @@ HOST = "127.0.0.1"
 #: The listener clients and the other brokers use; the controllers talk on CONTROLLER.
 BROKER_LISTENER = "BROKER"
 CONTROLLER_LISTENER = "CONTROLLER"
-#: Per broker; the tests' brokers hold little data (measured RSS: see the README).
+#: Per broker; the tests' brokers hold little data (measured RSS: see docs/development.md).
 HEAP = os.environ.get("PHASESTREAM_TEST_KAFKA_HEAP", "512m")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
