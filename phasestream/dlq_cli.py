@@ -32,7 +32,7 @@ from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.redrive import redrive
 from phasestream.report_cli import Format, FormatOpt, emit, usage_error
 from phasestream.settings import Settings
-from projections.reports import Report, Scalar, Section, plain
+from projections.reports.core import Report, Scalar, Section, plain
 from streams.topic_scan import read_to_end
 
 T = TypeVar("T")

@@ -28,9 +28,9 @@ from models.timeseries import DEFAULT_STEP, parse_series
 from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
 from phasestream.wiring import database_url, reader_database_url
-from projections import report_history, reports, running, timeseries
 from projections.database import Connection, connect, translate_errors
-from projections.reports import Report, Scalar, Section
+from projections.reports import analytics, history, running, sla, timeseries
+from projections.reports.core import Report, Scalar, Section
 
 T = TypeVar("T")
 report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
@@ -128,7 +128,7 @@ def analytics_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = No
                   user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
     """Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA."""
     filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: reports.analytics(c, filters)), fmt)
+    emit(query(load_settings(), lambda c: analytics.analytics(c, filters)), fmt)
 
 
 @report_app.command("sla")
@@ -136,7 +136,7 @@ def sla_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
             user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
     """SLA violations, newest first, and their count per kind."""
     filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: reports.sla(c, filters)), fmt)
+    emit(query(load_settings(), lambda c: sla.sla(c, filters)), fmt)
 
 
 @report_app.command("rollbacks")
@@ -144,7 +144,7 @@ def rollbacks_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = No
                   user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
     """Rollbacks per phase, and workflows rolled back more than once (chains)."""
     filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: report_history.rollbacks(c, filters)), fmt)
+    emit(query(load_settings(), lambda c: history.rollbacks(c, filters)), fmt)
 
 
 @report_app.command("workflow")
@@ -159,7 +159,7 @@ def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
         parse_workflow_id(workflow_id)
     except InvalidFilterError as exc:
         raise fail(str(exc), 2) from None
-    emit(query(load_settings(), lambda c: report_history.workflow(c, workflow_id, filters)),
+    emit(query(load_settings(), lambda c: history.workflow(c, workflow_id, filters)),
          fmt)
 
 

@@ -17,9 +17,10 @@ from models.ports import Batch, PartitionRef, PositionMove
 from models.report_filters import Page, ReportFilters
 from models.sla import SlaViolation, ViolationKind, violation_id
 from phasestream.report_cli import report_app
-from projections import report_history, reports
 from projections.audit_sink import AuditSink
-from projections.report_history import UnknownWorkflowError
+from projections.reports import analytics, history, sla
+from projections.reports.core import Report
+from projections.reports.history import UnknownWorkflowError
 from projections.violation_sink import ViolationSink
 from tests.support import make_event
 
@@ -104,10 +105,10 @@ async def seeded(database: str) -> tuple[str, datetime]:
     return database, t0
 
 
-async def run_report(database: str, report: Any, *args: Any) -> reports.Report:
+async def run_report(database: str, report: Any, *args: Any) -> Report:
     conn = await asyncpg.connect(database)
     try:
-        result: reports.Report = await report(conn, *args)
+        result: Report = await report(conn, *args)
         return result
     finally:
         await conn.close()
@@ -125,18 +126,18 @@ ANALYTICS_ALL = [
 
 async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, reports.analytics, ReportFilters())
+    report = await run_report(database, analytics.analytics, ReportFilters())
     assert report.items.columns == ANALYTICS_COLUMNS
     assert list(report.items.rows) == ANALYTICS_ALL
-    recent = await run_report(database, reports.analytics,
+    recent = await run_report(database, analytics.analytics,
                               ReportFilters(since=t0 - timedelta(hours=1)))
     assert [r[0] for r in recent.items.rows] == [2, 3, 4]
     # Phase 3 of user B only: wf-c (150 s) and wf-d (failed after 2 s, rolled back).
-    mine = await run_report(database, reports.analytics, ReportFilters(phase=3, user=USER_B))
+    mine = await run_report(database, analytics.analytics, ReportFilters(phase=3, user=USER_B))
     assert list(mine.items.rows) == [
         (3, 2, 1, 1, 1, 50.0, 50.0, 50.0, 76000.0, 142600.0, 148520.0, 120000, 1)]
     # until is exclusive: wf-a's start at t0 is in, its end a second later is not.
-    first = await run_report(database, reports.analytics,
+    first = await run_report(database, analytics.analytics,
                              ReportFilters(since=t0, until=t0 + timedelta(seconds=1)))
     assert [r[:5] for r in first.items.rows] == [(3, 1, 0, 0, 0)]
 
@@ -144,7 +145,7 @@ async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetim
 async def test_sla_lists_violations_newest_first_with_counts_by_kind(
         seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, reports.sla, ReportFilters())
+    report = await run_report(database, sla.sla, ReportFilters())
     rows = report.items.dicts()
     assert [(r["kind"], r["workflow_id"], r["at"]) for r in rows] == [
         ("overdue", "wf-e", iso(t0 + timedelta(minutes=10))),
@@ -157,16 +158,16 @@ async def test_sla_lists_violations_newest_first_with_counts_by_kind(
         ("late_completed", 2, iso(t0 + timedelta(minutes=4, seconds=30))),
         ("late_failed", 1, iso(t0 + timedelta(minutes=6, seconds=10))),
         ("overdue", 1, iso(t0 + timedelta(minutes=10))))
-    paged = await run_report(database, reports.sla, ReportFilters(), Page(2, 1))
+    paged = await run_report(database, sla.sla, ReportFilters(), Page(2, 1))
     assert [r["workflow_id"] for r in paged.items.dicts()] == ["wf-d", "wf-c"]
     assert paged.next_offset == 3
-    last = await run_report(database, reports.sla, ReportFilters(), Page(2, 2))
+    last = await run_report(database, sla.sla, ReportFilters(), Page(2, 2))
     assert last.next_offset is None
 
 
 async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, report_history.rollbacks, ReportFilters())
+    report = await run_report(database, history.rollbacks, ReportFilters())
     assert report.extra[0].dicts() == [
         {"phase": 2, "rollbacks": 1, "workflows": 1, "retries": 0, "gave_up": 1,
          "loops_stopped": 0},
@@ -175,14 +176,14 @@ async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> N
     assert report.items.dicts() == [
         {"workflow_id": "wf-d", "user_id": str(USER_B), "rollbacks": 2, "chain": "3->2 2->1",
          "first_at": iso(t0 + timedelta(minutes=4)), "last_at": iso(t0 + timedelta(minutes=7))}]
-    only_3 = await run_report(database, report_history.rollbacks, ReportFilters(phase=3))
+    only_3 = await run_report(database, history.rollbacks, ReportFilters(phase=3))
     assert only_3.items.rows == ()  # one rollback of phase 3 is no chain
     assert [r[0] for r in only_3.extra[0].rows] == [3]
 
 
 async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, report_history.workflow, "wf-d", ReportFilters())
+    report = await run_report(database, history.workflow, "wf-d", ReportFilters())
     steps = [(r["phase"], r["status"], r["duration_ms"], r["over_sla"])
              for r in report.items.dicts()]
     assert steps == [(3, "started", None, False), (3, "failed", 2000, False),
@@ -195,7 +196,7 @@ async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
         ("rollback", 3, 0), ("retry", 3, 1), ("rollback", 2, 0), ("gave_up", 2, 1)]
     assert report.as_json()["workflow_id"] == "wf-d"
     with pytest.raises(UnknownWorkflowError):
-        await run_report(database, report_history.workflow, "wf-none", ReportFilters())
+        await run_report(database, history.workflow, "wf-none", ReportFilters())
 
 
 async def cli(database: str, *args: str) -> Result:
@@ -209,7 +210,7 @@ async def test_cli_json_is_exact(seeded: tuple[str, datetime]) -> None:
     result = await cli(database, "sla", "--phase", "3", "--format", "json")
     assert result.exit_code == 0, result.output
     at = iso(t0 + timedelta(minutes=4, seconds=30))
-    event = (await run_report(database, reports.sla, ReportFilters(phase=3))).items.rows[0][-1]
+    event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
     expected = {
         "by_kind": [{"kind": "late_completed", "violations": 1, "latest": at}],
         "items": [{"kind": "late_completed", "at": at, "workflow_id": "wf-c",

@@ -20,7 +20,7 @@ from typing import Any, Final
 from models.report_filters import Page
 from models.running import RunningQuery, RunningState, judge_running
 from projections.database import Connection
-from projections.reports import Params, Report, Scalar, Section, plain, section, where
+from projections.reports.core import Params, Report, Scalar, Section, plain, section, where
 
 COLUMNS: Final = ("workflow_id", "user_id", "phase", "started_at", "elapsed_ms",
                   "threshold_ms", "left_ms", "state", "started_event_id")

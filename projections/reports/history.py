@@ -10,7 +10,16 @@ from __future__ import annotations
 from models.errors import PhasestreamError
 from models.report_filters import Page, ReportFilters
 from projections.database import Connection
-from projections.reports import LOGS, Columns, Params, Report, Section, conditions, section, where
+from projections.reports.core import (
+    LOGS,
+    Columns,
+    Params,
+    Report,
+    Section,
+    conditions,
+    section,
+    where,
+)
 
 _COMMANDS = Columns("c.decided_at", "c.failed_phase", "c.user_id")
 _VIOLATIONS = Columns('v."timestamp"', "v.phase_number", "v.user_id")
