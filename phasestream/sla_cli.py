@@ -16,7 +16,8 @@ from models.report_filters import (
     parse_time,
 )
 from phasestream.cli_support import fail, load_settings
-from phasestream.report_cli import Format, FormatOpt, emit, query, usage_error
+from phasestream.report_cli import FormatOpt, query, usage_error
+from phasestream.report_output import Format, emit
 from projections.sla import suggest as thresholds_suggest
 
 sla_app = typer.Typer(help="SLA thresholds: suggest them from observed durations, set them.",

@@ -32,6 +32,8 @@ class Section:
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Scalar, ...], ...]
+    #: Rows of the whole list when a page holds only some of them (None: all are here).
+    total: int | None = None
 
     def dicts(self) -> list[dict[str, Scalar]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -110,7 +112,9 @@ def where(*parts: str | Sequence[str]) -> str:
 
 async def section(conn: Connection, name: str, sql: str, params: Params,
                   page: Page | None = None) -> tuple[Section, int | None]:
-    """Run ``sql``; with a page, one row more than asked says whether another page exists."""
+    """Run ``sql``; with a page, one row more than asked says whether another page exists,
+    and only then is the whole list counted (so that a reader learns how many remain)."""
+    whole = sql, list(params.values)
     if page is not None:
         sql = f"{sql} LIMIT {params.add(page.limit + 1)} OFFSET {params.add(page.offset)}"
     prepared = await conn.prepare(sql)
@@ -119,4 +123,12 @@ async def section(conn: Connection, name: str, sql: str, params: Params,
     more = page is not None and len(records) > page.limit
     rows = records[:page.limit] if page is not None else records
     next_offset = page.offset + page.limit if page is not None and more else None
-    return Section(name, columns, tuple(tuple(plain(v) for v in r) for r in rows)), next_offset
+    total = await count_rows(conn, *whole) if more else None
+    values = tuple(tuple(plain(v) for v in r) for r in rows)
+    return Section(name, columns, values, total), next_offset
+
+
+async def count_rows(conn: Connection, sql: str, values: Sequence[Any]) -> int:
+    """How many rows ``sql`` returns, unpaged."""
+    found: int = await conn.fetchval(f"SELECT count(*) FROM ({sql}) AS whole", *values)
+    return found

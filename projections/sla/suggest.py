@@ -1,4 +1,4 @@
-"""SLA thresholds suggested from observed durations (``sla suggest``) and changed by hand (``sla set``).
+"""SLA thresholds suggested from observed durations (``sla suggest``), set by hand (``sla set``).
 
 The suggestion is computed in numeric, not float: percentile * (1 + headroom), rounded
 up to a whole second (at least one), so 5000 ms with 20 % headroom is exactly 6000 ms.

@@ -262,3 +262,100 @@ async def test_cli_bad_filters_exit_2(database: str, args: list[str], message: s
     result = await cli(database, *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+async def narrow_cli(database: str, columns: int, *args: str) -> Result:
+    """The sub-app as a terminal of ``columns`` columns would run it (rich reads COLUMNS)."""
+    env = {"PHASESTREAM_DATABASE_URL": database, "PHASESTREAM_LOG_LEVEL": "WARNING",
+           "COLUMNS": str(columns)}
+    return await asyncio.to_thread(CliRunner().invoke, report_app, list(args), env=env)
+
+
+@pytest.mark.parametrize("args", [
+    ["analytics"], ["sla"], ["rollbacks"], ["workflow", "wf-d"], ["running"],
+    ["timeseries", "--metric", "started", "--step", "1h"],
+])
+async def test_every_table_fits_100_columns(seeded: tuple[str, datetime],
+                                            args: list[str]) -> None:
+    database, _ = seeded
+    wide = await cli(database, *args)
+    narrow = await narrow_cli(database, 100, *args)
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 100
+    # Piped without COLUMNS nothing is cut: the same report, wider than 100 for most.
+    assert wide.exit_code == 0, wide.output
+    assert set(wide.stdout.split()) & set(narrow.stdout.split())
+
+
+async def test_a_narrow_console_gets_short_ids_then_vertical_rows(
+        seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
+    assert isinstance(event, str)
+    wide = await cli(database, "sla", "--phase", "3")
+    assert event in wide.stdout
+    shortened = await narrow_cli(database, 100, "sla", "--phase", "3")
+    assert event not in shortened.stdout
+    assert event[:8] in shortened.stdout
+    vertical = await narrow_cli(database, 40, "sla", "--phase", "3")
+    assert vertical.exit_code == 0, vertical.output
+    assert max(len(line) for line in vertical.stdout.splitlines()) <= 40
+    assert any(line.split() == ["workflow_id", "wf-c"] for line in vertical.stdout.splitlines())
+
+
+async def test_limit_pages_like_the_api_and_says_how_many_more(
+        seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    first = await cli(database, "sla", "--limit", "2", "--format", "csv")
+    assert first.exit_code == 0, first.output
+    assert len(first.stdout.splitlines()) == 3  # header + 2 of the 4 violations
+    assert "2 more violations not shown: --offset 2" in first.stderr
+    rest = await cli(database, "sla", "--limit", "2", "--offset", "2", "--format", "csv")
+    assert len(rest.stdout.splitlines()) == 3
+    assert "more" not in rest.stderr
+    everything = await cli(database, "sla", "--format", "csv")
+
+    def keys(result: Result) -> list[str]:  # an overdue row's duration grows with the clock
+        return [line.split(",")[-1] for line in result.stdout.splitlines()[1:]]
+    assert keys(everything) == keys(first) + keys(rest)
+    table = await cli(database, "workflow", "wf-d", "--limit", "4")
+    assert "2 more transitions not shown: --offset 4" in table.stdout
+    for report in ("analytics", "rollbacks", "workflow wf-d", "running"):
+        bad = await cli(database, *report.split(), "--limit", "0")
+        assert bad.exit_code == 2, report
+        assert "--limit: must be from 1 to 1000, got '0'" in bad.stderr
+
+
+async def test_workflow_table_opens_with_a_summary(seeded: tuple[str, datetime]) -> None:
+    database, t0 = seeded
+    result = await cli(database, "workflow", "wf-d")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    titles = [n for n, line in enumerate(lines) if line in {"summary", "violations",
+                                                             "commands", "transitions"}]
+    assert [lines[n] for n in titles] == ["summary", "violations", "commands", "transitions"]
+    row = lines[titles[0] + 4].strip("│").split("│")
+    # Phases 2 and 3; it ended with phase 2 rolled back; from t0+3m to t0+7m; 2 rollbacks,
+    # 1 violation (phase 2 failed late).
+    assert [cell.strip() for cell in row] == [
+        "2,3", "phase 2 rolled_back", iso(t0 + timedelta(minutes=3)),
+        iso(t0 + timedelta(minutes=7)), "240000", "2", "1"]
+    quiet = await cli(database, "workflow", "wf-a")
+    quiet_titles = {line.strip() for line in quiet.stdout.splitlines()}
+    # wf-a has neither violations nor commands: those sections are left out.
+    assert quiet_titles >= {"summary", "transitions"}
+    assert not quiet_titles & {"violations", "commands"}
+
+
+async def test_workflow_orders_one_instant_by_phase_then_status(database: str) -> None:
+    t = anchor()
+    # Published out of order, all at one instant: the report puts them in their natural order.
+    events = [make_event("wf-t", 2, R, timestamp=t), make_event("wf-t", 2, F, timestamp=t,
+                                                                duration_ms=5),
+              make_event("wf-t", 2, S, timestamp=t), make_event("wf-t", 1, C, timestamp=t,
+                                                                duration_ms=5)]
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
+    report = await run_report(database, history.workflow, "wf-t", ReportFilters())
+    assert [(r["phase"], r["status"]) for r in report.items.dicts()] == [
+        (1, "completed"), (2, "started"), (2, "failed"), (2, "rolled_back")]
