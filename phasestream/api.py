@@ -84,6 +84,9 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/running", _running(settings))
     app.router.add_get("/api/timeseries", _timeseries)
     app.router.add_get("/api/openapi.json", _openapi)
+    # Last, so that it only answers what no route above does: a client reads JSON here too.
+    # GET only: another method on a known path stays a 405.
+    app.router.add_get("/api/{tail:.*}", _not_found)
 
 
 def parse_query(query: MultiMapping[str], *, now: datetime) -> tuple[ReportFilters, Page]:
@@ -194,6 +197,11 @@ async def _fetch(pool: LazyPool, run: Run, filters: ReportFilters, page: Page) -
 
 def _error(status: int, message: str, **fields: str) -> web.Response:
     return web.json_response({"error": message, **fields}, status=status)
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"error": f"no endpoint {request.path}; the endpoints are "
+                              "listed at /api/openapi.json"}, status=404)
 
 
 async def _openapi(_: web.Request) -> web.StreamResponse:
