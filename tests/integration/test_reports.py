@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -359,3 +361,20 @@ async def test_workflow_orders_one_instant_by_phase_then_status(database: str) -
     report = await run_report(database, history.workflow, "wf-t", ReportFilters())
     assert [(r["phase"], r["status"]) for r in report.items.dicts()] == [
         (1, "completed"), (2, "started"), (2, "failed"), (2, "rolled_back")]
+
+
+async def test_the_installed_command_fits_a_100_column_terminal(
+        seeded: tuple[str, datetime]) -> None:
+    """`phasestream report workflow` as its own process, as a shell with COLUMNS=100 runs it."""
+    database, _ = seeded
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
+    env |= {"PHASESTREAM_DATABASE_URL": database, "COLUMNS": "100"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", "report", "workflow", "wf-d", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "phase 2 rolled_back" in text
+    assert "late_failed" in text
