@@ -3,8 +3,9 @@
 A table is printed as it is when it fits the console's width (rich reads COLUMNS, and a
 terminal's own width). When it does not: long values are shortened (ids to their first 8
 characters, timestamps to month, day and time of day, whole floats without ``.0``) and
-headers abbreviated; if that still does not fit, every row is printed as a vertical block
-of ``column value`` lines. Output that is piped, with no COLUMNS, is never cut: scripts
+headers abbreviated; then ids a reader rarely needs are left out (the title says which);
+if that still does not fit, every row is printed as a vertical block of ``column value``
+lines. Output that is piped, with no COLUMNS, is never cut: scripts
 should read ``--format json`` or ``csv``, but a table in a file stays whole too.
 """
 
@@ -48,6 +49,12 @@ _SHORT: Final = {
     "violations_current": "viol_now", "violations_suggested": "viol_new",
     "percentile_ms": "pct_ms", "suggested_ms": "suggest", "current_ms": "current",
 }
+
+
+#: Columns a narrow table leaves out before it turns vertical: ids a reader rarely needs
+#: beside the row's other values, and the second of two timestamps.
+_DROPPABLE: Final = frozenset({"user_id", "event_id", "started_event_id", "command_id",
+                               "issued_at", "previous_phase"})
 
 
 def emit(report: Report, fmt: Format) -> None:
@@ -107,11 +114,25 @@ def fitted(part: Section, console: Console) -> RenderableType:
     if _natural_width(whole, console) <= console.width:
         return whole
     rows = [[short(v) for v in r] for r in part.rows]
-    compact = _table(part.name, tuple(_SHORT.get(c, c) for c in part.columns), rows,
-                     box.SIMPLE_HEAD)
+    compact = _compact(part.name, part.columns, rows)
     if _natural_width(compact, console) <= console.width:
         return compact
+    keep = [n for n, c in enumerate(part.columns) if c not in _DROPPABLE]
+    if len(keep) < len(part.columns):
+        dropped = [c for c in part.columns if c in _DROPPABLE]
+        title = f"{part.name} (without {', '.join(dropped)}: --format json has them)"
+        fewer = _compact(title, tuple(part.columns[n] for n in keep),
+                         [[r[n] for n in keep] for r in rows])
+        if _natural_width(fewer, console) <= console.width:
+            return fewer
     return _vertical(part, rows)
+
+
+def _compact(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> Table:
+    # No outer edge, one space of padding and one of rule between columns.
+    table = _table(title, tuple(_SHORT.get(c, c) for c in columns), rows, box.SIMPLE_HEAD)
+    table.show_edge, table.padding = False, (0, 1, 0, 0)
+    return table
 
 
 def _natural_width(table: Table, console: Console) -> int:
@@ -132,8 +153,7 @@ def short(value: Scalar) -> str:
 
 def _table(title: str, columns: tuple[str, ...], rows: list[list[str]],
            style: box.Box = box.HEAVY_HEAD) -> Table:
-    table = Table(title=title, title_justify="left", box=style,
-                  pad_edge=style is not box.SIMPLE_HEAD)
+    table = Table(title=title, title_justify="left", box=style)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -289,16 +289,20 @@ async def test_every_table_fits_100_columns(seeded: tuple[str, datetime],
     assert set(wide.stdout.split()) & set(narrow.stdout.split())
 
 
-async def test_a_narrow_console_gets_short_ids_then_vertical_rows(
+async def test_a_narrow_console_gets_short_ids_then_fewer_columns_then_vertical_rows(
         seeded: tuple[str, datetime]) -> None:
     database, _ = seeded
     event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
     assert isinstance(event, str)
     wide = await cli(database, "sla", "--phase", "3")
     assert event in wide.stdout
-    shortened = await narrow_cli(database, 100, "sla", "--phase", "3")
+    shortened = await narrow_cli(database, 120, "sla", "--phase", "3")
     assert event not in shortened.stdout
     assert event[:8] in shortened.stdout
+    fewer = await narrow_cli(database, 100, "sla", "--phase", "3")
+    assert event[:8] not in fewer.stdout
+    assert "violations (without user_id, event_id: --format json has them)" in fewer.stdout
+    assert "wf-c" in fewer.stdout
     vertical = await narrow_cli(database, 40, "sla", "--phase", "3")
     assert vertical.exit_code == 0, vertical.output
     assert max(len(line) for line in vertical.stdout.splitlines()) <= 40
