@@ -4,7 +4,7 @@ finished rows' ("timestamp") INCLUDE (...) index of migration 0013.
 Loads ``--rows`` synthetic rows spread evenly over the 30 days before now into a scratch
 database (server-side INSERT ... SELECT, a realistic mix: 50 % started, 46.5 % completed,
 2 % failed, 1.5 % rolled back, durations around each phase's SLA), VACUUM ANALYZE, then for
-each request below runs the statement of projections.timeseries under EXPLAIN (ANALYZE,
+each request below runs the statement of projections.reports.timeseries under EXPLAIN (ANALYZE,
 BUFFERS) ``--repeat`` times and the report function itself as often, and prints the medians
 and the plan's scans. Then it drops the index and measures the same again. Before the
 month, it loads ``--ingest-rows`` into the empty table with and without the index, to show
@@ -41,7 +41,7 @@ from models.timeseries import SeriesQuery, parse_series
 from phasestream.local_stack import embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import run_migrations
-from projections import running, timeseries
+from projections.reports import running, timeseries
 
 log = logging.getLogger("bench.timeseries")
 INDEX: Final = "workflow_phase_logs_finished_time_idx"

@@ -32,10 +32,10 @@ from models.running import parse_running
 from models.timeseries import parse_series
 from phasestream.settings import Settings
 from phasestream.wiring import reader_database_url
-from projections import report_history, reports, running, timeseries
 from projections.database import Connection, open_pool, translate_errors
-from projections.report_history import UnknownWorkflowError
-from projections.reports import Report
+from projections.reports import analytics, history, running, sla, timeseries
+from projections.reports.core import Report
+from projections.reports.history import UnknownWorkflowError
 
 Run = Callable[[Connection, ReportFilters, Page], Awaitable[Report]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,13 +77,16 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     pool = LazyPool(lambda: reader_database_url(settings))
     app[POOL] = pool
     app.on_cleanup.append(pool.close)
-    app.router.add_get("/api/analytics", _endpoint(reports.analytics))
-    app.router.add_get("/api/sla", _endpoint(reports.sla))
-    app.router.add_get("/api/rollbacks", _endpoint(report_history.rollbacks))
+    app.router.add_get("/api/analytics", _endpoint(analytics.analytics))
+    app.router.add_get("/api/sla", _endpoint(sla.sla))
+    app.router.add_get("/api/rollbacks", _endpoint(history.rollbacks))
     app.router.add_get("/api/workflows/{workflow_id}", _workflow)
     app.router.add_get("/api/running", _running(settings))
     app.router.add_get("/api/timeseries", _timeseries)
     app.router.add_get("/api/openapi.json", _openapi)
+    # Last, so that it only answers what no route above does: a client reads JSON here too.
+    # GET only: another method on a known path stays a 405.
+    app.router.add_get("/api/{tail:.*}", _not_found)
 
 
 def parse_query(query: MultiMapping[str], *, now: datetime) -> tuple[ReportFilters, Page]:
@@ -114,7 +117,7 @@ async def _workflow(request: web.Request) -> web.StreamResponse:
     async def run(conn: Connection, filters: ReportFilters, page: Page) -> Report:
         # Validated by _respond before any query runs.
         workflow_id = request.match_info["workflow_id"]
-        return await report_history.workflow(conn, workflow_id, filters, page)
+        return await history.workflow(conn, workflow_id, filters, page)
     return await _respond(request, run)
 
 
@@ -194,6 +197,11 @@ async def _fetch(pool: LazyPool, run: Run, filters: ReportFilters, page: Page) -
 
 def _error(status: int, message: str, **fields: str) -> web.Response:
     return web.json_response({"error": message, **fields}, status=status)
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"error": f"no endpoint {request.path}; the endpoints are "
+                              "listed at /api/openapi.json"}, status=404)
 
 
 async def _openapi(_: web.Request) -> web.StreamResponse:

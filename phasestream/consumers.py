@@ -22,6 +22,7 @@ from models.violation_codec import decode_violation
 from phasestream import health
 from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard
+from phasestream.guide import RUN_RESET, ready_block
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess, attach_refusal
 from phasestream.kafka_cluster import check_kafka, kafka_cluster
@@ -57,7 +58,7 @@ async def audit(rt: Runtime) -> None:
     """Phase events into workflow_phase_logs, exactly once."""
     rt.pipeline.register(rt.settings.audit_consumer_group)
     async with audit_projector(rt.settings, rt.pipeline) as running:
-        await drive(running, rt.stop)
+        await drive(running, rt.stop, rt.settings.progress_interval_s)
 
 
 def _violation_time(violation: SlaViolation) -> datetime:
@@ -87,8 +88,8 @@ async def sla(rt: Runtime) -> None:
                                 cluster=kafka_cluster(s),
                                 interval_s=s.outbox_relay_interval_ms / 1000)
             async with asyncio.TaskGroup() as group:
-                group.create_task(drive(monitor, rt.stop))
-                group.create_task(drive(violations, rt.stop))
+                group.create_task(drive(monitor, rt.stop, rt.settings.progress_interval_s))
+                group.create_task(drive(violations, rt.stop, rt.settings.progress_interval_s))
                 group.create_task(relay.run(rt.stop))
                 group.create_task(check_overdue(
                     state, monitor, grace_ms=s.sla_grace_ms,
@@ -108,7 +109,7 @@ async def metrics(rt: Runtime) -> None:
             decoder=phase_event_decoder(s), event_time=phase_event_time,
             on_applied=phase_metrics.observe, observer=rt.pipeline) as running, \
             asyncio.TaskGroup() as group:
-        group.create_task(drive(running, rt.stop))
+        group.create_task(drive(running, rt.stop, rt.settings.progress_interval_s))
         group.create_task(_refresh_gauges(sink, phase_metrics, s.running_at_risk_share,
                                           rt.stop))
 
@@ -159,7 +160,7 @@ async def rollback(rt: Runtime) -> None:
                 interval_s=s.outbox_relay_interval_ms / 1000,
                 on_published=lambda items: counter.observe(_commands(items, s)))
             async with asyncio.TaskGroup() as group:
-                group.create_task(drive(running, rt.stop))
+                group.create_task(drive(running, rt.stop, rt.settings.progress_interval_s))
                 group.create_task(relay.run(rt.stop))
                 group.create_task(release_retries(
                     sink, interval_s=s.retry_check_interval_ms / 1000, stop=rt.stop))
@@ -194,8 +195,9 @@ def http_app(s: Settings, registry: CollectorRegistry, access: HttpAccess,
     return build_app(registry, health.checks(s), access, routes)
 
 
-async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
-    """Run the named consumers and the HTTP server until ``rt.stop`` is set."""
+async def run_consumers(rt: Runtime, names: Sequence[str], *, reset: str = RUN_RESET) -> None:
+    """Run the named consumers and the HTTP server until ``rt.stop`` is set; once it
+    serves, log where everything is (``reset``: how to start again from nothing)."""
     s = rt.settings
     await check_kafka(s)  # a refused login or certificate stops here, in one line
     tune_gc()
@@ -207,6 +209,8 @@ async def run_consumers(rt: Runtime, names: Sequence[str]) -> None:
     async with serving(app, s.http_host, s.http_port) as port:
         rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))
+        log.info("%s", ready_block(s.http_host, port, access, websocket=hub is not None,
+                                   reset=reset))
         async with asyncio.TaskGroup() as group:
             for name in names:
                 work = notify(rt, hub) if hub and name == "notify" else CONSUMERS[name](rt)

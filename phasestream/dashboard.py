@@ -37,7 +37,8 @@ def static_dir() -> Traversable:
 
 
 def attach_dashboard(app: web.Application) -> None:
-    """Add GET /dashboard (the page) and /dashboard/static/{name} (its assets).
+    """Add GET /dashboard (the page), /dashboard/static/{name} (its assets) and / (a
+    redirect to the page).
 
     The page reads /api/analytics, /api/sla and /api/rollbacks: mount ``attach_api`` on the
     same application.
@@ -52,12 +53,17 @@ def attach_dashboard(app: web.Application) -> None:
         # The page links its assets relatively (it may sit behind a path prefix).
         raise web.HTTPPermanentRedirect("../dashboard")
 
+    async def home(_: web.Request) -> web.StreamResponse:
+        # A newcomer opens the bare address; temporary, so a browser keeps asking "/".
+        raise web.HTTPTemporaryRedirect("dashboard")
+
     async def asset(request: web.Request) -> web.StreamResponse:
         entry = assets.get(request.match_info["name"])  # an allowlist: no path traversal
         if entry is None:
             raise web.HTTPNotFound(text="no such asset")
         return _asset(entry)
 
+    app.router.add_get("/", home)
     app.router.add_get("/dashboard", page)
     app.router.add_get("/dashboard/", slash)
     app.router.add_get("/dashboard/static/{name}", asset)

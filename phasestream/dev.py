@@ -8,6 +8,7 @@ import logging
 
 from phasestream.consumers import ALL, run_consumers
 from phasestream.demo import run_demo
+from phasestream.guide import dev_reset
 from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.local_stack import (
     check_http_port,
@@ -62,7 +63,9 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
         await forget_lost_log(settings)
     await create_topics(settings)
     runtime = Runtime(settings, stop)
-    tasks = [asyncio.create_task(run_consumers(runtime, list(ALL)), name="consumers")]
+    reset = dev_reset(settings.data_dir)
+    tasks = [asyncio.create_task(run_consumers(runtime, list(ALL), reset=reset),
+                                 name="consumers")]
     if demo:
         tasks.append(asyncio.create_task(_demo(settings, demo_rate, stop), name="demo"))
     log.info("running %s; press Ctrl-C to stop", ", ".join(t.get_name() for t in tasks))

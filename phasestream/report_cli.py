@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import sys
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, TypeVar
 
-import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from models.errors import PhasestreamError
 from models.report_filters import (
+    MAX_LIMIT,
     InvalidFilterError,
+    Page,
     ReportFilters,
     parse_filters,
     parse_page,
@@ -26,22 +23,17 @@ from models.report_filters import (
 from models.running import parse_running
 from models.timeseries import DEFAULT_STEP, parse_series
 from phasestream.cli_support import fail, load_settings
+from phasestream.report_output import Format, emit
 from phasestream.settings import Settings
 from phasestream.wiring import database_url, reader_database_url
-from projections import report_history, reports, running, timeseries
 from projections.database import Connection, connect, translate_errors
-from projections.reports import Report, Scalar, Section
+from projections.reports import analytics, history, running, sla, timeseries
+from projections.reports.core import Report
 
 T = TypeVar("T")
 report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
                          "running phases, time series.",
                          no_args_is_help=True)
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
 
 
 Since = Annotated[str | None, typer.Option(
@@ -50,6 +42,10 @@ Until = Annotated[str | None, typer.Option(help="Window end (exclusive), as --si
 PhaseOpt = Annotated[str | None, typer.Option("--phase", help="Only this phase, 1-7.")]
 UserOpt = Annotated[str | None, typer.Option("--user", help="Only this user (UUID).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
+LimitOpt = Annotated[str, typer.Option(help=f"Most rows listed, 1-{MAX_LIMIT}.")]
+OffsetOpt = Annotated[str, typer.Option(help="Rows skipped first (the next page's offset).")]
+#: A screenful; the API's default (100) serves programs rather than a reader.
+CLI_LIMIT = "50"
 
 
 def usage_error(exc: InvalidFilterError) -> typer.Exit:
@@ -62,6 +58,13 @@ def filters_or_exit(since: str | None, until: str | None, phase: str | None,
     try:
         return parse_filters(since=since, until=until, phase=phase, user=user,
                              now=datetime.now(UTC))
+    except InvalidFilterError as exc:
+        raise usage_error(exc) from None
+
+
+def page_or_exit(limit: str, offset: str) -> Page:
+    try:
+        return parse_page(limit, offset)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
 
@@ -84,90 +87,68 @@ def query(settings: Settings, run: Callable[[Connection], Awaitable[T]], *,
         raise fail(str(exc)) from None
 
 
-def emit(report: Report, fmt: Format) -> None:
-    if fmt is Format.JSON:
-        sys.stdout.write(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-    elif fmt is Format.CSV:
-        write_csv(report.items)
-    else:
-        print_tables([*report.extra, report.items])
-
-
-def write_csv(section: Section) -> None:
-    """The report's list, header first; empty cell for null, true/false for booleans."""
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(section.columns)
-    writer.writerows([_cell(v) for v in row] for row in section.rows)
-
-
-def _cell(value: Scalar) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def print_tables(sections: list[Section]) -> None:
-    console = Console()
-    if not console.is_terminal:
-        # Piped or captured: no terminal width to fit, so never cut a column.
-        console = Console(width=10_000)
-    for part in sections:
-        table = Table(title=part.name, title_justify="left")
-        for column in part.columns:
-            table.add_column(column, overflow="fold")
-        for row in part.rows:
-            table.add_row(*(_cell(v) for v in row))
-        console.print(table)
-
-
 @report_app.command("analytics")
-def analytics_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
-                  user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+def analytics_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+) -> None:
     """Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA."""
-    filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: reports.analytics(c, filters)), fmt)
+    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
+    emit(query(load_settings(), lambda c: analytics.analytics(c, filters, page)), fmt)
 
 
 @report_app.command("sla")
-def sla_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
-            user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+def sla_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+) -> None:
     """SLA violations, newest first, and their count per kind."""
-    filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: reports.sla(c, filters)), fmt)
+    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
+    emit(query(load_settings(), lambda c: sla.sla(c, filters, page)), fmt)
 
 
 @report_app.command("rollbacks")
-def rollbacks_cmd(since: Since = None, until: Until = None, phase: PhaseOpt = None,
-                  user: UserOpt = None, fmt: FormatOpt = Format.TABLE) -> None:
+def rollbacks_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+) -> None:
     """Rollbacks per phase, and workflows rolled back more than once (chains)."""
-    filters = filters_or_exit(since, until, phase, user)
-    emit(query(load_settings(), lambda c: report_history.rollbacks(c, filters)), fmt)
+    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
+    emit(query(load_settings(), lambda c: history.rollbacks(c, filters, page)), fmt)
 
 
 @report_app.command("workflow")
 def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
     workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
-    since: Since = None, until: Until = None, phase: PhaseOpt = None,
-    user: UserOpt = None, fmt: FormatOpt = Format.TABLE,
+    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """One workflow's timeline: every transition, its SLA violations, its rollbacks."""
-    filters = filters_or_exit(since, until, phase, user)
+    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
     try:
         parse_workflow_id(workflow_id)
     except InvalidFilterError as exc:
         raise fail(str(exc), 2) from None
-    emit(query(load_settings(), lambda c: report_history.workflow(c, workflow_id, filters)),
-         fmt)
+    emit(query(load_settings(), lambda c: _timeline(c, workflow_id, filters, page, fmt)), fmt)
+
+
+async def _timeline(conn: Connection, workflow_id: str, filters: ReportFilters, page: Page,
+                    fmt: Format) -> Report:
+    """The workflow report; a table opens with its summary (JSON and CSV keep the API's
+    shape)."""
+    report = await history.workflow(conn, workflow_id, filters, page)
+    if fmt is not Format.TABLE:
+        return report
+    summary = await history.workflow_summary(conn, workflow_id)
+    return dataclasses.replace(report, extra=(summary, *report.extra))
 
 
 @report_app.command("running")
-def running_cmd(phase: PhaseOpt = None, user: UserOpt = None,
+def running_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
+                phase: PhaseOpt = None, user: UserOpt = None,
                 at_risk: Annotated[bool, typer.Option(
                     "--at-risk", help="Only at_risk and overdue phases.")] = False,
-                limit: Annotated[str, typer.Option(help="Most phases listed, 1-1000.")] = "100",
+                limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0",
                 fmt: FormatOpt = Format.TABLE) -> None:
     """Phases in flight now, least time left first: elapsed, threshold, time left, state."""
     settings = load_settings()
@@ -175,7 +156,7 @@ def running_cmd(phase: PhaseOpt = None, user: UserOpt = None,
         asked = parse_running(phase=phase, user=user, at_risk=at_risk, now=datetime.now(UTC),
                               lookback=timedelta(hours=settings.running_lookback_hours),
                               share=settings.running_at_risk_share)
-        page = parse_page(limit, None)
+        page = parse_page(limit, offset)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
     consumers = {"source": settings.audit_consumer_group,

@@ -204,6 +204,9 @@ class Settings(BaseSettings):
         "0.0.0.0 in containers.")
     http_port: int = Field(
         6066, ge=0, le=65535, description="Port of the HTTP server; 0 picks a free one.")
+    progress_interval_s: float = Field(
+        30.0, gt=0, le=86_400, description="How often each consumer logs a progress line "
+        "(seconds); a line only when something changed since the last one.")
     batch_max_records: PositiveInt = Field(5000, description="Most records in one batch.")
     batch_max_wait_ms: PositiveInt = Field(
         100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms).")

@@ -16,8 +16,9 @@ from models.report_filters import (
     parse_time,
 )
 from phasestream.cli_support import fail, load_settings
-from phasestream.report_cli import Format, FormatOpt, emit, query, usage_error
-from projections import report_sla
+from phasestream.report_cli import FormatOpt, query, usage_error
+from phasestream.report_output import Format, emit
+from projections.sla import suggest as thresholds_suggest
 
 sla_app = typer.Typer(help="SLA thresholds: suggest them from observed durations, set them.",
                       no_args_is_help=True)
@@ -39,7 +40,7 @@ def suggest_cmd(
         share, extra = parse_percentile(percentile), parse_headroom(headroom)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
-    emit(query(load_settings(), lambda c: report_sla.suggest(c, start, share, extra)), fmt)
+    emit(query(load_settings(), lambda c: thresholds_suggest.suggest(c, start, share, extra)), fmt)
 
 
 @sla_app.command("set")
@@ -51,6 +52,7 @@ def set_cmd(phase: Annotated[str, typer.Argument(help="The phase, 1-7.")],
     except InvalidFilterError as exc:  # arguments, not flags: name them without dashes
         raise fail(str(exc), 2) from None
     previous = query(load_settings(),
-                     lambda c: report_sla.set_threshold(c, number, threshold_ms), writes=True)
+                     lambda c: thresholds_suggest.set_threshold(c, number, threshold_ms),
+                     writes=True)
     before = "unset" if previous is None else f"{previous} ms"
     typer.echo(f"phase {number}: SLA threshold {before} -> {threshold_ms} ms")

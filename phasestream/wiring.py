@@ -163,12 +163,12 @@ async def audit_projector(settings: Settings, observer: PipelineObserver | None 
         yield running
 
 
-async def drive(running: Projector[Any], stop: asyncio.Event) -> None:
-    """Run a projector until ``stop`` is set, logging its progress."""
+async def drive(running: Projector[Any], stop: asyncio.Event, progress_s: float) -> None:
+    """Run a projector until ``stop`` is set, logging its progress every ``progress_s``."""
     name, config = running.stats.name, running.config
     log.info("%s: consuming %s, batches of up to %d records", name, config.topic,
              config.max_records)
-    progress = asyncio.create_task(log_progress(running.stats))
+    progress = asyncio.create_task(log_progress(running.stats, progress_s))
     watcher = asyncio.create_task(_relay(stop, running.stop))
     try:
         await running.run()

@@ -68,16 +68,19 @@ class ProjectorStats:
         return sum(self.lag.values())
 
 
-async def log_progress(stats: ProjectorStats, interval_s: float = 10.0) -> None:
-    """Every interval, one line: events applied and their rate, dead letters, lag."""
+async def log_progress(stats: ProjectorStats, interval_s: float) -> None:
+    """Every interval, one line (events applied and their rate, dead letters, lag), and only
+    when one of those changed since the last line: an idle pipeline stays quiet."""
     before, since = stats.events_applied, time.monotonic()
+    logged = (0, 0, 0)  # as if a line said "nothing yet": a backlog at start is news
     while True:
         await asyncio.sleep(interval_s)
         now = time.monotonic()
-        rate = (stats.events_applied - before) / (now - since)
-        if stats.events_applied != before or stats.total_lag:
+        state = (stats.events_applied, stats.dead_letters, stats.total_lag)
+        if state != logged:
+            rate = (stats.events_applied - before) / (now - since)
             log.info("%s: %d events applied (%.0f/s), %d dead-lettered, lag %d, last event %s",
                      stats.name, stats.events_applied, rate, stats.dead_letters,
                      stats.total_lag, stats.last_event_time.isoformat()
                      if stats.last_event_time else "none")
-        before, since = stats.events_applied, now
+            logged, before, since = state, stats.events_applied, now

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Final
 
 from models.notifications import Deduplicator, RateLimiter
 from phasestream.kafka_cluster import kafka_cluster
@@ -25,7 +24,6 @@ from streams.notifier import NotificationConsumer, kafka_consumer, notifier_deco
 from streams.progress import ProjectorStats
 
 log = logging.getLogger(__name__)
-PROGRESS_INTERVAL_S: Final = 10.0
 
 
 async def notify(rt: Runtime, hub: WebSocketHub) -> None:
@@ -44,7 +42,8 @@ async def notify(rt: Runtime, hub: WebSocketHub) -> None:
         async with asyncio.TaskGroup() as group:
             for sink in sinks:
                 group.create_task(sink.run(rt.stop), name=f"notify-{sink.name}")
-            progress = group.create_task(_log_progress(running, dispatcher, hub, sinks))
+            progress = group.create_task(
+                _log_progress(running, dispatcher, hub, sinks, s.progress_interval_s))
             try:
                 await running.run(rt.stop)
             finally:
@@ -106,7 +105,7 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
 
 async def _log_progress(running: NotificationConsumer, dispatcher: Dispatcher,
                         hub: WebSocketHub, sinks: Sequence[AlertSink],
-                        interval_s: float = PROGRESS_INTERVAL_S) -> None:
+                        interval_s: float) -> None:
     """Every interval, when anything happened: one line for the consumer, one per sink."""
     before, since = (-1, -1), time.monotonic()
     while True:

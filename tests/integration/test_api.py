@@ -175,3 +175,17 @@ def conforms(body: dict[str, Any], schema: str) -> None:
     document = openapi_document()
     jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}",
                                      "components": document["components"]}).validate(body)
+
+
+@pytest.mark.parametrize("path", ["/api/nothing", "/api/", "/api/sla/extra"])
+async def test_an_unknown_api_path_is_a_json_404(database: str, path: str) -> None:
+    async with api(database) as session:
+        status, body = await get(session, path)
+    assert status == 404
+    assert body == {"error": f"no endpoint {path}; the endpoints are listed at "
+                             "/api/openapi.json"}
+
+
+async def test_a_known_api_path_with_another_method_is_still_405(database: str) -> None:
+    async with api(database) as session, session.post("/api/sla") as response:
+        assert response.status == 405

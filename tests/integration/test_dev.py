@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -57,13 +58,17 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
         tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "dev.log"
-    process = start_dev(dev_env(tmp_path / "data", port), log)
+    env = dev_env(tmp_path / "data", port) | {"PHASESTREAM_PROGRESS_INTERVAL_S": "1"}
+    process = start_dev(env, log)
     try:
         url = wait_for_line(log, r"embedded Postgres listens at (\S+)").group(1)
         wait_for_line(log, rf"embedded Kafka broker .* listens on 127\.0\.0\.1:{port}")
         wait_for_line(log, r"database schema is current")
         rows = await eventually(lambda: count_rows(url), lambda n: n >= 20, timeout_s=60,
                                 what="demo rows in workflow_phase_logs")
+        await check_guided_start(log, tmp_path / "data")
+        # With a 1 s interval, the audit projector's progress shows while the demo runs.
+        wait_for_line(log, r"audit\S*: \d+ events applied")
         statuses = await count_rows(url, "SELECT count(DISTINCT status) FROM workflow_phase_logs")
         assert statuses >= 2
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -78,6 +83,33 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
     assert rows >= 20
     assert not port_open("127.0.0.1", port), "the embedded broker still runs"
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists(), "Postgres still runs"
+
+
+async def check_guided_start(log: Path, data: Path) -> None:
+    """The ready block names the real port; / leads to the dashboard; /api/ speaks JSON."""
+    block = wait_for_line(log, r"ready:\n(?:  .*\n){7}").group(0)
+    http = re.search(r"dashboard +(http://127\.0\.0\.1:(\d+))/dashboard\n", block)
+    assert http, block
+    base, bound = http.group(1), http.group(2)
+    assert bound != "0"
+    for line in (f"  API        {base}/api/analytics", f"(OpenAPI: {base}/api/openapi.json)",
+                 f"  metrics    {base}/metrics", f"  WebSocket  ws://127.0.0.1:{bound}/ws",
+                 "  stop       Ctrl-C", f"  reset      stop, then delete {data}"):
+        assert line in block, block
+    cli = re.search(r"  CLI        (\S+) report analytics", block)
+    assert cli, block
+    assert Path(cli.group(1)).name == "phasestream"
+    assert Path(cli.group(1)).exists() or (Path.cwd() / cli.group(1)).exists()
+    async with aiohttp.ClientSession(base) as session:
+        async with session.get("/", allow_redirects=False) as home:
+            assert home.status == 307
+            assert home.headers["Location"] == "dashboard"
+        async with session.get("/") as followed:
+            assert followed.status == 200
+            assert followed.url.path == "/dashboard"
+        async with session.get("/api/no-such-report") as missing:
+            assert missing.status == 404
+            assert (await missing.json())["error"].startswith("no endpoint /api/no-such-report")
 
 
 POSITIONS = ("SELECT consumer || '/' || topic || '/' || partition AS k, next_offset "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +19,10 @@ from models.ports import Batch, PartitionRef, PositionMove
 from models.report_filters import Page, ReportFilters
 from models.sla import SlaViolation, ViolationKind, violation_id
 from phasestream.report_cli import report_app
-from projections import report_history, reports
 from projections.audit_sink import AuditSink
-from projections.report_history import UnknownWorkflowError
+from projections.reports import analytics, history, sla
+from projections.reports.core import Report
+from projections.reports.history import UnknownWorkflowError
 from projections.violation_sink import ViolationSink
 from tests.support import make_event
 
@@ -104,10 +107,10 @@ async def seeded(database: str) -> tuple[str, datetime]:
     return database, t0
 
 
-async def run_report(database: str, report: Any, *args: Any) -> reports.Report:
+async def run_report(database: str, report: Any, *args: Any) -> Report:
     conn = await asyncpg.connect(database)
     try:
-        result: reports.Report = await report(conn, *args)
+        result: Report = await report(conn, *args)
         return result
     finally:
         await conn.close()
@@ -125,18 +128,18 @@ ANALYTICS_ALL = [
 
 async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, reports.analytics, ReportFilters())
+    report = await run_report(database, analytics.analytics, ReportFilters())
     assert report.items.columns == ANALYTICS_COLUMNS
     assert list(report.items.rows) == ANALYTICS_ALL
-    recent = await run_report(database, reports.analytics,
+    recent = await run_report(database, analytics.analytics,
                               ReportFilters(since=t0 - timedelta(hours=1)))
     assert [r[0] for r in recent.items.rows] == [2, 3, 4]
     # Phase 3 of user B only: wf-c (150 s) and wf-d (failed after 2 s, rolled back).
-    mine = await run_report(database, reports.analytics, ReportFilters(phase=3, user=USER_B))
+    mine = await run_report(database, analytics.analytics, ReportFilters(phase=3, user=USER_B))
     assert list(mine.items.rows) == [
         (3, 2, 1, 1, 1, 50.0, 50.0, 50.0, 76000.0, 142600.0, 148520.0, 120000, 1)]
     # until is exclusive: wf-a's start at t0 is in, its end a second later is not.
-    first = await run_report(database, reports.analytics,
+    first = await run_report(database, analytics.analytics,
                              ReportFilters(since=t0, until=t0 + timedelta(seconds=1)))
     assert [r[:5] for r in first.items.rows] == [(3, 1, 0, 0, 0)]
 
@@ -144,7 +147,7 @@ async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetim
 async def test_sla_lists_violations_newest_first_with_counts_by_kind(
         seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, reports.sla, ReportFilters())
+    report = await run_report(database, sla.sla, ReportFilters())
     rows = report.items.dicts()
     assert [(r["kind"], r["workflow_id"], r["at"]) for r in rows] == [
         ("overdue", "wf-e", iso(t0 + timedelta(minutes=10))),
@@ -157,16 +160,16 @@ async def test_sla_lists_violations_newest_first_with_counts_by_kind(
         ("late_completed", 2, iso(t0 + timedelta(minutes=4, seconds=30))),
         ("late_failed", 1, iso(t0 + timedelta(minutes=6, seconds=10))),
         ("overdue", 1, iso(t0 + timedelta(minutes=10))))
-    paged = await run_report(database, reports.sla, ReportFilters(), Page(2, 1))
+    paged = await run_report(database, sla.sla, ReportFilters(), Page(2, 1))
     assert [r["workflow_id"] for r in paged.items.dicts()] == ["wf-d", "wf-c"]
     assert paged.next_offset == 3
-    last = await run_report(database, reports.sla, ReportFilters(), Page(2, 2))
+    last = await run_report(database, sla.sla, ReportFilters(), Page(2, 2))
     assert last.next_offset is None
 
 
 async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, report_history.rollbacks, ReportFilters())
+    report = await run_report(database, history.rollbacks, ReportFilters())
     assert report.extra[0].dicts() == [
         {"phase": 2, "rollbacks": 1, "workflows": 1, "retries": 0, "gave_up": 1,
          "loops_stopped": 0},
@@ -175,14 +178,14 @@ async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> N
     assert report.items.dicts() == [
         {"workflow_id": "wf-d", "user_id": str(USER_B), "rollbacks": 2, "chain": "3->2 2->1",
          "first_at": iso(t0 + timedelta(minutes=4)), "last_at": iso(t0 + timedelta(minutes=7))}]
-    only_3 = await run_report(database, report_history.rollbacks, ReportFilters(phase=3))
+    only_3 = await run_report(database, history.rollbacks, ReportFilters(phase=3))
     assert only_3.items.rows == ()  # one rollback of phase 3 is no chain
     assert [r[0] for r in only_3.extra[0].rows] == [3]
 
 
 async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
-    report = await run_report(database, report_history.workflow, "wf-d", ReportFilters())
+    report = await run_report(database, history.workflow, "wf-d", ReportFilters())
     steps = [(r["phase"], r["status"], r["duration_ms"], r["over_sla"])
              for r in report.items.dicts()]
     assert steps == [(3, "started", None, False), (3, "failed", 2000, False),
@@ -195,7 +198,7 @@ async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
         ("rollback", 3, 0), ("retry", 3, 1), ("rollback", 2, 0), ("gave_up", 2, 1)]
     assert report.as_json()["workflow_id"] == "wf-d"
     with pytest.raises(UnknownWorkflowError):
-        await run_report(database, report_history.workflow, "wf-none", ReportFilters())
+        await run_report(database, history.workflow, "wf-none", ReportFilters())
 
 
 async def cli(database: str, *args: str) -> Result:
@@ -209,7 +212,7 @@ async def test_cli_json_is_exact(seeded: tuple[str, datetime]) -> None:
     result = await cli(database, "sla", "--phase", "3", "--format", "json")
     assert result.exit_code == 0, result.output
     at = iso(t0 + timedelta(minutes=4, seconds=30))
-    event = (await run_report(database, reports.sla, ReportFilters(phase=3))).items.rows[0][-1]
+    event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
     expected = {
         "by_kind": [{"kind": "late_completed", "violations": 1, "latest": at}],
         "items": [{"kind": "late_completed", "at": at, "workflow_id": "wf-c",
@@ -261,3 +264,121 @@ async def test_cli_bad_filters_exit_2(database: str, args: list[str], message: s
     result = await cli(database, *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+async def narrow_cli(database: str, columns: int, *args: str) -> Result:
+    """The sub-app as a terminal of ``columns`` columns would run it (rich reads COLUMNS)."""
+    env = {"PHASESTREAM_DATABASE_URL": database, "PHASESTREAM_LOG_LEVEL": "WARNING",
+           "COLUMNS": str(columns)}
+    return await asyncio.to_thread(CliRunner().invoke, report_app, list(args), env=env)
+
+
+@pytest.mark.parametrize("args", [
+    ["analytics"], ["sla"], ["rollbacks"], ["workflow", "wf-d"], ["running"],
+    ["timeseries", "--metric", "started", "--step", "1h"],
+])
+async def test_every_table_fits_100_columns(seeded: tuple[str, datetime],
+                                            args: list[str]) -> None:
+    database, _ = seeded
+    wide = await cli(database, *args)
+    narrow = await narrow_cli(database, 100, *args)
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 100
+    # Piped without COLUMNS nothing is cut: the same report, wider than 100 for most.
+    assert wide.exit_code == 0, wide.output
+    assert set(wide.stdout.split()) & set(narrow.stdout.split())
+
+
+async def test_a_narrow_console_gets_short_ids_then_fewer_columns_then_vertical_rows(
+        seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
+    assert isinstance(event, str)
+    wide = await cli(database, "sla", "--phase", "3")
+    assert event in wide.stdout
+    shortened = await narrow_cli(database, 120, "sla", "--phase", "3")
+    assert event not in shortened.stdout
+    assert event[:8] in shortened.stdout
+    fewer = await narrow_cli(database, 100, "sla", "--phase", "3")
+    assert event[:8] not in fewer.stdout
+    assert "violations (without user_id, event_id: --format json has them)" in fewer.stdout
+    assert "wf-c" in fewer.stdout
+    vertical = await narrow_cli(database, 40, "sla", "--phase", "3")
+    assert vertical.exit_code == 0, vertical.output
+    assert max(len(line) for line in vertical.stdout.splitlines()) <= 40
+    assert any(line.split() == ["workflow_id", "wf-c"] for line in vertical.stdout.splitlines())
+
+
+async def test_limit_pages_like_the_api_and_says_how_many_more(
+        seeded: tuple[str, datetime]) -> None:
+    database, _ = seeded
+    first = await cli(database, "sla", "--limit", "2", "--format", "csv")
+    assert first.exit_code == 0, first.output
+    assert len(first.stdout.splitlines()) == 3  # header + 2 of the 4 violations
+    assert "2 more violations not shown: --offset 2" in first.stderr
+    rest = await cli(database, "sla", "--limit", "2", "--offset", "2", "--format", "csv")
+    assert len(rest.stdout.splitlines()) == 3
+    assert "more" not in rest.stderr
+    everything = await cli(database, "sla", "--format", "csv")
+
+    def keys(result: Result) -> list[str]:  # an overdue row's duration grows with the clock
+        return [line.split(",")[-1] for line in result.stdout.splitlines()[1:]]
+    assert keys(everything) == keys(first) + keys(rest)
+    table = await cli(database, "workflow", "wf-d", "--limit", "4")
+    assert "2 more transitions not shown: --offset 4" in table.stdout
+    for report in ("analytics", "rollbacks", "workflow wf-d", "running"):
+        bad = await cli(database, *report.split(), "--limit", "0")
+        assert bad.exit_code == 2, report
+        assert "--limit: must be from 1 to 1000, got '0'" in bad.stderr
+
+
+async def test_workflow_table_opens_with_a_summary(seeded: tuple[str, datetime]) -> None:
+    database, t0 = seeded
+    result = await cli(database, "workflow", "wf-d")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    titles = [n for n, line in enumerate(lines) if line in {"summary", "violations",
+                                                             "commands", "transitions"}]
+    assert [lines[n] for n in titles] == ["summary", "violations", "commands", "transitions"]
+    row = lines[titles[0] + 4].strip("│").split("│")
+    # Phases 2 and 3; it ended with phase 2 rolled back; from t0+3m to t0+7m; 2 rollbacks,
+    # 1 violation (phase 2 failed late).
+    assert [cell.strip() for cell in row] == [
+        "2,3", "phase 2 rolled_back", iso(t0 + timedelta(minutes=3)),
+        iso(t0 + timedelta(minutes=7)), "240000", "2", "1"]
+    quiet = await cli(database, "workflow", "wf-a")
+    quiet_titles = {line.strip() for line in quiet.stdout.splitlines()}
+    # wf-a has neither violations nor commands: those sections are left out.
+    assert quiet_titles >= {"summary", "transitions"}
+    assert not quiet_titles & {"violations", "commands"}
+
+
+async def test_workflow_orders_one_instant_by_phase_then_status(database: str) -> None:
+    t = anchor()
+    # Published out of order, all at one instant: the report puts them in their natural order.
+    events = [make_event("wf-t", 2, R, timestamp=t), make_event("wf-t", 2, F, timestamp=t,
+                                                                duration_ms=5),
+              make_event("wf-t", 2, S, timestamp=t), make_event("wf-t", 1, C, timestamp=t,
+                                                                duration_ms=5)]
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
+    report = await run_report(database, history.workflow, "wf-t", ReportFilters())
+    assert [(r["phase"], r["status"]) for r in report.items.dicts()] == [
+        (1, "completed"), (2, "started"), (2, "failed"), (2, "rolled_back")]
+
+
+async def test_the_installed_command_fits_a_100_column_terminal(
+        seeded: tuple[str, datetime]) -> None:
+    """`phasestream report workflow` as its own process, as a shell with COLUMNS=100 runs it."""
+    database, _ = seeded
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
+    env |= {"PHASESTREAM_DATABASE_URL": database, "COLUMNS": "100"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phasestream", "report", "workflow", "wf-d", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "phase 2 rolled_back" in text
+    assert "late_failed" in text

@@ -10,11 +10,23 @@ from __future__ import annotations
 from models.errors import PhasestreamError
 from models.report_filters import Page, ReportFilters
 from projections.database import Connection
-from projections.reports import LOGS, Columns, Params, Report, Section, conditions, section, where
+from projections.reports.core import (
+    LOGS,
+    Columns,
+    Params,
+    Report,
+    Section,
+    conditions,
+    section,
+    where,
+)
 
 _COMMANDS = Columns("c.decided_at", "c.failed_phase", "c.user_id")
 _VIOLATIONS = Columns('v."timestamp"', "v.phase_number", "v.user_id")
 _ROLLED_BACK = "l.status = 'rolled_back'"
+# Within one instant and phase: a start before its end, an end before its rollback.
+_STATUS_ORDER = ("CASE l.status WHEN 'started' THEN 0 WHEN 'completed' THEN 1 "
+                 "WHEN 'failed' THEN 1 ELSE 2 END")
 
 
 class UnknownWorkflowError(PhasestreamError):
@@ -59,7 +71,8 @@ async def rollbacks(conn: Connection, filters: ReportFilters,
 
 async def workflow(conn: Connection, workflow_id: str, filters: ReportFilters,
                    page: Page | None = None) -> Report:
-    """Every transition of one workflow in event-time order (paged), with its SLA
+    """Every transition of one workflow in event-time order, then by phase and status
+    (started before its end, the end before the rollback; paged), with its SLA
     violations and the rollback commands decided for it. Raises UnknownWorkflowError."""
     known = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM workflow_phase_logs WHERE workflow_id = $1)", workflow_id)
@@ -79,8 +92,30 @@ async def workflow(conn: Connection, workflow_id: str, filters: ReportFilters,
         FROM workflow_phase_logs AS l
         LEFT JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
         {where(own, conditions(filters, LOGS, params))}
-        ORDER BY l."timestamp", l.id""", params, page)
+        ORDER BY l."timestamp", l.phase_number, {_STATUS_ORDER}, l.id""", params, page)
     return Report(transitions, (violations, commands), next_offset, {"workflow_id": workflow_id})
+
+
+async def workflow_summary(conn: Connection, workflow_id: str) -> Section:
+    """One row over the whole workflow: the phases it reached, where it stands now (its
+    latest transition), first and last event, the span between them, rollbacks and SLA
+    violations. No row for a workflow without events."""
+    params = Params()
+    own = params.add(workflow_id)
+    found, _ = await section(conn, "summary", f"""
+        SELECT string_agg(DISTINCT l.phase_number::text, ',') AS phases,
+               (array_agg('phase ' || l.phase_number || ' ' || l.status
+                          ORDER BY l."timestamp" DESC, l.phase_number DESC,
+                                   {_STATUS_ORDER} DESC, l.id DESC))[1] AS status,
+               min(l."timestamp") AS first_at, max(l."timestamp") AS last_at,
+               (extract(epoch FROM max(l."timestamp") - min(l."timestamp")) * 1000)::bigint
+                   AS duration_ms,
+               count(*) FILTER (WHERE {_ROLLED_BACK}) AS rollbacks,
+               (SELECT count(*) FROM workflow_phase_sla_violations AS v
+                WHERE v.workflow_id = {own}) AS violations
+        FROM workflow_phase_logs AS l WHERE l.workflow_id = {own}
+        HAVING count(*) > 0""", params)
+    return found
 
 
 async def _violations(conn: Connection, workflow_id: str, filters: ReportFilters) -> Section:

@@ -20,7 +20,16 @@ from typing import Any, Final
 from models.report_filters import Page
 from models.running import RunningQuery, RunningState, judge_running
 from projections.database import Connection
-from projections.reports import Params, Report, Scalar, Section, plain, section, where
+from projections.reports.core import (
+    Params,
+    Report,
+    Scalar,
+    Section,
+    count_rows,
+    plain,
+    section,
+    where,
+)
 
 COLUMNS: Final = ("workflow_id", "user_id", "phase", "started_at", "elapsed_ms",
                   "threshold_ms", "left_ms", "state", "started_event_id")
@@ -75,12 +84,18 @@ async def running(conn: Connection, query: RunningQuery, page: Page,
     if query.at_risk:
         rows = [r for r in rows if r[7] != RunningState.OK.value]
     more = len(records) > page.limit
-    items = Section("running", COLUMNS, tuple(rows))
+    items = Section("running", COLUMNS, tuple(rows), await _total(conn, query) if more else None)
     meta: dict[str, Scalar] = {"now": plain(query.now), "at_risk_share": query.share,
                                "lookback_s": query.lookback.total_seconds(),
                                "source": "workflow_phase_logs"}
     return Report(items, (await freshness(conn, consumers),),
                   page.offset + page.limit if more else None, meta)
+
+
+async def _total(conn: Connection, query: RunningQuery) -> int:
+    params = Params()
+    return await count_rows(conn, _RUNNING.format(where=where(_conditions(query, params))),
+                            params.values)
 
 
 def _row(record: Any, query: RunningQuery) -> tuple[Scalar, ...]:

@@ -1,4 +1,4 @@
-"""The analysts' reports over the audit log and its projections: shapes, filters, analytics, SLA.
+"""What every report shares: its shape (sections of plain values), bound parameters, filters.
 
 Every value an analyst supplies travels as a bound parameter; only column names spelled
 out in this package are put into the SQL text. A filter that is not set adds no condition
@@ -32,6 +32,8 @@ class Section:
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Scalar, ...], ...]
+    #: Rows of the whole list when a page holds only some of them (None: all are here).
+    total: int | None = None
 
     def dicts(self) -> list[dict[str, Scalar]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -110,7 +112,9 @@ def where(*parts: str | Sequence[str]) -> str:
 
 async def section(conn: Connection, name: str, sql: str, params: Params,
                   page: Page | None = None) -> tuple[Section, int | None]:
-    """Run ``sql``; with a page, one row more than asked says whether another page exists."""
+    """Run ``sql``; with a page, one row more than asked says whether another page exists,
+    and only then is the whole list counted (so that a reader learns how many remain)."""
+    whole = sql, list(params.values)
     if page is not None:
         sql = f"{sql} LIMIT {params.add(page.limit + 1)} OFFSET {params.add(page.offset)}"
     prepared = await conn.prepare(sql)
@@ -119,71 +123,12 @@ async def section(conn: Connection, name: str, sql: str, params: Params,
     more = page is not None and len(records) > page.limit
     rows = records[:page.limit] if page is not None else records
     next_offset = page.offset + page.limit if page is not None and more else None
-    return Section(name, columns, tuple(tuple(plain(v) for v in r) for r in rows)), next_offset
+    total = await count_rows(conn, *whole) if more else None
+    values = tuple(tuple(plain(v) for v in r) for r in rows)
+    return Section(name, columns, values, total), next_offset
 
 
-_FINISHED = "l.status IN ('completed', 'failed')"
-
-
-def _percentile(share: str) -> str:
-    # Rounded in numeric: percentile_cont interpolates in float8 (127949.99999999994).
-    return (f"round((percentile_cont({share}) WITHIN GROUP (ORDER BY l.duration_ms) "
-            f"FILTER (WHERE {_FINISHED}))::numeric, 1)")
-
-
-def _rate(part: str, whole: str) -> str:
-    return (f"round(100.0 * count(*) FILTER (WHERE {part}) "
-            f"/ nullif(count(*) FILTER (WHERE {whole}), 0), 2)")
-
-
-# Rates as in the workflow_phase_analytics view: completion and failure per finished
-# execution, rollback per started execution; percentages.
-_ANALYTICS = f"""
-SELECT l.phase_number AS phase,
-       count(*) FILTER (WHERE l.status = 'started') AS started,
-       count(*) FILTER (WHERE l.status = 'completed') AS completed,
-       count(*) FILTER (WHERE l.status = 'failed') AS failed,
-       count(*) FILTER (WHERE l.status = 'rolled_back') AS rolled_back,
-       {_rate("l.status = 'completed'", _FINISHED)} AS completion_rate,
-       {_rate("l.status = 'failed'", _FINISHED)} AS failure_rate,
-       {_rate("l.status = 'rolled_back'", "l.status = 'started'")} AS rollback_rate,
-       {_percentile("0.50")} AS p50_ms,
-       {_percentile("0.95")} AS p95_ms,
-       {_percentile("0.99")} AS p99_ms,
-       t.threshold_ms AS sla_ms,
-       count(*) FILTER (WHERE {_FINISHED} AND l.duration_ms > t.threshold_ms) AS over_sla
-FROM workflow_phase_logs AS l
-LEFT JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
-{{where}}
-GROUP BY l.phase_number, t.threshold_ms
-ORDER BY l.phase_number"""
-
-
-async def analytics(conn: Connection, filters: ReportFilters,
-                    page: Page | None = None) -> Report:
-    """Per phase: counts by status, rates, duration percentiles against the SLA threshold."""
-    params = Params()
-    sql = _ANALYTICS.format(where=where(conditions(filters, LOGS, params)))
-    items, next_offset = await section(conn, "phases", sql, params, page)
-    return Report(items, next_offset=next_offset)
-
-
-_VIOLATIONS = Columns('v."timestamp"', "v.phase_number", "v.user_id")
-
-
-async def sla(conn: Connection, filters: ReportFilters, page: Page | None = None) -> Report:
-    """SLA violations (late completions and failures, and still-open overdue phases), newest
-    first, with a count per kind. ``at`` is the end event's time; for ``overdue``, the start.
-    """
-    params = Params()
-    filtered = where(conditions(filters, _VIOLATIONS, params))
-    by_kind, _ = await section(conn, "by_kind", f"""
-        SELECT v.kind, count(*) AS violations, max(v."timestamp") AS latest
-        FROM workflow_phase_sla_violations AS v {filtered}
-        GROUP BY v.kind ORDER BY v.kind""", params)
-    items, next_offset = await section(conn, "violations", f"""
-        SELECT v.kind, v."timestamp" AS at, v.workflow_id, v.user_id, v.phase_number AS phase,
-               v.status, v.duration_ms, v.threshold_ms, v.excess_ms, v.event_id
-        FROM workflow_phase_sla_violations AS v {filtered}
-        ORDER BY v."timestamp" DESC, v.event_id""", params, page)
-    return Report(items, (by_kind,), next_offset)
+async def count_rows(conn: Connection, sql: str, values: Sequence[Any]) -> int:
+    """How many rows ``sql`` returns, unpaged."""
+    found: int = await conn.fetchval(f"SELECT count(*) FROM ({sql}) AS whole", *values)
+    return found

@@ -1,4 +1,4 @@
-"""SLA thresholds from observed durations (``sla suggest``) and changed by hand (``sla set``).
+"""SLA thresholds suggested from observed durations (``sla suggest``), set by hand (``sla set``).
 
 The suggestion is computed in numeric, not float: percentile * (1 + headroom), rounded
 up to a whole second (at least one), so 5000 ms with 20 % headroom is exactly 6000 ms.
@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from projections.database import Connection
-from projections.reports import Params, Report, section, where
+from projections.reports.core import Params, Report, section, where
 
 # Finished executions (with a duration) in the window; each phase of the threshold table
 # appears even without executions, so the operator sees every current threshold.

@@ -15,7 +15,7 @@ from typing import Final
 from models.report_filters import ReportFilters
 from models.timeseries import EPOCH, SeriesMetric, SeriesQuery
 from projections.database import Connection
-from projections.reports import LOGS, Params, Report, Scalar, conditions, plain, section, where
+from projections.reports.core import LOGS, Params, Report, Scalar, conditions, plain, section, where
 
 _FINISHED: Final = "l.status IN ('completed', 'failed')"
 _STATUS: Final = {

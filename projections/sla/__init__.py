@@ -1,0 +1,1 @@
+"""The SLA's Postgres side."""
