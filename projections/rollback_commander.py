@@ -28,7 +28,7 @@ from projections.sink_base import PostgresSink
 Clock = Callable[[], datetime]
 
 
-class RollbackSink(PostgresSink[PhaseEvent]):
+class RollbackCommander(PostgresSink[PhaseEvent]):
     """PositionedSink of the rollback commander (consumer group phasestream-rollback)."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], policy: RollbackPolicy | None = None,
