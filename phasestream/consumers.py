@@ -41,7 +41,7 @@ from phasestream.wiring import (
 from projections.metrics_sink import MetricsDataSink, open_phase_counts, open_phase_starts
 from projections.outbox import outbox, violation_outbox
 from projections.rollback_commander import RollbackCommander
-from projections.sla_sink import SlaStateSink
+from projections.sla_sink import SlaMonitor
 from projections.thresholds import load_thresholds
 from projections.violation_sink import ViolationSink
 from streams.kafka import producer_config
@@ -73,7 +73,7 @@ async def sla(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
         linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(SlaStateSink, s, reload_s=s.sla_thresholds_reload_s) as state, \
+    async with connected(SlaMonitor, s, reload_s=s.sla_thresholds_reload_s) as state, \
             connected(ViolationSink, s) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
                       decoder=phase_event_decoder(s), event_time=phase_event_time,

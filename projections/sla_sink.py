@@ -68,7 +68,7 @@ async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) ->
          if v.violation_id in fresh])
 
 
-class SlaStateSink(PostgresSink[PhaseEvent]):
+class SlaMonitor(PostgresSink[PhaseEvent]):
     """PositionedSink of the SLA monitor (consumer group phasestream-sla)."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], reload_s: float = 30.0,
