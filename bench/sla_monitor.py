@@ -57,8 +57,8 @@ from phasestream.consumers import run_consumers
 from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime, create_topics, run_migrations
-from projections.sla_sink import _DUE, SlaMonitor, due_query_args
-from projections.thresholds import load_thresholds
+from projections.sla.monitor import _DUE, SlaMonitor, due_query_args
+from projections.sla.thresholds import load_thresholds
 from streams.publisher import PhaseEventPublisher
 
 if not __package__:  # run as a file (bench/sla_monitor.py), not with -m: the shared

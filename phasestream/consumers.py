@@ -41,9 +41,9 @@ from phasestream.wiring import (
 from projections.metrics_sink import MetricsDataSink, open_phase_counts, open_phase_starts
 from projections.outbox import outbox, violation_outbox
 from projections.rollback_commander import RollbackCommander
-from projections.sla_sink import SlaMonitor
-from projections.thresholds import load_thresholds
-from projections.violation_sink import ViolationSink
+from projections.sla.monitor import SlaMonitor
+from projections.sla.thresholds import load_thresholds
+from projections.sla.violations import ViolationSink
 from streams.kafka import producer_config
 from streams.timers import check_overdue, release_retries
 from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics

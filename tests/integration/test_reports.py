@@ -20,7 +20,7 @@ from phasestream.report_cli import report_app
 from projections import report_history, reports
 from projections.audit_sink import AuditSink
 from projections.report_history import UnknownWorkflowError
-from projections.violation_sink import ViolationSink
+from projections.sla.violations import ViolationSink
 from tests.support import make_event
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from models.sla_state import SlaState, key_of, step
 from models.violation_codec import encode_violation
 from projections.database import Connection, as_uuid, discard_on_failure, translate_errors
 from projections.sink_base import PostgresSink
-from projections.sla_state_rows import load_state, save_state
-from projections.thresholds import ThresholdCache
+from projections.sla.state_rows import load_state, save_state
+from projections.sla.thresholds import ThresholdCache
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]

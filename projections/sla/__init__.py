@@ -1,0 +1,1 @@
+"""The SLA monitor in Postgres: its state, thresholds and violations."""
