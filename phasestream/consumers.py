@@ -45,9 +45,9 @@ from projections.sla.monitor import SlaMonitor
 from projections.sla.thresholds import load_thresholds
 from projections.sla.violations import ViolationSink
 from streams.kafka import producer_config
-from streams.timers import check_overdue, release_retries
 from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics
 from streams.relay import OutboxRelay
+from streams.timers import check_overdue, release_retries
 
 log = logging.getLogger(__name__)
 GAUGE_REFRESH_S = 5.0

@@ -21,7 +21,7 @@ from models.ports import Batch
 from models.sla import OpenPhase, SlaViolation, judge_open
 from models.sla_state import SlaState, key_of, step
 from models.violation_codec import encode_violation
-from projections.database import Connection, as_uuid, discard_on_failure, translate_errors
+from projections.database import Connection, as_uuid, in_transaction, translate_errors
 from projections.sink_base import PostgresSink
 from projections.sla.state_rows import load_state, save_state
 from projections.sla.thresholds import ThresholdCache
@@ -101,8 +101,7 @@ class SlaMonitor(PostgresSink[PhaseEvent]):
 
     async def _report_overdue(self, watermarks: Mapping[int, datetime], grace_ms: int,
                               limit: int) -> list[SlaViolation]:
-        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-                conn.transaction():
+        async with in_transaction(self.pool) as conn:
             # The planner's estimate for this small query can trigger JIT compilation,
             # which costs more than the query itself (measured: +300 ms).
             await conn.execute("SET LOCAL jit = off")
