@@ -18,12 +18,12 @@ import asyncpg
 
 from models.events import PhaseEvent
 from models.ports import Batch
-from models.sla import OpenPhase, SlaViolation, judge_open
+from models.sla import SlaViolation, judge_open
 from models.sla_state import SlaState, key_of, step
 from models.violation_codec import encode_violation
 from projections.database import Connection, as_uuid, in_transaction, translate_errors
 from projections.sink_base import PostgresSink
-from projections.sla.state_rows import load_state, save_state
+from projections.sla.state_rows import load_state, open_phase, save_state
 from projections.sla.thresholds import ThresholdCache
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,5 @@ class SlaMonitor(PostgresSink[PhaseEvent]):
 
 
 def _judge_due(row: Any, threshold_ms: int, grace_ms: int) -> SlaViolation | None:
-    phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
-                      as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
-    return judge_open(phase, threshold_ms, row["mark"], grace_ms)
+    return judge_open(open_phase(row), threshold_ms, row["mark"], grace_ms)
 
