@@ -17,7 +17,7 @@ unique names. Then:
    ``sla_open_phases`` holds N rows. Throughput is timed from the first committed batch to
    the last; RSS (``/proc/self/status`` VmRSS and ``getrusage`` ru_maxrss) is taken before
    and after and sampled while it runs;
-4. the monitor stops; one ``SlaStateSink.report_overdue`` over the N open phases with
+4. the monitor stops; one ``SlaMonitor.report_overdue`` over the N open phases with
    watermarks of now and grace 0 (nothing is due), and one with a watermark a year ahead
    and limit 5,000 (claims 5,000 due phases), each repeated, with their query plans;
 5. (``--mixed``, default 200,000) the monitor runs again, on a new topic and group, over a
@@ -57,8 +57,8 @@ from phasestream.consumers import run_consumers
 from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime, create_topics, run_migrations
-from projections.sla_sink import _DUE, SlaStateSink, due_query_args
-from projections.thresholds import load_thresholds
+from projections.sla.monitor import _DUE, SlaMonitor, due_query_args
+from projections.sla.thresholds import load_thresholds
 from streams.publisher import PhaseEventPublisher
 
 if not __package__:  # run as a file (bench/sla_monitor.py), not with -m: the shared
@@ -375,7 +375,7 @@ async def explain_due(conn: asyncpg.Connection[Any], marks: Mapping[int, datetim
     return [r[0] for r in rows]
 
 
-async def timed_checks(sink: SlaStateSink, nothing_due: Mapping[int, datetime],
+async def timed_checks(sink: SlaMonitor, nothing_due: Mapping[int, datetime],
                        all_due: Mapping[int, datetime], open_rows: int,
                        label: str) -> dict[str, Any]:
     """``report_overdue`` as the timer calls it: nothing due, then claiming 5,000 due."""
@@ -419,7 +419,7 @@ async def overdue_checks(db_url: str, partitions: int, open_rows: int) -> dict[s
     result: dict[str, Any] = {"open_phases": open_rows}
     conn = await asyncpg.connect(db_url)
     try:
-        async with await SlaStateSink.connect(db_url) as sink:
+        async with await SlaMonitor.connect(db_url) as sink:
             for label in ("fresh", "after_vacuum_analyze"):
                 if label == "after_vacuum_analyze":
                     # The same starting state as the first set, as autovacuum would leave it.

@@ -41,14 +41,14 @@ from phasestream.wiring import (
 )
 from projections.metrics_sink import MetricsDataSink, open_phase_counts, open_phase_starts
 from projections.outbox import outbox, violation_outbox
-from projections.rollback_sink import RollbackSink
-from projections.sla_sink import SlaStateSink
-from projections.thresholds import load_thresholds
-from projections.violation_sink import ViolationSink
+from projections.rollback_commander import RollbackCommander
+from projections.sla.monitor import SlaMonitor
+from projections.sla.thresholds import load_thresholds
+from projections.sla.violations import ViolationSink
 from streams.kafka import producer_config
-from streams.overdue import check_overdue, release_retries
 from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics
 from streams.relay import OutboxRelay
+from streams.timers import check_overdue, release_retries
 
 log = logging.getLogger(__name__)
 GAUGE_REFRESH_S = 5.0
@@ -74,7 +74,7 @@ async def sla(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
         linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(SlaStateSink, s, reload_s=s.sla_thresholds_reload_s) as state, \
+    async with connected(SlaMonitor, s, reload_s=s.sla_thresholds_reload_s) as state, \
             connected(ViolationSink, s) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
                       decoder=phase_event_decoder(s), event_time=phase_event_time,
@@ -146,7 +146,7 @@ async def rollback(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.rollback_consumer_group}-relay",
         linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(RollbackSink, s, policy=rollback_policy(s),
+    async with connected(RollbackCommander, s, policy=rollback_policy(s),
                          commands_topic=s.rollback_commands_topic,
                          events_topic=s.phase_events_topic) as sink, \
             projector(s, name=s.rollback_consumer_group, topic=s.phase_events_topic,

@@ -66,7 +66,7 @@ from projections.metrics_sink import MetricsDataSink
 from projections.positions import load_positions
 from projections.shadow import create_shadow, drop_shadow, shadow_name, swap_in
 from projections.sink_base import PostgresSink
-from projections.violation_sink import ViolationSink
+from projections.sla.violations import ViolationSink
 from streams.dead_letters import DeadLetter, DeadLetterWriter
 from streams.decoding import Decoder
 from streams.kafka import consumer_config

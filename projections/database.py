@@ -97,6 +97,15 @@ async def discard_on_failure(conn: Connection) -> AsyncIterator[Connection]:
         raise
 
 
+@contextlib.asynccontextmanager
+async def in_transaction(pool: asyncpg.Pool[asyncpg.Record]) -> AsyncIterator[Connection]:
+    """A pooled connection inside a transaction, discarded if it failed for a reason other
+    than its data (see ``discard_on_failure``)."""
+    async with pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
+            conn.transaction():
+        yield conn
+
+
 async def connect(dsn: str, **options: Any) -> asyncpg.Connection[asyncpg.Record]:
     """One connection; a malformed URL is a SinkMisconfiguredError, not a ValueError."""
     with _malformed_url():

@@ -19,7 +19,7 @@ import asyncpg
 from models.ports import OutboxItem, SendAttempt
 from projections.database import (
     Connection,
-    discard_on_failure,
+    in_transaction,
     translate_errors,
     translated,
 )
@@ -61,8 +61,7 @@ class PostgresOutbox:
 
     @contextlib.asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[_Claim]:
-        async with translated(), self._pool.acquire() as pooled, \
-                discard_on_failure(pooled) as conn, conn.transaction():
+        async with translated(), in_transaction(self._pool) as conn:
             claim = await self._claim(conn, limit)
             yield claim
             if claim.done:

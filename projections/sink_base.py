@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 import asyncpg
 
 from models.ports import Batch, PartitionRef
-from projections.database import Connection, discard_on_failure, open_pool, translate_errors
+from projections.database import Connection, in_transaction, open_pool, translate_errors
 from projections.positions import load_positions, move_positions
 
 T = TypeVar("T")
@@ -60,8 +60,7 @@ class PostgresSink(Generic[T]):
         await translate_errors(lambda: self._apply(consumer, batch))
 
     async def _apply(self, consumer: str, batch: Batch[T]) -> None:
-        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-                conn.transaction():
+        async with in_transaction(self.pool) as conn:
             if batch.events:
                 await self.write_rows(conn, batch)
             await move_positions(conn, consumer, batch.moves)

@@ -1,1 +1,1 @@
-"""The SLA's Postgres side."""
+"""The SLA monitor in Postgres: its state, thresholds and violations."""

@@ -23,7 +23,7 @@ from projections.audit_sink import AuditSink
 from projections.reports import analytics, history, sla
 from projections.reports.core import Report
 from projections.reports.history import UnknownWorkflowError
-from projections.violation_sink import ViolationSink
+from projections.sla.violations import ViolationSink
 from tests.support import make_event
 
 pytestmark = pytest.mark.integration

@@ -21,14 +21,14 @@ from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from models.ports import Batch, OutboxItem
 from models.rollback import Decision, RollbackPolicy, WorkflowHistory, decide
-from projections.database import Connection, as_uuid, discard_on_failure, translate_errors
+from projections.database import Connection, as_uuid, in_transaction, translate_errors
 from projections.outbox import put
 from projections.sink_base import PostgresSink
 
 Clock = Callable[[], datetime]
 
 
-class RollbackSink(PostgresSink[PhaseEvent]):
+class RollbackCommander(PostgresSink[PhaseEvent]):
     """PositionedSink of the rollback commander (consumer group phasestream-rollback)."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], policy: RollbackPolicy | None = None,
@@ -78,8 +78,7 @@ class RollbackSink(PostgresSink[PhaseEvent]):
         return await translate_errors(lambda: self._release(limit))
 
     async def _release(self, limit: int) -> list[RollbackCommand]:
-        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-                conn.transaction():
+        async with in_transaction(self.pool) as conn:
             rows = await conn.fetch(
                 "SELECT * FROM rollback_commands WHERE issued_at IS NULL AND due_at <= now() "
                 "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)

@@ -26,15 +26,19 @@ async def load_state(conn: Connection, keys: Iterable[Key]) -> SlaState:
     for row in await conn.fetch(
             f"SELECT * FROM sla_open_phases WHERE (workflow_id, phase_number) IN {_KEYS} "
             "FOR UPDATE", workflows, phases):
-        phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
-                          as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
         state.open[(row["workflow_id"], row["phase_number"])] = OpenEntry(
-            phase, row["source_partition"], row["overdue_reported"])
+            open_phase(row), row["source_partition"], row["overdue_reported"])
     for row in await conn.fetch(
             f"SELECT * FROM sla_early_terminals WHERE (workflow_id, phase_number) IN {_KEYS} "
             "FOR UPDATE", workflows, phases):
         state.early[(row["workflow_id"], row["phase_number"])] = _early_event(row)
     return state
+
+
+def open_phase(row: Any) -> OpenPhase:
+    """The open phase of a ``sla_open_phases`` row."""
+    return OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
+                     as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
 
 
 def _early_event(row: Any) -> PhaseEvent:

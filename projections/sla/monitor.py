@@ -18,13 +18,13 @@ import asyncpg
 
 from models.events import PhaseEvent
 from models.ports import Batch
-from models.sla import OpenPhase, SlaViolation, judge_open
+from models.sla import SlaViolation, judge_open
 from models.sla_state import SlaState, key_of, step
 from models.violation_codec import encode_violation
-from projections.database import Connection, as_uuid, discard_on_failure, translate_errors
+from projections.database import Connection, as_uuid, in_transaction, translate_errors
 from projections.sink_base import PostgresSink
-from projections.sla_state_rows import load_state, save_state
-from projections.thresholds import ThresholdCache
+from projections.sla.state_rows import load_state, open_phase, save_state
+from projections.sla.thresholds import ThresholdCache
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -68,7 +68,7 @@ async def put_in_outbox(conn: Connection, violations: Sequence[SlaViolation]) ->
          if v.violation_id in fresh])
 
 
-class SlaStateSink(PostgresSink[PhaseEvent]):
+class SlaMonitor(PostgresSink[PhaseEvent]):
     """PositionedSink of the SLA monitor (consumer group phasestream-sla)."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], reload_s: float = 30.0,
@@ -101,8 +101,7 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
 
     async def _report_overdue(self, watermarks: Mapping[int, datetime], grace_ms: int,
                               limit: int) -> list[SlaViolation]:
-        async with self.pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-                conn.transaction():
+        async with in_transaction(self.pool) as conn:
             # The planner's estimate for this small query can trigger JIT compilation,
             # which costs more than the query itself (measured: +300 ms).
             await conn.execute("SET LOCAL jit = off")
@@ -131,7 +130,5 @@ class SlaStateSink(PostgresSink[PhaseEvent]):
 
 
 def _judge_due(row: Any, threshold_ms: int, grace_ms: int) -> SlaViolation | None:
-    phase = OpenPhase(as_uuid(row["started_event_id"]), row["workflow_id"],
-                      as_uuid(row["user_id"]), row["phase_number"], row["started_at"])
-    return judge_open(phase, threshold_ms, row["mark"], grace_ms)
+    return judge_open(open_phase(row), threshold_ms, row["mark"], grace_ms)
 
