@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import asyncpg
 from aiohttp import web
-from multidict import MultiMapping
+from multidict import MultiDict, MultiMapping
 
 from models.errors import PhasestreamError
 from models.report_filters import (
@@ -33,7 +33,7 @@ from models.timeseries import parse_series
 from phasestream.settings import Settings
 from phasestream.wiring import reader_database_url
 from projections.database import Connection, open_pool, translate_errors
-from projections.reports import analytics, history, running, sla, timeseries
+from projections.reports import analytics, history, running, sla, timeseries, workflows
 from projections.reports.core import Report
 from projections.reports.history import UnknownWorkflowError
 
@@ -43,6 +43,7 @@ FILTERS: Final = ("since", "until", "phase", "user")
 ALLOWED: Final = frozenset({*FILTERS, "limit", "offset"})
 RUNNING_ALLOWED: Final = frozenset({"phase", "user", "at_risk", "limit", "offset"})
 SERIES_ALLOWED: Final = frozenset({*FILTERS, "metric", "step"})
+SEARCH_ALLOWED: Final = frozenset({*ALLOWED, "prefix"})
 
 
 class LazyPool:
@@ -72,7 +73,8 @@ POOL: Final = web.AppKey("phasestream_api_pool", LazyPool)
 
 
 def attach_api(app: web.Application, settings: Settings) -> None:
-    """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows/{id}, /api/running,
+    """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows (search),
+    /api/workflows/{id}, /api/running,
     /api/timeseries and /api/openapi.json."""
     pool = LazyPool(lambda: reader_database_url(settings))
     app[POOL] = pool
@@ -80,6 +82,7 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/analytics", _endpoint(analytics.analytics))
     app.router.add_get("/api/sla", _endpoint(sla.sla))
     app.router.add_get("/api/rollbacks", _endpoint(history.rollbacks))
+    app.router.add_get("/api/workflows", _search)
     app.router.add_get("/api/workflows/{workflow_id}", _workflow)
     app.router.add_get("/api/running", _running(settings))
     app.router.add_get("/api/timeseries", _timeseries)
@@ -119,6 +122,30 @@ async def _workflow(request: web.Request) -> web.StreamResponse:
         workflow_id = request.match_info["workflow_id"]
         return await history.workflow(conn, workflow_id, filters, page)
     return await _respond(request, run)
+
+
+async def _search(request: web.Request) -> web.StreamResponse:
+    """/api/workflows?prefix=&user=: workflows by id prefix and user, paged."""
+    query = request.query
+    try:
+        check_names(query, SEARCH_ALLOWED)
+        prefix = _prefix(query.get("prefix"))
+        rest = MultiDict((k, v) for k, v in query.items() if k != "prefix")
+        filters, page = parse_query(rest, now=datetime.now(UTC))
+    except InvalidFilterError as exc:
+        return _error(400, str(exc), parameter=exc.name)
+    return await _answer(
+        request, lambda c: workflows.search(c, prefix, filters, page), page)
+
+
+def _prefix(text: str | None) -> str | None:
+    """A workflow id's bounds (1-255 characters, no NUL), named as the parameter."""
+    if text is None:
+        return None
+    try:
+        return parse_workflow_id(text)
+    except InvalidFilterError as exc:
+        raise InvalidFilterError("prefix", exc.reason) from None
 
 
 async def _respond(request: web.Request, run: Run) -> web.StreamResponse:

@@ -157,7 +157,8 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
     assert status == 200
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {"/api/analytics", "/api/sla", "/api/rollbacks",
-                                      "/api/workflows/{workflow_id}", "/api/running",
+                                      "/api/workflows", "/api/workflows/{workflow_id}",
+                                      "/api/running",
                                       "/api/timeseries", "/api/openapi.json"}
     names = {p["$ref"].rsplit("/", 1)[-1] for p in
              document["paths"]["/api/sla"]["get"]["parameters"]}

@@ -44,7 +44,8 @@ async def test_a_configured_secret_makes_every_data_route_need_an_analyst_token(
     expired = jwt.encode({"sub": "ann", "role": "analyst", "exp": int(time.time()) - 5},
                          SECRET, algorithm="HS256")
     async with api(database, jwt_secret=SECRET) as session:
-        for path in ("/api/analytics", "/api/sla", "/api/rollbacks", "/api/workflows/wf-d"):
+        for path in ("/api/analytics", "/api/sla", "/api/rollbacks", "/api/workflows/wf-d",
+                     "/api/workflows"):
             async with session.get(path) as response:
                 assert response.status == 401, path
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -89,7 +89,8 @@ async def test_every_operation_keeps_the_documented_contract(
                     lambda app: attach_api(app, Settings(database_url=database)))
     found = operations()
     assert {op.path for op in found} == {"/api/analytics", "/api/sla", "/api/rollbacks",
-                                         "/api/workflows/{workflow_id}", "/api/running",
+                                         "/api/workflows", "/api/workflows/{workflow_id}",
+                                         "/api/running",
                                          "/api/timeseries", "/api/openapi.json"}
     async with serving(app, "127.0.0.1", 0) as port:
         for operation in found:
