@@ -9,8 +9,6 @@ import asyncio
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,36 +18,27 @@ from models.events import PhaseEvent
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 from tests.conftest import settings_env
+from tests.faults.workers import Worker
 from tests.integration.test_failures import exact_check
 from tests.support import count_rows, eventually, many_events
 
 pytestmark = pytest.mark.integration
 
+#: Only for the count of joins after the storm: the logs are the history of dead processes
+#: (readiness and assignment are asked of a live worker over HTTP, tests.faults.workers).
 ASSIGNED = re.compile(r": [1-9]\d* partitions at stored positions")
 POSITIONS = "SELECT sum(next_offset) FROM phasestream_consumer_positions WHERE consumer = $1"
 SEED = 20_261_127
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = settings_env(settings) | {"PHASESTREAM_BATCH_MAX_RECORDS": "100",
-                                    "PHASESTREAM_HTTP_PORT": "0"}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "phasestream", "run", "audit"],
-                                env=env, stdout=out, stderr=out)
+def worker(settings: Settings, logs_dir: Path, label: str) -> Worker:
+    env = settings_env(settings) | {"PHASESTREAM_BATCH_MAX_RECORDS": "100"}
+    return Worker("audit", settings.audit_consumer_group, env, logs_dir, label=label)
 
 
 def tails(logs: list[Path]) -> str:
     return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
                      for log in logs if log.exists())
-
-
-async def assigned(log: Path, timeout_s: float) -> bool:
-    """Whether the worker writing ``log`` got partitions within ``timeout_s``."""
-    for _ in range(int(timeout_s / 0.05)):
-        if ASSIGNED.search(log.read_text(errors="replace")):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def positions(settings: Settings) -> int:
@@ -77,39 +66,37 @@ async def test_twenty_random_kill_9s_lose_and_duplicate_nothing(
         # Two slots run side by side, so one process's join overlaps the other's work.
         for number in range(slot, len(plan), 2):
             growth, jitter = plan[number]
-            log = tmp_path / f"kill-{number:02d}.log"
+            process = worker(settings, tmp_path, f"kill-{number:02d}")
+            process.start()
+            log = process.logs[-1]
             logs.append(log)
-            process = start_worker(settings, log)
             try:
+                await process.until_ready()
                 deadline = time.monotonic() + 10
-                while not ASSIGNED.search(log.read_text(errors="replace")):
-                    assert process.poll() is None, tails([log])
-                    if time.monotonic() > deadline:
-                        break  # killed while still waiting for partitions: a kill too
-                    await asyncio.sleep(0.02)
+                # Else killed while still waiting for partitions: a kill too.
+                await process.until_assigned(timeout_s=10)
                 target = min(await count_rows(db) + growth, len(events))
                 while await count_rows(db) < target and time.monotonic() < deadline + 5:
-                    assert process.poll() is None, tails([log])
+                    assert process.alive(), tails([log])
                     await asyncio.sleep(0.005)
                 await asyncio.sleep(jitter)
             finally:
-                process.kill()  # SIGKILL: no cleanup, anywhere in or between the commits
-                await asyncio.to_thread(process.wait)
-            assert process.returncode == -signal.SIGKILL, tails([log])
+                code = await process.kill()
+            assert code == -signal.SIGKILL, tails([log])
             kills.append((number, growth, await count_rows(db)))
 
     started = time.monotonic()
     await asyncio.gather(kill_slot(0), kill_slot(1))
     storm_s = time.monotonic() - started
-    final_log = tmp_path / "final.log"
-    process = start_worker(settings, final_log)
+    process = worker(settings, tmp_path, "final")
+    process.start()
+    final_log = process.logs[-1]
     try:
         await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60,
                          what="all events projected after the kills")
         await asyncio.sleep(1)  # anything duplicated would land now
     finally:
-        process.terminate()
-        code = await asyncio.to_thread(process.wait, 30)
+        code = await process.stop()
     context = f"seed {SEED}, storm {storm_s:.1f} s, kills (number, growth, rows): {kills}"
     print(context)
     assert code == 0, f"{context}\n{tails([final_log])}"
@@ -124,9 +111,10 @@ async def test_rebalance_storm_two_workers(settings: Settings, tmp_path: Path) -
     db = settings.database_url or ""
     rng = random.Random(SEED)
     published: list[PhaseEvent] = []
-    logs = [tmp_path / "first.log"]
-    first = start_worker(settings, logs[0])
-    second: subprocess.Popen[bytes] | None = None
+    first = worker(settings, tmp_path, "first")
+    first.start()
+    logs = list(first.logs)
+    second: Worker | None = None
     leaves: list[str] = []
 
     storming = asyncio.Event()
@@ -141,31 +129,30 @@ async def test_rebalance_storm_two_workers(settings: Settings, tmp_path: Path) -
             await asyncio.sleep(0.2)
 
     try:
-        await eventually(lambda: asyncio.sleep(0, ASSIGNED.search(logs[0].read_text())),
-                         lambda found: found is not None, timeout_s=30, what="first assigned")
+        assert await first.until_assigned(timeout_s=30), f"first not assigned:\n{tails(logs)}"
         async with PhaseEventPublisher(settings.bootstrap_servers,
                                        settings.phase_events_topic) as pub:
             publishing = asyncio.create_task(publish(pub))
             for round_ in range(4):
-                logs.append(tmp_path / f"second-{round_}.log")
-                second = start_worker(settings, logs[-1])
+                second = worker(settings, tmp_path, f"second-{round_}")
+                second.start()
+                logs += second.logs
                 # A join takes a while on this broker (and up to ~3 s more after a kill, until
                 # the dead member's session ends): leave a while after getting partitions.
-                await assigned(logs[-1], timeout_s=8)
+                await second.until_assigned(timeout_s=8)
                 await asyncio.sleep(rng.uniform(1.0, 2.0))
-                assert first.poll() is None, tails(logs)
+                assert first.alive(), tails(logs)
                 if round_ == 1:
-                    second.kill()
                     leaves.append("SIGKILL")
-                    assert await asyncio.to_thread(second.wait, 30) == -signal.SIGKILL
+                    assert await second.kill() == -signal.SIGKILL
                 else:
-                    second.terminate()
                     leaves.append("SIGTERM")
-                    assert await asyncio.to_thread(second.wait, 30) == 0, tails(logs)
+                    assert await second.stop() == 0, tails(logs)
                 second = None
                 await asyncio.sleep(rng.uniform(0.0, 0.5))
-            logs.append(tmp_path / "second-last.log")
-            second = start_worker(settings, logs[-1])
+            second = worker(settings, tmp_path, "second-last")
+            second.start()
+            logs += second.logs
             storming.set()
             await publishing
         total = len(published)
@@ -179,8 +166,7 @@ async def test_rebalance_storm_two_workers(settings: Settings, tmp_path: Path) -
         assert await positions(settings) == total, context
         assert joined >= 3, f"the second worker rarely got partitions: {context}"
     finally:
-        for worker in (first, second):
-            if worker is not None and worker.poll() is None:
-                worker.terminate()
-        codes = [await asyncio.to_thread(w.wait, 30) for w in (first, second) if w is not None]
+        if second is not None:
+            await second.until_ready()  # a SIGTERM while it imports would kill it
+        codes = [await w.stop() for w in (first, second) if w is not None]
     assert codes == [0, 0], tails(logs)

@@ -6,10 +6,7 @@ positions must keep its late writes out: every event projected exactly once.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,48 +14,44 @@ import pytest
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 from tests.conftest import settings_env
+from tests.faults.workers import Worker, tails
 from tests.integration.test_failures import exact_check
 from tests.support import count_rows, eventually, many_events
 
 pytestmark = pytest.mark.integration
 
-ASSIGNED = re.compile(r": (\d+) partitions at stored positions")
 
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def audit_workers(settings: Settings, logs_dir: Path) -> list[Worker]:
     env = settings_env(settings) | {"PHASESTREAM_BATCH_MAX_RECORDS": "200",
-                                    "PHASESTREAM_HTTP_PORT": "0",
                                     "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": "2000"}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "phasestream", "run", "audit"],
-                                env=env, stdout=out, stderr=out)
-
-
-def last_assignment(log: Path) -> int:
-    counts = ASSIGNED.findall(log.read_text(errors="replace")) if log.exists() else []
-    return int(counts[-1]) if counts else 0
+    return [Worker("audit", settings.audit_consumer_group, env, logs_dir, label=f"worker-{n}")
+            for n in range(2)]
 
 
 async def test_zombie_worker_past_its_session_timeout_writes_nothing_twice(
         settings: Settings, tmp_path: Path) -> None:
     first, later = many_events(6_000, workflows=300), many_events(3_000, workflows=300)
     db = settings.database_url or ""
-    logs = [tmp_path / "worker-0.log", tmp_path / "worker-1.log"]
-    workers = [start_worker(settings, log) for log in logs]
+    workers = audit_workers(settings, tmp_path)
+    for worker in workers:
+        worker.start()
     try:
         async def assignments() -> list[int]:
-            for worker, log in zip(workers, logs, strict=True):
-                assert worker.poll() is None, log.read_text()[-3000:]
-            return [last_assignment(log) for log in logs]
-        # Both in the group, the partitions split between them.
-        await eventually(assignments, lambda a: all(a) and sum(a) == settings.topic_partitions,
-                         timeout_s=60, what="both workers assigned")
+            for worker in workers:
+                assert worker.alive(), worker.tail(3000)
+            return [await worker.partitions() for worker in workers]
+        for worker in workers:
+            await worker.until_ready()
+        # Both in the group, the partitions split between them: each has read some (a
+        # process's count only grows, so a sum would count a rebalance's moves twice).
+        await eventually(assignments, all, timeout_s=60, what="both workers assigned")
         async with PhaseEventPublisher(settings.bootstrap_servers,
                                        settings.phase_events_topic) as pub:
             publishing = asyncio.create_task(pub.publish_many(first))
             await eventually(lambda: count_rows(db), lambda n: n >= 300, timeout_s=60,
                              what="both consuming")
-            zombie = workers[0]
+            zombie = workers[0].process
+            assert zombie is not None
             zombie.send_signal(signal.SIGSTOP)
             stopped_at = await count_rows(db)
             await publishing
@@ -74,11 +67,11 @@ async def test_zombie_worker_past_its_session_timeout_writes_nothing_twice(
             db, "SELECT sum(next_offset) FROM phasestream_consumer_positions "
             "WHERE consumer = $1", settings.audit_consumer_group) == len(first) + len(later)
         # The other worker took the zombie's partitions over while it was stopped.
-        assert "6 partitions at stored positions" in logs[1].read_text(), "no takeover"
+        assert "6 partitions at stored positions" in workers[1].logs[-1].read_text(), \
+            "no takeover"
     finally:
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGCONT)
-                worker.send_signal(signal.SIGTERM)
-        codes = [worker.wait(timeout=30) for worker in workers]
-    assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
+            if worker.alive() and worker.process is not None:
+                worker.process.send_signal(signal.SIGCONT)
+        codes = [await worker.stop() for worker in workers]
+    assert codes == [0, 0], tails(workers)
