@@ -92,6 +92,9 @@ async def test_twenty_random_kill_9s_lose_and_duplicate_nothing(
     process.start()
     final_log = process.logs[-1]
     try:
+        # Ready before its SIGTERM: the storm may already have projected every row, and a
+        # SIGTERM while the worker still imports ends it by the signal's default action.
+        await process.until_ready()
         await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60,
                          what="all events projected after the kills")
         await asyncio.sleep(1)  # anything duplicated would land now
