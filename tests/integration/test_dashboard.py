@@ -2,7 +2,7 @@
 
 Chromium (Debian's ``chromium``) runs from its command line: ``--dump-dom`` gives the DOM
 after the page's scripts fetched the API and drew the charts, ``--screenshot`` the
-artefact ``test-artifacts/dashboard.png``. Every number is read back from the data-*
+artefact ``test-artifacts/<broker>/dashboard.png``. Every number is read back from the data-*
 attributes of the page and compared with the known event set of test_reports.
 """
 
@@ -29,11 +29,13 @@ from phasestream.dashboard import attach_dashboard, static_dir
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
+from tests.conftest import TEST_BROKER
 from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# One folder per broker: `make test` runs both suites at once.
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / TEST_BROKER
 BROWSER_TIMEOUT_S = 90.0
 VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                   "source", "track", "wbr"})
@@ -178,7 +180,7 @@ async def test_dashboard_shows_the_api_numbers(seeded: tuple[str, datetime]) -> 
                 session.get(f"{base}/api/analytics", params={"since": "24h"}) as response:
             api_items = (await response.json())["items"]
         dom = Dom(await browse(f"{base}/dashboard"))
-        ARTIFACTS.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "dashboard.png"
         shot.unlink(missing_ok=True)
         await browse(f"{base}/dashboard", screenshot=shot)
