@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 
 from models.commands import CommandKind, RollbackCommand
-from models.sla import SlaViolation, ViolationKind
+from models.sla.violation import SlaViolation, ViolationKind
 
 
 class NotificationKind(StrEnum):

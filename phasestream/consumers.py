@@ -17,8 +17,8 @@ from models.commands import RollbackCommand, decode_command
 from models.ports import OutboxItem
 from models.rollback import RetryPolicy, RollbackPolicy
 from models.running import phase_loads
-from models.sla import SlaViolation
-from models.violation_codec import decode_violation
+from models.sla.violation import SlaViolation
+from models.sla.violation_codec import decode_violation
 from phasestream import health
 from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard

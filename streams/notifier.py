@@ -26,7 +26,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from models.commands import decode_command
 from models.notifications import Notification, from_command, from_violation
 from models.ports import PartitionRef
-from models.violation_codec import decode_violation
+from models.sla.violation_codec import decode_violation
 from streams.dead_letters import DeadLetterWriter
 from streams.decoding import Decoded, Decoder, decode_records
 from streams.progress import ProjectorStats

@@ -22,9 +22,9 @@ from models.compiled import CompiledContract
 from models.errors import InvalidEventError
 from models.rollback import RetryPolicy, RollbackPolicy, WorkflowHistory, decide
 from models.schema import phase_event_schema, rollback_command_schema
-from models.sla import judge_open
+from models.sla.policy import judge_open
+from models.sla.violation_codec import VIOLATIONS, encode_violation, reference_decode_violation
 from models.validation import TIMESTAMP_PATTERN, UUID_PATTERN
-from models.violation_codec import VIOLATIONS, encode_violation, reference_decode_violation
 from phasestream.demo import workflow_events
 from tests.unit.test_contract import _MUTATIONS, BAD, GOOD, random_events
 from tests.unit.test_rollback import FRESH, NOW, failure

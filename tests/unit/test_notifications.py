@@ -21,7 +21,7 @@ from models.notifications import (
     from_violation,
     is_alert,
 )
-from models.sla import SlaViolation, ViolationKind, violation_id
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 USER = uuid.UUID("6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f")

@@ -11,7 +11,7 @@ import orjson
 from models.compiled import CompiledContract
 from models.errors import InvalidEventError
 from models.json_object import enum_field, load_object
-from models.sla import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
+from models.sla.violation import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
 from models.validation import (
     int_field,
     phase_field,
