@@ -13,7 +13,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from models.commands import RollbackCommand, decode_command
+from models.command_codec import decode_command
+from models.commands import RollbackCommand
 from models.ports import OutboxItem
 from models.rollback import RetryPolicy, RollbackPolicy
 from models.running import phase_loads

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from models.commands import decode_command
+from models.command_codec import decode_command
 from models.notifications import Notification, from_command, from_violation
 from models.ports import PartitionRef
 from models.sla.violation_codec import decode_violation

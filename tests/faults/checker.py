@@ -30,7 +30,8 @@ from uuid import UUID
 
 import asyncpg
 
-from models.commands import RollbackCommand, decode_command
+from models.command_codec import decode_command
+from models.commands import RollbackCommand
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
 from models.metric_rows import metric_row

@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
-from models.commands import CommandKind, RollbackCommand, command_id, encode_command
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand, command_id
 from models.notifications import from_command, from_violation
 from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from models.sla.violation_codec import encode_violation

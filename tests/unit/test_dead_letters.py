@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from models.codec import encode_event
 from models.dead_letters import LetterFilter, StoredLetter, stored_letter, summarise
+from models.event_codec import encode_event
 from models.redrive import Fix, plan_redrive
 from streams.dead_letters import DeadLetter
 from tests.support import make_event
