@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from models.command_codec import encode_command
 from models.commands import CommandKind, RollbackCommand, command_id
-from models.notifications import from_command, from_violation
+from models.notifications.wording import from_command, from_violation
 from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from models.sla.violation_codec import encode_violation
 from phasestream.auth import mint_token

@@ -10,17 +10,10 @@ import orjson
 import pytest
 
 from models.commands import CommandKind, RollbackCommand, command_id
-from models.notifications import (
-    Deduplicator,
-    Notification,
-    NotificationKind,
-    RateLimiter,
-    RecentIds,
-    encode_notification,
-    from_command,
-    from_violation,
-    is_alert,
-)
+from models.notifications.dedup import Deduplicator, RecentIds
+from models.notifications.rate_limit import RateLimiter
+from models.notifications.value import Notification, NotificationKind, encode_notification, is_alert
+from models.notifications.wording import from_command, from_violation
 from models.sla.violation import SlaViolation, ViolationKind, violation_id
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
