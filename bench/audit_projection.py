@@ -54,7 +54,7 @@ from typing import Any, Final
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from models.codec import decode_event, encode_event
+from models.event_codec import decode_event, encode_event
 from models.events import PhaseEvent
 from phasestream.demo import workflow_events
 from phasestream.settings import Settings

@@ -3,9 +3,10 @@
 On the same N realistic events (``support.make_events``: demo workflows, as the audit
 benchmark publishes them), in one process and one run, interleaved, best of R rounds:
 
-- ``reference``: orjson, then every field checked by hand (``models.codec.reference_decode``,
-  what ``decode_record`` was before the compiled decoder), plus the key check;
-- ``compiled``: ``models.codec.decode_record``, msgspec first (what the consumers run);
+- ``reference``: orjson, then every field checked by hand
+  (``models.event_codec.reference_decode_event``, what ``decode_record`` was before the
+  compiled decoder), plus the key check;
+- ``compiled``: ``models.event_codec.decode_record``, msgspec first (what the consumers run);
 - ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either.
 
 The machine may be shared: compare the lines of one run with each other (ratios), not with
@@ -25,12 +26,12 @@ from typing import Any
 import orjson
 
 from bench import support
-from models.codec import PHASE_EVENTS, decode_record, encode_event, reference_decode
 from models.errors import InvalidEventError
+from models.event_codec import PHASE_EVENTS, decode_record, encode_event, reference_decode_event
 
 
 def reference_record(key: bytes, value: bytes) -> Any:
-    event = reference_decode(value)
+    event = reference_decode_event(value)
     if key != event.key:
         raise InvalidEventError("workflow_id", "does not match the record key")
     return event

@@ -10,7 +10,7 @@ ONCE to one topic (through the SDK, keyed by workflow id, 6 partitions); then ea
 ``--order`` drains all N of them with a fresh consumer group into its emptied table:
 
 - ``ps``: one ``python -m phasestream run audit`` process into ``workflow_phase_logs``:
-  full validation of the contract (``models.codec.decode_record``: schema rules, calendar
+  full validation of the contract (``models.event_codec.decode_record``: schema rules, calendar
   dates, NUL characters, key = workflow id, ...), rows COPYed to a temp table and INSERT
   ... ON CONFLICT DO NOTHING, the partition positions moved compare-and-set in the same
   transaction (exactly-once effect), decoding of the next batch pipelined with the write

@@ -45,7 +45,7 @@ from quixstreams.sinks.community.postgresql import (  # type: ignore[import-not-
 
 from bench import support
 from bench.quix_peer import PEER_TABLE, SCHEMA_PATH
-from models.codec import decode_record
+from models.event_codec import decode_record
 from projections.audit_sink import COLUMNS, audit_row
 
 # PostgreSQLSink drops None values from each row and takes a batch's columns from its FIRST

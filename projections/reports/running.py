@@ -4,7 +4,7 @@ The truth is the audit log, not the SLA monitor's ``sla_open_phases``: the log i
 by the audit projector in every deployment, whether or not the monitor runs, and it is
 the long-term record that the monitor's state is itself derived from. A phase is running
 when its latest start (per workflow and phase; a retry's start replaces the earlier one,
-as in models.sla_state) has no ``completed`` or ``failed`` at or after it. ``rolled_back``
+as in models.sla.state) has no ``completed`` or ``failed`` at or after it. ``rolled_back``
 does not end an execution: the failure before it already did.
 
 Only starts within ``lookback`` are considered, which bounds the scan; a start older than

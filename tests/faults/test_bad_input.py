@@ -26,7 +26,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from phasestream.settings import Settings
 from tests.support import (

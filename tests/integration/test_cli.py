@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.settings import Settings
 from tests.conftest import settings_env
 from tests.support import audit_running, count_rows, eventually, make_event

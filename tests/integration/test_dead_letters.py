@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from phasestream.settings import Settings
 from streams.projector import Projector

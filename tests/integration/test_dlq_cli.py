@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.settings import Settings
 from tests.conftest import settings_env
 from tests.integration.test_dead_letters import Sent, projected, send_in_order

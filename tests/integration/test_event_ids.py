@@ -17,8 +17,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.codec import encode_event
 from models.errors import ConflictingEventsError
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from models.ports import Batch, PartitionRef, PositionMove
 from phasestream.replay import replay

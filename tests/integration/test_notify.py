@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
-from models.commands import CommandKind, RollbackCommand, command_id, encode_command
-from models.notifications import from_command, from_violation
-from models.sla import SlaViolation, ViolationKind, violation_id
-from models.violation_codec import encode_violation
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand, command_id
+from models.notifications.wording import from_command, from_violation
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
+from models.sla.violation_codec import encode_violation
 from phasestream.auth import mint_token
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess

@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from models.phases import PhaseStatus
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.replay import ReplayError, replay
 from phasestream.settings import Settings

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef, PositionMove
 from models.report_filters import Page, ReportFilters
-from models.sla import SlaViolation, ViolationKind, violation_id
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from phasestream.report_cli import report_app
 from projections.audit_sink import AuditSink
 from projections.reports import analytics, history, sla

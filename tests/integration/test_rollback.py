@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from models.commands import CommandKind, decode_command
+from models.command_codec import decode_command
+from models.commands import CommandKind
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher

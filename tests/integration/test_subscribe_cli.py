@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.codec import decode_record, encode_event
-from models.commands import decode_command, encode_command
+from models.command_codec import decode_command, encode_command
 from models.errors import InvalidEventError
+from models.event_codec import decode_record, encode_event
 from models.phases import PhaseStatus
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.settings import Settings
 from tests.conftest import free_port, settings_env
 from tests.integration.test_subscriber import command

@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.commands import CommandKind, RollbackCommand, command_id, encode_command
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand, command_id
 from models.errors import SinkUnavailableError
 from models.events import PhaseEvent
 from phasestream.settings import Settings

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from models.codec import encode_event
 from models.dead_letters import LetterFilter, StoredLetter, stored_letter
 from models.dlq_summary import summarise
+from models.event_codec import encode_event
 from models.redrive import Fix, plan_redrive
 from streams.dead_letters import DeadLetter
 from tests.support import make_event

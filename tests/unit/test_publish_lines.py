@@ -6,7 +6,7 @@ import io
 
 import orjson
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.publishing import BadLine, read_lines
 from tests.support import make_event
 
