@@ -21,8 +21,8 @@ from tests.integration.test_reports import (
     ANALYTICS_ALL,
     ANALYTICS_COLUMNS,
     USER_B,
-    wf_d_summary,
     iso,
+    wf_d_summary,
 )
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
 
