@@ -141,14 +141,14 @@ async def measure_ingest(conn: asyncpg.Connection[Any], rows: int,
             for case, seconds in timings.items()} | {"rows": rows}
 
 
-def _scans(plan: dict[str, Any]) -> Iterator[str]:
+def scans_of(plan: dict[str, Any]) -> Iterator[str]:
     node = plan.get("Node Type", "")
     target = plan.get("Index Name") or plan.get("Relation Name")
     if "Scan" in node and target:
         # One name for all month partitions: workflow_phase_logs_p202611_x -> ..._x
         yield f"{node} on {re.sub(r'_p[0-9]{6}', '', str(target))}"
     for child in plan.get("Plans", []):
-        yield from _scans(child)
+        yield from scans_of(child)
 
 
 async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
@@ -169,7 +169,7 @@ async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
     return {"buckets": len(report.items.rows), "explain_ms_median": round(
         statistics.median(explained), 1), "report_ms_median": round(statistics.median(walls), 1),
         "shared_buffers_touched": buffers,
-        "scans": sorted(set(_scans(plan)))}
+        "scans": sorted(set(scans_of(plan)))}
 
 
 async def measure_running(conn: asyncpg.Connection[Any], now: datetime,
