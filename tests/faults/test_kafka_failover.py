@@ -37,16 +37,14 @@ from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
 from tests.durable.broker_tools import admin_client, end_offsets
 from tests.faults.checker import check, expect
+from tests.faults.scenario import THRESHOLDS, Scenario
 from tests.faults.test_pipeline_storm import (
     SEED,
-    THRESHOLDS,
-    Scenario,
     pipeline_settings,
     quiet,
     set_thresholds,
     stop_all,
     tails,
-    until_assigned,
     workers,
 )
 from tests.kafka.launcher import KafkaCluster, start_kafka
@@ -236,7 +234,7 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
         worker.start()
     try:
         for worker in running.values():
-            assert await until_assigned(worker, timeout_s=60), worker.tail()
+            assert await worker.until_assigned(timeout_s=60), worker.tail()
         publishing = asyncio.create_task(publisher.run())
         async with watching(db) as conn:
             watch = Watch(conn, groups, topic)
