@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ async def kill_storm(worker: Worker, risk: Risk, rng: random.Random, kills: int,
         if pin is not None and number % 2:
             async with pin() as pinned:
                 exposed = await risk() | {"pinned": int(pinned)}
-                await worker.kill()
+                code = await worker.kill()
         else:
             for _ in range(400):  # up to ~4 s for work to be at risk
                 if all((await risk()).values()):
@@ -91,10 +92,14 @@ async def kill_storm(worker: Worker, risk: Risk, rng: random.Random, kills: int,
                 await asyncio.sleep(0.01)
             await asyncio.sleep(jitter)
             exposed = await risk()
-            await worker.kill()
+            code = await worker.kill()
+        assert code == -signal.SIGKILL, worker.tail()
         record.append(Kill(worker.name, number, exposed))
         await asyncio.sleep(pause)
         worker.start()
+    # Ready before the test's SIGTERM: a SIGTERM while it still imports ends it by the
+    # signal's default action (exit -15), not by its handler.
+    await worker.until_ready()
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
 import time
 import uuid
@@ -35,107 +34,35 @@ import pytest
 from phasestream.consumers import rollback_policy
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
-from tests.conftest import settings_env
 from tests.faults.checker import (
     AUDIT,
     COMMANDS,
     METRICS,
     VIOLATION_TOPIC,
     VIOLATIONS,
-    Expected,
     Observed,
     check,
     compare,
     expect,
 )
 from tests.faults.injection import Cut, Kill, at_risk, cut_connections, kill_storm, relay_pinned
+from tests.faults.pipeline import (
+    SEED,
+    interrupted_writes,
+    pipeline_settings,
+    quiet,
+    set_thresholds,
+    started,
+    stop_all,
+    workers,
+)
 from tests.faults.scenario import THRESHOLDS, Scenario
-from tests.faults.workers import Worker
-from tests.support import count_rows, eventually
+from tests.faults.workers import tails
 
 pytestmark = pytest.mark.integration
 
-SEED = int(os.environ.get("PHASESTREAM_FAULT_SEED", "20261206"))
-CONSUMERS = ("audit", "sla", "metrics", "rollback")
 #: Kills per consumer; the commander's relay has the narrowest window (send to removal).
 KILLS = {"audit": 3, "sla": 3, "metrics": 3, "rollback": 4}
-
-
-def pipeline_settings(settings: Settings) -> Settings:
-    """Retries on a short, unjittered schedule (due 2 s, then 4 s after the rollback), so
-    that scheduled retries exist whenever a kill or a cut lands; small batches, so that
-    faults land mid-batch."""
-    return settings.model_copy(update={
-        "retry_enabled": True, "retry_interval_ms": 2000, "retry_backoff_rate": 2.0,
-        "retry_max_attempts": 2, "retry_jitter": "none", "rollback_max_per_workflow": 3,
-        "batch_max_records": 100})
-
-
-def workers(settings: Settings, logs_dir: Path) -> dict[str, Worker]:
-    env = settings_env(settings)
-    groups = {"audit": settings.audit_consumer_group, "sla": settings.sla_consumer_group,
-              "metrics": settings.metrics_consumer_group,
-              "rollback": settings.rollback_consumer_group}
-    return {name: Worker(name, groups[name], env, logs_dir) for name in CONSUMERS}
-
-
-def interrupted_writes(running: dict[str, Worker]) -> int:
-    """Batches whose write a fault interrupted, as the consumers' logs tell."""
-    return sum(log.read_text(errors="replace").count(": writing a batch failed")
-               for worker in running.values() for log in worker.logs)
-
-
-# --- waiting and checking -----------------------------------------------------------
-
-
-async def quiet(settings: Settings, expected: Expected, running: dict[str, Worker],
-                timeout_s: float) -> str | None:
-    """Wait until every sink holds at least what is expected and nothing is in flight (no
-    retry waiting, outboxes empty); None, or what was still missing at the timeout."""
-    db = settings.database_url or ""
-    queries = {
-        AUDIT: "SELECT count(*) FROM workflow_phase_logs",
-        METRICS: "SELECT count(*) FROM metrics_data",
-        VIOLATIONS: "SELECT count(*) FROM workflow_phase_sla_violation_events",
-        COMMANDS: "SELECT count(*) FROM rollback_commands WHERE issued_at IS NOT NULL",
-    }
-    in_flight = ("SELECT (SELECT count(*) FROM rollback_commands WHERE issued_at IS NULL) + "
-                 "(SELECT count(*) FROM phasestream_outbox) + "
-                 "(SELECT count(*) FROM sla_violation_outbox)")
-
-    async def shortfall() -> dict[str, int]:
-        for worker in running.values():
-            assert worker.alive(), f"{worker.name} died:\n{worker.tail()}"
-        missing = {sink: expected.count(sink) - await count_rows(db, sql)
-                   for sink, sql in queries.items()}
-        missing["in flight"] = await count_rows(db, in_flight)
-        return {what: n for what, n in missing.items() if n > 0}
-
-    try:
-        await eventually(shortfall, lambda missing: not missing, timeout_s=timeout_s,
-                         what="a quiet pipeline")
-    except AssertionError as exc:
-        return str(exc)
-    await asyncio.sleep(1.0)  # a late duplicate would land now
-    return None
-
-
-async def stop_all(running: dict[str, Worker]) -> dict[str, int | None]:
-    codes = await asyncio.gather(*(w.stop() for w in running.values()))
-    return dict(zip(running, codes, strict=True))
-
-
-def tails(running: dict[str, Worker]) -> str:
-    return "\n".join(w.tail() for w in running.values())
-
-
-async def set_thresholds(db: str) -> None:
-    conn = await asyncpg.connect(db)
-    try:
-        await conn.executemany("UPDATE workflow_phase_sla_thresholds SET threshold_ms = $2 "
-                               "WHERE phase_number = $1", list(THRESHOLDS.items()))
-    finally:
-        await conn.close()
 
 
 async def publish_waves(settings: Settings, scenario: Scenario, rng: random.Random, *,
@@ -168,11 +95,8 @@ async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
     began = time.monotonic()
     storms_done = asyncio.Event()
     publishing: asyncio.Task[None] | None = None
-    for worker in running.values():
-        worker.start()
     try:
-        for worker in running.values():
-            assert await worker.until_assigned(timeout_s=30), worker.tail()
+        await started(running, timeout_s=30)
         publishing = asyncio.create_task(publish_waves(
             configured, scenario, rng, waves=5, workflows=70, pause_s=(1.5, 2.5),
             until=storms_done))
@@ -190,7 +114,7 @@ async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
         context = (f"seed {SEED}, {len(scenario.events)} events published, storm "
                    f"{storm_s:.1f} s, kills (consumer#number{{at risk}}): "
                    f"{' '.join(map(str, kills))}, batch writes interrupted "
-                   f"{interrupted_writes(running)}")
+                   f"{interrupted_writes(running.values())}")
         report = await check(configured, expected, context)
     finally:
         if publishing is not None and not publishing.done():
@@ -201,9 +125,9 @@ async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
             await probe.close()
         codes = await stop_all(running)
     print(report)
-    assert stuck is None, f"{stuck}\n{report}\n{tails(running)}"
-    assert report.ok, f"{report}\n{tails(running)}"
-    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running)}"
+    assert stuck is None, f"{stuck}\n{report}\n{tails(running.values())}"
+    assert report.ok, f"{report}\n{tails(running.values())}"
+    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running.values())}"
     assert len(kills) == sum(KILLS.values()), report.context
     # The kills the issue names: SLA deadlines pending, retries scheduled.
     for name, what in (("sla", "deadlines"), ("rollback", "retries")):
@@ -226,11 +150,8 @@ async def test_postgres_connections_cut_across_the_pipeline_lose_and_duplicate_n
     database = urlsplit(db).path.lstrip("/")
     admin = await asyncpg.connect(db)  # never cut: it does the cutting
     risks = at_risk(admin, configured, scenario)
-    for worker in running.values():
-        worker.start()
     try:
-        for worker in running.values():
-            assert await worker.until_assigned(timeout_s=30), worker.tail()
+        await started(running, timeout_s=30)
         async with PhaseEventPublisher(configured.bootstrap_servers,
                                        configured.phase_events_topic) as pub:
             for number in range(5):
@@ -247,16 +168,16 @@ async def test_postgres_connections_cut_across_the_pipeline_lose_and_duplicate_n
         stuck = await quiet(configured, expected, running, timeout_s=60)
         context = (f"seed {SEED}, {len(scenario.events)} events published, cuts "
                    f"(backends terminated): {' '.join(map(str, cuts))}, batch writes "
-                   f"interrupted {interrupted_writes(running)}")
+                   f"interrupted {interrupted_writes(running.values())}")
         report = await check(configured, expected, context)
     finally:
         await admin.close()
         codes = await stop_all(running)
     print(report)
-    assert stuck is None, f"{stuck}\n{report}\n{tails(running)}"
-    assert report.ok, f"{report}\n{tails(running)}"
-    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running)}"
-    assert interrupted_writes(running) >= 3, f"few cuts hit a batch: {report.context}"
+    assert stuck is None, f"{stuck}\n{report}\n{tails(running.values())}"
+    assert report.ok, f"{report}\n{tails(running.values())}"
+    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running.values())}"
+    assert interrupted_writes(running.values()) >= 3, f"few cuts hit a batch: {report.context}"
 
 
 def test_the_checker_reports_lost_duplicated_unexpected_and_differing_rows() -> None:
