@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import random
 import time
 import uuid
@@ -68,13 +69,16 @@ KILLS = {"audit": 3, "sla": 3, "metrics": 3, "rollback": 4}
 async def publish_waves(settings: Settings, scenario: Scenario, rng: random.Random, *,
                         waves: int, workflows: int, pause_s: tuple[float, float],
                         until: asyncio.Event | None = None) -> None:
-    """Publish ``waves`` waves (more while ``until`` is unset, up to twice as many)."""
+    """Publish ``waves`` waves, then smaller ones (a seventh of the workflows) until
+    ``until`` is set: however long the restarts take under load, deadlines are pending and
+    retries scheduled whenever a kill lands, for few more events."""
     async with PhaseEventPublisher(settings.bootstrap_servers,
                                    settings.phase_events_topic) as pub:
-        for number in range(2 * waves):
+        for number in itertools.count():
             if number >= waves and (until is None or until.is_set()):
                 return
-            await pub.publish_many(scenario.wave(number, workflows))
+            size = workflows if number < waves else max(1, workflows // 7)
+            await pub.publish_many(scenario.wave(number, size))
             await asyncio.sleep(rng.uniform(*pause_s))
 
 
