@@ -52,7 +52,7 @@ TEST_BROKERS = ("tansu", "kafka")
 ON_KAFKA = bool(EXTERNAL_BROKER) or TEST_BROKER == "kafka"
 RESTART_VARIABLE = "PHASESTREAM_TEST_BROKER_RESTART_COMMAND"
 ROOT = Path(__file__).resolve().parents[1]
-#: The tests' consumer session timeout (the settings below; tests.support's reader and a
+#: The tests' consumer session timeout (the settings below; tests.topics' reader and a
 #: few tests write the same 2000 ms). An external broker must accept it.
 TEST_SESSION_TIMEOUT_MS = 2000
 

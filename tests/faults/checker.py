@@ -40,7 +40,7 @@ from models.sla import SlaViolation, ViolationKind, judge_open, overdue_at
 from models.sla_state import SlaState, step
 from models.violation_codec import decode_violation
 from phasestream.settings import Settings
-from tests.support import read_to_highwater
+from tests.topics import read_to_highwater
 
 AUDIT = "audit rows (workflow_phase_logs)"
 VIOLATIONS = "SLA violations (workflow_phase_sla_violation_events)"

@@ -17,7 +17,7 @@ from tests.conftest import settings_env
 from tests.faults.checker import AUDIT, COMMANDS, METRICS, VIOLATIONS, Expected
 from tests.faults.scenario import THRESHOLDS
 from tests.faults.workers import Worker
-from tests.support import count_rows, eventually
+from tests.waiting import count_rows, eventually
 
 SEED = int(os.environ.get("PHASESTREAM_FAULT_SEED", "20261206"))
 CONSUMERS = ("audit", "sla", "metrics", "rollback")

@@ -50,7 +50,7 @@ from tests.faults.pipeline import (
 from tests.faults.scenario import THRESHOLDS, Scenario
 from tests.faults.workers import tails
 from tests.kafka.launcher import KafkaCluster, start_kafka
-from tests.support import eventually
+from tests.waiting import eventually
 
 # Six broker restarts: 4.3 min measured on a saturated machine (load 9-15 on 2 cores).
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster, pytest.mark.timeout(600)]

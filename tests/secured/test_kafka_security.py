@@ -29,10 +29,12 @@ from phasestream.settings import Settings
 from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
 from streams.topic_scan import TopicScanError, highwaters
+from tests.background import consumers_running
 from tests.conftest import settings_env
+from tests.events import make_event, many_events
 from tests.kafka.launcher import start_kafka
 from tests.secured.tls import Authority, Leaf
-from tests.support import consumers_running, count_rows, eventually, make_event, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster]
 

@@ -11,7 +11,7 @@ from models.codec import encode_event
 from models.dead_letters import LetterFilter, StoredLetter, stored_letter, summarise
 from models.redrive import Fix, plan_redrive
 from streams.dead_letters import DeadLetter
-from tests.support import make_event
+from tests.events import make_event
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
