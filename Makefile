@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck unit integration bench bench-quick install clean sdk
+.PHONY: run test tools lint typecheck unit deployment integration bench bench-quick install clean sdk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+deployment: $(STAMP)
+	$(BIN)/python -m pytest tests/deployment
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration

@@ -3,7 +3,7 @@
 No Docker engine is needed: the file is checked with the real ``check-jsonschema`` CLI against
 its vendored compose-spec schema, then read as YAML and compared with ``Settings``, the
 ``phasestream`` CLI, the Dockerfile, the Kafka / Postgres service definitions and the
-monitoring services' files under deploy/ (whose contents tests/unit/test_deploy.py checks).
+monitoring services' files under deploy/ (whose contents tests/deployment/test_deploy.py checks).
 """
 
 from __future__ import annotations
