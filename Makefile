@@ -31,7 +31,7 @@ test: tools lint typecheck sdk
 
 # promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
 # chromium (Debian's chromium) drives the dashboard test; Maven and Java 17 fetch and run
-# the Apache Kafka broker (tests/kafka/pom.xml). Installed
+# the Apache Kafka broker (phasestream/local_kafka.pom.xml). Installed
 # where we can (root with apt); elsewhere its tests skip with the reason, and CI's strict
 # mode (PHASESTREAM_STRICT=1) turns any skip into a failure.
 tools:

@@ -1,6 +1,6 @@
 """Broker failover under the whole pipeline: a three-broker Apache Kafka loses leaders.
 
-The cluster (tests/kafka/launcher.py) is three combined KRaft nodes; the test's topics
+The cluster (phasestream/local_kafka.py) is three combined KRaft nodes; the test's topics
 have replication factor 3 and min.insync.replicas=2, and every producer uses acks=all.
 While the four consumers of the pipeline storm (audit, sla, metrics, rollback) consume a
 steady stream, the broker leading the busiest partition of the phase-events topic is
@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 
 from models.events import PhaseEvent
 from phasestream.consumers import rollback_policy
+from phasestream.local_kafka import KafkaCluster, start_kafka
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
@@ -49,7 +50,6 @@ from tests.faults.pipeline import (
 )
 from tests.faults.scenario import THRESHOLDS, Scenario
 from tests.faults.workers import tails
-from tests.kafka.launcher import KafkaCluster, start_kafka
 from tests.waiting import eventually
 
 # Six broker restarts: 4.3 min measured on a saturated machine (load 9-15 on 2 cores).
