@@ -1,6 +1,6 @@
 """Decoding one phase event: the reference validator against the compiled decoder.
 
-On the same N realistic events (``support.make_events``: demo workflows, as the audit
+On the same N realistic events (``scratch.make_events``: demo workflows, as the audit
 benchmark publishes them), in one process and one run, interleaved, best of R rounds:
 
 - ``reference``: orjson, then every field checked by hand
@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import support
+from bench import scratch
 from models.errors import InvalidEventError
 from models.event_codec import PHASE_EVENTS, decode_record, encode_event, reference_decode_event
 
@@ -89,7 +89,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    events = support.make_events(args.events, args.seed)
+    events = scratch.make_events(args.events, args.seed)
     records = [(e.key, encode_event(e)) for e in events]
     if any(decode_record(k, v) != e for (k, v), e in zip(records, events, strict=True)):
         raise SystemExit("the compiled decoder does not give back the published events")

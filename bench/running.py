@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure, support
+from bench import measure, scratch
 from bench.timeseries import admin_database, scans_of
 from models.report_filters import Page
 from models.running import RunningQuery
@@ -148,7 +148,7 @@ async def measure_lookback(conn: asyncpg.Connection[Any], now: datetime, hours: 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with admin_database(args.database_url) as admin, \
-            support.scratch_database(admin, prefix="phasestream_bench_run") as (_, url):
+            scratch.scratch_database(admin, prefix="phasestream_bench_run") as (_, url):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
         try:
@@ -191,13 +191,13 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    support.setup_logging()
-    figures = support.run_timed(main(args))
+    scratch.setup_logging()
+    figures = scratch.run_timed(main(args))
     print_figures(figures)
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
 
 
 if __name__ == "__main__":

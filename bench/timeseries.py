@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure, support
+from bench import measure, scratch
 from models.report_filters import Page
 from models.running import RunningQuery
 from models.timeseries import SeriesQuery, parse_series
@@ -211,7 +211,7 @@ async def measure_all(conn: asyncpg.Connection[Any], now: datetime,
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with admin_database(args.database_url) as admin, \
-            support.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url):
+            scratch.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
         try:
@@ -262,13 +262,13 @@ def cli() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ingest-rows", type=int, default=300_000,
                         help="rows per load when measuring the index's cost on writes; 0 skips")
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    support.setup_logging()
-    figures = support.run_timed(main(args))
+    scratch.setup_logging()
+    figures = scratch.run_timed(main(args))
     print_figures(figures)
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
 
 
 if __name__ == "__main__":

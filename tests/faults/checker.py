@@ -42,7 +42,7 @@ from models.sla.state import SlaState, step
 from models.sla.violation import SlaViolation, ViolationKind
 from models.sla.violation_codec import decode_violation
 from phasestream.settings import Settings
-from tests.support import read_to_highwater
+from tests.topics import read_to_highwater
 
 AUDIT = "audit rows (workflow_phase_logs)"
 VIOLATIONS = "SLA violations (workflow_phase_sla_violation_events)"

@@ -11,8 +11,10 @@ import pytest
 
 from models.event_codec import encode_event
 from phasestream.settings import Settings
+from tests.background import audit_running
 from tests.conftest import settings_env
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -40,7 +40,8 @@ from phasestream.wiring import Runtime
 from streams.kafka import producer_config
 from streams.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.support import eventually, read_records
+from tests.topics import read_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

@@ -19,8 +19,10 @@ from phasestream.replay import ReplayError, replay
 from phasestream.settings import Settings
 from streams.kafka import producer_config
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
+from tests.events import make_event, many_events
 from tests.integration.test_rollback import commands, read_topic
-from tests.support import consumers_running, count_rows, eventually, make_event, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

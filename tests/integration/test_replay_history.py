@@ -25,6 +25,8 @@ from projections.database import Connection
 from projections.shadow import create_shadow, swap_in
 from streams.kafka import KafkaCluster, producer_config
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
+from tests.events import many_events
 from tests.integration.test_cli import cli
 from tests.integration.test_replay import (
     AUDIT_SUM,
@@ -33,7 +35,7 @@ from tests.integration.test_replay import (
     consumed,
     fetchval,
 )
-from tests.support import consumers_running, count_rows, eventually, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

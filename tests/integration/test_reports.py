@@ -24,7 +24,7 @@ from projections.reports import analytics, history, sla
 from projections.reports.core import Report
 from projections.reports.history import UnknownWorkflowError
 from projections.sla.violations import ViolationSink
-from tests.support import make_event
+from tests.events import make_event
 
 pytestmark = pytest.mark.integration
 USER_A = uuid.UUID("00000000-0000-4000-8000-00000000000a")

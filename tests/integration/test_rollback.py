@@ -19,8 +19,10 @@ from models.commands import CommandKind
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
 from tests.conftest import settings_env
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 LEDGER = "SELECT count(*) FROM rollback_commands"

@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 from models.phases import PhaseStatus
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
+from tests.background import consumers_running
+from tests.events import make_event
 from tests.integration.test_api import conforms
 from tests.integration.test_sla import publisher, set_threshold
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,

@@ -15,9 +15,9 @@ from models.ports import Batch, PositionMove
 from models.timeseries import MAX_BUCKETS, floor_to
 from phasestream.report_cli import report_app
 from projections.audit_sink import AuditSink
+from tests.events import make_event
 from tests.integration.test_api import api, conforms, get
 from tests.integration.test_reports import REF, iso
-from tests.support import make_event
 
 pytestmark = pytest.mark.integration
 S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,

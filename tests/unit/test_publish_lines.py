@@ -8,7 +8,7 @@ import orjson
 
 from models.event_codec import encode_event
 from phasestream.publishing import BadLine, read_lines
-from tests.support import make_event
+from tests.events import make_event
 
 GOOD = encode_event(make_event("wf-1"))
 

@@ -3,7 +3,7 @@
 No Docker engine is needed: the file is checked with the real ``check-jsonschema`` CLI against
 its vendored compose-spec schema, then read as YAML and compared with ``Settings``, the
 ``phasestream`` CLI, the Dockerfile, the Kafka / Postgres service definitions and the
-monitoring services' files under deploy/ (whose contents tests/unit/test_deploy.py checks).
+monitoring services' files under deploy/ (whose contents tests/deployment/test_deploy.py checks).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from phasestream.cli import app
-from phasestream.settings import Settings
-from tests.kafka.launcher import (
+from phasestream.local_kafka import (
     BROKER_LISTENER,
     CONTROLLER_LISTENER,
     KafkaNode,
     broker_properties,
     kafka_version,
 )
+from phasestream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -348,7 +348,7 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Service]) -> None:
 
 
 def test_the_compose_kafka_is_the_one_the_tests_run(services: dict[str, Service]) -> None:
-    """Same version and the same KRaft set-up as tests/kafka/launcher.py's broker."""
+    """Same version and the same KRaft set-up as phasestream/local_kafka.py's broker."""
     kafka = services["kafka"]
     env = _env(kafka)
     assert kafka["image"] == f"apache/kafka:{kafka_version()}"
