@@ -55,13 +55,12 @@ from phasestream.settings import Settings
 from phasestream.wiring import (
     backoff,
     connected,
-    database_url,
     phase_event_decoder,
     phase_event_time,
 )
 from projections.audit_sink import EVENT_IDS_TABLE, AuditSink, maintain_partitions
 from projections.carry_over import RowKeys, Unreplayable, carry_over, find_unreplayable
-from projections.database import Connection
+from projections.database import Connection, connection
 from projections.metrics_sink import MetricsDataSink
 from projections.positions import load_positions
 from projections.shadow import create_shadow, drop_shadow, shadow_name, swap_in
@@ -232,8 +231,7 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     projection = known[which]
     await check_kafka(settings)
     name = f"{projection.live_consumer}-replay-{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         # Before the ends are read: a live row projected earlier came from below them.
         began: datetime = await conn.fetchval("SELECT now()")
         ends = await end_offsets(settings, projection.topic)
@@ -253,8 +251,6 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
         except BaseException:
             await drop_shadow(conn, shadow, name, projection.companions)
             raise
-    finally:
-        await conn.close()
     # Records below the log start (retention) were never there to replay.
     return dataclasses.replace(kept, replayed=sum(end - start for start, end in span.values()))
 

@@ -11,16 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
 from prometheus_client import CollectorRegistry
 
 from models.codec import decode_record
 from models.events import PhaseEvent
 from phasestream.kafka_cluster import kafka_cluster
-from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
-from projections.database import connect, translated
+from projections.database import connection
 from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
@@ -36,15 +34,6 @@ from streams.topics import ensure_topics
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TypeVar("S", bound=PostgresSink[Any])
-
-
-def database_url(settings: Settings) -> str:
-    return settings.database_url or running_embedded_postgres_url(settings.postgres_dir)
-
-
-def reader_database_url(settings: Settings) -> str:
-    """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
-    return settings.api_database_url or database_url(settings)
 
 
 def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
@@ -75,12 +64,8 @@ class Runtime:
 
 
 async def run_migrations(settings: Settings) -> int:
-    async with translated():
-        conn = await connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         applied = await migrate(conn)
-    finally:
-        await conn.close()
     log.info("database schema is current (%d migrations applied now)", len(applied))
     return len(applied)
 
@@ -88,12 +73,9 @@ async def run_migrations(settings: Settings) -> int:
 async def forget_lost_log(settings: Settings) -> None:
     """A new memory-only broker starts with empty topics: positions stored for the old log
     would point past its end. Rows are kept (their ids make any re-delivery a no-op)."""
-    conn = await asyncpg.connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         dropped = await forget_topics(conn, [settings.phase_events_topic,
                                              settings.sla_violations_topic])
-    finally:
-        await conn.close()
     if dropped:
         log.info("the embedded broker starts with an empty log: forgot %d stored consumer "
                  "positions (projected rows are kept)", dropped)
@@ -112,7 +94,7 @@ async def create_topics(settings: Settings) -> list[str]:
 async def connected(sink_type: type[S], settings: Settings, **options: Any,
                     ) -> AsyncIterator[S]:
     """A sink connected to Postgres, waiting (with backoff) while Postgres is not there."""
-    url = database_url(settings)
+    url = settings.resolved_database_url
     sink = await retry_unavailable(lambda: sink_type.connect(url, **options), backoff(settings),
                                    f"{sink_type.__name__}: connecting to Postgres")
     async with sink:
