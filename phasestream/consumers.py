@@ -32,6 +32,7 @@ from phasestream.notify.hub import WebSocketHub
 from phasestream.settings import Settings
 from phasestream.wiring import (
     Runtime,
+    StoppedWaiting,
     audit_projector,
     connected,
     drive,
@@ -57,7 +58,7 @@ GAUGE_REFRESH_S = 5.0
 async def audit(rt: Runtime) -> None:
     """Phase events into workflow_phase_logs, exactly once."""
     rt.pipeline.register(rt.settings.audit_consumer_group)
-    async with audit_projector(rt.settings, rt.pipeline) as running:
+    async with audit_projector(rt.settings, rt.pipeline, rt.stop) as running:
         await drive(running, rt.stop, rt.settings.progress_interval_s)
 
 
@@ -74,8 +75,9 @@ async def sla(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
         linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(SlaMonitor, s, reload_s=s.sla_thresholds_reload_s) as state, \
-            connected(ViolationSink, s) as sink, \
+    async with connected(SlaMonitor, s, stop=rt.stop,
+                         reload_s=s.sla_thresholds_reload_s) as state, \
+            connected(ViolationSink, s, stop=rt.stop) as sink, \
             projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
                       decoder=phase_event_decoder(s), event_time=phase_event_time,
                       observer=rt.pipeline) as monitor, \
@@ -104,7 +106,7 @@ async def metrics(rt: Runtime) -> None:
     s = rt.settings
     phase_metrics = PhaseMetrics(rt.registry)
     rt.pipeline.register(s.metrics_consumer_group)
-    async with connected(MetricsDataSink, s) as sink, projector(
+    async with connected(MetricsDataSink, s, stop=rt.stop) as sink, projector(
             s, name=s.metrics_consumer_group, topic=s.phase_events_topic, sink=sink,
             decoder=phase_event_decoder(s), event_time=phase_event_time,
             on_applied=phase_metrics.observe, observer=rt.pipeline) as running, \
@@ -146,7 +148,7 @@ async def rollback(rt: Runtime) -> None:
     producer = AIOKafkaProducer(**producer_config(
         kafka_cluster(s), client_id=f"{s.rollback_consumer_group}-relay",
         linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(RollbackCommander, s, policy=rollback_policy(s),
+    async with connected(RollbackCommander, s, stop=rt.stop, policy=rollback_policy(s),
                          commands_topic=s.rollback_commands_topic,
                          events_topic=s.phase_events_topic) as sink, \
             projector(s, name=s.rollback_consumer_group, topic=s.phase_events_topic,
@@ -214,4 +216,12 @@ async def run_consumers(rt: Runtime, names: Sequence[str], *, reset: str = RUN_R
         async with asyncio.TaskGroup() as group:
             for name in names:
                 work = notify(rt, hub) if hub and name == "notify" else CONSUMERS[name](rt)
-                group.create_task(work, name=name)
+                group.create_task(_until_stopped(name, work), name=name)
+
+
+async def _until_stopped(name: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run one consumer; a stop asked before it could start ends it with one line."""
+    try:
+        await work
+    except StoppedWaiting as stopped:
+        log.info("%s: %s", name, stopped)

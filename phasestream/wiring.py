@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from models.codec import decode_record
+from models.errors import SinkUnavailableError
 from models.events import PhaseEvent
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
@@ -90,13 +91,26 @@ async def create_topics(settings: Settings) -> list[str]:
         replication_factor=settings.topic_replication_factor)
 
 
+class StoppedWaiting(Exception):
+    """The stop was asked while a consumer still waited for Postgres: it ends there, cleanly
+    (nothing was consumed yet, so nothing is left half done)."""
+
+
 @contextlib.asynccontextmanager
-async def connected(sink_type: type[S], settings: Settings, **options: Any,
-                    ) -> AsyncIterator[S]:
-    """A sink connected to Postgres, waiting (with backoff) while Postgres is not there."""
+async def connected(sink_type: type[S], settings: Settings, *,
+                    stop: asyncio.Event | None = None, **options: Any) -> AsyncIterator[S]:
+    """A sink connected to Postgres, waiting (with backoff) while Postgres is not there,
+    until ``stop`` is set (then StoppedWaiting)."""
     url = settings.resolved_database_url
-    sink = await retry_unavailable(lambda: sink_type.connect(url, **options), backoff(settings),
-                                   f"{sink_type.__name__}: connecting to Postgres")
+    try:
+        sink = await retry_unavailable(lambda: sink_type.connect(url, **options),
+                                       backoff(settings),
+                                       f"{sink_type.__name__}: connecting to Postgres", stop)
+    except SinkUnavailableError:
+        if stop is None or not stop.is_set():
+            raise
+        raise StoppedWaiting(f"stopped while waiting for Postgres ({sink_type.__name__})",
+                             ) from None
     async with sink:
         yield sink
 
@@ -135,9 +149,10 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
 
 @contextlib.asynccontextmanager
 async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
+                          stop: asyncio.Event | None = None,
                           ) -> AsyncIterator[Projector[PhaseEvent]]:
     """The audit projector, started, subscribed, and stopped on exit."""
-    async with connected(AuditSink, settings,
+    async with connected(AuditSink, settings, stop=stop,
                          retention_months=settings.audit_retention_months) as sink, projector(
             settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
             sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
