@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from models.codec import decode_record
 from models.errors import SinkUnavailableError
 from models.events import PhaseEvent
+from models.ports import PartitionRef
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
@@ -24,11 +26,11 @@ from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
-from streams.dead_letters import DeadLetterWriter
+from streams.dead_letters import DeadLetters, DeadLetterWriter, NoDeadLetters
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
 from streams.progress import PipelineObserver, ProjectorStats, log_progress
-from streams.projector import Projector, ProjectorConfig, kafka_consumer
+from streams.projector import Projector, ProjectorConfig, groupless_consumer, kafka_consumer
 from streams.prometheus import PipelineMetrics
 from streams.topics import ensure_topics
 
@@ -120,31 +122,47 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
                     decoder: Decoder[T], event_time: Callable[[T], datetime],
                     on_applied: Callable[[Sequence[T]], None] | None = None,
                     observer: PipelineObserver | None = None,
+                    replaying: Sequence[PartitionRef] | None = None,
                     ) -> AsyncIterator[Projector[T]]:
-    """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed."""
+    """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed; or,
+    ``replaying`` those partitions, assigned by hand in no group and sending no dead letters
+    (the live pass sent them), storing its positions as consumer ``name``."""
+    # A replay never skips lost records: it reads from each partition's log start.
     config = ProjectorConfig(name, topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, decoder, event_time, on_applied,
-                             settings.on_lost_records)
-    cluster = kafka_cluster(settings)
-    dlq = DeadLetterWriter(cluster, settings.dlq_topic, name,
+                             "fail" if replaying is not None else settings.on_lost_records)
+    options = consumer_config(
+        kafka_cluster(settings), group_id=name,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records)
+    async with contextlib.AsyncExitStack() as stack:
+        dlq = await _dead_letters(settings, name, stack, replaying is None)
+        consumer = kafka_consumer(**options) if replaying is None \
+            else groupless_consumer(**options)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
+                            backoff=backoff(settings), stats=ProjectorStats(name, observer))
+        if replaying is None:
+            running.subscribe()
+        else:
+            partitions = [TopicPartition(ref.topic, ref.partition) for ref in replaying]
+            consumer.assign(partitions)
+            running.assigned(partitions)
+        yield running
+
+
+async def _dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExitStack,
+                        live: bool) -> DeadLetters:
+    """The dead-letter writer of consumer ``name``, started on ``stack``; none if not live."""
+    if not live:
+        return NoDeadLetters()
+    dlq = DeadLetterWriter(kafka_cluster(settings), settings.dlq_topic, name,
                            max_value_bytes=settings.dlq_max_value_bytes,
                            idempotent=settings.kafka_idempotent_producer)
-    consumer = kafka_consumer(**consumer_config(
-        cluster, group_id=name,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records))
     await dlq.start()
-    try:
-        await consumer.start()
-        try:
-            running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
-                                backoff=backoff(settings), stats=ProjectorStats(name, observer))
-            running.subscribe()
-            yield running
-        finally:
-            await consumer.stop()
-    finally:
-        await dlq.stop()
+    stack.push_async_callback(dlq.stop)
+    return dlq
 
 
 @contextlib.asynccontextmanager

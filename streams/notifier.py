@@ -27,7 +27,7 @@ from models.commands import decode_command
 from models.notifications import Notification, from_command, from_violation
 from models.ports import PartitionRef
 from models.violation_codec import decode_violation
-from streams.dead_letters import DeadLetterWriter
+from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, decode_records
 from streams.progress import ProjectorStats
 
@@ -44,7 +44,7 @@ def violation_notification(key: bytes | None, value: bytes | None) -> Notificati
 
 
 class NotificationConsumer:
-    def __init__(self, consumer: AIOKafkaConsumer, *, dead_letters: DeadLetterWriter,
+    def __init__(self, consumer: AIOKafkaConsumer, *, dead_letters: DeadLetters,
                  decoders: Mapping[str, Decoder[Notification]], handler: Handler,
                  stats: ProjectorStats, max_records: int, max_wait_ms: int,
                  on_invalid: Callable[[str, int], None] | None = None,

@@ -36,7 +36,7 @@ from models.errors import (
 )
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
-from streams.dead_letters import DeadLetterWriter
+from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ProjectorStats
 
@@ -71,7 +71,7 @@ class Projector(Generic[T]):
     """Feeds one topic into a PositionedSink with exactly-once effect."""
 
     def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink[T],
-                 dead_letters: DeadLetterWriter, config: ProjectorConfig[T], backoff: Backoff,
+                 dead_letters: DeadLetters, config: ProjectorConfig[T], backoff: Backoff,
                  stats: ProjectorStats) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -336,3 +336,16 @@ class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is u
 
 def kafka_consumer(**config: Any) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(**config)
+
+
+class _GrouplessConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """Manually assigned, in no consumer group: there is no Kafka commit to make (the
+    projector's commit only feeds lag monitoring; its positions live in its sink)."""
+
+    async def commit(self, offsets: Any = None) -> None:
+        return None
+
+
+def groupless_consumer(**config: Any) -> AIOKafkaConsumer:
+    """A consumer for partitions assigned by hand (a replay): no group, no commits."""
+    return _GrouplessConsumer(**{**config, "group_id": None})
