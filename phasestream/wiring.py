@@ -20,7 +20,6 @@ from models.events import PhaseEvent
 from models.ports import PartitionRef
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
-from projections.audit_sink import AuditSink
 from projections.database import connection
 from projections.migrate import migrate
 from projections.positions import forget_topics
@@ -131,12 +130,9 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
     config = ProjectorConfig(name, topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, decoder, event_time, on_applied,
                              "fail" if replaying is not None else settings.on_lost_records)
-    options = consumer_config(
-        kafka_cluster(settings), group_id=name,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records)
+    options = consumer_options(settings, name)
     async with contextlib.AsyncExitStack() as stack:
-        dlq = await _dead_letters(settings, name, stack, replaying is None)
+        dlq = await dead_letters(settings, name, stack, live=replaying is None)
         consumer = kafka_consumer(**options) if replaying is None \
             else groupless_consumer(**options)
         await consumer.start()
@@ -152,8 +148,16 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
         yield running
 
 
-async def _dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExitStack,
-                        live: bool) -> DeadLetters:
+def consumer_options(settings: Settings, name: str) -> dict[str, Any]:
+    """The Kafka consumer options of consumer group ``name``."""
+    return consumer_config(
+        kafka_cluster(settings), group_id=name,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records)
+
+
+async def dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExitStack, *,
+                       live: bool = True) -> DeadLetters:
     """The dead-letter writer of consumer ``name``, started on ``stack``; none if not live."""
     if not live:
         return NoDeadLetters()
@@ -163,19 +167,6 @@ async def _dead_letters(settings: Settings, name: str, stack: contextlib.AsyncEx
     await dlq.start()
     stack.push_async_callback(dlq.stop)
     return dlq
-
-
-@contextlib.asynccontextmanager
-async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
-                          stop: asyncio.Event | None = None,
-                          ) -> AsyncIterator[Projector[PhaseEvent]]:
-    """The audit projector, started, subscribed, and stopped on exit."""
-    async with connected(AuditSink, settings, stop=stop,
-                         retention_months=settings.audit_retention_months) as sink, projector(
-            settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
-            sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
-            observer=observer) as running:
-        yield running
 
 
 async def drive(running: Projector[Any], stop: asyncio.Event, progress_s: float) -> None:

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from phasestream.consumers import run_consumers
+from phasestream.consumers import audit_projector, run_consumers
 from phasestream.settings import Settings
-from phasestream.wiring import Runtime, audit_projector
+from phasestream.wiring import Runtime
 from streams.projector import Projector
 
 T = TypeVar("T")

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from models.notifications import Notification, RecentIds, is_alert
-from phasestream.notify.metrics import NotifyMetrics
-from phasestream.notify.sink import AlertSink
+from phasestream.delivery.metrics import NotifyMetrics
+from phasestream.delivery.sink import AlertSink
 
 log = logging.getLogger(__name__)
 

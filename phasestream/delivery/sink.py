@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from models.errors import PhasestreamError
 from models.notifications import Deduplicator, Notification, RateLimiter
-from phasestream.notify.metrics import NotifyMetrics
+from phasestream.delivery.metrics import NotifyMetrics
 from streams.backoff import Backoff
 
 log = logging.getLogger(__name__)
