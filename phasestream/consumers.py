@@ -59,8 +59,9 @@ from projections.rollback_commander import RollbackCommander
 from projections.sla.monitor import SlaMonitor
 from projections.sla.thresholds import load_thresholds
 from projections.sla.violations import ViolationSink
+from streams.consumer_core import kafka_consumer
 from streams.kafka import producer_config
-from streams.notifier import NotificationConsumer, kafka_consumer, notifier_decoders
+from streams.notifier import NotificationConsumer, notifier_decoders
 from streams.progress import PipelineObserver, ProjectorStats
 from streams.projector import Projector
 from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics

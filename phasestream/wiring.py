@@ -25,11 +25,12 @@ from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
+from streams.consumer_core import groupless_consumer, kafka_consumer
 from streams.dead_letters import DeadLetters, DeadLetterWriter, NoDeadLetters
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
 from streams.progress import PipelineObserver, ProjectorStats, log_progress
-from streams.projector import Projector, ProjectorConfig, groupless_consumer, kafka_consumer
+from streams.projector import Projector, ProjectorConfig
 from streams.prometheus import PipelineMetrics
 from streams.topics import ensure_topics
 
