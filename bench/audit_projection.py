@@ -55,9 +55,10 @@ from aiokafka import AIOKafkaConsumer
 
 from models.event_codec import decode_event, encode_event
 from models.events import PhaseEvent
+from phasestream.consumers import audit_projector
 from phasestream.demo import workflow_events
 from phasestream.settings import Settings
-from phasestream.wiring import audit_projector, create_topics, run_migrations
+from phasestream.wiring import create_topics, run_migrations
 from projections.audit_sink import COLUMNS, audit_row
 from streams.publisher import PhaseEventPublisher
 

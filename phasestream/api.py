@@ -32,7 +32,6 @@ from models.running import parse_running
 from models.timeseries import parse_series
 from phasestream.dlq_api import DlqUnavailableError, summary_cache
 from phasestream.settings import Settings
-from phasestream.wiring import reader_database_url
 from projections.database import Connection, open_pool, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries, workflows
 from projections.reports.core import Report
@@ -77,7 +76,7 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows (search),
     /api/workflows/{id}, /api/running,
     /api/timeseries, /api/dlq and /api/openapi.json."""
-    pool = LazyPool(lambda: reader_database_url(settings))
+    pool = LazyPool(lambda: settings.resolved_reader_url)
     app[POOL] = pool
     app.on_cleanup.append(pool.close)
     app.router.add_get("/api/analytics", _endpoint(analytics.analytics))

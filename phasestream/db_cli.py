@@ -10,8 +10,7 @@ from pydantic import SecretStr
 from models.errors import PhasestreamError
 from phasestream.cli_support import fail, load_settings
 from phasestream.settings import Settings
-from phasestream.wiring import database_url
-from projections.database import connect, translate_errors
+from projections.database import connection, translate_errors
 from projections.roles import Role, Roles, apply_roles
 
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
@@ -37,11 +36,8 @@ def roles_cmd() -> None:
     roles = configured_roles(settings)
 
     async def main() -> list[str]:
-        conn = await connect(database_url(settings))
-        try:
+        async with connection(settings.resolved_database_url) as conn:
             return await apply_roles(conn, roles)
-        finally:
-            await conn.close()
 
     try:
         done = asyncio.run(translate_errors(main))

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from phasestream.http import Check
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings
-from phasestream.wiring import database_url
+from projections.database import connection
 
 
 def checks(settings: Settings) -> dict[str, Check]:
     async def postgres() -> None:
-        conn = await asyncpg.connect(database_url(settings), timeout=2)
-        try:
+        async with connection(settings.resolved_database_url, timeout=2) as conn:
             await conn.fetchval("SELECT 1")
-        finally:
-            await conn.close()
 
     async def kafka() -> None:
         admin = AIOKafkaAdminClient(**kafka_cluster(settings).client_kwargs(

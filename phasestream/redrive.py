@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import asyncpg
 import orjson
 
 from models.dead_letters import StoredLetter
 from models.errors import PhasestreamError
 from models.redrive import Fix, plan_redrive
 from phasestream.settings import Settings
-from phasestream.wiring import database_url
-from projections.database import translated
+from projections.database import connection, translated
 from projections.redrives import record_redriven, redriven
 from streams.publisher import PhaseEventPublisher
 
@@ -79,9 +77,7 @@ def _fix(number: int, line: bytes) -> Fix:
 async def redrive(settings: Settings, letters: Sequence[StoredLetter], fixes_path: str | None,
                   *, dry_run: bool) -> Outcome:
     fixes = None if fixes_path is None else read_fixes(fixes_path)
-    async with translated():
-        conn = await asyncpg.connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         async with translated():
             already = await redriven(conn, settings.dlq_topic)
         plan = plan_redrive(letters, fixes, already, max_bytes=settings.max_event_bytes)
@@ -97,5 +93,3 @@ async def redrive(settings: Settings, letters: Sequence[StoredLetter], fixes_pat
             await record_redriven(conn, settings.dlq_topic,
                                   [(place, event.event_id) for place, event in plan.send])
         return outcome
-    finally:
-        await conn.close()

@@ -24,8 +24,7 @@ from models.timeseries import DEFAULT_STEP, parse_series
 from phasestream.cli_support import fail, load_settings
 from phasestream.report_output import Format, emit
 from phasestream.settings import Settings
-from phasestream.wiring import database_url, reader_database_url
-from projections.database import Connection, connect, translate_errors
+from projections.database import Connection, connection, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries
 
 T = TypeVar("T")
@@ -72,12 +71,9 @@ def query(settings: Settings, run: Callable[[Connection], Awaitable[T]], *,
     """Run ``run`` on one connection (as the reader role unless it ``writes``); errors exit
     with code 1."""
     async def main() -> T:
-        conn = await connect(database_url(settings) if writes
-                             else reader_database_url(settings))
-        try:
+        async with connection(settings.resolved_database_url if writes
+                              else settings.resolved_reader_url) as conn:
             return await run(conn)
-        finally:
-            await conn.close()
 
     try:
         return asyncio.run(translate_errors(main))

@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from phasestream.local_stack import running_embedded_postgres_url
+
 EMBEDDED_HOST = "127.0.0.1"
 #: HS256 needs a key at least as long as its hash (RFC 7518 3.2): shorter ones can be guessed.
 MIN_JWT_SECRET_BYTES = 32
@@ -268,6 +270,17 @@ class Settings(BaseSettings):
     @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Where the consumers connect: the configured URL, else the embedded Postgres that
+        `phasestream dev` runs (a StackError in one line when it does not)."""
+        return self.database_url or running_embedded_postgres_url(self.postgres_dir)
+
+    @property
+    def resolved_reader_url(self) -> str:
+        """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
+        return self.api_database_url or self.resolved_database_url
 
 
 def kafka_security_problem(s: Settings) -> str | None:

@@ -11,40 +11,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-import asyncpg
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from models.errors import SinkUnavailableError
 from models.event_codec import decode_record
 from models.events import PhaseEvent
+from models.ports import PartitionRef
 from phasestream.kafka_cluster import kafka_cluster
-from phasestream.local_stack import running_embedded_postgres_url
 from phasestream.settings import Settings
-from projections.audit_sink import AuditSink
-from projections.database import connect, translated
+from projections.database import connection
 from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
-from streams.dead_letters import DeadLetterWriter
+from streams.consumer_core import groupless_consumer, kafka_consumer
+from streams.dead_letters import DeadLetters, DeadLetterWriter, NoDeadLetters
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
 from streams.progress import PipelineObserver, ProjectorStats, log_progress
-from streams.projector import Projector, ProjectorConfig, kafka_consumer
+from streams.projector import Projector, ProjectorConfig
 from streams.prometheus import PipelineMetrics
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 S = TypeVar("S", bound=PostgresSink[Any])
-
-
-def database_url(settings: Settings) -> str:
-    return settings.database_url or running_embedded_postgres_url(settings.postgres_dir)
-
-
-def reader_database_url(settings: Settings) -> str:
-    """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
-    return settings.api_database_url or database_url(settings)
 
 
 def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
@@ -75,12 +67,8 @@ class Runtime:
 
 
 async def run_migrations(settings: Settings) -> int:
-    async with translated():
-        conn = await connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         applied = await migrate(conn)
-    finally:
-        await conn.close()
     log.info("database schema is current (%d migrations applied now)", len(applied))
     return len(applied)
 
@@ -88,12 +76,9 @@ async def run_migrations(settings: Settings) -> int:
 async def forget_lost_log(settings: Settings) -> None:
     """A new memory-only broker starts with empty topics: positions stored for the old log
     would point past its end. Rows are kept (their ids make any re-delivery a no-op)."""
-    conn = await asyncpg.connect(database_url(settings))
-    try:
+    async with connection(settings.resolved_database_url) as conn:
         dropped = await forget_topics(conn, [settings.phase_events_topic,
                                              settings.sla_violations_topic])
-    finally:
-        await conn.close()
     if dropped:
         log.info("the embedded broker starts with an empty log: forgot %d stored consumer "
                  "positions (projected rows are kept)", dropped)
@@ -108,13 +93,26 @@ async def create_topics(settings: Settings) -> list[str]:
         replication_factor=settings.topic_replication_factor)
 
 
+class StoppedWaiting(Exception):
+    """The stop was asked while a consumer still waited for Postgres: it ends there, cleanly
+    (nothing was consumed yet, so nothing is left half done)."""
+
+
 @contextlib.asynccontextmanager
-async def connected(sink_type: type[S], settings: Settings, **options: Any,
-                    ) -> AsyncIterator[S]:
-    """A sink connected to Postgres, waiting (with backoff) while Postgres is not there."""
-    url = database_url(settings)
-    sink = await retry_unavailable(lambda: sink_type.connect(url, **options), backoff(settings),
-                                   f"{sink_type.__name__}: connecting to Postgres")
+async def connected(sink_type: type[S], settings: Settings, *,
+                    stop: asyncio.Event | None = None, **options: Any) -> AsyncIterator[S]:
+    """A sink connected to Postgres, waiting (with backoff) while Postgres is not there,
+    until ``stop`` is set (then StoppedWaiting)."""
+    url = settings.resolved_database_url
+    try:
+        sink = await retry_unavailable(lambda: sink_type.connect(url, **options),
+                                       backoff(settings),
+                                       f"{sink_type.__name__}: connecting to Postgres", stop)
+    except SinkUnavailableError:
+        if stop is None or not stop.is_set():
+            raise
+        raise StoppedWaiting(f"stopped while waiting for Postgres ({sink_type.__name__})",
+                             ) from None
     async with sink:
         yield sink
 
@@ -124,43 +122,52 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
                     decoder: Decoder[T], event_time: Callable[[T], datetime],
                     on_applied: Callable[[Sequence[T]], None] | None = None,
                     observer: PipelineObserver | None = None,
+                    replaying: Sequence[PartitionRef] | None = None,
                     ) -> AsyncIterator[Projector[T]]:
-    """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed."""
+    """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed; or,
+    ``replaying`` those partitions, assigned by hand in no group and sending no dead letters
+    (the live pass sent them), storing its positions as consumer ``name``."""
+    # A replay never skips lost records: it reads from each partition's log start.
     config = ProjectorConfig(name, topic, settings.batch_max_records,
                              settings.batch_max_wait_ms, decoder, event_time, on_applied,
-                             settings.on_lost_records)
-    cluster = kafka_cluster(settings)
-    dlq = DeadLetterWriter(cluster, settings.dlq_topic, name,
+                             "fail" if replaying is not None else settings.on_lost_records)
+    options = consumer_options(settings, name)
+    async with contextlib.AsyncExitStack() as stack:
+        dlq = await dead_letters(settings, name, stack, live=replaying is None)
+        consumer = kafka_consumer(**options) if replaying is None \
+            else groupless_consumer(**options)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
+                            backoff=backoff(settings), stats=ProjectorStats(name, observer))
+        if replaying is None:
+            running.subscribe()
+        else:
+            partitions = [TopicPartition(ref.topic, ref.partition) for ref in replaying]
+            consumer.assign(partitions)
+            running.assigned(partitions)
+        yield running
+
+
+def consumer_options(settings: Settings, name: str) -> dict[str, Any]:
+    """The Kafka consumer options of consumer group ``name``."""
+    return consumer_config(
+        kafka_cluster(settings), group_id=name,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records)
+
+
+async def dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExitStack, *,
+                       live: bool = True) -> DeadLetters:
+    """The dead-letter writer of consumer ``name``, started on ``stack``; none if not live."""
+    if not live:
+        return NoDeadLetters()
+    dlq = DeadLetterWriter(kafka_cluster(settings), settings.dlq_topic, name,
                            max_value_bytes=settings.dlq_max_value_bytes,
                            idempotent=settings.kafka_idempotent_producer)
-    consumer = kafka_consumer(**consumer_config(
-        cluster, group_id=name,
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records))
     await dlq.start()
-    try:
-        await consumer.start()
-        try:
-            running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
-                                backoff=backoff(settings), stats=ProjectorStats(name, observer))
-            running.subscribe()
-            yield running
-        finally:
-            await consumer.stop()
-    finally:
-        await dlq.stop()
-
-
-@contextlib.asynccontextmanager
-async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
-                          ) -> AsyncIterator[Projector[PhaseEvent]]:
-    """The audit projector, started, subscribed, and stopped on exit."""
-    async with connected(AuditSink, settings,
-                         retention_months=settings.audit_retention_months) as sink, projector(
-            settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
-            sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
-            observer=observer) as running:
-        yield running
+    stack.push_async_callback(dlq.stop)
+    return dlq
 
 
 async def drive(running: Projector[Any], stop: asyncio.Event, progress_s: float) -> None:

@@ -154,6 +154,12 @@ class AuditSink(PostgresSink[PhaseEvent]):
             log.info("%s: retention (%d months) dropped partitions %s", self.table,
                      self.retention_months, ", ".join(dropped))
 
+    async def rebuilt(self) -> None:
+        """Months ahead in the rebuilt table too, even where no event is yet."""
+        await maintain_partitions(self.pool, table=self.table, months_ahead=self.months_ahead,
+                                  retention_months=self.retention_months,
+                                  ids_table=self.ids_table)
+
     async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
         events = batch.events
         await conn.copy_records_to_table(

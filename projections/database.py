@@ -113,6 +113,19 @@ async def connect(dsn: str, **options: Any) -> asyncpg.Connection[asyncpg.Record
         return conn
 
 
+@contextlib.asynccontextmanager
+async def connection(dsn: str, **options: Any,
+                     ) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """One connection for the block, closed after it. Failing to connect is one of our
+    errors (see ``translated``); errors inside the block are the caller's to translate."""
+    async with translated():
+        conn = await connect(dsn, **options)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @contextlib.contextmanager
 def _malformed_url() -> Iterator[None]:
     try:

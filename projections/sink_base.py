@@ -67,3 +67,7 @@ class PostgresSink(Generic[T]):
 
     async def write_rows(self, conn: Connection, batch: Batch[T]) -> None:
         raise NotImplementedError
+
+    async def rebuilt(self) -> None:
+        """A replay's hook: ``table`` was just rebuilt from the log, before it is swapped in
+        (e.g. partitions the live table has ahead of the events). Nothing by default."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -43,4 +44,14 @@ async def retry_unavailable(operation: Callable[[], Awaitable[T]], backoff: Back
             pause = backoff.delay(attempt)
             log.warning("%s failed (attempt %d: %s); retrying in %.1f s", what, attempt, exc,
                         pause)
-            await asyncio.sleep(pause)
+            await _pause(pause, stop)
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less once ``stop`` is set: a stop asked during a long outage is
+    answered now, not after the next retry."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -71,6 +71,20 @@ class DeadLetter:
         if self.cut is not None or self.value is None:
             return self.cut
         return len(self.value), hashlib.sha256(self.value).hexdigest()
+
+
+class DeadLetters(Protocol):
+    """Where a consumer sends the records it cannot use (``DeadLetterWriter``, or
+    ``NoDeadLetters`` for a replay)."""
+
+    async def send_all(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class NoDeadLetters:
+    """A replay's: its invalid records were dead-lettered on their first pass; not again."""
+
+    async def send_all(self, letters: Sequence[DeadLetter]) -> None:
+        return None
 
 
 class DeadLetterWriter:

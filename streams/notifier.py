@@ -18,9 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from models.command_codec import decode_command
@@ -28,7 +27,8 @@ from models.notifications.value import Notification
 from models.notifications.wording import from_command, from_violation
 from models.ports import PartitionRef
 from models.sla.violation_codec import decode_violation
-from streams.dead_letters import DeadLetterWriter
+from streams.consumer_core import Rebalance, lag, send_dead_letters
+from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, decode_records
 from streams.progress import ProjectorStats
 
@@ -45,7 +45,7 @@ def violation_notification(key: bytes | None, value: bytes | None) -> Notificati
 
 
 class NotificationConsumer:
-    def __init__(self, consumer: AIOKafkaConsumer, *, dead_letters: DeadLetterWriter,
+    def __init__(self, consumer: AIOKafkaConsumer, *, dead_letters: DeadLetters,
                  decoders: Mapping[str, Decoder[Notification]], handler: Handler,
                  stats: ProjectorStats, max_records: int, max_wait_ms: int,
                  on_invalid: Callable[[str, int], None] | None = None,
@@ -63,7 +63,8 @@ class NotificationConsumer:
         self._next: dict[TopicPartition, int] = {}
 
     def subscribe(self) -> None:
-        self._consumer.subscribe(list(self._decoders), listener=_Listener(self))
+        self._consumer.subscribe(list(self._decoders),
+                                 listener=Rebalance(assigned=self.assigned, revoked=self.revoked))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -82,12 +83,10 @@ class NotificationConsumer:
 
     async def _handle(self, batch: Mapping[TopicPartition, Decoded[Notification]]) -> None:
         letters = [letter for decoded in batch.values() for letter in decoded.letters]
-        if letters:
-            await self._dlq.send_all(letters)
-            self.stats.dead_lettered(len(letters))
-            for tp, decoded in batch.items():
-                if decoded.letters and self._on_invalid is not None:
-                    self._on_invalid(tp.topic, len(decoded.letters))
+        await send_dead_letters(self._dlq, self.stats, letters)
+        for tp, decoded in batch.items():
+            if decoded.letters and self._on_invalid is not None:
+                self._on_invalid(tp.topic, len(decoded.letters))
         notifications = [n for decoded in batch.values() for n in decoded.events]
         began = time.monotonic()
         await self._handler(notifications)
@@ -134,32 +133,9 @@ class NotificationConsumer:
             self._on_assigned(0)
 
     def _lag(self) -> dict[PartitionRef, int]:
-        lag = {}
-        held = self._consumer.assignment()  # as in the projector: a lost session empties it
-        for tp, position in self._next.items():
-            if tp not in held:
-                continue
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag[PartitionRef(tp.topic, tp.partition)] = max(0, highwater - position)
-        return lag
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, consumer: NotificationConsumer) -> None:
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._consumer.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._consumer.assigned(assigned)
+        return lag(self._consumer, self._next)
 
 
 def notifier_decoders(commands_topic: str, violations_topic: str,
                       ) -> dict[str, Decoder[Notification]]:
     return {commands_topic: command_notification, violations_topic: violation_notification}
-
-
-def kafka_consumer(**config: Any) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(**config)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import (
@@ -36,7 +36,8 @@ from models.errors import (
 )
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
-from streams.dead_letters import DeadLetterWriter
+from streams.consumer_core import Rebalance, lag
+from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ProjectorStats
 
@@ -71,7 +72,7 @@ class Projector(Generic[T]):
     """Feeds one topic into a PositionedSink with exactly-once effect."""
 
     def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink[T],
-                 dead_letters: DeadLetterWriter, config: ProjectorConfig[T], backoff: Backoff,
+                 dead_letters: DeadLetters, config: ProjectorConfig[T], backoff: Backoff,
                  stats: ProjectorStats) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -96,7 +97,8 @@ class Projector(Generic[T]):
         self._stop.set()
 
     def subscribe(self) -> None:
-        self._consumer.subscribe([self._config.topic], listener=_Seeker(self))
+        self._consumer.subscribe([self._config.topic],
+                                 listener=Rebalance(assigned=self.assigned, revoked=self.forget))
 
     async def run(self) -> None:
         """Fetch and decode a batch while the previous one is written: one write at a time."""
@@ -309,30 +311,4 @@ class Projector(Generic[T]):
             self._pending.discard(tp)
 
     def _lag(self) -> dict[PartitionRef, int]:
-        # The fetch highwater is right on the local broker, where end_offsets() is not.
-        # A session that expired (e.g. a paused process) leaves the consumer without its
-        # partitions before the revoke callback forgets them: ask only what it still holds.
-        lag = {}
-        held = self._consumer.assignment()
-        for tp, position in self._expected.items():
-            if tp not in held:
-                continue
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag[_ref(tp)] = max(0, highwater - (position or 0))
-        return lag
-
-
-class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, projector: Projector[Any]) -> None:
-        self._projector = projector
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._projector.forget(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._projector.assigned(assigned)
-
-
-def kafka_consumer(**config: Any) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(**config)
+        return lag(self._consumer, self._expected)

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import PhasestreamError
+from models.ports import PartitionRef
 from streams.kafka import KafkaCluster
 from streams.topics import partition_numbers
 
@@ -169,3 +170,13 @@ async def log_starts(cluster: KafkaCluster, partitions: Iterable[TopicPartition]
         except KafkaError as exc:
             raise TopicScanError(f"could not read the log start offsets: {exc}") from exc
     return {tp: int(offset) for tp, offset in starts.items()}
+
+
+async def spans(cluster: KafkaCluster, topic: str, *,
+                client_id: str = "phasestream-spans") -> dict[PartitionRef, tuple[int, int]]:
+    """Each partition's (log start, end) now: what a replay reads (start = end when
+    retention deleted every record)."""
+    ends = await highwaters(cluster, topic, client_id=client_id)
+    starts = await log_starts(cluster, list(ends), client_id=client_id)
+    return {PartitionRef(tp.topic, tp.partition): (min(starts.get(tp, 0), end), end)
+            for tp, end in ends.items()}

@@ -19,8 +19,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from models.events import PhaseEvent
+from phasestream.consumers import audit_projector
 from phasestream.settings import Settings
-from phasestream.wiring import audit_projector
 from streams.kafka import KafkaCluster
 from streams.progress import PipelineObserver
 from streams.projector import Projector

@@ -29,12 +29,12 @@ from models.notifications.wording import from_command, from_violation
 from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from models.sla.violation_codec import encode_violation
 from phasestream.auth import mint_token
+from phasestream.consumers import notify
+from phasestream.delivery.hub import SEND_TIMEOUT_S, WebSocketHub
+from phasestream.delivery.slack import slack_text
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.kafka_cluster import kafka_cluster
-from phasestream.notify.consumer import notify
-from phasestream.notify.hub import SEND_TIMEOUT_S, WebSocketHub
-from phasestream.notify.slack import slack_text
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime
 from streams.kafka import producer_config

@@ -30,13 +30,13 @@ from models.notifications.rate_limit import RateLimiter
 from models.notifications.value import Notification
 from models.notifications.wording import from_command
 from phasestream.api import attach_api
+from phasestream.delivery.email import EmailSender, SmtpConfig
+from phasestream.delivery.hub import WebSocketHub
+from phasestream.delivery.metrics import NotifyMetrics
+from phasestream.delivery.sink import AlertSink
+from phasestream.delivery.slack import SlackSender
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
-from phasestream.notify.email import EmailSender, SmtpConfig
-from phasestream.notify.hub import WebSocketHub
-from phasestream.notify.metrics import NotifyMetrics
-from phasestream.notify.sink import AlertSink
-from phasestream.notify.slack import SlackSender
 from phasestream.settings import Settings
 from phasestream.wiring import connected
 from projections.audit_sink import AuditSink

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from typing import Final
 
 from models.notifications.value import Notification
-from phasestream.notify.sink import DeliveryError
+from phasestream.delivery.sink import DeliveryError
 from phasestream.redact import scrub
 from phasestream.settings import Settings
 

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 
 from models.notifications.value import Notification
-from phasestream.notify.sink import DeliveryError
+from phasestream.delivery.sink import DeliveryError
 from phasestream.redact import scrub, url_secrets
 
 TIMEOUT_S: Final = 10.0

@@ -18,7 +18,7 @@ from models.errors import PhasestreamError
 from models.notifications.dedup import Deduplicator
 from models.notifications.rate_limit import RateLimiter
 from models.notifications.value import Notification
-from phasestream.notify.metrics import NotifyMetrics
+from phasestream.delivery.metrics import NotifyMetrics
 from streams.backoff import Backoff
 
 log = logging.getLogger(__name__)

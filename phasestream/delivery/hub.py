@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 
 from models.notifications.value import Notification, as_json
 from phasestream.auth import Principal, TokenRefusedError, TokenVerifier, canonical_user_id
+from phasestream.delivery.metrics import HubMetrics
 from phasestream.http_auth import CHALLENGE, bearer
-from phasestream.notify.metrics import HubMetrics
 from phasestream.settings import Settings
 
 log = logging.getLogger(__name__)

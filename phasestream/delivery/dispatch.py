@@ -8,8 +8,8 @@ from typing import Protocol
 
 from models.notifications.dedup import RecentIds
 from models.notifications.value import Notification, is_alert
-from phasestream.notify.metrics import NotifyMetrics
-from phasestream.notify.sink import AlertSink
+from phasestream.delivery.metrics import NotifyMetrics
+from phasestream.delivery.sink import AlertSink
 
 log = logging.getLogger(__name__)
 
