@@ -31,7 +31,7 @@ from models.report_filters import (
 from models.running import parse_running
 from models.timeseries import parse_series
 from phasestream.settings import Settings
-from phasestream.wiring import reader_database_url
+from phasestream.wiring import consumer_roles, reader_database_url
 from projections.database import Connection, open_pool, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries, workflows
 from projections.reports.core import Report
@@ -168,8 +168,7 @@ async def _respond(request: web.Request, run: Run) -> web.StreamResponse:
 
 def _running(settings: Settings) -> Handler:
     """/api/running: phases in flight by time left, with the freshness of the answer."""
-    consumers = {"source": settings.audit_consumer_group,
-                 "sla_monitor": settings.sla_consumer_group}
+    consumers = consumer_roles(settings)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         query = request.query

@@ -25,7 +25,7 @@ from models.timeseries import DEFAULT_STEP, parse_series
 from phasestream.cli_support import fail, load_settings
 from phasestream.report_output import Format, emit
 from phasestream.settings import Settings
-from phasestream.wiring import database_url, reader_database_url
+from phasestream.wiring import consumer_roles, database_url, reader_database_url
 from projections.database import Connection, connect, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries
 from projections.reports.core import Report
@@ -159,8 +159,7 @@ def running_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
         page = parse_page(limit, offset)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
-    consumers = {"source": settings.audit_consumer_group,
-                 "sla_monitor": settings.sla_consumer_group}
+    consumers = consumer_roles(settings)
     emit(query(settings, lambda c: running.running(c, asked, page, consumers)), fmt)
 
 

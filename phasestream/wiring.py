@@ -47,6 +47,17 @@ def reader_database_url(settings: Settings) -> str:
     return settings.api_database_url or database_url(settings)
 
 
+def consumer_roles(settings: Settings) -> dict[str, str]:
+    """Role -> consumer group of every consumer that stores its positions in Postgres (the
+    rows of phasestream_projection_status): whose freshness report running and /api/running
+    show. ``source`` is the audit projector, the one the running list is read from."""
+    return {"source": settings.audit_consumer_group,
+            "sla_monitor": settings.sla_consumer_group,
+            "sla_violations": settings.sla_violations_consumer_group,
+            "metrics": settings.metrics_consumer_group,
+            "rollback": settings.rollback_consumer_group}
+
+
 def phase_event_decoder(settings: Settings) -> Decoder[PhaseEvent]:
     limit = settings.max_event_bytes
     return lambda key, value: decode_record(key, value, max_bytes=limit)

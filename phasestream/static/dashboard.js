@@ -9,6 +9,10 @@
   const SVG = "http://www.w3.org/2000/svg";
   const COUNTS = ["started", "completed", "failed", "rolled_back"];
   const RATES = ["completion_rate", "failure_rate", "rollback_rate"];
+  // Charted: every failure of phases 2-7 is rolled back, so rolled_back (and its rate)
+  // would repeat the failure bar; the per-phase table and the tiles keep them.
+  const CHART_COUNTS = ["started", "completed", "failed"];
+  const CHART_RATES = ["completion_rate", "failure_rate"];
   const PERCENTILES = ["p50_ms", "p95_ms", "p99_ms"];
   const KINDS = ["late_completed", "late_failed", "overdue"];
   const LABELS = {
@@ -74,7 +78,7 @@
     const box = $("chart-throughput");
     if (!items.length) return empty(box, "no events in this window");
     const W = widthOf(box, 1200), H = 280, left = 48, right = 12, top = 16, bottom = 42;
-    const max = Math.max(1, ...items.flatMap((r) => COUNTS.map((m) => r[m])));
+    const max = Math.max(1, ...items.flatMap((r) => CHART_COUNTS.map((m) => r[m])));
     const step = niceStep(max, 4, true);
     const top_ = Math.ceil(max / step) * step;
     const y = (v) => top + (H - top - bottom) * (1 - v / top_);
@@ -86,10 +90,10 @@
                                      "text-anchor": "end" }, fmtInt(t)));
     }
     const group = (W - left - right) / items.length;
-    const bar = Math.min(34, (group * 0.8) / COUNTS.length);
+    const bar = Math.min(34, (group * 0.8) / CHART_COUNTS.length);
     items.forEach((row, i) => {
-      const x0 = left + i * group + (group - bar * COUNTS.length) / 2;
-      COUNTS.forEach((metric, j) => {
+      const x0 = left + i * group + (group - bar * CHART_COUNTS.length) / 2;
+      CHART_COUNTS.forEach((metric, j) => {
         const value = row[metric];
         const g = svg("g", { class: `bar m-${metric}`, "data-chart": "throughput",
                              "data-phase": row.phase, "data-metric": metric,
@@ -107,14 +111,14 @@
     });
     root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right,
                                    y1: y(0), y2: y(0) }));
-    box.replaceChildren(legend(COUNTS), root);
+    box.replaceChildren(legend(CHART_COUNTS), root);
   }
 
   function drawRates(items) {
     const box = $("chart-rates");
     if (!items.length) return empty(box, "no events in this window");
     const W = widthOf(box, 600), left = 70, right = 64, rowH = 15, gap = 14, top = 8;
-    const H = top + items.length * (RATES.length * rowH + gap) + 18;
+    const H = top + items.length * (CHART_RATES.length * rowH + gap) + 18;
     const x = (pct) => left + (W - left - right) * (pct / 100);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
                               "aria-label": "completion, failure and rollback rate per phase" });
@@ -124,10 +128,11 @@
                            `${t}%`));
     }
     items.forEach((row, i) => {
-      const y0 = top + i * (RATES.length * rowH + gap);
-      root.appendChild(svg("text", { class: "axis", x: 4, y: y0 + (RATES.length * rowH) / 2 + 4 },
+      const y0 = top + i * (CHART_RATES.length * rowH + gap);
+      root.appendChild(svg("text", { class: "axis", x: 4,
+                                     y: y0 + (CHART_RATES.length * rowH) / 2 + 4 },
                            `phase ${row.phase}`));
-      RATES.forEach((metric, j) => {
+      CHART_RATES.forEach((metric, j) => {
         const value = row[metric];
         const g = svg("g", { class: `bar m-${metric}`, "data-chart": "rates",
                              "data-phase": row.phase, "data-metric": metric,
@@ -142,15 +147,17 @@
         root.appendChild(g);
       });
     });
-    box.replaceChildren(legend(RATES), root);
+    box.replaceChildren(legend(CHART_RATES), root);
   }
 
   function drawDurations(items) {
     const box = $("chart-durations");
     if (!items.length) return empty(box, "no events in this window");
-    const gap = 12, perRow = Math.min(items.length, 4);
-    const W = Math.max(220, Math.min(440,
-      Math.floor((widthOf(box, 1200) - gap * (perRow - 1)) / perRow) - 18));
+    // Rows balanced (7 cards: one row of 7, or 4 + 3 widened to fill), so no cell is blank.
+    const gap = 12, full = box.clientWidth || 1200;
+    const fit = Math.max(1, Math.min(items.length, Math.floor((full + gap) / (170 + gap))));
+    const perRow = Math.ceil(items.length / Math.ceil(items.length / fit));
+    const W = Math.max(150, Math.floor((full - gap * (perRow - 1)) / perRow) - 18);
     const cards = items.map((row) => {
       const H = 200, left = 10, right = 10, top = 22, bottom = 24;
       const values = PERCENTILES.map((m) => row[m]).filter((v) => v !== null);
@@ -188,6 +195,7 @@
                                        "text-anchor": "middle" }, LABELS[metric]));
       });
       const card = el("figure", { class: "multiple", "data-phase": String(row.phase) });
+      card.style.flexBasis = `${W + 18}px`;
       const caption = el("figcaption");
       caption.append(el("strong", {}, `phase ${row.phase}`));
       caption.append(el("span", { class: "sla", "data-chart": "durations",
@@ -304,6 +312,10 @@
 
   function render(data) {
     const items = data.analytics.items;
+    drawRunning(data.running);
+    drawHealth(data.running, data.dlq);
+    drawSeriesPanels(data.series);
+    drawWorkflows(data.workflows);
     drawTiles(items, data.sla.by_kind);
     drawThroughput(items);
     drawRates(items);
@@ -311,6 +323,205 @@
     drawDurations(items);
     drawViolations(data.sla);
     drawRollbacks(data.rollbacks);
+  }
+
+  // ---------------------------------------------------------------- over time
+  const C = window.PhaseCharts;
+  const SERIES_STEP = { "1h": "1m", "24h": "1h", "7d": "1h", "30d": "1h", all: "1h" };
+  const msFormat = (v) => fmtMs(v);
+  const intFormat = (v) => fmtInt(v);
+
+  // Per phase with events in the window (or the one asked for): started and failed per
+  // bucket, and p95 against the phase's SLA. Violations over time: one chart, all phases.
+  async function fetchSeries(base, phases) {
+    const since = $("filter-since").value;
+    const ask = (metric, phase) => {
+      const params = new URLSearchParams({ metric, step: SERIES_STEP[since] || "1h",
+                                           since: since === "all" ? "30d" : since });
+      if (phase !== null) params.set("phase", String(phase));
+      return getJson("api/timeseries", params);
+    };
+    const selected = base.get("phase");
+    const perPhase = await Promise.all(phases.map(async (phase) => {
+      const [started, failed, p95] = await Promise.all(
+        ["started", "failed", "p95_duration"].map((m) => ask(m, phase)));
+      return { phase, started, failed, p95 };
+    }));
+    const violations = await ask("violations", selected === null ? null : Number(selected));
+    return { perPhase, violations };
+  }
+
+  function drawSeriesPanels(series) {
+    const box = $("chart-series");
+    if (!series.perPhase.length) {
+      empty(box, "no events in this window");
+    } else {
+      const full = box.clientWidth || 1200, gap = 12;
+      const fit = Math.max(1, Math.min(series.perPhase.length, Math.floor((full + gap) / (300 + gap))));
+      const perRow = Math.ceil(series.perPhase.length / Math.ceil(series.perPhase.length / fit));
+      const width = Math.floor((full - gap * (perRow - 1)) / perRow) - 18;
+      box.replaceChildren(C.legend([["started", "started"], ["failed", "failed"],
+                                    ["p95", "p95 duration"], ["sla", "SLA"]]),
+                          ...series.perPhase.map((s) => seriesCard(s, width)));
+    }
+    const v = series.violations;
+    const vbox = $("chart-violations-series");
+    vbox.replaceChildren(C.seriesChart({
+      chart: "violations-series", phase: v.phase, width: vbox.clientWidth || 600, height: 170,
+      bars: true, series: [{ metric: "violations", label: "violations", buckets: v.items,
+                             format: intFormat, integer: true }] }));
+  }
+
+  function seriesCard(s, width) {
+    const card = el("figure", { class: "multiple series", "data-phase": String(s.phase) });
+    card.style.flexBasis = `${width + 18}px`;
+    const caption = el("figcaption");
+    caption.append(el("strong", {}, `phase ${s.phase}`),
+                   el("span", { class: "sla" }, s.p95.sla_ms === null ? "no SLA"
+                                                                     : `SLA ${fmtMs(s.p95.sla_ms)}`));
+    card.append(caption,
+      C.seriesChart({ chart: "series", phase: s.phase, width, series: [
+        { metric: "started", label: "started", buckets: s.started.items, format: intFormat,
+          integer: true },
+        { metric: "failed", label: "failed", buckets: s.failed.items, format: intFormat,
+          integer: true }] }),
+      C.seriesChart({ chart: "series", phase: s.phase, width, height: 120, sla: s.p95.sla_ms,
+                      series: [{ metric: "p95_duration", label: "p95", buckets: s.p95.items,
+                                 format: msFormat }] }));
+    return card;
+  }
+
+  // ---------------------------------------------------------------- running and health
+  const workflowLink = (id) => {
+    const a = el("a", { href: `#workflow=${encodeURIComponent(id)}`, class: "wf",
+                        "data-workflow-link": id }, id);
+    return a;
+  };
+
+  function linkCells(tableId, field) {
+    for (const td of $(tableId).querySelectorAll(`td[data-field="${field}"]`)) {
+      const id = td.dataset.value;
+      if (id) td.replaceChildren(workflowLink(id));
+    }
+  }
+
+  function drawRunning(running) {
+    fillTable("table-running", running.items, [
+      ["workflow_id", String], ["user_id", (v) => v.slice(0, 8), () => "mono"],
+      ["phase", String, () => "num"], ["started_at", fmtTime],
+      ["elapsed_ms", fmtMs, () => "num"], ["threshold_ms", fmtMs, () => "num"],
+      ["left_ms", fmtMs, (r) => (r.left_ms < 0 ? "num bad" : "num")],
+      ["state", String, (r) => `state st-${r.state}`],
+    ], (r) => ({ "data-table": "running", "data-state": r.state, class: `st-${r.state}`,
+                 "data-phase": String(r.phase) }), "nothing is running");
+    linkCells("table-running", "workflow_id");
+    const counts = { ok: 0, at_risk: 0, overdue: 0 };
+    for (const r of running.items) counts[r.state] += 1;
+    for (const [k, n] of Object.entries(counts)) {
+      const node = $(`running-${k}`);
+      node.textContent = fmtInt(n);
+      node.dataset.value = String(n);
+    }
+    $("running-more").hidden = running.next_offset === null;
+  }
+
+  function drawHealth(running, dlq) {
+    fillTable("table-health", running.freshness, [
+      ["role", String], ["consumer", String, () => "mono"], ["partitions", fmtInt, () => "num"],
+      ["lag", (v) => (v === null ? "unknown" : fmtInt(v)), (r) => (r.lag ? "num bad" : "num")],
+      ["last_event_at", fmtTime], ["updated_at", fmtTime],
+    ], (r) => ({ "data-table": "health", "data-role": r.role }), "no consumer known");
+    if (dlq === null) return;
+    fillTable("table-dlq", dlq.by_reason, [
+      ["field", String], ["reason", String], ["letters", fmtInt, () => "num bad"],
+    ], () => ({ "data-table": "dlq" }), "no dead letters");
+    $("dlq-total").textContent = fmtInt(dlq.total);
+    $("dlq-total").dataset.value = String(dlq.total);
+  }
+
+  // ---------------------------------------------------------------- search
+  function searchParams() {
+    const params = new URLSearchParams({ limit: String(RECENT) });
+    const prefix = $("search-prefix").value.trim(), user = $("search-user").value.trim();
+    if (prefix) params.set("prefix", prefix);
+    if (user) params.set("user", user);
+    return params;
+  }
+
+  async function fetchWorkflows() {
+    try {
+      return { found: await getJson("api/workflows", searchParams()), error: null };
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      return { found: null, error: err.message };
+    }
+  }
+
+  function drawWorkflows({ found, error }) {
+    const message = $("search-message");
+    message.hidden = error === null;
+    message.textContent = error === null ? "" : `Search refused: ${error}`;
+    if (found === null) return;
+    fillTable("table-workflows", found.items, [
+      ["workflow_id", String], ["user_id", (v) => v.slice(0, 8), () => "mono"],
+      ["events", fmtInt, () => "num"], ["last_phase", String, () => "num"],
+      ["last_status", String, (r) => `status s-${r.last_status}`], ["last_at", fmtTime],
+    ], (r) => ({ "data-table": "workflows", "data-workflow-id": r.workflow_id }),
+    "no workflow matches");
+    linkCells("table-workflows", "workflow_id");
+  }
+
+  // ---------------------------------------------------------------- URL parameters
+  const PARAMS = ["since", "phase", "refresh", "prefix", "user"];
+
+  // Each bad or unknown URL parameter is named on the page, with what was used instead.
+  function checkUrl(query) {
+    const problems = [];
+    for (const [name, value] of query) {
+      if (!PARAMS.includes(name)) {
+        problems.push([name, `${name}=${value}: unknown parameter (known: ${PARAMS.join(", ")})`]);
+        continue;
+      }
+      const select = $(`filter-${name}`);
+      if (select && ![...select.options].some((o) => o.value === value)) {
+        const allowed = [...select.options].map((o) => o.value || "all").join(", ");
+        problems.push([name, `${name}=${value}: not one of ${allowed}; ` +
+                             `showing ${select.options[select.selectedIndex].text}`]);
+      }
+    }
+    const box = $("param-warning");
+    box.hidden = problems.length === 0;
+    box.dataset.params = problems.map(([name]) => name).join(",");
+    box.replaceChildren(el("strong", {}, "Ignored in the URL: "),
+                        ...problems.map(([, text]) => el("span", { class: "problem" }, text)));
+  }
+
+  // ---------------------------------------------------------------- workflow page
+  const routeWorkflow = () => {
+    const match = /^#workflow=(.+)$/.exec(location.hash);
+    return match ? decodeURIComponent(match[1]) : null;
+  };
+
+  async function showRoute() {
+    const id = routeWorkflow();
+    const page = $("workflow-page");
+    document.body.dataset.view = id === null ? "overview" : "workflow";
+    $("overview").hidden = id !== null;
+    page.hidden = id === null;
+    if (id === null) return;
+    page.dataset.state = "loading";
+    const box = $("workflow-body");
+    try {
+      const data = await getJson(`api/workflows/${encodeURIComponent(id)}`,
+                                 new URLSearchParams({ limit: "1000" }));
+      window.PhaseWorkflow.render(box, data, Date.now());
+      page.dataset.state = "ready";
+    } catch (err) {
+      if (err instanceof AuthError) return askForToken(err);
+      box.replaceChildren(el("p", { class: "error", "data-error": "workflow" },
+                             `Could not show workflow ${id}: ${err.message}`));
+      page.dataset.state = "error";
+    }
   }
 
   // ---------------------------------------------------------------- polling
@@ -417,12 +628,21 @@
       return params;
     };
     try {
-      const [analytics, sla, rollbacks] = await Promise.all([
+      const running = new URLSearchParams({ limit: String(RECENT) });
+      if (base.get("phase")) running.set("phase", base.get("phase"));
+      const [analytics, sla, rollbacks, live, workflows, dlq] = await Promise.all([
         getJson("api/analytics", paged(100)),
         getJson("api/sla", paged(RECENT)),
         getJson("api/rollbacks", paged(RECENT)),
+        getJson("api/running", running),
+        fetchWorkflows(),
+        getJson("api/dlq", new URLSearchParams()).catch((err) => {
+          if (err instanceof AuthError) throw err;
+          return null;  // no broker configured for this server: the panel says so
+        }),
       ]);
-      state.last = { analytics, sla, rollbacks };
+      const series = await fetchSeries(base, analytics.items.map((r) => r.phase));
+      state.last = { analytics, sla, rollbacks, running: live, workflows, dlq, series };
       render(state.last);
       state.refreshes += 1;
       const now = new Date();
@@ -435,6 +655,7 @@
       $("signin").hidden = true;
       $("signout").hidden = storedToken() === null;
       setStatus("live", `live · ${stamp.slice(11, 19)} UTC`);
+      if (routeWorkflow() !== null && $("workflow-page").dataset.state !== "ready") showRoute();
     } catch (err) {
       if (err instanceof AuthError) {
         askForToken(err);
@@ -467,11 +688,24 @@
       const value = $(`filter-${name}`).value;
       if (value) params.set(name, value);
     }
-    history.replaceState(null, "", `${location.pathname}?${params}`);
+    for (const name of ["prefix", "user"]) {
+      const value = $(`search-${name}`).value.trim();
+      if (value) params.set(name, value);
+    }
+    history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
   }
 
   function init() {
     const query = new URLSearchParams(location.search);
+    for (const name of ["prefix", "user"]) $(`search-${name}`).value = query.get(name) || "";
+    checkUrl(query);
+    $("search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      syncUrl();
+      refresh();
+    });
+    window.addEventListener("hashchange", showRoute);
+    showRoute();
     for (const name of ["since", "phase", "refresh"]) {
       const select = $(`filter-${name}`);
       const wanted = query.get(name);
