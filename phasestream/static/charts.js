@@ -1,7 +1,8 @@
-// phasestream dashboard: the SVG drawing helpers shared by the panels (dashboard.js) and
-// the workflow page (workflow.js). Hand-written SVG rather than a vendored library: the
-// charts are a few lines and bars, and every mark must carry its raw API value in data-*
-// attributes for the browser tests, which a library's canvas would not.
+// phasestream dashboard: what the overview (dashboard.js), the live panels (panels.js) and
+// the workflow page (workflow.js) share: formatting, DOM and table helpers, and the small
+// time-series chart. Hand-written SVG rather than a vendored library (uPlot and the like
+// draw on a canvas): the charts are a few lines and bars, and every mark carries its raw
+// API value in data-* attributes, which tests and scripts read next to the shown text.
 "use strict";
 
 window.PhaseCharts = (() => {
@@ -21,6 +22,7 @@ window.PhaseCharts = (() => {
   }
   const fmtTime = (iso) => (iso ? `${iso.slice(0, 19).replace("T", " ")}` : "—");
   const fmtClock = (iso) => (iso ? iso.slice(11, 16) : "");
+  const fmtPct = (v) => (v === null || v === undefined ? "—" : `${Number(v)}%`);
 
   function el(tag, attrs = {}, text) {
     const node = document.createElement(tag);
@@ -70,7 +72,9 @@ window.PhaseCharts = (() => {
     if (first.length) {
       const ticks = [0, Math.floor((first.length - 1) / 2), first.length - 1];
       for (const i of new Set(ticks)) {
-        root.appendChild(svg("text", { class: "tick", x: x(i), y: H - 5, "text-anchor": "middle" },
+        // The first and last labels align inwards, so neither is cut at the chart's edge.
+        const anchor = i === 0 ? "start" : i === first.length - 1 ? "end" : "middle";
+        root.appendChild(svg("text", { class: "tick", x: x(i), y: H - 5, "text-anchor": anchor },
                              fmtClock(first[i].bucket)));
       }
     }
@@ -91,7 +95,9 @@ window.PhaseCharts = (() => {
                            "data-phase": phase ?? "", "data-metric": s.metric,
                            "data-bucket": b.bucket, "data-value": raw(b.value) });
       titled(g, `${fmtTime(b.bucket)} ${s.label}: ${s.format(b.value)}`);
-      if (b.value !== null) {
+      if (b.value === null) {
+        points.push(null);
+      } else {
         if (bars) {
           g.appendChild(svg("rect", { x: x(i) - slot * 0.4, y: y(b.value), width: slot * 0.8,
                                       height: Math.max(0, y(0) - y(b.value)) }));
@@ -102,10 +108,20 @@ window.PhaseCharts = (() => {
       }
       root.appendChild(g);
     });
-    if (!bars && points.length) {
+    // A null bucket (no duration: nothing finished) breaks the line rather than bridging it.
+    for (const run of points.length && !bars ? segments(points) : []) {
       root.appendChild(svg("polyline", { class: `line m-${s.metric}`, fill: "none",
-                                         points: points.map((p) => p.join(",")).join(" ") }));
+                                         points: run.map((p) => p.join(",")).join(" ") }));
     }
+  }
+
+  function segments(points) {
+    const runs = [[]];
+    for (const p of points) {
+      if (p === null) runs.push([]);
+      else runs[runs.length - 1].push(p);
+    }
+    return runs.filter((r) => r.length > 0);
   }
 
   function legend(entries) {
@@ -118,5 +134,63 @@ window.PhaseCharts = (() => {
     return list;
   }
 
-  return { svg, el, titled, niceStep, seriesChart, legend, raw, fmtInt, fmtMs, fmtTime };
+  function empty(container, message) {
+    container.replaceChildren(el("p", { class: "empty" }, message));
+  }
+
+  // A table body from rows: columns are [field, format, class-of-row]; every cell carries
+  // data-field and data-value (the API's value), each row rowAttrs(row).
+  function fillTable(table, rows, columns, rowAttrs, emptyText) {
+    const body = table.tBodies[0];
+    if (!rows.length) {
+      const tr = el("tr");
+      tr.appendChild(el("td", { colspan: String(columns.length), class: "empty" }, emptyText));
+      body.replaceChildren(tr);
+      return;
+    }
+    body.replaceChildren(...rows.map((row) => {
+      const tr = el("tr", rowAttrs(row));
+      for (const [field, format, cls] of columns) {
+        const attrs = { "data-field": field, "data-value": raw(row[field]) };
+        if (cls) attrs.class = cls(row);
+        const td = el("td", attrs, format(row[field]));
+        // A shortened id or a formatted time: the whole value on hover.
+        if (typeof row[field] === "string" && td.textContent !== row[field]) td.title = row[field];
+        tr.appendChild(td);
+      }
+      return tr;
+    }));
+  }
+
+  // Every workflow id on the page opens its workflow page (a hash route: no reload).
+  const workflowHref = (id) => `#workflow=${encodeURIComponent(id)}`;
+  function linkCells(table, field) {
+    for (const td of table.querySelectorAll(`td[data-field="${field}"]`)) {
+      const id = td.dataset.value;
+      if (id) {
+        td.replaceChildren(el("a", { href: workflowHref(id), class: "wf",
+                                     "data-workflow-link": id }, id));
+      }
+    }
+  }
+
+  // Cards of equal width in balanced rows (7 cards: 4 + 3, the 3 widened to fill), each
+  // drawn at its own width once laid out, so no cell of the grid is left blank.
+  function multiples(box, items, minWidth, draw) {
+    const gap = 12, full = box.clientWidth || 1200;
+    const fit = Math.max(1, Math.min(items.length, Math.floor((full + gap) / (minWidth + gap))));
+    const perRow = Math.ceil(items.length / Math.ceil(items.length / fit));
+    const basis = Math.floor((full - gap * (perRow - 1)) / perRow);
+    const cards = items.map(() => {
+      const card = el("figure", { class: "multiple" });
+      card.style.flexBasis = `${basis}px`;
+      return card;
+    });
+    box.append(...cards);
+    // Card padding and border: 18 px.
+    items.forEach((item, i) => draw(cards[i], item, Math.max(120, cards[i].clientWidth - 18)));
+  }
+
+  return { svg, el, titled, niceStep, seriesChart, legend, raw, fmtInt, fmtMs, fmtTime, fmtPct,
+           empty, fillTable, linkCells, workflowHref, multiples };
 })();

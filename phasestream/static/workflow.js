@@ -4,8 +4,14 @@
 "use strict";
 
 window.PhaseWorkflow = (() => {
-  const { svg, el, titled, raw, fmtInt, fmtMs, fmtTime } = window.PhaseCharts;
+  const C = window.PhaseCharts;
+  const { svg, el, titled, raw, fmtInt, fmtMs, fmtTime } = C;
   const ms = (iso) => Date.parse(iso);
+  const HEADINGS = {
+    at: "at (UTC)", duration_ms: "duration", excess_ms: "over by", threshold_ms: "SLA",
+    decided_at: "decided (UTC)", failed_phase: "failed phase", rollback_to_phase: "back to",
+    due_at: "due (UTC)", error_message: "error",
+  };
 
   // Executions: a start and the next completed/failed of the same phase (none: running).
   function executions(transitions, now) {
@@ -40,7 +46,7 @@ window.PhaseWorkflow = (() => {
     const total = t.length ? ms(last.at) - ms(t[0].at) : 0;
     const facts = [
       ["phases", [...new Set(t.map((r) => r.phase))].sort().join(", ")],
-      ["last", last ? `phase ${last.phase} ${last.status}` : "—"],
+      ["last", last ? `phase ${last.phase} ${last.status.replace("_", " ")}` : "—"],
       ["events", fmtInt(t.length)], ["span", fmtMs(total)],
       ["running", fmtInt(runs.filter((r) => r.status === "running").length)],
       ["rollbacks", fmtInt(rollbacks)], ["retries", fmtInt(retries)],
@@ -53,29 +59,96 @@ window.PhaseWorkflow = (() => {
     return list;
   }
 
+  // One row per execution, then a lane each for rollbacks, the commander's commands and
+  // SLA violations, on one time axis; the dashed box after each start is its SLA.
   function timeline(data, runs, width, now) {
-    const marks = [...data.items.map((t) => ms(t.at)), ...runs.map((r) => ms(r.start) +
+    const times = [...data.items.map((t) => ms(t.at)), ...runs.map((r) => ms(r.start) +
                    (r.threshold_ms ?? 0)), ...data.commands.map((c) => ms(c.due_at || c.decided_at))];
-    if (runs.some((r) => r.status === "running")) marks.push(now);
-    const t0 = Math.min(...marks), t1 = Math.max(t0 + 1000, ...marks);
-    const W = Math.max(320, Math.floor(width)), rowH = 24, left = 64, right = 12, top = 8;
-    const H = top + runs.length * rowH + 28;
+    if (runs.some((r) => r.status === "running")) times.push(now);
+    const t0 = Math.min(...times), t1 = Math.max(t0 + 1000, ...times);
+    const W = Math.max(300, Math.floor(width)), rowH = 26, left = 78, right = 16, top = 6;
+    const lanes = ["rollbacks", "commands", "violations"];
+    const H = top + (runs.length + lanes.length) * rowH + 22;
     const x = (t) => left + ((W - left - right) * (t - t0)) / (t1 - t0);
+    x.width = W;
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
                               "aria-label": "timeline of the workflow's phases" });
+    const marks = [];
+    axis(root, { x, t0, t1, W, H, left, right, top });
     runs.forEach((run, i) => root.appendChild(bar(run, i, { x, rowH, top, now })));
-    for (const c of data.commands) root.appendChild(commandMark(c, x, H));
-    for (const t of data.items.filter((r) => r.status === "rolled_back")) {
-      const g = svg("g", { class: "mark rollback", "data-chart": "timeline-rollback",
-                           "data-phase": t.phase, "data-value": raw(t.rollback_to_phase) });
-      titled(g, `${fmtTime(t.at)} phase ${t.phase} rolled back to ${t.rollback_to_phase}`);
-      g.appendChild(svg("path", { d: `M${x(ms(t.at))},${H - 22} l-5,9 h10 z` }));
-      root.appendChild(g);
+    const laneY = (name) => top + (runs.length + lanes.indexOf(name)) * rowH + rowH / 2;
+    for (const name of lanes) {
+      root.appendChild(svg("text", { class: "axis", x: 4, y: laneY(name) + 4 }, name));
     }
-    root.appendChild(svg("text", { class: "tick", x: left, y: H - 2 }, fmtTime(new Date(t0).toISOString())));
-    root.appendChild(svg("text", { class: "tick", x: W - right, y: H - 2, "text-anchor": "end" },
-                         fmtTime(new Date(t1).toISOString())));
+    for (const t of data.items.filter((r) => r.status === "rolled_back")) {
+      marks.push(({ kind: "rollback", chart: "timeline-rollback", phase: t.phase,
+                              value: t.rollback_to_phase, at: ms(t.at), y: laneY("rollbacks"),
+                              x, label: `${t.phase}→${t.rollback_to_phase ?? "?"}`,
+                              title: `${fmtTime(t.at)} phase ${t.phase} rolled back to ` +
+                                     `${t.rollback_to_phase}` }));
+    }
+    for (const c of data.commands) {
+      const at = c.due_at || c.decided_at;
+      marks.push(({ kind: `cmd-${c.kind}`, chart: "timeline-command",
+                              phase: c.failed_phase, value: c.attempt, at: ms(at),
+                              y: laneY("commands"), x, label: c.kind.replace("_", " "),
+                              extra: { "data-kind": c.kind },
+                              title: `${fmtTime(at)} ${c.kind} of phase ${c.failed_phase} ` +
+                                     `(attempt ${c.attempt})` }));
+    }
+    for (const v of data.violations) {
+      marks.push(({ kind: "violation", chart: "timeline-violation", phase: v.phase,
+                              value: v.excess_ms, at: ms(v.at), y: laneY("violations"), x,
+                              label: `+${fmtMs(v.excess_ms)}`, extra: { "data-kind": v.kind },
+                              title: `${fmtTime(v.at)} ${v.kind} phase ${v.phase}: ` +
+                                     `+${fmtMs(v.excess_ms)} over its SLA` }));
+    }
+    for (const m of joinLabels(marks)) root.appendChild(mark(m));
     return root;
+  }
+
+  function axis(root, { x, t0, t1, W, H, left, right, top }) {
+    for (let i = 0; i <= 4; i += 1) {
+      const t = t0 + ((t1 - t0) * i) / 4;
+      root.appendChild(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: top, y2: H - 18 }));
+      const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+      root.appendChild(svg("text", { class: "tick", x: x(t), y: H - 4, "text-anchor": anchor },
+                           new Date(t).toISOString().slice(11, 19)));
+    }
+    root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right, y1: H - 18,
+                                   y2: H - 18 }));
+  }
+
+  function mark({ kind, chart, phase, value, at, y, x, label, title, extra = {} }) {
+    const g = svg("g", { class: `mark ${kind}`, "data-chart": chart, "data-phase": phase,
+                         "data-value": raw(value), ...extra });
+    titled(g, title);
+    g.appendChild(kind === "rollback"
+      ? svg("path", { d: `M${x(at)},${y - 6} l-6,11 h12 z` })
+      : kind === "violation"
+        ? svg("path", { d: `M${x(at)},${y - 6} l6,6 l-6,6 l-6,-6 z` })
+        : svg("circle", { cx: x(at), cy: y, r: 5 }));
+    if (label) {  // right of the mark; left of it in the right half, so it is not cut
+      const right = x(at) > (x.width || 0) / 2;
+      g.appendChild(svg("text", { class: "mark-label", x: x(at) + (right ? -9 : 9), y: y + 4,
+                                  "text-anchor": right ? "end" : "start" }, label));
+    }
+    return g;
+  }
+
+  // Marks of one lane at the same moment (a rollback and its gave-up): one label for all.
+  function joinLabels(marks) {
+    const first = new Map();
+    for (const m of marks) {
+      const key = `${m.y}|${m.at}`;
+      if (first.has(key)) {
+        first.get(key).label += `, ${m.label}`;
+        m.label = "";
+      } else {
+        first.set(key, m);
+      }
+    }
+    return marks;
   }
 
   function bar(run, i, { x, rowH, top, now }) {
@@ -100,20 +173,12 @@ window.PhaseWorkflow = (() => {
     return g;
   }
 
-  function commandMark(c, x, H) {
-    const at = Date.parse(c.due_at || c.decided_at);
-    const g = svg("g", { class: `mark cmd-${c.kind}`, "data-chart": "timeline-command",
-                         "data-kind": c.kind, "data-phase": c.failed_phase,
-                         "data-value": raw(c.attempt) });
-    titled(g, `${c.kind} of phase ${c.failed_phase} (attempt ${c.attempt}) ${fmtTime(c.due_at || c.decided_at)}`);
-    g.appendChild(svg("circle", { cx: x(at), cy: H - 18, r: 4 }));
-    return g;
-  }
-
   function table(name, rows, columns, emptyText) {
     const t = el("table", { "data-table": name });
     const head = el("tr");
-    for (const [field, , cls] of columns) head.appendChild(el("th", cls ? { class: cls } : {}, field));
+    for (const [field, , cls] of columns) {
+      head.appendChild(el("th", cls ? { class: cls } : {}, HEADINGS[field] || field));
+    }
     t.appendChild(el("thead")).appendChild(head);
     const body = t.appendChild(el("tbody"));
     if (!rows.length) {
@@ -137,7 +202,10 @@ window.PhaseWorkflow = (() => {
     box.replaceChildren(
       el("h2", { "data-workflow-id": data.workflow_id }, `workflow ${data.workflow_id}`),
       summary(data, runs),
-      el("h3", {}, "timeline: each phase from start to end; the outline is its SLA"),
+      el("h3", {}, "timeline (UTC): each phase from start to end; the dashed box is its SLA"),
+      C.legend([["completed", "completed"], ["failed", "failed"], ["running", "running"],
+                ["over", "over its SLA (outlined)"], ["rollback", "▲ rollback"],
+                ["command", "● command"], ["violation", "◆ violation"]]),
       el("div", { class: "chart" }, undefined),
       el("h3", {}, "SLA violations"),
       table("wf-violations", data.violations, [["at", fmtTime], ["kind", String],
@@ -149,7 +217,7 @@ window.PhaseWorkflow = (() => {
         ["attempt", String, "num"], ["due_at", fmtTime]], "no rollback command"),
       el("h3", {}, "events"),
       table("transitions", data.items, [["at", fmtTime], ["phase", String, "num"],
-        ["status", String], ["duration_ms", fmtMs, "num"], ["threshold_ms", fmtMs, "num"],
+        ["status", (v) => v.replace("_", " ")], ["duration_ms", fmtMs, "num"], ["threshold_ms", fmtMs, "num"],
         ["error_message", opt]], "no events"));
     const chart = box.querySelector(".chart");
     chart.appendChild(timeline(data, runs, chart.clientWidth || width, now));
