@@ -70,7 +70,6 @@ window.PhaseWorkflow = (() => {
     const lanes = ["rollbacks", "commands", "violations"];
     const H = top + (runs.length + lanes.length) * rowH + 22;
     const x = (t) => left + ((W - left - right) * (t - t0)) / (t1 - t0);
-    x.width = W;
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
                               "aria-label": "timeline of the workflow's phases" });
     const marks = [];
@@ -103,7 +102,7 @@ window.PhaseWorkflow = (() => {
                               title: `${fmtTime(v.at)} ${v.kind} phase ${v.phase}: ` +
                                      `+${fmtMs(v.excess_ms)} over its SLA` }));
     }
-    for (const m of joinLabels(marks)) root.appendChild(mark(m));
+    for (const m of joinLabels(marks)) root.appendChild(mark({ ...m, W }));
     return root;
   }
 
@@ -119,7 +118,7 @@ window.PhaseWorkflow = (() => {
                                    y2: H - 18 }));
   }
 
-  function mark({ kind, chart, phase, value, at, y, x, label, title, extra = {} }) {
+  function mark({ kind, chart, phase, value, at, y, x, W, label, title, extra = {} }) {
     const g = svg("g", { class: `mark ${kind}`, "data-chart": chart, "data-phase": phase,
                          "data-value": raw(value), ...extra });
     titled(g, title);
@@ -129,7 +128,7 @@ window.PhaseWorkflow = (() => {
         ? svg("path", { d: `M${x(at)},${y - 6} l6,6 l-6,6 l-6,-6 z` })
         : svg("circle", { cx: x(at), cy: y, r: 5 }));
     if (label) {  // right of the mark; left of it in the right half, so it is not cut
-      const right = x(at) > (x.width || 0) / 2;
+      const right = x(at) > W / 2;
       g.appendChild(svg("text", { class: "mark-label", x: x(at) + (right ? -9 : 9), y: y + 4,
                                   "text-anchor": right ? "end" : "start" }, label));
     }
