@@ -18,16 +18,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/phasestream dev --demo
 
-# The suite runs once per broker in BROKERS: the embedded Tansu, then Apache Kafka (one
-# KRaft node from Maven Central's jars, cached in ~/.cache/phasestream; three for the
-# failover test). Both always run; either failing fails the target.
+# The suite runs once per broker in BROKERS, both at once (tests/run_brokers.sh): the
+# embedded Tansu and Apache Kafka (one KRaft node from Maven Central's jars, cached in
+# ~/.cache/phasestream; three for the failover test). Either failing fails the target.
 BROKERS ?= tansu kafka
 
 test: tools lint typecheck sdk
-	@status=0; for broker in $(BROKERS); do \
-	  echo "== the test suite on $$broker"; \
-	  PHASESTREAM_TEST_BROKER=$$broker $(BIN)/python -m pytest || status=1; \
-	done; exit $$status
+	@BROKERS="$(BROKERS)" PYTHON=$(BIN)/python bash tests/run_brokers.sh
 
 # promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
 # chromium (Debian's chromium) drives the dashboard test; Maven and Java 17 fetch and run

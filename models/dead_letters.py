@@ -2,12 +2,13 @@
 
 The dead-letter topic's record keeps the original key, value and headers; phasestream's
 own headers (``phasestream.*``) say why and where from. These are plain functions over
-those records, so the CLI and the API summarise and filter them the same way.
+those records, so the CLI and the API filter them the same way (the summary of them is
+``models/dlq_summary.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -85,42 +86,3 @@ class LetterFilter:
         if self.field is not None and letter.field != self.field:
             return False
         return self.since is None or letter.dlq_time >= self.since
-
-
-@dataclass(slots=True)
-class ReasonCount:
-    """One line of the summary: letters of one source topic, field and reason."""
-
-    source_topic: str
-    field: str
-    reason: str
-    count: int
-    oldest: datetime
-    newest: datetime
-
-
-Tally = dict[tuple[str, str, str], ReasonCount]
-
-
-def count_letter(tally: Tally, letter: StoredLetter) -> None:
-    """Add one letter to a running summary (a DLQ is read once, never held whole)."""
-    key = (letter.source_topic, letter.field, letter.reason)
-    line = tally.get(key)
-    if line is None:
-        tally[key] = ReasonCount(*key, 1, letter.dlq_time, letter.dlq_time)
-        return
-    line.count += 1
-    line.oldest = min(line.oldest, letter.dlq_time)
-    line.newest = max(line.newest, letter.dlq_time)
-
-
-def most_first(tally: Tally) -> list[ReasonCount]:
-    return sorted(tally.values(), key=lambda r: (-r.count, r.source_topic, r.field, r.reason))
-
-
-def summarise(letters: Iterable[StoredLetter]) -> list[ReasonCount]:
-    """Counts by source topic, field and reason, with the oldest and newest; most first."""
-    tally: Tally = {}
-    for letter in letters:
-        count_letter(tally, letter)
-    return most_first(tally)

@@ -30,6 +30,7 @@ from models.report_filters import (
 )
 from models.running import parse_running
 from models.timeseries import parse_series
+from phasestream.dlq_api import DlqUnavailableError, summary_cache
 from phasestream.settings import Settings
 from phasestream.wiring import consumer_roles, reader_database_url
 from projections.database import Connection, open_pool, translate_errors
@@ -75,7 +76,7 @@ POOL: Final = web.AppKey("phasestream_api_pool", LazyPool)
 def attach_api(app: web.Application, settings: Settings) -> None:
     """Add /api/analytics, /api/sla, /api/rollbacks, /api/workflows (search),
     /api/workflows/{id}, /api/running,
-    /api/timeseries and /api/openapi.json."""
+    /api/timeseries, /api/dlq and /api/openapi.json."""
     pool = LazyPool(lambda: reader_database_url(settings))
     app[POOL] = pool
     app.on_cleanup.append(pool.close)
@@ -86,6 +87,7 @@ def attach_api(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/workflows/{workflow_id}", _workflow)
     app.router.add_get("/api/running", _running(settings))
     app.router.add_get("/api/timeseries", _timeseries)
+    app.router.add_get("/api/dlq", _dlq(settings))
     app.router.add_get("/api/openapi.json", _openapi)
     # Last, so that it only answers what no route above does: a client reads JSON here too.
     # GET only: another method on a known path stays a 405.
@@ -198,6 +200,23 @@ async def _timeseries(request: web.Request) -> web.StreamResponse:
     except InvalidFilterError as exc:
         return _error(400, str(exc), parameter=exc.name)
     return await _answer(request, lambda c: timeseries.series(c, asked), None)
+
+
+def _dlq(settings: Settings) -> Handler:
+    """/api/dlq: the dead letters by reason, field and source topic (phasestream/dlq_api.py)."""
+    cache = summary_cache(settings)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            check_names(request.query, frozenset())
+        except InvalidFilterError as exc:
+            return _error(400, str(exc), parameter=exc.name)
+        try:
+            summary = await cache.summary()
+        except DlqUnavailableError as exc:
+            return _error(503, str(exc))
+        return web.json_response(summary.as_json())
+    return handle
 
 
 async def _answer(request: web.Request, run: Callable[[Connection], Awaitable[Report]],

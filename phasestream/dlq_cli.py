@@ -17,14 +17,8 @@ import orjson
 import typer
 from aiokafka.errors import KafkaError
 
-from models.dead_letters import (
-    LetterFilter,
-    StoredLetter,
-    Tally,
-    count_letter,
-    most_first,
-    stored_letter,
-)
+from models.dead_letters import LetterFilter, StoredLetter
+from models.dlq_summary import DlqSummary
 from models.errors import PhasestreamError
 from models.report_filters import InvalidFilterError, parse_time
 from phasestream.cli_support import fail, load_settings
@@ -34,7 +28,7 @@ from phasestream.report_cli import FormatOpt, usage_error
 from phasestream.report_output import Format, emit
 from phasestream.settings import Settings
 from projections.reports.core import Report, Scalar, Section, plain
-from streams.topic_scan import read_to_end
+from streams.dlq_scan import read_letters, summarise_letters
 
 T = TypeVar("T")
 dlq_app = typer.Typer(help="Dead letters: summary, list, show one, redrive.",
@@ -59,10 +53,8 @@ def letter_filter(reason: str | None, field: str | None, since: str | None) -> L
 
 async def letters(settings: Settings) -> AsyncIterator[StoredLetter]:
     await check_kafka(settings)
-    async for record in read_to_end(kafka_cluster(settings), settings.dlq_topic,
-                                    client_id="phasestream-dlq"):
-        yield stored_letter(record.partition, record.offset, record.timestamp, key=record.key,
-                            value=record.value, headers=record.headers)
+    async for letter in read_letters(kafka_cluster(settings), settings.dlq_topic):
+        yield letter
 
 
 def run_on_broker(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -79,24 +71,34 @@ def run_on_broker(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]
 
 @dlq_app.command("summary")
 def summary_cmd(fmt: FormatOpt = Format.TABLE) -> None:
-    """Dead letters by source topic, field and reason, with the oldest and newest."""
+    """Dead letters by reason, field and source topic, with the oldest and newest."""
     settings = load_settings()
 
-    async def main() -> Report:
-        tally: Tally = {}
-        async for letter in letters(settings):
-            count_letter(tally, letter)
-        counts = most_first(tally)
-        rows = tuple((c.source_topic, c.field, c.reason, c.count, plain(c.oldest),
-                      plain(c.newest)) for c in counts)
-        return Report(Section("dead letters by reason", (
-            "source_topic", "field", "reason", "count", "oldest", "newest"), rows),
-            meta={"topic": settings.dlq_topic, "total": sum(c.count for c in counts)})
+    async def main() -> DlqSummary:
+        await check_kafka(settings)
+        return await summarise_letters(kafka_cluster(settings), settings.dlq_topic)
 
-    report = run_on_broker(settings, main)
+    report = summary_report(run_on_broker(settings, main), settings.dlq_topic)
     emit(report, fmt)
     if fmt is Format.TABLE:
         typer.echo(f"{report.meta['total']} dead letters in {settings.dlq_topic}")
+
+
+def summary_report(summary: DlqSummary, topic: str) -> Report:
+    """The summary as a report: the totals GET /api/dlq gives, then each source topic,
+    field and reason on its own line."""
+    lines = tuple((c.source_topic, c.field, c.reason, c.count, plain(c.oldest),
+                   plain(c.newest)) for c in summary.lines)
+    topics = tuple((t.topic, t.count, plain(t.oldest), plain(t.newest))
+                   for t in summary.topics())
+    return Report(
+        Section("dead letters by reason", (
+            "source_topic", "field", "reason", "count", "oldest", "newest"), lines),
+        extra=(Section("by_reason", ("reason", "count"), tuple(summary.by_reason())),
+               Section("by_field", ("field", "count"), tuple(summary.by_field())),
+               Section("topics", ("topic", "count", "oldest", "newest"), topics)),
+        meta={"topic": topic, "total": summary.total, "scanned": summary.scanned,
+              "truncated": summary.truncated})
 
 
 LIST_COLUMNS = ("dlq_time", "source", "field", "reason", "key", "preview")

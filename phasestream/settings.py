@@ -79,6 +79,15 @@ class Settings(BaseSettings):
                                     description="Topic of the phase events (key = workflow id).")
     dlq_topic: str = Field("workflow.phase-events.dlq", min_length=1,
                            description="Dead-letter topic: invalid input with its reason.")
+    dlq_summary_max_letters: PositiveInt = Field(
+        10_000, le=10_000_000, description="Most dead letters GET /api/dlq reads (the newest "
+        "of each partition); it says truncated when the topic holds more.")
+    dlq_summary_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest GET /api/dlq waits for the broker (and for "
+        "a scan already running) before it answers 503.")
+    dlq_summary_cache_s: float = Field(
+        5.0, ge=0, le=3600, description="How long GET /api/dlq reuses its last answer (or "
+        "failure) before it reads the dead-letter topic again; 0 reads it every time.")
     topic_partitions: PositiveInt = Field(6, description="Partitions of topics we create.")
     topic_replication_factor: PositiveInt = Field(1, description="Replication of topics we create.")
 

@@ -36,7 +36,12 @@ async def _reader(cluster: KafkaCluster, client_id: str,
     consumer = AIOKafkaConsumer(**cluster.client_kwargs(client_id), enable_auto_commit=False,
                                 fetch_max_wait_ms=50, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=max_partition_fetch_bytes)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        # A start cut short (a timeout, a broker that is not there) still closes the client.
+        await consumer.stop()
+        raise
     try:
         yield consumer
     finally:
@@ -85,11 +90,27 @@ async def read_to_end(cluster: KafkaCluster, topic: str, *,
                       client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` from the log start to the ends it had when reading began."""
     ends = await highwaters(cluster, topic, client_id=client_id)
-    pending = {tp for tp, end in ends.items() if end > 0}
+    async for record in read_range(cluster, dict.fromkeys(ends, 0), ends, client_id=client_id):
+        yield record
+
+
+async def read_range(cluster: KafkaCluster, starts: Mapping[TopicPartition, int],
+                     ends: Mapping[TopicPartition, int], *,
+                     client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
+    """The records of each partition from its start (or the log start, if that is later)
+    to its end, exclusive; a partition whose start is not below its end is not read."""
+    pending = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}
+    if not pending:
+        # Nothing to read, and no client: aiokafka's stop() right after assign([]) can
+        # raise the CancelledError of its own committed-offsets task.
+        return
     async with _reader(cluster, client_id, 1_048_576) as consumer:
         consumer.assign(list(pending))
-        if pending:
-            await consumer.seek_to_beginning(*pending)
+        # From the log start: seek_to_beginning, where a seek to 0 would rely on the reset.
+        if from_start := [tp for tp in pending if starts.get(tp, 0) == 0]:
+            await consumer.seek_to_beginning(*from_start)
+        for tp in pending - set(from_start):
+            consumer.seek(tp, starts[tp])
         idle_until = time.monotonic() + TIMEOUT_S
         while pending:
             if time.monotonic() > idle_until:
@@ -102,6 +123,22 @@ async def read_to_end(cluster: KafkaCluster, topic: str, *,
                     if record.offset < ends[TopicPartition(record.topic, record.partition)]:
                         yield record
             pending -= set(await _at_end_of(consumer, pending, ends))
+
+
+def newest_starts(starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int],
+                  most: int) -> dict[TopicPartition, int]:
+    """Where to start reading so as to read at most ``most`` records, the newest of each
+    partition, shared evenly: a partition holding fewer than its share gives the rest to
+    the others."""
+    sizes = sorted(((max(0, ends[tp] - starts.get(tp, 0)), tp) for tp in ends),
+                   key=lambda item: item[0])
+    left, chosen = most, {}
+    for index, (size, tp) in enumerate(sizes):
+        share = -(-left // (len(sizes) - index))  # ceil: the last partition takes what is left
+        take = min(size, share)
+        chosen[tp] = ends[tp] - take
+        left -= take
+    return chosen
 
 
 async def _at_end_of(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],

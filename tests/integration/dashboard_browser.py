@@ -32,8 +32,10 @@ from phasestream.dashboard import attach_dashboard
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
+from tests.conftest import TEST_BROKER
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# One folder per broker: `make test` runs both suites at once.
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / TEST_BROKER
 BROWSER_TIMEOUT_S = 90.0
 VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                   "source", "track", "wbr"})
@@ -121,7 +123,7 @@ class Page:
             params.update(captureBeyondViewport=True, clip={
                 "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
         shot = await self.call("Page.captureScreenshot", **params)
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     async def type_into(self, element_id: str, text: str) -> None:

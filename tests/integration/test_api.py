@@ -158,8 +158,8 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {"/api/analytics", "/api/sla", "/api/rollbacks",
                                       "/api/workflows", "/api/workflows/{workflow_id}",
-                                      "/api/running",
-                                      "/api/timeseries", "/api/openapi.json"}
+                                      "/api/running", "/api/timeseries", "/api/dlq",
+                                      "/api/openapi.json"}
     names = {p["$ref"].rsplit("/", 1)[-1] for p in
              document["paths"]["/api/sla"]["get"]["parameters"]}
     assert names == {"since", "until", "phase", "user", "limit", "offset"}

@@ -241,8 +241,8 @@ async def test_the_openapi_document_describes_every_refusal(database: str) -> No
               "components": document["components"]}
     user = mint_token(SECRET, "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f", 300)
     data_paths = [p for p in document["paths"] if p != "/api/openapi.json"]
-    # analytics, sla, rollbacks, the workflow search, one workflow, running, timeseries
-    assert len(data_paths) == 7
+    # analytics, sla, rollbacks, the workflow search, one workflow, running, timeseries, dlq
+    assert len(data_paths) == 8
     async with api(database, jwt_secret=SECRET) as session:
         for path in data_paths:
             responses = document["paths"][path]["get"]["responses"]

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from prometheus_client import CollectorRegistry
 from schemathesis import Case
 from schemathesis.core.result import Err
@@ -55,7 +56,7 @@ def fuzz(operation: Operation, base_url: str) -> int:
     """Run the examples of one operation; how many requests were sent."""
     sent: list[Any] = []
 
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+    @examples(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(operation.as_strategy().filter(_one_bound_at_most).filter(_buckets_bounded))
     def check(case: Case[Operation]) -> None:
@@ -83,15 +84,18 @@ def _buckets_bounded(case: Case[Operation]) -> bool:
 
 
 async def test_every_operation_keeps_the_documented_contract(
-        seeded: tuple[str, datetime]) -> None:
+        seeded: tuple[str, datetime], settings: Settings) -> None:
     database, _ = seeded
+    # The test's broker and (empty) dead-letter topic, for /api/dlq.
+    served = Settings(database_url=database, kafka_bootstrap_servers=settings.bootstrap_servers,
+                      dlq_topic=settings.dlq_topic)
     app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(Settings()),
-                    lambda app: attach_api(app, Settings(database_url=database)))
+                    lambda app: attach_api(app, served))
     found = operations()
     assert {op.path for op in found} == {"/api/analytics", "/api/sla", "/api/rollbacks",
                                          "/api/workflows", "/api/workflows/{workflow_id}",
-                                         "/api/running",
-                                         "/api/timeseries", "/api/openapi.json"}
+                                         "/api/running", "/api/timeseries",
+                                         "/api/dlq", "/api/openapi.json"}
     async with serving(app, "127.0.0.1", 0) as port:
         for operation in found:
             sent = await asyncio.to_thread(fuzz, operation, f"http://127.0.0.1:{port}")

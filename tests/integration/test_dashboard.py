@@ -4,7 +4,7 @@ One known event set (test_reports' plus two phases running for a day), one serve
 browser and ONE page load of the overview for the panel tests: each test reads the DOM
 that load dumped and compares its panel's numbers with what the API answers. The tests
 that must drive the page (the workflow page, search, a bad URL, filters) reuse the same
-browser. Screenshots at 1280 and 390 px go to test-artifacts/.
+browser. Screenshots at 1280 and 390 px go to test-artifacts/<broker>/.
 """
 
 from __future__ import annotations

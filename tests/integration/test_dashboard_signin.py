@@ -46,7 +46,7 @@ async def test_sign_in_shows_the_data_and_a_refused_token_says_why(
         message = await page.js("document.getElementById('signin-message').textContent")
         assert message == ("This token may not read the data: the token's role is none; "
                            "reading this needs admin or analyst.")
-        ARTIFACTS.mkdir(exist_ok=True)  # what a refused reader sees, for the artefacts
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # what a refused reader sees
         shot = await page.call("Page.captureScreenshot", format="png")
         (ARTIFACTS / "dashboard-signin.png").write_bytes(base64.b64decode(shot["data"]))
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from models.codec import encode_event
-from models.dead_letters import LetterFilter, StoredLetter, stored_letter, summarise
+from models.dead_letters import LetterFilter, StoredLetter, stored_letter
+from models.dlq_summary import summarise
 from models.redrive import Fix, plan_redrive
 from streams.dead_letters import DeadLetter
 from tests.support import make_event
@@ -41,7 +42,7 @@ def test_a_record_without_our_headers_reads_as_unknown_not_an_error() -> None:
 def test_summary_counts_by_source_field_and_reason_most_first() -> None:
     letters = [written(b"a", "phase_number", "must be 1-7", i, T0 + timedelta(minutes=i))
                for i in range(3)] + [written(b"b", "$", "is empty", 9)]
-    lines = summarise(letters)
+    lines = summarise(letters).lines
     assert [(line.field, line.count) for line in lines] == [("phase_number", 3), ("$", 1)]
     assert (lines[0].oldest, lines[0].newest) == (T0, T0 + timedelta(minutes=2))
 
