@@ -12,6 +12,7 @@
   const RECENT = 20;  // rows of the violations, chains and running tables
   const SEARCH_LIMIT = 10;
   const TIMEOUT_MS = 10000;
+  const DLQ_TIMEOUT_MS = 15000;  // beyond the server's own 10 s, so its 503 says why
   // The time series change by the bucket: asked again every 15 s, not with every poll
   // (one chart is three requests per phase), and at once when the filters change.
   const SERIES_EVERY_MS = 15000;
@@ -27,7 +28,7 @@
   const TOKEN_KEY = "phasestream.token";
 
   const state = { timer: null, refreshes: 0, last: null, inFlight: false, series: null,
-                  seriesKey: "", seriesAt: 0 };
+                  seriesKey: "", seriesAt: 0, dlq: null, dlqInFlight: false };
   const $ = (id) => document.getElementById(id);
 
   // ---------------------------------------------------------------- URL parameters
@@ -137,6 +138,9 @@
   }
 
   function askForToken(err) {
+    // Several requests may be refused at once (the poll, the workflow page): the first
+    // one's reason is the one shown.
+    if (document.body.dataset.state === "signin") return;
     const hadToken = storedToken() !== null;
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(state.timer);
@@ -177,9 +181,9 @@
     }
   }
 
-  async function getJson(path, params) {
+  async function getJson(path, params, timeoutMs = TIMEOUT_MS) {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
     const headers = { Accept: "application/json" };
     const token = storedToken();
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -218,16 +222,29 @@
       getJson("api/rollbacks", paged(RECENT)),
       getJson("api/running", running),
       fetchWorkflows(),
-      fetchDeadLetters(),
     ]);
     const series = await fetchSeries(base, analytics.items.map((r) => r.phase));
-    return { analytics, sla, rollbacks, running: live, workflows, dlq, series };
+    return { analytics, sla, rollbacks, running: live, workflows, series };
+  }
+
+  // Dead letters come from a scan of a Kafka topic (the server gives up after 10 s): asked
+  // beside the poll, never holding it up, one request at a time.
+  function refreshDeadLetters() {
+    if (state.dlqInFlight) return;
+    state.dlqInFlight = true;
+    fetchDeadLetters().then((dlq) => {
+      state.dlq = dlq;
+      window.PhasePanels.drawDeadLetters(dlq);
+    }).catch(() => {
+      // Only an AuthError gets here: the poll beside it asks for the token, once.
+    }).finally(() => { state.dlqInFlight = false; });
   }
 
   // A server without /api/dlq (404) says so in the panel; the rest of the page still draws.
   async function fetchDeadLetters() {
     try {
-      return { state: "ready", body: await getJson("api/dlq", new URLSearchParams()) };
+      return { state: "ready",
+               body: await getJson("api/dlq", new URLSearchParams(), DLQ_TIMEOUT_MS) };
     } catch (err) {
       if (err instanceof AuthError) throw err;
       if (err instanceof HttpError && err.status === 404) return { state: "unavailable" };
@@ -281,7 +298,7 @@
     const P = window.PhasePanels;
     P.drawRunning(data.running);
     P.drawHealth(data.running);
-    P.drawDeadLetters(data.dlq);
+    if (state.dlq) P.drawDeadLetters(state.dlq);
     P.drawSeries(data.series);
     P.drawWorkflows(data.workflows);
     window.PhaseOverview.render(data);
@@ -298,6 +315,7 @@
       params.set("limit", String(limit));
       return params;
     };
+    refreshDeadLetters();
     try {
       state.last = await fetchAll(base, paged);
       render(state.last);

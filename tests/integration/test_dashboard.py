@@ -24,7 +24,11 @@ import pytest
 from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef, PositionMove
 from phasestream.dashboard import static_dir
+from phasestream.kafka_cluster import kafka_cluster
+from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
+from streams.dead_letters import DeadLetter, DeadLetterWriter
+from streams.topics import ensure_topics
 from tests.conftest import with_database
 from tests.integration.dashboard_browser import (
     ARTIFACTS,
@@ -52,7 +56,7 @@ USER_C = uuid.UUID("00000000-0000-4000-8000-00000000000c")
 # test_reports'), inside a 48 h running lookback: phase 6 with an SLA of 30 h (83 %: at
 # risk for hours), phase 7 with one of 100 h (ok). wf-e's phase 4 is overdue.
 LONG_SLA = {6: 30 * 3_600_000, 7: 100 * 3_600_000}
-OPTIONS = {"running_lookback_hours": 48, "audit_consumer_group": "seed",
+OPTIONS: dict[str, Any] = {"running_lookback_hours": 48, "audit_consumer_group": "seed",
            "sla_violations_consumer_group": "seed-violations"}
 SERIES_STEP = "5m"  # the page's step for its default window (24 h)
 
@@ -82,6 +86,25 @@ async def seed_running(database: str) -> None:
                                "WHERE phase_number = $1", list(LONG_SLA.items()))
     finally:
         await conn.close()
+
+
+# Three dead letters on the dashboard's own DLQ topic: two bad phases, one bad JSON.
+LETTERS = (("phase_number", "must be 1-7, got 9"), ("phase_number", "must be 1-7, got 9"),
+           ("$", "not valid JSON"))
+
+
+async def seed_dead_letters(settings: Settings) -> None:
+    cluster = kafka_cluster(settings)
+    await ensure_topics(cluster, [settings.dlq_topic], partitions=1)
+    writer = DeadLetterWriter(cluster, settings.dlq_topic, "seed")
+    await writer.start()
+    try:
+        await writer.send_all([
+            DeadLetter(settings.phase_events_topic, 0, offset, 1_700_000_000_000 + offset,
+                       b"wf-bad", b"{oops", (), field, reason)
+            for offset, (field, reason) in enumerate(LETTERS)])
+    finally:
+        await writer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +140,20 @@ LAYOUT_JS = """(() => {
 
 
 @pytest.fixture(scope="module")
-async def loaded(module_database: str) -> AsyncIterator[Loaded]:
+async def loaded(module_database: str, broker: str) -> AsyncIterator[Loaded]:
     t0 = anchor()
     await seed_report_events(module_database, t0)
     await seed_running(module_database)
-    async with dashboard(module_database, **OPTIONS) as base, browser() as page:
+    tag = uuid.uuid4().hex[:8]
+    options: dict[str, Any] = {**OPTIONS, "kafka_bootstrap_servers": broker,
+               "phase_events_topic": f"test-{tag}.phase-events",
+               "dlq_topic": f"test-{tag}.phase-events.dlq"}
+    await seed_dead_letters(Settings(database_url=module_database, **options))
+    async with dashboard(module_database, **options) as base, browser() as page:
         await page.width(1280, redraw=False)
         await page.open(f"{base}/dashboard?refresh=2")
-        await page.until("Number(document.body.dataset.refreshes) >= 2")
+        await page.until("Number(document.body.dataset.refreshes) >= 2 && "
+                         "document.getElementById('dlq').dataset.state !== 'loading'")
         dom = await page.dom()
         desktop = await page.js(LAYOUT_JS)
         await page.screenshot(ARTIFACTS / "dashboard.png", full=False)
@@ -330,7 +359,18 @@ async def test_consumer_health_and_dead_letters(loaded: Loaded) -> None:
         assert total.text == "—"
     elif status == 200:
         assert loaded.dom.by_id("dlq").attrs["data-state"] == "ready"
-        assert total.attrs["data-value"] == str(dlq["total"])
+        assert (total.attrs["data-value"], total.text) == ("3", "3") == (
+            str(dlq["total"]), str(dlq["total"]))
+        assert [(r["reason"][0], r["count"][0]) for r in loaded.dom.rows("dlq-reasons")] == [
+            (r["reason"], str(r["count"])) for r in dlq["by_reason"]]
+        assert [(r["field"][0], r["count"][0]) for r in loaded.dom.rows("dlq-fields")] == [
+            (r["field"], str(r["count"])) for r in dlq["by_field"]] == [
+            ("phase_number", "2"), ("$", "1")]
+        assert [(r["topic"][0], r["count"][0], r["oldest"][0], r["newest"][0])
+                for r in loaded.dom.rows("dlq-topics")] == [
+            (t["topic"], str(t["count"]), t["oldest"] or "", t["newest"] or "")
+            for t in dlq["topics"]]
+        assert note == f"{dlq['scanned']} letters scanned"
     else:
         assert loaded.dom.by_id("dlq").attrs["data-state"] == "error"
         assert f"api/dlq: {status}" in note
