@@ -28,7 +28,7 @@
   const TOKEN_KEY = "phasestream.token";
 
   const state = { timer: null, refreshes: 0, last: null, inFlight: false, series: null,
-                  seriesKey: "", seriesAt: 0, dlq: null, dlqInFlight: false };
+                  seriesKey: "", seriesAt: 0, dlq: null, dlqInFlight: false, again: false };
   const $ = (id) => document.getElementById(id);
 
   // ---------------------------------------------------------------- URL parameters
@@ -306,7 +306,10 @@
   }
 
   async function refresh() {
-    if (state.inFlight) return;
+    if (state.inFlight) {  // a filter changed mid-poll: poll again as soon as this one ends
+      state.again = true;
+      return;
+    }
     state.inFlight = true;
     clearTimeout(state.timer);
     const base = filters();
@@ -343,7 +346,25 @@
       setStatus("error", "API unreachable");
     } finally {
       state.inFlight = false;
-      if (document.body.dataset.state !== "signin") schedule();
+      const again = state.again;
+      state.again = false;
+      if (document.body.dataset.state !== "signin") {
+        if (again) refresh();
+        else schedule();
+      }
+    }
+  }
+
+  // A search answers at once, whatever the poll is doing.
+  async function search(event) {
+    event.preventDefault();
+    syncUrl();
+    try {
+      const found = await fetchWorkflows();
+      if (state.last) state.last.workflows = found;
+      window.PhasePanels.drawWorkflows(found);
+    } catch (err) {
+      if (err instanceof AuthError) askForToken(err);
     }
   }
 
@@ -376,11 +397,7 @@
     for (const name of ["prefix", "user"]) {
       $(`search-${name}`).value = refused.has(name) ? "" : query.get(name) || "";
     }
-    $("search").addEventListener("submit", (event) => {
-      event.preventDefault();
-      syncUrl();
-      refresh();
-    });
+    $("search").addEventListener("submit", search);
     window.addEventListener("hashchange", showRoute);
     showRoute();
     for (const name of ["since", "phase", "refresh"]) {
