@@ -414,7 +414,10 @@
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => { if (state.last) render(state.last); }, 150);
+      resizeTimer = setTimeout(() => {
+        if (state.last) render(state.last);
+        if (routeWorkflow() !== null) showRoute();  // its timeline, at the new width
+      }, 150);
     });
     refresh();
   }

@@ -107,10 +107,11 @@ window.PhaseWorkflow = (() => {
   }
 
   function axis(root, { x, t0, t1, W, H, left, right, top }) {
-    for (let i = 0; i <= 4; i += 1) {
-      const t = t0 + ((t1 - t0) * i) / 4;
+    const ticks = W < 600 ? 2 : 4;  // a phone's timeline has room for three times
+    for (let i = 0; i <= ticks; i += 1) {
+      const t = t0 + ((t1 - t0) * i) / ticks;
       root.appendChild(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: top, y2: H - 18 }));
-      const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+      const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
       root.appendChild(svg("text", { class: "tick", x: x(t), y: H - 4, "text-anchor": anchor },
                            new Date(t).toISOString().slice(11, 19)));
     }
@@ -127,7 +128,9 @@ window.PhaseWorkflow = (() => {
       : kind === "violation"
         ? svg("path", { d: `M${x(at)},${y - 6} l6,6 l-6,6 l-6,-6 z` })
         : svg("circle", { cx: x(at), cy: y, r: 5 }));
-    if (label) {  // right of the mark; left of it in the right half, so it is not cut
+    // Right of the mark; left of it in the right half, so it is not cut. A phone's timeline
+    // has no room for labels: the tables below it name each mark.
+    if (label && W >= 600) {
       const right = x(at) > W / 2;
       g.appendChild(svg("text", { class: "mark-label", x: x(at) + (right ? -9 : 9), y: y + 4,
                                   "text-anchor": right ? "end" : "start" }, label));

@@ -437,6 +437,14 @@ async def test_workflow_page_shows_a_known_workflow(loaded: Loaded) -> None:
     summary = {n.attrs["data-summary"]: n.text for n in dom.nodes if "data-summary" in n.attrs}
     assert (summary["rollbacks"], summary["retries"], summary["violations"]) == ("2", "1", "1")
     assert summary["last"] == "phase 2 rolled back"
+    # On a phone the timeline is redrawn to its width and nothing sticks out sideways.
+    timeline_width = "Number(document.querySelector('#workflow-body svg').getAttribute('width'))"
+    await page.width(390, 844)
+    await page.until(f"{timeline_width} <= 390")
+    assert await page.js("document.documentElement.scrollWidth") <= 390
+    await page.screenshot(ARTIFACTS / "dashboard-workflow-390.png")
+    await page.width(1280)
+    await page.until(f"{timeline_width} > 390")
     # Back to the overview, as it was.
     await page.click("#workflow-page a.back")
     await page.until("document.body.dataset.view === 'overview'")
