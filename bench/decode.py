@@ -1,11 +1,12 @@
 """Decoding one phase event: the reference validator against the compiled decoder.
 
-On the same N realistic events (``support.make_events``: demo workflows, as the audit
+On the same N realistic events (``scratch.make_events``: demo workflows, as the audit
 benchmark publishes them), in one process and one run, interleaved, best of R rounds:
 
-- ``reference``: orjson, then every field checked by hand (``models.codec.reference_decode``,
-  what ``decode_record`` was before the compiled decoder), plus the key check;
-- ``compiled``: ``models.codec.decode_record``, msgspec first (what the consumers run);
+- ``reference``: orjson, then every field checked by hand
+  (``models.event_codec.reference_decode_event``, what ``decode_record`` was before the
+  compiled decoder), plus the key check;
+- ``compiled``: ``models.event_codec.decode_record``, msgspec first (what the consumers run);
 - ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either.
 
 The machine may be shared: compare the lines of one run with each other (ratios), not with
@@ -24,13 +25,13 @@ from typing import Any
 
 import orjson
 
-from bench import support
-from models.codec import PHASE_EVENTS, decode_record, encode_event, reference_decode
+from bench import scratch
 from models.errors import InvalidEventError
+from models.event_codec import PHASE_EVENTS, decode_record, encode_event, reference_decode_event
 
 
 def reference_record(key: bytes, value: bytes) -> Any:
-    event = reference_decode(value)
+    event = reference_decode_event(value)
     if key != event.key:
         raise InvalidEventError("workflow_id", "does not match the record key")
     return event
@@ -88,7 +89,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    events = support.make_events(args.events, args.seed)
+    events = scratch.make_events(args.events, args.seed)
     records = [(e.key, encode_event(e)) for e in events]
     if any(decode_record(k, v) != e for (k, v), e in zip(records, events, strict=True)):
         raise SystemExit("the compiled decoder does not give back the published events")

@@ -46,7 +46,7 @@ from typing import Any, Final
 import asyncpg
 import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: bench extra
 
-from bench import measure, support
+from bench import measure, scratch
 
 log = logging.getLogger("bench.dev_stack")
 
@@ -75,7 +75,7 @@ def consumer_events(metrics_url: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in EVENTS_METRIC.finditer(text)}
 
 
-async def wait_for_log(child: support.Child, pattern: re.Pattern[str],
+async def wait_for_log(child: scratch.Child, pattern: re.Pattern[str],
                        timeout_s: float = 90) -> re.Match[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,10 +101,10 @@ async def one_run(args: argparse.Namespace, index: int, db_name: str, db_url: st
                   workdir: Path) -> dict[str, Any]:
     load = await asyncio.to_thread(measure.wait_until_quiet, args.quiet_pct, window_s=5,
                                    timeout_s=args.quiet_timeout)
-    env = dev_environment(db_url, workdir / f"data-{index}", support.free_port())
+    env = dev_environment(db_url, workdir / f"data-{index}", scratch.free_port())
     demo = ["--demo", "--demo-rate", str(args.demo_rate)] if args.demo_rate > 0 else []
     argv = [sys.executable, "-m", "phasestream", "dev", *demo]
-    child = await support.spawn(f"dev-{index}", argv, env=env, workdir=workdir)
+    child = await scratch.spawn(f"dev-{index}", argv, env=env, workdir=workdir)
     try:
         http = await wait_for_log(child, HTTP_LINE)
         metrics_url = f"http://{http.group(1)}:{http.group(2)}/metrics"
@@ -133,7 +133,7 @@ async def one_run(args: argparse.Namespace, index: int, db_name: str, db_url: st
         rows1, events1 = await audit_rows(db_url), consumer_events(metrics_url)
         threads = stack.num_threads()
     finally:
-        code = await support.stop(child, sig=signal.SIGINT, timeout_s=60)
+        code = await scratch.stop(child, sig=signal.SIGINT, timeout_s=60)
     text = child.log_path.read_text(errors="replace")
     leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
                  if str(workdir) in " ".join(p.info["cmdline"] or [])]
@@ -160,7 +160,7 @@ async def one_run(args: argparse.Namespace, index: int, db_name: str, db_url: st
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with support.scratch_directory("phasestream-bench-dev-", keep=args.keep) as workdir:
+    with scratch.scratch_directory("phasestream-bench-dev-", keep=args.keep) as workdir:
         return await run_in(args, workdir)
 
 
@@ -168,7 +168,7 @@ async def run_in(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs = []
     postgres: dict[str, Any] = {}
     for index in range(1, args.runs + 1):  # each run on a fresh database
-        async with support.scratch_database(args.database_url) as (db_name, db_url):
+        async with scratch.scratch_database(args.database_url) as (db_name, db_url):
             conn = await asyncpg.connect(db_url)
             try:
                 postgres = await measure.postgres_facts(conn)
@@ -254,17 +254,17 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demo-rate", type=float, default=5.0,
                         help="demo workflows per second (phasestream dev's default: 5); 0 "
                         "runs `phasestream dev` without --demo (the idle stack)")
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     return parser.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    support.setup_logging()
+    scratch.setup_logging()
     figures = asyncio.run(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     print(report(figures))
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
     bad = [r["run"] for r in figures["runs"] if r["exit_code"] != 0 or r["leftover_processes"]]
     return 1 if bad else 0
 

@@ -1,6 +1,6 @@
 """The measuring side of the bench scripts: machine facts, the load guard, CPU and memory of
 named processes (psutil), and a timed drain (spawn a writer, sample it from its first
-committed row, wait for N rows, stop it). Set-up lives in ``bench/support.py``.
+committed row, wait for N rows, stop it). Set-up lives in ``bench/scratch.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, Final
 import asyncpg
 import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: bench extra
 
-from bench import support
+from bench import scratch
 
-log = support.log
+log = scratch.log
 CORES: Final = os.cpu_count() or 1
 
 
@@ -55,7 +55,7 @@ def code_state() -> dict[str, Any]:
     """The commit, and the source files that differ from it (read-only git commands)."""
     def git(*argv: str) -> str:
         try:
-            return subprocess.run(["git", "--no-optional-locks", *argv], cwd=support.REPO,
+            return subprocess.run(["git", "--no-optional-locks", *argv], cwd=scratch.REPO,
                                   check=True, capture_output=True, text=True,
                                   timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
@@ -77,6 +77,23 @@ def machine_facts(packages: Sequence[str] = ()) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": {p: version_of(p) for p in names},
     }
+
+
+#: The Postgres settings that bear on write speed, recorded with every run that times it.
+WRITE_SETTINGS: Final = ("shared_buffers", "work_mem", "synchronous_commit", "fsync",
+                         "max_wal_size", "wal_level", "full_page_writes")
+
+
+async def machine_and_postgres_facts(conn: asyncpg.Connection[Any],
+                                     packages: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`machine_facts` with the usable CPUs and the Postgres ``conn`` reaches: its
+    version and :data:`WRITE_SETTINGS`."""
+    settings = {r["name"]: r["setting"] for r in await conn.fetch(
+        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
+        "ANY($1::text[])", list(WRITE_SETTINGS))}
+    return {**machine_facts(packages), "usable_cpus": len(os.sched_getaffinity(0)),
+            "postgres": await conn.fetchval("SELECT version()"),
+            "postgres_settings": settings}
 
 
 async def postgres_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
@@ -111,6 +128,62 @@ def machine_ticks() -> tuple[int, int]:
 def ticks_busy_pct(start: tuple[int, int], end: tuple[int, int]) -> int:
     """The machine's busy share between two machine_ticks(), in % of one core."""
     return round(100 * CORES * (end[0] - start[0]) / max(1, end[1] - start[1]))
+
+
+# --------------------------------------------------------------------------------------
+# CPU of one timed part, from /proc
+
+
+@dataclass
+class CpuMeter:
+    """CPU used during one timed part, per process group, as % of one core; machine busy %:
+    this process (reported as ``<own>_pct``), the backends of ``database`` (asked on
+    ``monitor``), the broker's processes and further named groups."""
+
+    monitor: asyncpg.Connection[Any]
+    database: str
+    broker: Sequence[int]
+    #: Further named process groups, reported as "<name>_pct" (e.g. projector worker
+    #: processes, one Postgres backend); a backend named here is not in postgres_backends.
+    extra: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    own: str = "bench_process"
+    _start: dict[str, Any] = field(default_factory=dict)
+
+    async def _backends(self) -> list[int]:
+        rows = await self.monitor.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.database)
+        named = {p for pids in self.extra.values() for p in pids}
+        return [int(r["pid"]) for r in rows if int(r["pid"]) not in named]
+
+    def _extra_cpu_s(self) -> dict[str, float]:
+        return {name: sum(proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
+
+    async def start(self) -> None:
+        self._start = {"wall": time.monotonic(), "self": time.process_time(),
+                       "pg": {p: proc_cpu_s(p) for p in await self._backends()},
+                       "broker": sum(proc_cpu_s(p) for p in self.broker),
+                       "extra": self._extra_cpu_s(),
+                       "machine": machine_ticks()}
+
+    async def stop(self) -> dict[str, float]:
+        wall = max(1e-9, time.monotonic() - self._start["wall"])
+        pg_start: dict[int, float] = self._start["pg"]
+        pg = sum(proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
+        extra_start: dict[str, float] = self._start["extra"]
+        extra = {f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
+                 for name, cpu_s in self._extra_cpu_s().items()}
+        ours = {
+            f"{self.own}_pct": 100 * (time.process_time() - self._start["self"]) / wall,
+            "postgres_backends_pct": 100 * pg / wall,
+            "broker_pct": 100 * (sum(proc_cpu_s(p) for p in self.broker)
+                                 - self._start["broker"]) / wall,
+            **extra,
+        }
+        # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
+        machine = ticks_busy_pct(self._start["machine"], machine_ticks())
+        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": machine,
+                "wall_s": round(wall, 3)}
 
 
 def _busy_jiffies() -> tuple[float, float]:
@@ -326,7 +399,7 @@ class Sampler:
 class Drain:
     """How one writer process drained its backlog."""
 
-    timing: support.RowTiming
+    timing: scratch.RowTiming
     exit_code: int | None
     stored: int
     cpu: dict[str, Any]  # Sampler.totals(): consumer, postgres, count_poll, pg_background, broker
@@ -338,7 +411,7 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
                       workdir: Path, monitor: asyncpg.Connection[Any], database: str,
                       database_url: str, table: str, target: int, broker: Sequence[int],
                       timeout_s: float,
-                      on_first: Callable[[support.Child], Coroutine[Any, Any, None]]
+                      on_first: Callable[[scratch.Child], Coroutine[Any, Any, None]]
                       | None = None,
                       before_stop: Callable[[], Awaitable[None]] | None = None) -> Drain:
     """Spawn ``argv`` (its log: workdir/<name>.log), poll ``count(*)`` of ``table`` until it
@@ -348,10 +421,10 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
     then too; ``before_stop`` runs once all rows are in, before the writer gets SIGTERM."""
     poll = await asyncpg.connect(database_url)
     ours = {poll.get_server_pid(), monitor.get_server_pid()}
-    child: support.Child | None = None
+    child: scratch.Child | None = None
     try:
         started = time.perf_counter()
-        child = writer = await support.spawn(name, argv, env=env, workdir=workdir)
+        child = writer = await scratch.spawn(name, argv, env=env, workdir=workdir)
         sampler = Sampler({
             "consumer": lambda: [writer.pid],
             "postgres": postgres_backends(database, lambda: ours),
@@ -371,7 +444,7 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
             code = writer.exited()
             return None if code is None else f"exit code {code}:\n{writer.log_tail()}"
 
-        timing = await support.wait_for_rows(poll, table, target, started_at=started,
+        timing = await scratch.wait_for_rows(poll, table, target, started_at=started,
                                              alive=alive, on_first=first_commit,
                                              timeout_s=timeout_s)
         stop_sampling.set()
@@ -379,7 +452,7 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
         if before_stop is not None:
             await before_stop()
     finally:
-        code = await support.stop(child) if child is not None else None
+        code = await scratch.stop(child) if child is not None else None
         stored = int(await poll.fetchval(f"SELECT count(*) FROM {table}"))
         await poll.close()
     return Drain(timing, code, stored, sampler.totals(), len(sampler.stats["postgres"].pids),

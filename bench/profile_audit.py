@@ -43,7 +43,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure, support
+from bench import measure
+from bench import scratch as support  # bench/scratch.py; the calls keep the old name for now
 from phasestream.settings import Settings
 
 log = logging.getLogger("bench.profile_audit")

@@ -10,7 +10,7 @@ ONCE to one topic (through the SDK, keyed by workflow id, 6 partitions); then ea
 ``--order`` drains all N of them with a fresh consumer group into its emptied table:
 
 - ``ps``: one ``python -m phasestream run audit`` process into ``workflow_phase_logs``:
-  full validation of the contract (``models.codec.decode_record``: schema rules, calendar
+  full validation of the contract (``models.event_codec.decode_record``: schema rules, calendar
   dates, NUL characters, key = workflow id, ...), rows COPYed to a temp table and INSERT
   ... ON CONFLICT DO NOTHING, the partition positions moved compare-and-set in the same
   transaction (exactly-once effect), decoding of the next batch pipelined with the write
@@ -50,7 +50,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure, support
+from bench import measure, scratch
 from phasestream.settings import Settings
 
 log = logging.getLogger("bench.quix_peer")
@@ -62,7 +62,7 @@ PARTS: Final = {"ps": None, "quix": "schema", "quix-psdecoder": "phasestream",
 PEERS: Final = tuple(p for p in PARTS if p != "ps")
 # Each part twice, the second time in reverse order (ABCD DCBA): drift cancels out.
 DEFAULT_ORDER: Final = [*PARTS, *reversed(PARTS)]
-SCHEMA_PATH: Final = support.REPO / "models/schemas/phase-event.schema.json"
+SCHEMA_PATH: Final = scratch.REPO / "models/schemas/phase-event.schema.json"
 # The audit columns that the peer compares with phasestream's rows (not projected_at).
 COMPARED: Final = ('id, workflow_id, user_id, phase_number, status, "timestamp", duration_ms, '
                    "previous_phase, error_message, error_stack, metadata, rollback_triggered, "
@@ -93,11 +93,11 @@ async def create_peer_table(conn: asyncpg.Connection[Any], months: Sequence[date
 def part_command(part: str, settings: Settings, group: str,
                  args: argparse.Namespace) -> tuple[list[str], dict[str, str], str]:
     """(argv, environment, table) of one part's writer process."""
-    env = support.phasestream_environment(
+    env = scratch.phasestream_environment(
         settings.model_copy(update={"audit_consumer_group": group}))
     if part == "ps":
-        return support.phasestream_audit_argv(), env, "workflow_phase_logs"
-    env["PYTHONPATH"] = str(support.REPO)  # the worker runs in workdir: find bench.*
+        return scratch.phasestream_audit_argv(), env, "workflow_phase_logs"
+    env["PYTHONPATH"] = str(scratch.REPO)  # the worker runs in workdir: find bench.*
     argv = [sys.executable, "-m", "bench.quix_worker",
             "--bootstrap", settings.bootstrap_servers, "--topic", settings.phase_events_topic,
             "--group", group, "--database-url", settings.database_url or "",
@@ -112,10 +112,10 @@ async def run_part(part: str, index: int, settings: Settings, *, db_name: str,
     load = await asyncio.to_thread(measure.wait_until_quiet, args.quiet_pct,
                                    window_s=5, timeout_s=args.quiet_timeout)
     if part == "ps":
-        await support.empty_audit_log(monitor)
+        await scratch.empty_audit_log(monitor)
     else:
         await monitor.execute(f"TRUNCATE {table}")
-    await support.checkpoint(monitor)
+    await scratch.checkpoint(monitor)
     drain = await measure.timed_drain(
         f"{index}-{part}", argv, env, workdir=workdir, monitor=monitor, database=db_name,
         database_url=settings.database_url or "", table=table, target=args.events,
@@ -158,7 +158,7 @@ async def same_rows(conn: asyncpg.Connection[Any]) -> dict[str, int]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with support.bench_stack(args.database_url, prefix="phasestream-bench-peer-",
+    async with scratch.bench_stack(args.database_url, prefix="phasestream-bench-peer-",
                                    keep=args.keep, phase_events_topic="bench.peer-events",
                                    dlq_topic="bench.peer-events.dlq") as stack:
         return await _measure(args, stack.settings, stack.monitor, stack.db_name,
@@ -171,11 +171,11 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     facts = {**measure.machine_facts(("quixstreams", "confluent-kafka", "psycopg2-binary",
                                       "jsonschema", "psutil")),
              "postgres": await measure.postgres_facts(monitor)}
-    events = support.make_events(args.events, args.seed)
-    await create_peer_table(monitor, support.months_of(events))
-    publish_rate = await support.publish(settings, events)
+    events = scratch.make_events(args.events, args.seed)
+    await create_peer_table(monitor, scratch.months_of(events))
+    publish_rate = await scratch.publish(settings, events)
     del events
-    broker = support.broker_pids()
+    broker = scratch.broker_pids()
     parts = []
     for index, part in enumerate(args.order, 1):
         log.info("part %d of %d: %s drains %d events", index, len(args.order), part,
@@ -298,19 +298,19 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="the peer's checkpoint interval, seconds (its batch)")
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--timeout", type=float, default=600, help="per part, seconds")
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     return parser.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    support.setup_logging()
-    figures = support.run_timed(run(args))
+    scratch.setup_logging()
+    figures = scratch.run_timed(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     figures["summary"] = summary(figures)
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
     return 0
 
 

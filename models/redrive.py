@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from models.codec import decode_event
 from models.dead_letters import StoredLetter
 from models.errors import InvalidEventError
+from models.event_codec import decode_event
 from models.events import PhaseEvent
 
 #: (dlq partition, dlq offset)

@@ -1,7 +1,7 @@
 """Running phases: how far each one is towards its deadline, and its state.
 
 Pure: the caller passes ``now``. ``overdue`` means strictly past the threshold (as the SLA
-judgements in models.sla); ``at_risk`` means at or past ``at_risk_share`` of it and not yet
+judgements in models.sla.policy); ``at_risk`` means at or past ``at_risk_share`` of it and not yet
 overdue; anything earlier is ``ok``.
 """
 

@@ -13,12 +13,13 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from models.commands import RollbackCommand, decode_command
+from models.command_codec import decode_command
+from models.commands import RollbackCommand
 from models.ports import OutboxItem
 from models.rollback import RetryPolicy, RollbackPolicy
 from models.running import phase_loads
-from models.sla import SlaViolation
-from models.violation_codec import decode_violation
+from models.sla.violation import SlaViolation
+from models.sla.violation_codec import decode_violation
 from phasestream import health
 from phasestream.api import attach_api
 from phasestream.dashboard import attach_dashboard

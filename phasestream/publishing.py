@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from models.codec import DEFAULT_MAX_EVENT_BYTES, decode_event
 from models.errors import InvalidEventError
+from models.event_codec import DEFAULT_MAX_EVENT_BYTES, decode_event
 from models.events import SCHEMA_VERSION, PhaseEvent
 from models.validation import event_from_mapping
 from phasestream.kafka_cluster import check_kafka, kafka_cluster

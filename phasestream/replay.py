@@ -48,7 +48,7 @@ from rich.text import Text
 
 from models.errors import PhasestreamError
 from models.ports import PartitionRef
-from models.violation_codec import decode_violation
+from models.sla.violation_codec import decode_violation
 from phasestream.cli_support import fail, load_settings
 from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.settings import Settings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -28,7 +27,6 @@ from phasestream.settings import Settings
 from phasestream.wiring import consumer_roles, database_url, reader_database_url
 from projections.database import Connection, connect, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries
-from projections.reports.core import Report
 
 T = TypeVar("T")
 report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
@@ -123,24 +121,15 @@ def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
     since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
     limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
 ) -> None:
-    """One workflow's timeline: every transition, its SLA violations, its rollbacks."""
+    """One workflow's summary and timeline: every transition, its SLA violations, its
+    rollbacks."""
     filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
     try:
         parse_workflow_id(workflow_id)
     except InvalidFilterError as exc:
         raise fail(str(exc), 2) from None
-    emit(query(load_settings(), lambda c: _timeline(c, workflow_id, filters, page, fmt)), fmt)
-
-
-async def _timeline(conn: Connection, workflow_id: str, filters: ReportFilters, page: Page,
-                    fmt: Format) -> Report:
-    """The workflow report; a table opens with its summary (JSON and CSV keep the API's
-    shape)."""
-    report = await history.workflow(conn, workflow_id, filters, page)
-    if fmt is not Format.TABLE:
-        return report
-    summary = await history.workflow_summary(conn, workflow_id)
-    return dataclasses.replace(report, extra=(summary, *report.extra))
+    emit(query(load_settings(),
+               lambda c: history.workflow(c, workflow_id, filters, page)), fmt)
 
 
 @report_app.command("running")

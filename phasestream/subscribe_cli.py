@@ -19,7 +19,7 @@ from models.commands import CommandKind, RollbackCommand
 from models.events import PhaseEvent
 from models.phases import STATUSES
 from models.report_filters import InvalidFilterError, parse_time
-from models.sla import SlaViolation, ViolationKind
+from models.sla.violation import SlaViolation, ViolationKind
 from phasestream.cli_support import fail, load_settings
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.settings import Settings

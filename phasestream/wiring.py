@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from models.codec import decode_record
+from models.event_codec import decode_record
 from models.events import PhaseEvent
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.local_stack import running_embedded_postgres_url

@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from models.codec import encode_event
-from models.commands import CommandKind, RollbackCommand, encode_command
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from models.ports import Batch, OutboxItem

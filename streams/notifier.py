@@ -23,10 +23,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from models.commands import decode_command
-from models.notifications import Notification, from_command, from_violation
+from models.command_codec import decode_command
+from models.notifications.value import Notification
+from models.notifications.wording import from_command, from_violation
 from models.ports import PartitionRef
-from models.violation_codec import decode_violation
+from models.sla.violation_codec import decode_violation
 from streams.dead_letters import DeadLetterWriter
 from streams.decoding import Decoded, Decoder, decode_records
 from streams.progress import ProjectorStats

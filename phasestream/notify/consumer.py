@@ -8,7 +8,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from models.notifications import Deduplicator, RateLimiter
+from models.notifications.dedup import Deduplicator
+from models.notifications.rate_limit import RateLimiter
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.notify.dispatch import Dispatcher
 from phasestream.notify.email import EmailSender, SmtpConfig

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from models.notifications import Notification, RecentIds, is_alert
+from models.notifications.dedup import RecentIds
+from models.notifications.value import Notification, is_alert
 from phasestream.notify.metrics import NotifyMetrics
 from phasestream.notify.sink import AlertSink
 

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Final
 
-from models.notifications import Notification
+from models.notifications.value import Notification
 from phasestream.notify.sink import DeliveryError
 from phasestream.redact import scrub
 from phasestream.settings import Settings

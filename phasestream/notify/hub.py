@@ -23,7 +23,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
-from models.notifications import Notification, as_json
+from models.notifications.value import Notification, as_json
 from phasestream.auth import Principal, TokenRefusedError, TokenVerifier, canonical_user_id
 from phasestream.http_auth import CHALLENGE, bearer
 from phasestream.notify.metrics import HubMetrics

@@ -7,7 +7,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from models.notifications import NotificationKind
+from models.notifications.value import NotificationKind
 
 SUPPRESSION_REASONS: Final = ("duplicate", "rate_limited", "queue_full")
 

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from models.errors import PhasestreamError
-from models.notifications import Deduplicator, Notification, RateLimiter
+from models.notifications.dedup import Deduplicator
+from models.notifications.rate_limit import RateLimiter
+from models.notifications.value import Notification
 from phasestream.notify.metrics import NotifyMetrics
 from streams.backoff import Backoff
 

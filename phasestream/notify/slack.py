@@ -8,7 +8,7 @@ from typing import Final
 import aiohttp
 import orjson
 
-from models.notifications import Notification
+from models.notifications.value import Notification
 from phasestream.notify.sink import DeliveryError
 from phasestream.redact import scrub, url_secrets
 

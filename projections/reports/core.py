@@ -34,9 +34,16 @@ class Section:
     rows: tuple[tuple[Scalar, ...], ...]
     #: Rows of the whole list when a page holds only some of them (None: all are here).
     total: int | None = None
+    #: At most one row, which JSON gives as an object (null without it), not a list.
+    single: bool = False
 
     def dicts(self) -> list[dict[str, Scalar]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def as_json(self) -> list[dict[str, Scalar]] | dict[str, Scalar] | None:
+        if self.single:
+            return self.dicts()[0] if self.rows else None
+        return self.dicts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,7 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape shared by ``--format json`` and the HTTP API (which adds paging)."""
-        summaries = {s.name: s.dicts() for s in self.extra}
+        summaries = {s.name: s.as_json() for s in self.extra}
         return {**self.meta, **summaries, "items": self.items.dicts()}
 
 

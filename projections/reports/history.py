@@ -7,6 +7,8 @@ adds what followed: retries, give-ups and stopped loops.
 
 from __future__ import annotations
 
+import dataclasses
+
 from models.errors import PhasestreamError
 from models.report_filters import Page, ReportFilters
 from projections.database import Connection
@@ -72,12 +74,14 @@ async def rollbacks(conn: Connection, filters: ReportFilters,
 async def workflow(conn: Connection, workflow_id: str, filters: ReportFilters,
                    page: Page | None = None) -> Report:
     """Every transition of one workflow in event-time order, then by phase and status
-    (started before its end, the end before the rollback; paged), with its SLA
-    violations and the rollback commands decided for it. Raises UnknownWorkflowError."""
+    (started before its end, the end before the rollback; paged), with its summary (over
+    all its events, whatever the filters), its SLA violations and the rollback commands
+    decided for it. Raises UnknownWorkflowError."""
     known = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM workflow_phase_logs WHERE workflow_id = $1)", workflow_id)
     if not known:
         raise UnknownWorkflowError(f"no events of workflow {workflow_id!r}")
+    summary = await workflow_summary(conn, workflow_id)
     violations = await _violations(conn, workflow_id, filters)
     commands = await _commands(conn, workflow_id, filters)
     params = Params()
@@ -93,7 +97,8 @@ async def workflow(conn: Connection, workflow_id: str, filters: ReportFilters,
         LEFT JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
         {where(own, conditions(filters, LOGS, params))}
         ORDER BY l."timestamp", l.phase_number, {_STATUS_ORDER}, l.id""", params, page)
-    return Report(transitions, (violations, commands), next_offset, {"workflow_id": workflow_id})
+    return Report(transitions, (summary, violations, commands), next_offset,
+                  {"workflow_id": workflow_id})
 
 
 async def workflow_summary(conn: Connection, workflow_id: str) -> Section:
@@ -115,7 +120,7 @@ async def workflow_summary(conn: Connection, workflow_id: str) -> Section:
                 WHERE v.workflow_id = {own}) AS violations
         FROM workflow_phase_logs AS l WHERE l.workflow_id = {own}
         HAVING count(*) > 0""", params)
-    return found
+    return dataclasses.replace(found, single=True)
 
 
 async def _violations(conn: Connection, workflow_id: str, filters: ReportFilters) -> Section:

@@ -1,16 +1,22 @@
-"""The phases running now, from the audit log, and how fresh that answer is.
+"""The phases running now, from the audit log or the SLA monitor's state, and how fresh
+that answer is.
 
-The truth is the audit log, not the SLA monitor's ``sla_open_phases``: the log is written
-by the audit projector in every deployment, whether or not the monitor runs, and it is
-the long-term record that the monitor's state is itself derived from. A phase is running
-when its latest start (per workflow and phase; a retry's start replaces the earlier one,
-as in models.sla_state) has no ``completed`` or ``failed`` at or after it. ``rolled_back``
-does not end an execution: the failure before it already did.
+The truth is the audit log: it is written by the audit projector in every deployment,
+whether or not the monitor runs, and it is the long-term record that the monitor's state
+is itself derived from. A phase is running when its latest start (per workflow and phase;
+a retry's start replaces the earlier one, as in models.sla.state) has no ``completed`` or
+``failed`` at or after it. ``rolled_back`` does not end an execution: the failure before
+it already did. Only starts within ``lookback`` are considered; a start older than that
+with no end is abandoned rather than running (docs/analytics.md).
 
-Only starts within ``lookback`` are considered, which bounds the scan; a start older than
-that with no end is abandoned rather than running (docs/analytics.md). The answer is as
-fresh as the audit projector's positions (phasestream_projection_status): the report
-carries them, and the SLA monitor's, so a reader sees a stalled consumer.
+That scan costs every start within the lookback (an anti-join each), which on a busy log is
+the slowest query a dashboard polls (bench/running.py). The SLA monitor keeps the same set,
+one row per open (workflow, phase), in ``sla_open_phases``: when the monitor has applied
+at least every record the audit projector has, on every partition the projector stores a
+position for, its state holds everything the log would give, so the list is read from it
+(a primary-key-sized table, not the log); otherwise (monitor stopped, behind, replaying,
+never run) from the log. ``source`` in the report says which. The answer is as fresh as
+the consumers' positions (phasestream_projection_status): the report carries both.
 """
 
 from __future__ import annotations
@@ -36,66 +42,107 @@ COLUMNS: Final = ("workflow_id", "user_id", "phase", "started_at", "elapsed_ms",
 
 
 # The deadline is started_at + threshold, so ordering by it orders by time left.
-_RUNNING = """
-SELECT s.workflow_id, s.user_id, s.phase_number, s."timestamp" AS started_at,
-       t.threshold_ms, s.id AS started_event_id
-FROM workflow_phase_logs AS s
-JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
-{where}
+_ORDER = """
+ORDER BY s.started_at + t.threshold_ms * interval '1 millisecond', s.workflow_id,
+         s.phase_number"""
+
+_FROM_LOG = """
+SELECT l.workflow_id, l.user_id, l.phase_number, l."timestamp" AS started_at,
+       l.id AS started_event_id
+FROM workflow_phase_logs AS l
+WHERE l.status = 'started' AND l."timestamp" >= {since}
   AND NOT EXISTS (
       SELECT 1 FROM workflow_phase_logs AS e
-      WHERE e.workflow_id = s.workflow_id AND e.phase_number = s.phase_number
-        AND e."timestamp" >= s."timestamp"
+      WHERE e.workflow_id = l.workflow_id AND e.phase_number = l.phase_number
+        AND e."timestamp" >= l."timestamp"
         AND (e.status IN ('completed', 'failed')
-             OR (e.status = 'started' AND (e."timestamp", e.id) > (s."timestamp", s.id))))
-ORDER BY s."timestamp" + t.threshold_ms * interval '1 millisecond', s.workflow_id,
-         s.phase_number"""
+             OR (e.status = 'started' AND (e."timestamp", e.id) > (l."timestamp", l.id))))"""
+
+_FROM_MONITOR = """
+SELECT o.workflow_id, o.user_id, o.phase_number, o.started_at, o.started_event_id
+FROM sla_open_phases AS o WHERE o.started_at >= {since}"""
+
+#: Either source as ``s``, with its phase's threshold (the table, as the views read it).
+_RUNNING = """
+SELECT s.workflow_id, s.user_id, s.phase_number, s.started_at, t.threshold_ms,
+       s.started_event_id
+FROM ({source}) AS s
+JOIN workflow_phase_sla_thresholds AS t USING (phase_number)
+{where}"""
+
+#: Every partition the audit projector has a position on, the monitor has reached too.
+_MONITOR_CAUGHT_UP = """
+SELECT count(*) > 0 AND bool_and(m.next_offset IS NOT NULL AND m.next_offset >= a.next_offset)
+FROM phasestream_consumer_positions AS a
+LEFT JOIN phasestream_consumer_positions AS m
+       ON m.consumer = $2 AND m.topic = a.topic AND m."partition" = a."partition"
+WHERE a.consumer = $1"""
+
+SOURCES: Final = {"workflow_phase_logs": _FROM_LOG, "sla_open_phases": _FROM_MONITOR}
 
 
 def _conditions(query: RunningQuery, params: Params) -> list[str]:
-    # No upper bound: a start stamped ahead of our clock (producer skew) is running too.
-    found = ["s.status = 'started'",
-             f's."timestamp" >= {params.add(query.now - query.lookback)}']
+    found = []
     if query.phase is not None:
         found.append(f"s.phase_number = {params.add(query.phase)}")
     if query.user is not None:
         found.append(f"s.user_id = {params.add(query.user)}")
     if query.at_risk:
         # The same boundary as models.running.at_risk_after, so that limit counts right.
-        found.append(f"s.\"timestamp\" + t.threshold_ms * {params.add(query.share)}::float8 "
+        found.append(f"s.started_at + t.threshold_ms * {params.add(query.share)}::float8 "
                      f"* interval '1 millisecond' <= {params.add(query.now)}")
     return found
 
 
-def statement(query: RunningQuery, page: Page) -> tuple[str, Params]:
-    """The SQL of one page (one row more: is there another?) and its parameters."""
+def _listing(query: RunningQuery, source: str, params: Params) -> str:
+    # No upper bound on the start: one stamped ahead of our clock (producer skew) runs too.
+    inner = SOURCES[source].format(since=params.add(query.now - query.lookback))
+    return _RUNNING.format(source=inner, where=where(_conditions(query, params))) + _ORDER
+
+
+def statement(query: RunningQuery, page: Page,
+              source: str = "workflow_phase_logs") -> tuple[str, Params]:
+    """The SQL of one page (one row more: is there another?) from ``source`` (a key of
+    SOURCES), and its parameters."""
     params = Params()
-    sql = _RUNNING.format(where=where(_conditions(query, params)))
+    sql = _listing(query, source, params)
     return f"{sql} LIMIT {params.add(page.limit + 1)} OFFSET {params.add(page.offset)}", params
+
+
+async def source_for(conn: Connection, consumers: dict[str, str]) -> str:
+    """``sla_open_phases`` when the SLA monitor has caught up with the audit projector
+    (both named in ``consumers``, as ``source`` and ``sla_monitor``), else the log."""
+    audit, monitor = consumers.get("source"), consumers.get("sla_monitor")
+    if audit is None or monitor is None:
+        return "workflow_phase_logs"
+    caught_up = await conn.fetchval(_MONITOR_CAUGHT_UP, audit, monitor)
+    return "sla_open_phases" if caught_up else "workflow_phase_logs"
 
 
 async def running(conn: Connection, query: RunningQuery, page: Page,
                   consumers: dict[str, str]) -> Report:
     """Running phases by time left (least first), and the freshness of ``consumers``
-    (role -> consumer group, e.g. the audit projector as ``source``)."""
-    sql, params = statement(query, page)
+    (role -> consumer group: the audit projector as ``source``, the SLA monitor as
+    ``sla_monitor``)."""
+    source = await source_for(conn, consumers)
+    sql, params = statement(query, page, source)
     records = await conn.fetch(sql, *params.values)
     rows = [_row(r, query) for r in records[:page.limit]]
     if query.at_risk:
         rows = [r for r in rows if r[7] != RunningState.OK.value]
     more = len(records) > page.limit
-    items = Section("running", COLUMNS, tuple(rows), await _total(conn, query) if more else None)
+    total = await _total(conn, query, source) if more else None
+    items = Section("running", COLUMNS, tuple(rows), total)
     meta: dict[str, Scalar] = {"now": plain(query.now), "at_risk_share": query.share,
                                "lookback_s": query.lookback.total_seconds(),
-                               "source": "workflow_phase_logs"}
+                               "source": source}
     return Report(items, (await freshness(conn, consumers),),
                   page.offset + page.limit if more else None, meta)
 
 
-async def _total(conn: Connection, query: RunningQuery) -> int:
+async def _total(conn: Connection, query: RunningQuery, source: str) -> int:
     params = Params()
-    return await count_rows(conn, _RUNNING.format(where=where(_conditions(query, params))),
-                            params.values)
+    return await count_rows(conn, _listing(query, source, params), params.values)
 
 
 def _row(record: Any, query: RunningQuery) -> tuple[Scalar, ...]:

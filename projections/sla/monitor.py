@@ -1,7 +1,7 @@
 """The SLA monitor's Postgres side: its state, its outbox and its positions, together.
 
 Per batch, in one transaction: lock and load the state of the keys the batch touches,
-fold the events over it (models.sla_state), write the state back, put the violations in
+fold the events over it (models.sla.state), write the state back, put the violations in
 the outbox, move the positions. The overdue check is a second kind of transaction: it
 claims open phases past deadline + grace (SKIP LOCKED), marks them reported and puts an
 ``overdue`` violation in the outbox.
@@ -18,9 +18,10 @@ import asyncpg
 
 from models.events import PhaseEvent
 from models.ports import Batch
-from models.sla import SlaViolation, judge_open
-from models.sla_state import SlaState, key_of, step
-from models.violation_codec import encode_violation
+from models.sla.policy import judge_open
+from models.sla.state import SlaState, key_of, step
+from models.sla.violation import SlaViolation
+from models.sla.violation_codec import encode_violation
 from projections.database import Connection, as_uuid, in_transaction, translate_errors
 from projections.sink_base import PostgresSink
 from projections.sla.state_rows import load_state, open_phase, save_state

@@ -7,8 +7,8 @@ from typing import Any
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from models.sla import OpenPhase
-from models.sla_state import Key, OpenEntry, SlaState
+from models.sla.policy import OpenPhase
+from models.sla.state import Key, OpenEntry, SlaState
 from projections.database import Connection, as_uuid
 
 _KEYS = "(SELECT * FROM unnest($1::text[], $2::int[]))"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.ports import Batch
-from models.sla import SlaViolation
+from models.sla.violation import SlaViolation
 from projections.database import Connection
 from projections.sink_base import PostgresSink
 

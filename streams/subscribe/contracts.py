@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from models.codec import decode_record
-from models.commands import RollbackCommand, decode_command
+from models.command_codec import decode_command
+from models.commands import RollbackCommand
+from models.event_codec import decode_record
 from models.events import PhaseEvent
-from models.sla import SlaViolation
-from models.violation_codec import decode_violation
+from models.sla.violation import SlaViolation
+from models.sla.violation_codec import decode_violation
 
 T = TypeVar("T")
 

@@ -26,7 +26,8 @@ from streams.progress import PipelineObserver
 from streams.projector import Projector
 from streams.publisher import PhaseEventPublisher
 from streams.topics import partition_numbers
-from tests.support import eventually, many_events
+from tests.events import many_events
+from tests.waiting import eventually
 
 
 @contextlib.asynccontextmanager

@@ -26,7 +26,8 @@ from tests.durable.broker_tools import (
     stored_positions,
     wait_for_topic,
 )
-from tests.support import count_rows, eventually, many_events
+from tests.events import many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 

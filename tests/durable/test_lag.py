@@ -25,7 +25,7 @@ from tests.durable.broker_tools import (
     projected_then_behind,
     stored_positions,
 )
-from tests.support import eventually
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 

@@ -17,9 +17,12 @@ from phasestream.settings import Settings
 from streams.kafka import KafkaCluster
 from streams.publisher import PhaseEventPublisher
 from streams.topic_scan import highwaters, log_starts
+from tests.background import consumers_running
 from tests.durable.broker_tools import admin_client
+from tests.events import many_events
 from tests.integration.test_replay import AUDIT_SUM, consumed, fetchval
-from tests.support import consumers_running, count_rows, many_events, read_to_highwater
+from tests.topics import read_to_highwater
+from tests.waiting import count_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 

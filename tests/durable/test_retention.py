@@ -30,7 +30,7 @@ from tests.durable.broker_tools import (
     projected_then_behind,
     stored_positions,
 )
-from tests.support import count_rows
+from tests.waiting import count_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 

@@ -6,7 +6,7 @@ never from re-derived rules:
 - audit rows (``workflow_phase_logs``) and ``metrics_data`` rows: one per published event,
   plus one per ``rolled_back`` event the rollback commander emits (``models.rollback``);
 - SLA violations (``workflow_phase_sla_violation_events``): the late ends that
-  ``models.sla_state.step`` finds, and an ``overdue`` one (``models.sla.judge_open``) for
+  ``models.sla.state.step`` finds, and an ``overdue`` one (``models.sla.policy.judge_open``) for
   every phase still open at the end, each with its deterministic ``violation_id``;
 - rollback commands on the commands topic: every command ``models.rollback.decide`` issues
   (retries included), each with its deterministic ``command_id``, each exactly once;
@@ -30,17 +30,19 @@ from uuid import UUID
 
 import asyncpg
 
-from models.commands import RollbackCommand, decode_command
+from models.command_codec import decode_command
+from models.commands import RollbackCommand
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
 from models.metric_rows import metric_row
 from models.phases import PhaseStatus
 from models.rollback import RollbackPolicy, WorkflowHistory, decide
-from models.sla import SlaViolation, ViolationKind, judge_open, overdue_at
-from models.sla_state import SlaState, step
-from models.violation_codec import decode_violation
+from models.sla.policy import judge_open, overdue_at
+from models.sla.state import SlaState, step
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import decode_violation
 from phasestream.settings import Settings
-from tests.support import read_to_highwater
+from tests.topics import read_to_highwater
 
 AUDIT = "audit rows (workflow_phase_logs)"
 VIOLATIONS = "SLA violations (workflow_phase_sla_violation_events)"

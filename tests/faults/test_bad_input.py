@@ -26,16 +26,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from phasestream.settings import Settings
-from tests.support import (
-    consumers_running,
-    count_rows,
-    eventually,
-    make_event,
-    read_to_highwater,
-)
+from tests.background import consumers_running
+from tests.events import make_event
+from tests.topics import read_to_highwater
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Broker failover under the whole pipeline: a three-broker Apache Kafka loses leaders.
 
-The cluster (tests/kafka/launcher.py) is three combined KRaft nodes; the test's topics
+The cluster (phasestream/local_kafka.py) is three combined KRaft nodes; the test's topics
 have replication factor 3 and min.insync.replicas=2, and every producer uses acks=all.
 While the four consumers of the pipeline storm (audit, sla, metrics, rollback) consume a
 steady stream, the broker leading the busiest partition of the phase-events topic is
@@ -8,7 +8,8 @@ killed with SIGKILL and started again, a few times, and then every broker is res
 in turn (a rolling restart). Before each fault every partition is fully replicated again,
 as an operator would wait.
 
-Then the checker of the pipeline storm (tests/faults/checker.py) must find nothing lost
+Then the checker of the pipeline storm (tests/faults/checker.py, the consumers from
+tests/faults/pipeline.py) must find nothing lost
 and nothing duplicated in any sink, and every event whose publish the broker
 acknowledged must be in the audit table. The test prints, per fault, how long the audit
 and metrics consumers stalled: from the kill to the next batch they applied from the
@@ -32,25 +33,24 @@ from aiokafka.errors import KafkaError
 
 from models.events import PhaseEvent
 from phasestream.consumers import rollback_policy
+from phasestream.local_kafka import KafkaCluster, start_kafka
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
 from tests.durable.broker_tools import admin_client, end_offsets
 from tests.faults.checker import check, expect
-from tests.faults.test_pipeline_storm import (
+from tests.faults.pipeline import (
     SEED,
-    THRESHOLDS,
-    Scenario,
     pipeline_settings,
     quiet,
     set_thresholds,
+    started,
     stop_all,
-    tails,
-    until_assigned,
     workers,
 )
-from tests.kafka.launcher import KafkaCluster, start_kafka
-from tests.support import eventually
+from tests.faults.scenario import THRESHOLDS, Scenario
+from tests.faults.workers import tails
+from tests.waiting import eventually
 
 # Six broker restarts: 4.3 min measured on a saturated machine (load 9-15 on 2 cores).
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster, pytest.mark.timeout(600)]
@@ -232,11 +232,8 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
     publisher = SteadyPublisher(configured, scenario, rng)
     failovers: list[Failover] = []
     publishing: asyncio.Task[None] | None = None
-    for worker in running.values():
-        worker.start()
     try:
-        for worker in running.values():
-            assert await until_assigned(worker, timeout_s=60), worker.tail()
+        await started(running, timeout_s=60)
         publishing = asyncio.create_task(publisher.run())
         async with watching(db) as conn:
             watch = Watch(conn, groups, topic)
@@ -278,9 +275,9 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
                 await publishing
         codes = await stop_all(running)
     print(report)
-    assert stuck is None, f"{stuck}\n{report}\n{tails(running)}"
-    assert report.ok, f"{report}\n{tails(running)}"
-    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running)}"
+    assert stuck is None, f"{stuck}\n{report}\n{tails(running.values())}"
+    assert report.ok, f"{report}\n{tails(running.values())}"
+    assert set(codes.values()) == {0}, f"{codes}\n{report.context}\n{tails(running.values())}"
     assert len(failovers) == KILLS + BROKERS, report.context
     # Every acknowledged publish is in the table (the publisher re-sent what failed, so
     # every published event was acknowledged in the end).

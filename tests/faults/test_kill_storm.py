@@ -18,9 +18,10 @@ from models.events import PhaseEvent
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
 from tests.conftest import settings_env
+from tests.events import many_events
 from tests.faults.workers import Worker
 from tests.integration.test_failures import exact_check
-from tests.support import count_rows, eventually, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,5 +118,5 @@ class Worker:
                          for log in self.logs[-2:] if log.exists())
 
 
-def tails(running: list[Worker]) -> str:
+def tails(running: Iterable[Worker]) -> str:
     return "\n".join(w.tail() for w in running)

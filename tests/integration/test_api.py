@@ -17,7 +17,13 @@ from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from tests.conftest import with_database
-from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS, USER_B, iso
+from tests.integration.test_reports import (
+    ANALYTICS_ALL,
+    ANALYTICS_COLUMNS,
+    USER_B,
+    iso,
+    wf_d_summary,
+)
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
 
 pytestmark = pytest.mark.integration
@@ -74,6 +80,9 @@ async def test_sla_rollbacks_and_workflow(seeded: tuple[str, datetime]) -> None:
             ("rolled_back", iso(t0 + timedelta(minutes=7)))]
         assert [v["kind"] for v in timeline["violations"]] == ["late_failed"]
         assert [c["kind"] for c in timeline["commands"]] == ["rollback", "gave_up"]
+        # The summary is over the whole workflow, whatever the filters (as report workflow).
+        assert timeline["summary"] == wf_d_summary(t0)
+        conforms(timeline, "WorkflowPage")
         status, missing = await get(session, "/api/workflows/wf-none")
         assert (status, missing["error"]) == (404, "no events of workflow 'wf-none'")
 

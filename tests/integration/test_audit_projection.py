@@ -8,7 +8,9 @@ import pytest
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
-from tests.support import audit_running, count_rows, eventually, make_event, many_events
+from tests.background import audit_running
+from tests.events import make_event, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.settings import Settings
+from tests.background import audit_running
 from tests.conftest import settings_env
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -30,6 +30,7 @@ from projections.audit_sink import AuditSink
 from streams.dead_letters import DeadLetter, DeadLetterWriter
 from streams.topics import ensure_topics
 from tests.conftest import with_database
+from tests.events import make_event
 from tests.integration.dashboard_browser import (
     ARTIFACTS,
     Dom,
@@ -45,7 +46,6 @@ from tests.integration.test_reports import (
     anchor,
     seed_report_events,
 )
-from tests.support import make_event
 
 pytestmark = pytest.mark.integration
 # Analytics of the last 24 h: wf-old's phase 5 (three days ago) is outside.

@@ -17,7 +17,7 @@ import pytest
 
 from phasestream.local_stack import port_open
 from tests.conftest import free_port
-from tests.support import count_rows, eventually
+from tests.waiting import count_rows, eventually
 
 # `dev` starts its own Tansu: nothing here is about the broker a run points at.
 pytestmark = [pytest.mark.integration, pytest.mark.embedded_broker]

@@ -11,11 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.settings import Settings
+from tests.background import audit_running
 from tests.conftest import settings_env
+from tests.events import make_event
 from tests.integration.test_dead_letters import Sent, projected, send_in_order
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

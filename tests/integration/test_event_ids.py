@@ -17,14 +17,17 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.codec import encode_event
 from models.errors import ConflictingEventsError
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from models.ports import Batch, PartitionRef, PositionMove
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from projections.audit_sink import AuditSink, maintain_partitions
-from tests.support import audit_running, count_rows, eventually, make_event, read_records
+from tests.background import audit_running
+from tests.events import make_event
+from tests.topics import read_records
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,10 @@ from phasestream.local_stack import embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
+from tests.background import audit_running
 from tests.conftest import settings_env
-from tests.support import audit_running, count_rows, eventually, many_events
+from tests.events import many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,9 @@ import pytest
 
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.background import audit_running
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 POSITIONS = "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"

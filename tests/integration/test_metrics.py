@@ -17,7 +17,9 @@ from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.background import consumers_running
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

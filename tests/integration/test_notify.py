@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
-from models.commands import CommandKind, RollbackCommand, command_id, encode_command
-from models.notifications import from_command, from_violation
-from models.sla import SlaViolation, ViolationKind, violation_id
-from models.violation_codec import encode_violation
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand, command_id
+from models.notifications.wording import from_command, from_violation
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
+from models.sla.violation_codec import encode_violation
 from phasestream.auth import mint_token
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
@@ -39,7 +40,8 @@ from phasestream.wiring import Runtime
 from streams.kafka import producer_config
 from streams.topics import ensure_topics
 from tests.conftest import settings_env
-from tests.support import eventually, read_records
+from tests.topics import read_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

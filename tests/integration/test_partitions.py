@@ -14,8 +14,10 @@ from phasestream.settings import Settings
 from projections.audit_sink import AuditSink, maintain_partitions
 from projections.migrate import bundled_migrations, migrate
 from streams.publisher import PhaseEventPublisher
+from tests.background import audit_running
 from tests.conftest import with_database
-from tests.support import audit_running, count_rows, eventually, make_event
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 REF = PartitionRef("t", 0)

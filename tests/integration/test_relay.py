@@ -21,7 +21,8 @@ from projections.database import open_pool
 from projections.outbox import outbox
 from streams.kafka import producer_config
 from streams.relay import ID_HEADER, OutboxRelay
-from tests.support import count_rows, read_to_highwater
+from tests.topics import read_to_highwater
+from tests.waiting import count_rows
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from models.phases import PhaseStatus
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.kafka_cluster import kafka_cluster
 from phasestream.replay import ReplayError, replay
 from phasestream.settings import Settings
 from streams.kafka import producer_config
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
+from tests.events import make_event, many_events
 from tests.integration.test_rollback import commands, read_topic
-from tests.support import consumers_running, count_rows, eventually, make_event, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

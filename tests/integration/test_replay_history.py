@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
@@ -25,6 +25,8 @@ from projections.database import Connection
 from projections.shadow import create_shadow, swap_in
 from streams.kafka import KafkaCluster, producer_config
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
+from tests.events import many_events
 from tests.integration.test_cli import cli
 from tests.integration.test_replay import (
     AUDIT_SUM,
@@ -33,7 +35,7 @@ from tests.integration.test_replay import (
     consumed,
     fetchval,
 )
-from tests.support import consumers_running, count_rows, eventually, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 

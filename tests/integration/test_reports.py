@@ -17,14 +17,14 @@ from typer.testing import CliRunner, Result
 from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef, PositionMove
 from models.report_filters import Page, ReportFilters
-from models.sla import SlaViolation, ViolationKind, violation_id
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from phasestream.report_cli import report_app
 from projections.audit_sink import AuditSink
 from projections.reports import analytics, history, sla
 from projections.reports.core import Report
 from projections.reports.history import UnknownWorkflowError
 from projections.sla.violations import ViolationSink
-from tests.support import make_event
+from tests.events import make_event
 
 pytestmark = pytest.mark.integration
 USER_A = uuid.UUID("00000000-0000-4000-8000-00000000000a")
@@ -192,7 +192,8 @@ async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
                      (3, "rolled_back", None, False), (2, "started", None, False),
                      (2, "failed", 70000, True), (2, "rolled_back", None, False)]
     assert report.items.dicts()[0]["at"] == iso(t0 + timedelta(minutes=3))
-    violations, commands = report.extra
+    summary, violations, commands = report.extra
+    assert report.as_json()["summary"] == wf_d_summary(t0) == summary.dicts()[0]
     assert [(v["kind"], v["excess_ms"]) for v in violations.dicts()] == [("late_failed", 10000)]
     assert [(c["kind"], c["failed_phase"], c["attempt"]) for c in commands.dicts()] == [
         ("rollback", 3, 0), ("retry", 3, 1), ("rollback", 2, 0), ("gave_up", 2, 1)]
@@ -330,6 +331,27 @@ async def test_limit_pages_like_the_api_and_says_how_many_more(
         bad = await cli(database, *report.split(), "--limit", "0")
         assert bad.exit_code == 2, report
         assert "--limit: must be from 1 to 1000, got '0'" in bad.stderr
+
+
+def wf_d_summary(t0: datetime) -> dict[str, Any]:
+    """wf-d's summary: phases 2 and 3; it ended with phase 2 rolled back; from t0+3m to
+    t0+7m; 2 rollbacks, 1 violation (phase 2 failed late)."""
+    return {"phases": "2,3", "status": "phase 2 rolled_back",
+            "first_at": iso(t0 + timedelta(minutes=3)),
+            "last_at": iso(t0 + timedelta(minutes=7)), "duration_ms": 240_000,
+            "rollbacks": 2, "violations": 1}
+
+
+async def test_workflow_json_carries_the_summary_the_table_opens_with(
+        seeded: tuple[str, datetime]) -> None:
+    database, t0 = seeded
+    result = await cli(database, "workflow", "wf-d", "--phase", "3", "--format", "json")
+    assert result.exit_code == 0, result.output
+    body = orjson.loads(result.stdout)
+    assert body["summary"] == wf_d_summary(t0)  # the whole workflow, not phase 3 only
+    assert {t["phase"] for t in body["items"]} == {3}
+    csv_out = await cli(database, "workflow", "wf-d", "--format", "csv")
+    assert csv_out.stdout.splitlines()[0].startswith("at,phase,status,")  # the list only
 
 
 async def test_workflow_table_opens_with_a_summary(seeded: tuple[str, datetime]) -> None:

@@ -25,10 +25,12 @@ from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from projections.roles import apply_roles
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
 from tests.conftest import settings_env
+from tests.events import make_event
 from tests.integration.test_reports import ANALYTICS_ALL, ANALYTICS_COLUMNS
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 PASSWORDS = {"owner": "owner-pw-7Hq", "writer": "writer-pw-3Lx", "reader": "reader-pw-9Zc"}

@@ -14,12 +14,15 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from models.commands import CommandKind, decode_command
+from models.command_codec import decode_command
+from models.commands import CommandKind
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
 from tests.conftest import settings_env
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.events import make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 LEDGER = "SELECT count(*) FROM rollback_commands"

@@ -2,7 +2,8 @@
 
 A stream with phases that start, finish, run late, get retried, roll back, are abandoned,
 and one that finishes after the SLA monitor has reported it overdue. The list must be the
-same whether or not the monitor runs (the audit log is its source).
+same whether or not the monitor runs: from the audit log, or from the monitor's state
+while the monitor has caught up with the audit projector.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typer.testing import CliRunner
 from models.phases import PhaseStatus
 from phasestream.report_cli import report_app
 from phasestream.settings import Settings
+from tests.background import consumers_running
+from tests.events import make_event
 from tests.integration.test_api import conforms
 from tests.integration.test_sla import publisher, set_threshold
-from tests.support import consumers_running, count_rows, eventually, make_event
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,
@@ -80,6 +83,7 @@ async def test_running_phases_from_the_audit_log_without_the_monitor(
         assert status == 200, body
         conforms(body, "RunningPage")
         assert listed(body) == EXPECTED
+        assert body["source"] == "workflow_phase_logs"  # the monitor never ran
         late = body["items"][0]
         assert late["threshold_ms"] == 60_000
         assert 100_000 <= late["elapsed_ms"] < 130_000
@@ -140,6 +144,37 @@ async def test_a_phase_reported_overdue_leaves_the_list_when_it_finishes(
                 "WHERE workflow_id = 'wf-slow'"), lambda n: n == 2, what="late_completed")
         assert kinds == 2
         assert await count_rows(db, "SELECT count(*) FROM sla_open_phases") == 0
+
+
+async def test_the_list_comes_from_the_monitor_while_it_has_caught_up(
+        settings: Settings) -> None:
+    """The same list, filters and pages from the SLA monitor's state while it is level
+    with the audit projector, and from the log again once the monitor falls behind."""
+    settings = with_lookback(settings)
+    base = datetime.now(UTC)
+
+    def from_(source: str, expected: list[Any]) -> Any:
+        return lambda r: (r[1]["source"], listed(r[1])) == (source, expected)
+    async with publisher(settings) as pub:
+        async with consumers_running(settings, "audit", "sla") as rt:
+            await pub.publish_many(stream(base))
+            await eventually(lambda: api_get(rt.http_port),
+                             from_("sla_open_phases", EXPECTED), what="the monitor's list")
+            for params, expected in (({"at_risk": "true"}, EXPECTED[:2]),
+                                     ({"phase": "3"}, EXPECTED[3:]),
+                                     ({"user": str(OTHER_USER)}, [("wf-other", 3, "ok")])):
+                _, body = await api_get(rt.http_port, **params)
+                assert (body["source"], listed(body)) == ("sla_open_phases", expected), params
+            _, first = await api_get(rt.http_port, limit="2")
+            assert (listed(first), first["next_offset"]) == (EXPECTED[:2], 2)
+            conforms(first, "RunningPage")
+        # The monitor stopped: the projector moves past it, so the log answers.
+        async with consumers_running(settings, "audit") as rt:
+            await pub.publish_many([make_event("wf-ok", 3, C, timestamp=base,
+                                               duration_ms=1000)])
+            await eventually(lambda: api_get(rt.http_port),
+                             from_("workflow_phase_logs", EXPECTED[:-1]),
+                             what="the log's list without wf-ok")
 
 
 async def cli(settings: Settings, *args: str) -> Any:

@@ -9,9 +9,11 @@ import pytest
 
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
+from tests.background import consumers_running
+from tests.events import make_event
 from tests.integration.test_metrics import samples, scrape, value
 from tests.integration.test_sla import publisher, set_threshold
-from tests.support import consumers_running, eventually, make_event
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 S, C = PhaseStatus.STARTED, PhaseStatus.COMPLETED

@@ -15,7 +15,7 @@ from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef, PositionMove
 from projections.audit_sink import AuditSink
 from projections.migrate import Migration, MigrationError, bundled_migrations, migrate
-from tests.support import make_event
+from tests.events import make_event
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).parents[2] / "docs" / "example-queries.sql"

@@ -25,7 +25,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from models.notifications import Deduplicator, Notification, RateLimiter, from_command
+from models.notifications.dedup import Deduplicator
+from models.notifications.rate_limit import RateLimiter
+from models.notifications.value import Notification
+from models.notifications.wording import from_command
 from phasestream.api import attach_api
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess

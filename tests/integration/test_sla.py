@@ -16,14 +16,11 @@ import pytest
 from models.phases import PhaseStatus
 from phasestream.settings import Settings
 from streams.publisher import PhaseEventPublisher
+from tests.background import consumers_running
 from tests.conftest import settings_env
-from tests.support import (
-    consumers_running,
-    count_rows,
-    eventually,
-    make_event,
-    read_to_highwater,
-)
+from tests.events import make_event
+from tests.topics import read_to_highwater
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 VIOLATIONS = "SELECT count(*) FROM workflow_phase_sla_violation_events"

@@ -10,18 +10,18 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from models.codec import decode_record, encode_event
-from models.commands import decode_command, encode_command
+from models.command_codec import decode_command, encode_command
 from models.errors import InvalidEventError
+from models.event_codec import decode_record, encode_event
 from models.phases import PhaseStatus
-from models.sla import SlaViolation, ViolationKind
-from models.violation_codec import encode_violation
+from models.sla.violation import SlaViolation, ViolationKind
+from models.sla.violation_codec import encode_violation
 from phasestream.settings import Settings
 from tests.conftest import free_port, settings_env
+from tests.events import make_event
 from tests.integration.test_subscriber import command
-from tests.support import make_event
+from tests.topics import send_records
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +31,6 @@ def refusal(decode: Any, value: bytes) -> dict[str, str]:
     with pytest.raises(InvalidEventError) as caught:
         decode(None, value)
     return {"field": caught.value.field, "reason": caught.value.reason}
-
-
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(topic, value, key=key)
-                               for key, value in records])
-    finally:
-        await producer.stop()
 
 
 def events(*specs: tuple[str, PhaseStatus]) -> list[Any]:
@@ -78,7 +68,7 @@ async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
 async def test_from_beginning_as_json_shows_each_record_decoded_and_invalid_ones_as_such(
         settings: Settings) -> None:
     sent = events(("wf-a", PhaseStatus.STARTED), ("wf-a", PhaseStatus.COMPLETED))
-    await produce(settings, settings.phase_events_topic,
+    await send_records(settings, settings.phase_events_topic,
                   [*as_records(sent), (b"wf-a", b'{"schema_version": 1}')])
     code, out, err = await run_cli(settings, settings.phase_events_topic, "--from",
                                    "beginning", "--format", "json", "--count", "3")
@@ -93,13 +83,13 @@ async def test_from_beginning_as_json_shows_each_record_decoded_and_invalid_ones
 async def test_from_end_shows_only_what_comes_after_it_started(settings: Settings) -> None:
     # One workflow, so every record is on one partition, in one batch: on the embedded
     # broker the end offset lands inside that batch, and its rest must still be hidden.
-    await produce(settings, settings.phase_events_topic, as_records(events(
+    await send_records(settings, settings.phase_events_topic, as_records(events(
         *[("wf-end", PhaseStatus.STARTED)] * 5)))
     process = await start_cli(settings, settings.phase_events_topic, "--from", "end",
                               "--format", "json", "--count", "2")
     await positioned(process)
     later = events(("wf-end", PhaseStatus.COMPLETED), ("wf-end", PhaseStatus.FAILED))
-    await produce(settings, settings.phase_events_topic, as_records(later))
+    await send_records(settings, settings.phase_events_topic, as_records(later))
     code, out, _ = await finished(process)
     assert code == 0
     shown = [orjson.loads(line)["value"]["event_id"] for line in out.splitlines()]
@@ -107,14 +97,14 @@ async def test_from_end_shows_only_what_comes_after_it_started(settings: Setting
 
 
 async def test_from_a_time_with_workflow_and_kind_filters(settings: Settings) -> None:
-    await produce(settings, settings.phase_events_topic,
+    await send_records(settings, settings.phase_events_topic,
                   as_records(events(("wf-t", PhaseStatus.FAILED))))
     await asyncio.sleep(0.2)
     since = datetime.now(UTC)
     await asyncio.sleep(0.05)
     later = events(("wf-t", PhaseStatus.STARTED), ("wf-other", PhaseStatus.FAILED),
                    ("wf-t", PhaseStatus.FAILED), ("wf-t", PhaseStatus.FAILED))
-    await produce(settings, settings.phase_events_topic, as_records(later))
+    await send_records(settings, settings.phase_events_topic, as_records(later))
     code, out, _ = await run_cli(settings, settings.phase_events_topic, "--from",
                                  since.isoformat(), "--workflow", "wf-t", "--kind", "failed",
                                  "--format", "json", "--count", "2")
@@ -125,7 +115,7 @@ async def test_from_a_time_with_workflow_and_kind_filters(settings: Settings) ->
 
 async def test_commands_as_a_table(settings: Settings) -> None:
     issued = command("wf-table")
-    await produce(settings, settings.rollback_commands_topic,
+    await send_records(settings, settings.rollback_commands_topic,
                   [(issued.key, encode_command(issued)), (b"wf-table", b"[]")])
     code, out, _ = await run_cli(settings, settings.rollback_commands_topic, "--from",
                                  "beginning", "--count", "2")
@@ -155,7 +145,7 @@ async def test_violations_with_a_kind_filter_as_a_table(settings: Settings) -> N
     late, overdue = (SlaViolation(uuid.uuid4(), kind, "wf-sla", uuid.UUID(int=1), 4,
                                   uuid.uuid4(), now, now, 95_000, 90_000)
                      for kind in (ViolationKind.LATE_COMPLETED, ViolationKind.OVERDUE))
-    await produce(settings, settings.sla_violations_topic,
+    await send_records(settings, settings.sla_violations_topic,
                   [(v.key, encode_violation(v)) for v in (late, overdue)])
     code, out, _ = await run_cli(settings, settings.sla_violations_topic, "--from",
                                  "beginning", "--kind", "overdue", "--count", "1")

@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from models.commands import CommandKind, RollbackCommand, command_id, encode_command
+from models.command_codec import encode_command
+from models.commands import CommandKind, RollbackCommand, command_id
 from models.errors import SinkUnavailableError
 from models.events import PhaseEvent
 from phasestream.settings import Settings
@@ -32,7 +32,9 @@ from streams.subscribe import (
     Subscriber,
 )
 from streams.topics import ensure_topics
-from tests.support import count_rows, eventually, make_event, read_records
+from tests.events import make_event
+from tests.topics import read_records, send_records
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 FAST = Backoff(initial_s=0.02, max_s=0.1)
@@ -46,16 +48,6 @@ def command(workflow: str = "wf-1", phase: int = 3, **fields: Any) -> RollbackCo
         "failed_phase": phase, "rollback_to_phase": phase - 1, "reason": "boom",
         "issued_at": datetime.now(UTC)}
     return RollbackCommand(**(base | fields))
-
-
-async def send(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(topic, value, key=key)
-                               for key, value in records])
-    finally:
-        await producer.stop()
 
 
 def encoded(commands: list[RollbackCommand]) -> list[tuple[bytes, bytes]]:
@@ -99,7 +91,7 @@ async def test_a_raising_handler_ends_in_the_dlq_after_n_attempts_and_the_stream
             raise RuntimeError("engine cannot re-queue")
         handled.append(delivery.value.command_id)
 
-    await send(settings, settings.rollback_commands_topic, encoded([poison, fine]))
+    await send_records(settings, settings.rollback_commands_topic, encoded([poison, fine]))
     async with subscriber(settings, dlq, MemoryHandledIds(), max_attempts=3) as sub:
         task = await running(sub, handler)
         letters = await read_records(settings, dlq, 1)
@@ -122,7 +114,7 @@ async def test_an_unavailable_sink_spends_no_attempt_and_stop_leaves_the_record_
     async def away(delivery: Delivery[RollbackCommand, None]) -> None:
         raise SinkUnavailableError("engine database restarting")
 
-    await send(settings, settings.rollback_commands_topic, encoded([waiting]))
+    await send_records(settings, settings.rollback_commands_topic, encoded([waiting]))
     async with subscriber(settings, dlq, NoDedup(), group, max_attempts=2) as first:
         task = await running(first, away)
         await eventually(lambda: asyncio.sleep(0, first.stats.retries), lambda n: n >= 5)
@@ -171,7 +163,7 @@ async def test_invalid_commands_go_to_the_dlq_with_the_reason(
     async def handler(delivery: Delivery[RollbackCommand, None]) -> None:
         handled.append(delivery.value)
 
-    await send(settings, settings.rollback_commands_topic,
+    await send_records(settings, settings.rollback_commands_topic,
                [(b"wf-bad", bad), (b"wf-bad", b"not json"), *encoded([good])])
     async with subscriber(settings, dlq, MemoryHandledIds()) as sub:
         task = await running(sub, handler)
@@ -197,7 +189,7 @@ async def test_the_same_command_twice_is_handled_once_with_a_store(
     async def handler(delivery: Delivery[RollbackCommand, None]) -> None:
         handled.append(delivery.value.command_id)
 
-    await send(settings, settings.rollback_commands_topic, encoded([once, once, once]))
+    await send_records(settings, settings.rollback_commands_topic, encoded([once, once, once]))
     async with subscriber(settings, dlq, MemoryHandledIds()) as sub:
         task = await running(sub, handler)
         await eventually(lambda: asyncio.sleep(0, sub.stats.duplicates), lambda n: n == 2)
@@ -215,7 +207,7 @@ async def test_cancel_mid_handler_commits_nothing_and_the_next_member_gets_it_ag
         entered.set()
         await asyncio.Event().wait()
 
-    await send(settings, settings.rollback_commands_topic, encoded([stuck]))
+    await send_records(settings, settings.rollback_commands_topic, encoded([stuck]))
     async with subscriber(settings, dlq, NoDedup(), group) as first:
         task = await running(first, hang)
         await asyncio.wait_for(entered.wait(), timeout=30)
@@ -308,7 +300,7 @@ def start_engine(settings: Settings, dlq: str, db: str, *, group: str, mode: str
 async def kill_mid_stream_and_restart(settings: Settings, dlq: str, db: str, *, mode: str,
                                       log: Path, total: int) -> dict[uuid.UUID, int]:
     sent = [command(f"wf-{i % 13}") for i in range(total)]
-    await send(settings, settings.rollback_commands_topic, encoded(sent))
+    await send_records(settings, settings.rollback_commands_topic, encoded(sent))
     group = f"engine-{uuid.uuid4().hex[:6]}"
     first = start_engine(settings, dlq, db, group=group, mode=mode, log=log)
     try:

@@ -6,16 +6,18 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 from models.phases import PhaseStatus
 from models.ports import Batch, PositionMove
+from models.timeseries import MAX_BUCKETS, floor_to
 from phasestream.report_cli import report_app
 from projections.audit_sink import AuditSink
+from tests.events import make_event
 from tests.integration.test_api import api, conforms, get
 from tests.integration.test_reports import REF, iso
-from tests.support import make_event
 
 pytestmark = pytest.mark.integration
 S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,
@@ -125,6 +127,30 @@ async def test_report_timeseries_csv_and_json(seeded: tuple[str, datetime]) -> N
                     "--since", "3d")
     assert bad.exit_code == 2
     assert "--since: the window holds" in bad.stderr
+
+
+async def test_report_timeseries_is_bounded_by_its_buckets_like_the_api(database: str) -> None:
+    """No --limit: the window and the step bound the list. MAX_BUCKETS buckets are listed;
+    one more is refused before any query, in one line naming --since, in the API's words."""
+    until = floor_to(datetime.now(UTC), M)  # a whole number of minutes: the count is exact
+
+    def window(buckets: int) -> dict[str, str]:
+        return {"since": iso(until - buckets * M), "until": iso(until), "step": "1m"}
+
+    def flags(buckets: int) -> list[str]:
+        return [f"--{k}={v}" for k, v in window(buckets).items()]
+    fits = await cli(database, "timeseries", "--metric", "started", *flags(MAX_BUCKETS),
+                     "--format", "json")
+    assert fits.exit_code == 0, fits.output
+    assert len(orjson.loads(fits.stdout)["items"]) == MAX_BUCKETS
+    over = await cli(database, "timeseries", "--metric", "started", *flags(MAX_BUCKETS + 1))
+    async with api(database) as session:
+        status, body = await get(session, "/api/timeseries", metric="started",
+                                 **window(MAX_BUCKETS + 1))
+    assert (status, body["parameter"]) == (400, "since"), body
+    assert (over.exit_code, over.stdout) == (2, "")
+    assert over.stderr == f"error: --{body['error']}\n"
+    assert f"{MAX_BUCKETS + 1} buckets of 1m, at most {MAX_BUCKETS}" in over.stderr
 
 
 @pytest.mark.parametrize(("path", "params"), [

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from phasestream.settings import Settings
+from tests.background import consumers_running
 from tests.conftest import settings_env
-from tests.support import consumers_running
 
 pytestmark = pytest.mark.integration
 SDK = Path(__file__).resolve().parents[2] / "sdk" / "typescript"

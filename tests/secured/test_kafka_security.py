@@ -1,6 +1,6 @@
 """phasestream against a secured Apache Kafka: SASL_SSL with SCRAM-SHA-512, and TLS.
 
-One broker for the module (tests/kafka/launcher.py), no ACLs, with three client listeners
+One broker for the module (phasestream/local_kafka.py), no ACLs, with three client listeners
 besides its PLAINTEXT inter-broker one: SECURE (SASL_SSL, a certificate for 127.0.0.1),
 OTHERNAME (SASL_SSL, a certificate for another host name) and MTLS (SSL, client
 certificate required). The CA, the certificates and the SCRAM user are made per run.
@@ -24,15 +24,17 @@ import pytest
 from models.phases import PhaseStatus
 from phasestream.consumers import ALL
 from phasestream.kafka_cluster import KafkaSetupError, check_kafka, kafka_cluster
+from phasestream.local_kafka import start_kafka
 from phasestream.replay import replay
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics
 from streams.publisher import PhaseEventPublisher
 from streams.topic_scan import TopicScanError, highwaters
+from tests.background import consumers_running
 from tests.conftest import settings_env
-from tests.kafka.launcher import start_kafka
+from tests.events import make_event, many_events
 from tests.secured.tls import Authority, Leaf
-from tests.support import consumers_running, count_rows, eventually, make_event, many_events
+from tests.waiting import count_rows, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_cluster]
 

@@ -16,15 +16,20 @@ from typing import Any
 import orjson
 import pytest
 
-from models.codec import DEFAULT_MAX_EVENT_BYTES, PHASE_EVENTS, encode_event, reference_decode
-from models.commands import COMMANDS, encode_command, reference_decode_command
+from models.command_codec import COMMANDS, encode_command, reference_decode_command
 from models.compiled import CompiledContract
 from models.errors import InvalidEventError
+from models.event_codec import (
+    DEFAULT_MAX_EVENT_BYTES,
+    PHASE_EVENTS,
+    encode_event,
+    reference_decode_event,
+)
 from models.rollback import RetryPolicy, RollbackPolicy, WorkflowHistory, decide
 from models.schema import phase_event_schema, rollback_command_schema
-from models.sla import judge_open
+from models.sla.policy import judge_open
+from models.sla.violation_codec import VIOLATIONS, encode_violation, reference_decode_violation
 from models.validation import TIMESTAMP_PATTERN, UUID_PATTERN
-from models.violation_codec import VIOLATIONS, encode_violation, reference_decode_violation
 from phasestream.demo import workflow_events
 from tests.unit.test_contract import _MUTATIONS, BAD, GOOD, random_events
 from tests.unit.test_rollback import FRESH, NOW, failure
@@ -58,7 +63,7 @@ def test_good_corpus_takes_the_compiled_path(case: Any) -> None:
 def test_compiled_path_never_accepts_a_bad_event(case: Any) -> None:
     assert PHASE_EVENTS.compiled(case.payload) is None
     with pytest.raises(InvalidEventError):
-        reference_decode(case.payload)
+        reference_decode_event(case.payload)
 
 
 def test_realistic_and_generated_events_take_the_compiled_path() -> None:

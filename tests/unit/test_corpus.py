@@ -11,8 +11,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from models.codec import decode_event
 from models.errors import InvalidEventError
+from models.event_codec import decode_event
 from models.schema import phase_event_schema
 from tests.corpus import PATH, corpus_json
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from models.codec import encode_event
 from models.dead_letters import LetterFilter, StoredLetter, stored_letter
 from models.dlq_summary import summarise
+from models.event_codec import encode_event
 from models.redrive import Fix, plan_redrive
 from streams.dead_letters import DeadLetter
-from tests.support import make_event
+from tests.events import make_event
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

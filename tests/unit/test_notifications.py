@@ -10,18 +10,11 @@ import orjson
 import pytest
 
 from models.commands import CommandKind, RollbackCommand, command_id
-from models.notifications import (
-    Deduplicator,
-    Notification,
-    NotificationKind,
-    RateLimiter,
-    RecentIds,
-    encode_notification,
-    from_command,
-    from_violation,
-    is_alert,
-)
-from models.sla import SlaViolation, ViolationKind, violation_id
+from models.notifications.dedup import Deduplicator, RecentIds
+from models.notifications.rate_limit import RateLimiter
+from models.notifications.value import Notification, NotificationKind, encode_notification, is_alert
+from models.notifications.wording import from_command, from_violation
+from models.sla.violation import SlaViolation, ViolationKind, violation_id
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 USER = uuid.UUID("6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f")

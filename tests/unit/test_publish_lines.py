@@ -6,9 +6,9 @@ import io
 
 import orjson
 
-from models.codec import encode_event
+from models.event_codec import encode_event
 from phasestream.publishing import BadLine, read_lines
-from tests.support import make_event
+from tests.events import make_event
 
 GOOD = encode_event(make_event("wf-1"))
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from models.commands import CommandKind, command_id, decode_command, encode_command
+from models.command_codec import decode_command, encode_command
+from models.commands import CommandKind, command_id
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
 from models.phases import PHASES, PhaseStatus

@@ -25,7 +25,7 @@ MS = timedelta(milliseconds=1)
     (7_999, 0.8, RunningState.OK, 2_001),
     (8_000, 0.8, RunningState.AT_RISK, 2_000),  # at the share: at risk
     (10_000, 0.8, RunningState.AT_RISK, 0),  # exactly at the threshold: not yet overdue
-    (10_001, 0.8, RunningState.OVERDUE, -1),  # strictly past it, as models.sla judges
+    (10_001, 0.8, RunningState.OVERDUE, -1),  # strictly past it, as models.sla.policy judges
     (25_000, 0.8, RunningState.OVERDUE, -15_000),
     (5_000, 0.5, RunningState.AT_RISK, 5_000),
     (9_999, 1.0, RunningState.OK, 1),  # share 1: never at risk before the deadline

@@ -10,15 +10,9 @@ import pytest
 from models.errors import InvalidEventError
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from models.sla import (
-    OpenPhase,
-    ViolationKind,
-    judge_finished,
-    judge_open,
-    open_phase,
-    violation_id,
-)
-from models.violation_codec import decode_violation, encode_violation
+from models.sla.policy import OpenPhase, judge_finished, judge_open, open_phase
+from models.sla.violation import ViolationKind, violation_id
+from models.sla.violation_codec import decode_violation, encode_violation
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 STARTED = PhaseEvent(uuid.UUID(int=1), "wf-1", uuid.UUID(int=2), 3, PhaseStatus.STARTED, T0)

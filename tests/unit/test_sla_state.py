@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from models.sla import ViolationKind
-from models.sla_state import SlaState, step
+from models.sla.state import SlaState, step
+from models.sla.violation import ViolationKind
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 USER = uuid.UUID(int=7)

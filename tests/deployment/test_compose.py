@@ -3,7 +3,7 @@
 No Docker engine is needed: the file is checked with the real ``check-jsonschema`` CLI against
 its vendored compose-spec schema, then read as YAML and compared with ``Settings``, the
 ``phasestream`` CLI, the Dockerfile, the Kafka / Postgres service definitions and the
-monitoring services' files under deploy/ (whose contents tests/unit/test_deploy.py checks).
+monitoring services' files under deploy/ (whose contents tests/deployment/test_deploy.py checks).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from phasestream.cli import app
-from phasestream.settings import Settings
-from tests.kafka.launcher import (
+from phasestream.local_kafka import (
     BROKER_LISTENER,
     CONTROLLER_LISTENER,
     KafkaNode,
     broker_properties,
     kafka_version,
 )
+from phasestream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -348,7 +348,7 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Service]) -> None:
 
 
 def test_the_compose_kafka_is_the_one_the_tests_run(services: dict[str, Service]) -> None:
-    """Same version and the same KRaft set-up as tests/kafka/launcher.py's broker."""
+    """Same version and the same KRaft set-up as phasestream/local_kafka.py's broker."""
     kafka = services["kafka"]
     env = _env(kafka)
     assert kafka["image"] == f"apache/kafka:{kafka_version()}"
@@ -649,6 +649,78 @@ def test_the_postgres_application_role_is_made_by_the_init_script(
     for variable in ("APP_DB_USER", "APP_DB_PASSWORD", "POSTGRES_USER", "POSTGRES_DB"):
         assert f"${variable}" in text or f"${{{variable}" in text, variable
         assert _env(postgres).get(variable), f"postgres sets no {variable}"
+
+
+# --- idempotent producers on Apache Kafka ----------------------------------------------------
+
+IDEMPOTENT = f"{PREFIX}KAFKA_IDEMPOTENT_PRODUCER"
+BOOTSTRAP = f"{PREFIX}KAFKA_BOOTSTRAP_SERVERS"
+#: A manifest line that turns idempotent producers on (an env entry, YAML or KEY=value).
+IDEMPOTENT_ON = re.compile(rf"{IDEMPOTENT}\W+[\"']?true\b", re.IGNORECASE)
+
+
+def _bootstrap_hosts(service: Service) -> set[str]:
+    servers = _env(service).get(BOOTSTRAP, "")
+    return {urlsplit(f"//{server.strip()}").hostname or "" for server in servers.split(",")
+            if server.strip()}
+
+
+def not_idempotent_on_apache_kafka(services: dict[str, Service]) -> list[str]:
+    """Services whose bootstrap servers are an Apache Kafka of the file, without idempotent
+    producers. Every such service is held to it, whether or not its command produces
+    today (most do: dead letters, violations, commands, events): true costs a non-producer
+    nothing, and a command that starts producing later is then already covered."""
+    kafka = {name for name, service in services.items()
+             if str(service.get("image", "")).startswith("apache/kafka:")}
+    kafka |= {str(services[name].get("hostname")) for name in kafka
+              if services[name].get("hostname")}
+    return sorted(name for name, service in services.items()
+                  if _bootstrap_hosts(service) & kafka
+                  and _env(service).get(IDEMPOTENT, "").lower() != "true")
+
+
+def test_every_service_on_apache_kafka_produces_idempotently(
+        services: dict[str, Service]) -> None:
+    # docs/configuration.md: true on Apache Kafka, or a send retried across a leader
+    # failover is written twice.
+    on_kafka = [name for name in services if _bootstrap_hosts(services[name]) & {"kafka"}]
+    assert set(on_kafka) >= set(PHASESTREAM_SERVICES), on_kafka
+    assert not_idempotent_on_apache_kafka(services) == []
+
+
+@pytest.mark.parametrize("value", [None, "false"])
+def test_the_idempotence_check_finds_a_service_without_it(value: str | None,
+                                                         services: dict[str, Service]) -> None:
+    env = {k: v for k, v in _env(services["rollback"]).items() if k != IDEMPOTENT}
+    if value is not None:
+        env[IDEMPOTENT] = value
+    # A new mapping: the services share one environment object (the YAML merge key).
+    broken = {**services, "rollback": {**services["rollback"], "environment": env}}
+    assert not_idempotent_on_apache_kafka(broken) == ["rollback"]
+    elsewhere = {**env, BOOTSTRAP: "other-kafka:9092"}  # not this file's Apache Kafka
+    assert not_idempotent_on_apache_kafka(
+        {**services, "rollback": {**services["rollback"], "environment": elsewhere}}) == []
+
+
+def deploy_files_without_idempotence(root: Path) -> list[str]:
+    """Files under ``root`` that point a phasestream process at Kafka
+    (PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS) without turning idempotent producers on."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if BOOTSTRAP in text and not IDEMPOTENT_ON.search(text):
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_deploy_manifests_produce_idempotently(tmp_path: Path) -> None:
+    deploy = ROOT / "deploy"
+    assert any(deploy.rglob("*.yml")), "no manifests under deploy/"
+    assert deploy_files_without_idempotence(deploy) == []
+    (tmp_path / "on.yaml").write_text(f'env:\n  {BOOTSTRAP}: kafka:9092\n  {IDEMPOTENT}: "true"\n')
+    (tmp_path / "off.yaml").write_text(f"env:\n  {BOOTSTRAP}: kafka:9092\n  {IDEMPOTENT}: false\n")
+    (tmp_path / "missing.env").write_text(f"{BOOTSTRAP}=kafka:9092\n")
+    assert deploy_files_without_idempotence(tmp_path) == ["missing.env", "off.yaml"]
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The SLA violation contract (version 1): JSON on ``workflow.sla-violations``."""
+"""Bytes in and out of the SLA violation contract (version 1) on
+``workflow.sla-violations``: orjson encoding, the compiled decoder and its reference
+validator, the key check.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import orjson
 from models.compiled import CompiledContract
 from models.errors import InvalidEventError
 from models.json_object import enum_field, load_object
-from models.sla import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
+from models.sla.violation import VIOLATION_SCHEMA_VERSION, SlaViolation, ViolationKind
 from models.validation import (
     int_field,
     phase_field,
@@ -21,14 +24,10 @@ from models.validation import (
 )
 from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
-FIELDS = ("violation_id", "kind", "workflow_id", "user_id", "phase_number",
-          "started_event_id", "started_at", "detected_at", "elapsed_ms", "threshold_ms",
-          "schema_version")
-KINDS = {kind.value: kind for kind in ViolationKind}
-
-
-def encode_violation(violation: SlaViolation) -> bytes:
-    return orjson.dumps(violation)
+FIELDS: Final = ("violation_id", "kind", "workflow_id", "user_id", "phase_number",
+                 "started_event_id", "started_at", "detected_at", "elapsed_ms", "threshold_ms",
+                 "schema_version")
+_KINDS: Final = {kind.value: kind for kind in ViolationKind}
 
 
 class WireViolation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -61,7 +60,7 @@ def _violation(wire: WireViolation) -> SlaViolation | None:
 def reference_decode_violation(value: bytes) -> SlaViolation:
     """The reference validator: orjson, then every field checked by hand."""
     payload = load_object(value, FIELDS, VIOLATION_SCHEMA_VERSION)
-    kind = enum_field("kind", payload["kind"], KINDS)
+    kind = enum_field("kind", payload["kind"], _KINDS)
     return SlaViolation(
         uuid_field("violation_id", payload["violation_id"]), kind,
         workflow_id_field(payload["workflow_id"]), uuid_field("user_id", payload["user_id"]),
@@ -75,6 +74,11 @@ def reference_decode_violation(value: bytes) -> SlaViolation:
 
 VIOLATIONS: Final = CompiledContract(msgspec.json.Decoder(WireViolation), _violation,
                                      reference_decode_violation)
+
+
+def encode_violation(violation: SlaViolation) -> bytes:
+    """The wire form: UTF-8 JSON, fields in contract order, timestamps in RFC 3339."""
+    return orjson.dumps(violation)
 
 
 def decode_violation(key: bytes | None, value: bytes | None) -> SlaViolation:

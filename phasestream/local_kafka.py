@@ -1,4 +1,6 @@
-"""Apache Kafka for the tests: the broker's jars from Maven Central, KRaft nodes on loopback.
+"""Apache Kafka for the tests and the benchmarks: the broker's jars from Maven Central, KRaft
+nodes on loopback (development only: it needs Maven and Java, and nothing in the product
+imports it).
 
 ``start_kafka(directory, brokers=1)`` formats and starts ``brokers`` combined
 broker+controller nodes (one static controller quorum of all of them) on free
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-POM = HERE / "pom.xml"
+POM = HERE / "local_kafka.pom.xml"
 HOST = "127.0.0.1"
 #: The listener clients and the other brokers use; the controllers talk on CONTROLLER.
 BROKER_LISTENER = "BROKER"
@@ -66,7 +68,7 @@ def cache_dir() -> Path:
 
 def resolve_jars() -> Path:
     """The directory of the broker's jars, resolved by Maven on first use (then cached,
-    outside the repository; again whenever tests/kafka/pom.xml changes)."""
+    outside the repository; again whenever phasestream/local_kafka.pom.xml changes)."""
     libs = cache_dir() / "libs"
     stamp = cache_dir() / "resolved-pom.sha256"
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
@@ -82,7 +84,7 @@ def resolve_jars() -> Path:
         capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise KafkaLaunchError(f"mvn could not resolve Apache Kafka {kafka_version()} "
-                               f"(tests/kafka/pom.xml): {(done.stdout + done.stderr)[-2000:]}")
+                               f"({POM.name}): {(done.stdout + done.stderr)[-2000:]}")
     stamp.write_text(digest)
     return libs
 

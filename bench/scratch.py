@@ -1,10 +1,10 @@
-"""Shared set-up of the bench scripts that came after ``audit_projection.py``.
+"""The scratch world of a bench run, shared by the bench scripts.
 
 A scratch database, directory and broker, N published events, child processes
 (``phasestream run audit`` workers, peers) and waiting for N rows. ``bench/measure.py``
 holds the measuring side (machine facts, the load guard, psutil sampling). The scripts
 that use them run as modules from the repository's root (``python -m bench.<script>``)
-and import them as ``from bench import measure, support``; the two older ones
+and import them as ``from bench import measure, scratch``; the two older ones
 (``audit_projection.py``, ``sla_monitor.py``) also run as files and then put the root on
 ``sys.path`` first.
 """
@@ -37,13 +37,13 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: be
 
 from models.events import PhaseEvent
 from phasestream.demo import workflow_events
+from phasestream.local_kafka import start_kafka
 from phasestream.local_stack import embedded_broker
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
-from tests.kafka.launcher import start_kafka
 
-log = logging.getLogger("bench.support")
+log = logging.getLogger("bench.scratch")
 
 HOST: Final = "127.0.0.1"
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -151,7 +151,7 @@ def scratch_directory(prefix: str, *, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-#: --broker: the embedded Tansu (memory only) or Apache Kafka (tests/kafka/launcher.py).
+#: --broker: the embedded Tansu (memory only) or Apache Kafka (phasestream/local_kafka.py).
 BROKERS: Final = ("tansu", "kafka")
 
 

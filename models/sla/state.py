@@ -12,7 +12,8 @@ from datetime import datetime
 
 from models.events import PhaseEvent
 from models.phases import TERMINAL_STATUSES, PhaseStatus
-from models.sla import OpenPhase, SlaViolation, judge_finished, open_phase
+from models.sla.policy import OpenPhase, judge_finished, open_phase
+from models.sla.violation import SlaViolation
 
 Key = tuple[str, int]  # (workflow_id, phase_number)
 

@@ -65,7 +65,7 @@ def _may_nest_too_deep(metadata: bytes) -> bool:
     return metadata.count(b"{") + metadata.count(b"[") >= MAX_METADATA_DEPTH
 
 
-def reference_decode(value: bytes) -> PhaseEvent:
+def reference_decode_event(value: bytes) -> PhaseEvent:
     """The reference validator: orjson, then every field checked by hand, in contract order."""
     try:
         payload = orjson.loads(value)
@@ -75,7 +75,7 @@ def reference_decode(value: bytes) -> PhaseEvent:
 
 
 PHASE_EVENTS: Final = CompiledContract(msgspec.json.Decoder(WireEvent), _event,
-                                       reference_decode)
+                                       reference_decode_event)
 
 
 def encode_event(event: PhaseEvent) -> bytes:
