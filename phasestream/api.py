@@ -169,8 +169,7 @@ async def _respond(request: web.Request, run: Run) -> web.StreamResponse:
 
 def _running(settings: Settings) -> Handler:
     """/api/running: phases in flight by time left, with the freshness of the answer."""
-    consumers = {"source": settings.audit_consumer_group,
-                 "sla_monitor": settings.sla_consumer_group}
+    consumers = settings.consumer_roles
 
     async def handle(request: web.Request) -> web.StreamResponse:
         query = request.query

@@ -144,8 +144,7 @@ def running_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
         page = parse_page(limit, offset)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
-    consumers = {"source": settings.audit_consumer_group,
-                 "sla_monitor": settings.sla_consumer_group}
+    consumers = settings.consumer_roles
     emit(query(settings, lambda c: running.running(c, asked, page, consumers)), fmt)
 
 

@@ -282,6 +282,18 @@ class Settings(BaseSettings):
         """Where the read-only surfaces (HTTP API, reports) connect: the reader role's URL."""
         return self.api_database_url or self.resolved_database_url
 
+    @property
+    def consumer_roles(self) -> dict[str, str]:
+        """Role -> consumer group of every consumer that stores its positions in Postgres (the
+        rows of phasestream_projection_status): whose freshness report running and
+        /api/running show. ``source`` is the audit projector, the one the running list is
+        read from."""
+        return {"source": self.audit_consumer_group,
+                "sla_monitor": self.sla_consumer_group,
+                "sla_violations": self.sla_violations_consumer_group,
+                "metrics": self.metrics_consumer_group,
+                "rollback": self.rollback_consumer_group}
+
 
 def kafka_security_problem(s: Settings) -> str | None:
     """What is wrong with the combination of Kafka security settings, if anything."""

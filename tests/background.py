@@ -8,9 +8,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from models.events import PhaseEvent
-from phasestream.consumers import run_consumers
+from phasestream.consumers import audit_projector, run_consumers
 from phasestream.settings import Settings
-from phasestream.consumers import audit_projector
 from phasestream.wiring import Runtime
 from streams.projector import Projector
 from tests.waiting import eventually

@@ -1,316 +1,113 @@
-// phasestream dashboard: polls the JSON API of this server and draws inline SVG charts.
-// No dependencies and no network access beyond this origin (see the page's CSP).
-// Every number on the page comes from /api/analytics, /api/sla or /api/rollbacks; each
-// one carries data-* attributes (data-chart|data-table, data-phase, data-metric,
-// data-value) so tests and scripts can read the raw value next to the formatted text.
+// phasestream dashboard: polls the JSON API of this server and hands the answers to the
+// panels (overview.js, panels.js) and the workflow page (workflow.js); signs in, checks the
+// URL's parameters and routes (#workflow=ID). No dependencies and no network access beyond
+// this origin (see the page's CSP). Every number on the page carries data-* attributes
+// (data-chart|data-table, data-phase, data-metric, data-value) so tests and scripts can
+// read the raw value next to the formatted text.
 "use strict";
 
 (() => {
-  const SVG = "http://www.w3.org/2000/svg";
-  const COUNTS = ["started", "completed", "failed", "rolled_back"];
-  const RATES = ["completion_rate", "failure_rate", "rollback_rate"];
-  const PERCENTILES = ["p50_ms", "p95_ms", "p99_ms"];
-  const KINDS = ["late_completed", "late_failed", "overdue"];
-  const LABELS = {
-    started: "started", completed: "completed", failed: "failed", rolled_back: "rolled back",
-    completion_rate: "completion", failure_rate: "failure", rollback_rate: "rollback",
-    p50_ms: "p50", p95_ms: "p95", p99_ms: "p99",
-  };
-  const RECENT = 20;  // rows of the violations and chains tables
+  const C = window.PhaseCharts;
+  const { el } = C;
+  const RECENT = 20;  // rows of the violations, chains and running tables
+  const SEARCH_LIMIT = 10;
   const TIMEOUT_MS = 10000;
+  const DLQ_TIMEOUT_MS = 15000;  // beyond the server's own 10 s, so its 503 says why
+  // The time series change by the bucket: asked again every 15 s, not with every poll
+  // (one chart is three requests per phase), and at once when the filters change.
+  const SERIES_EVERY_MS = 15000;
+  // Window -> [since asked, step, what the panel says]; "all" is bounded (1500 buckets).
+  const SERIES = { "1h": ["1h", "1m", "last hour, 1 min buckets"],
+                   "24h": ["24h", "5m", "last 24 h, 5 min buckets"],
+                   "7d": ["7d", "1h", "last 7 days, 1 h buckets"],
+                   "30d": ["30d", "1h", "last 30 days, 1 h buckets"],
+                   all: ["30d", "1h", "last 30 days (the longest series), 1 h buckets"] };
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   // The bearer token lives in this tab's sessionStorage only: never in the URL (logs,
   // history, Referer) and never in a cookie (sent along by any page that links here).
   const TOKEN_KEY = "phasestream.token";
 
-  const state = { timer: null, refreshes: 0, last: null, inFlight: false };
+  const state = { timer: null, refreshes: 0, last: null, inFlight: false, series: null,
+                  seriesKey: "", seriesAt: 0, dlq: null, dlqInFlight: false, again: false };
   const $ = (id) => document.getElementById(id);
 
-  // ---------------------------------------------------------------- formatting
-  const fmtInt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
-  const fmtPct = (v) => (v === null || v === undefined ? "—" : `${Number(v)}%`);
-  const trim = (v, digits) => String(Number(v.toFixed(digits)));
-  function fmtMs(ms) {
-    if (ms === null || ms === undefined) return "—";
-    if (ms < 1000) return `${trim(ms, 1)} ms`;
-    if (ms < 600000) return `${trim(ms / 1000, 2)} s`;
-    if (ms < 7200000) return `${trim(ms / 60000, 1)} min`;
-    return `${trim(ms / 3600000, 1)} h`;
-  }
-  const fmtTime = (iso) => (iso ? `${iso.slice(0, 19).replace("T", " ")}` : "—");
-  const raw = (v) => (v === null || v === undefined ? "" : String(v));
+  // ---------------------------------------------------------------- URL parameters
+  const PARAMS = ["since", "phase", "refresh", "prefix", "user"];
 
-  // ---------------------------------------------------------------- DOM helpers
-  function el(tag, attrs = {}, text) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-  function svg(tag, attrs = {}, text) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-  function titled(node, text) {
-    node.appendChild(svg("title", {}, text));
-    return node;
-  }
-  function empty(container, message) {
-    container.replaceChildren(el("p", { class: "empty" }, message));
-  }
-  function niceStep(span, ticks, integer) {
-    const rough = Math.max(span / ticks, integer ? 1 : Number.MIN_VALUE);
-    const power = 10 ** Math.floor(Math.log10(rough));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= rough);
-    return integer ? Math.max(1, Math.ceil(step)) : step;
-  }
-  function widthOf(container, fallback) {
-    return Math.max(320, Math.floor(container.clientWidth || fallback));
-  }
-
-  // ---------------------------------------------------------------- charts
-  function drawThroughput(items) {
-    const box = $("chart-throughput");
-    if (!items.length) return empty(box, "no events in this window");
-    const W = widthOf(box, 1200), H = 280, left = 48, right = 12, top = 16, bottom = 42;
-    const max = Math.max(1, ...items.flatMap((r) => COUNTS.map((m) => r[m])));
-    const step = niceStep(max, 4, true);
-    const top_ = Math.ceil(max / step) * step;
-    const y = (v) => top + (H - top - bottom) * (1 - v / top_);
-    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
-                              "aria-label": "events per phase and status" });
-    for (let t = 0; t <= top_; t += step) {
-      root.appendChild(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(t), y2: y(t) }));
-      root.appendChild(svg("text", { class: "tick", x: left - 6, y: y(t) + 4,
-                                     "text-anchor": "end" }, fmtInt(t)));
-    }
-    const group = (W - left - right) / items.length;
-    const bar = Math.min(34, (group * 0.8) / COUNTS.length);
-    items.forEach((row, i) => {
-      const x0 = left + i * group + (group - bar * COUNTS.length) / 2;
-      COUNTS.forEach((metric, j) => {
-        const value = row[metric];
-        const g = svg("g", { class: `bar m-${metric}`, "data-chart": "throughput",
-                             "data-phase": row.phase, "data-metric": metric,
-                             "data-value": raw(value) });
-        const x = x0 + j * bar;
-        titled(g, `phase ${row.phase} ${LABELS[metric]}: ${fmtInt(value)}`);
-        g.appendChild(svg("rect", { x: x + 1, y: y(value), width: bar - 2,
-                                    height: Math.max(0, y(0) - y(value)), rx: 2 }));
-        g.appendChild(svg("text", { class: "value", x: x + bar / 2, y: y(value) - 4,
-                                    "text-anchor": "middle" }, fmtInt(value)));
-        root.appendChild(g);
-      });
-      root.appendChild(svg("text", { class: "axis", x: left + i * group + group / 2, y: H - 16,
-                                     "text-anchor": "middle" }, `phase ${row.phase}`));
-    });
-    root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right,
-                                   y1: y(0), y2: y(0) }));
-    box.replaceChildren(legend(COUNTS), root);
-  }
-
-  function drawRates(items) {
-    const box = $("chart-rates");
-    if (!items.length) return empty(box, "no events in this window");
-    const W = widthOf(box, 600), left = 70, right = 64, rowH = 15, gap = 14, top = 8;
-    const H = top + items.length * (RATES.length * rowH + gap) + 18;
-    const x = (pct) => left + (W - left - right) * (pct / 100);
-    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
-                              "aria-label": "completion, failure and rollback rate per phase" });
-    for (const t of [0, 25, 50, 75, 100]) {
-      root.appendChild(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: top, y2: H - 18 }));
-      root.appendChild(svg("text", { class: "tick", x: x(t), y: H - 4, "text-anchor": "middle" },
-                           `${t}%`));
-    }
-    items.forEach((row, i) => {
-      const y0 = top + i * (RATES.length * rowH + gap);
-      root.appendChild(svg("text", { class: "axis", x: 4, y: y0 + (RATES.length * rowH) / 2 + 4 },
-                           `phase ${row.phase}`));
-      RATES.forEach((metric, j) => {
-        const value = row[metric];
-        const g = svg("g", { class: `bar m-${metric}`, "data-chart": "rates",
-                             "data-phase": row.phase, "data-metric": metric,
-                             "data-value": raw(value) });
-        titled(g, `phase ${row.phase} ${LABELS[metric]} rate: ${fmtPct(value)}`);
-        const yy = y0 + j * rowH;
-        const w = value === null ? 0 : x(value) - x(0);
-        g.appendChild(svg("rect", { x: x(0), y: yy + 1, width: Math.max(0, w),
-                                    height: rowH - 3, rx: 2 }));
-        g.appendChild(svg("text", { class: "value", x: x(0) + Math.max(0, w) + 4,
-                                    y: yy + rowH - 4 }, fmtPct(value)));
-        root.appendChild(g);
-      });
-    });
-    box.replaceChildren(legend(RATES), root);
-  }
-
-  function drawDurations(items) {
-    const box = $("chart-durations");
-    if (!items.length) return empty(box, "no events in this window");
-    const gap = 12, perRow = Math.min(items.length, 4);
-    const W = Math.max(220, Math.min(440,
-      Math.floor((widthOf(box, 1200) - gap * (perRow - 1)) / perRow) - 18));
-    const cards = items.map((row) => {
-      const H = 200, left = 10, right = 10, top = 22, bottom = 24;
-      const values = PERCENTILES.map((m) => row[m]).filter((v) => v !== null);
-      const sla = row.sla_ms;
-      const max = Math.max(1, ...values, sla ?? 0) * 1.12;
-      const y = (v) => top + (H - top - bottom) * (1 - v / max);
-      const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
-                                "aria-label": `phase ${row.phase} durations` });
-      const slot = (W - left - right) / PERCENTILES.length;
-      root.appendChild(svg("line", { class: "baseline", x1: left, x2: W - right,
-                                     y1: y(0), y2: y(0) }));
-      if (sla !== null) {
-        root.appendChild(titled(svg("line", { class: "sla-line", x1: left, x2: W - right,
-                                              y1: y(sla), y2: y(sla) }),
-                                `phase ${row.phase} SLA threshold: ${fmtMs(sla)}`));
+  // Each bad or unknown URL parameter is named on the page, with what was used instead.
+  function checkUrl(query) {
+    const problems = [];
+    for (const [name, value] of query) {
+      if (!PARAMS.includes(name)) {
+        problems.push([name, `${name}=${value}: unknown parameter (known: ${PARAMS.join(", ")})`]);
+        continue;
       }
-      PERCENTILES.forEach((metric, j) => {
-        const value = row[metric];
-        const over = value !== null && sla !== null && value > sla;
-        const g = svg("g", { class: `bar m-${metric}${over ? " over" : ""}`,
-                             "data-chart": "durations", "data-phase": row.phase,
-                             "data-metric": metric, "data-value": raw(value),
-                             "data-over-sla": over ? "true" : "false" });
-        titled(g, `phase ${row.phase} ${LABELS[metric]}: ${fmtMs(value)}` +
-                  (over ? " (over the SLA)" : ""));
-        const x = left + j * slot + slot * 0.2, w = slot * 0.6;
-        if (value !== null) {
-          g.appendChild(svg("rect", { x, y: y(value), width: w, height: y(0) - y(value), rx: 2 }));
-        }
-        g.appendChild(svg("text", { class: "value", x: x + w / 2,
-                                    y: value === null ? y(0) - 6 : Math.max(12, y(value) - 4),
-                                    "text-anchor": "middle" }, fmtMs(value)));
-        root.appendChild(g);
-        root.appendChild(svg("text", { class: "axis", x: x + w / 2, y: H - 8,
-                                       "text-anchor": "middle" }, LABELS[metric]));
-      });
-      const card = el("figure", { class: "multiple", "data-phase": String(row.phase) });
-      const caption = el("figcaption");
-      caption.append(el("strong", {}, `phase ${row.phase}`));
-      caption.append(el("span", { class: "sla", "data-chart": "durations",
-                                  "data-phase": String(row.phase), "data-metric": "sla_ms",
-                                  "data-value": raw(sla) },
-                        sla === null ? "no SLA" : `SLA ${fmtMs(sla)}`));
-      caption.append(el("span", { class: row.over_sla ? "badge bad" : "badge",
-                                  "data-chart": "durations", "data-phase": String(row.phase),
-                                  "data-metric": "over_sla", "data-value": raw(row.over_sla) },
-                        `${fmtInt(row.over_sla)} over SLA`));
-      if (!values.length) caption.append(el("span", { class: "muted" }, "none finished"));
-      card.append(caption, root);
-      return card;
-    });
-    box.replaceChildren(...cards);
-  }
-
-  function legend(metrics) {
-    const list = el("ul", { class: "legend" });
-    for (const m of metrics) {
-      const item = el("li", { class: `m-${m}` });
-      item.append(el("span", { class: "swatch" }), LABELS[m]);
-      list.appendChild(item);
+      const select = $(`filter-${name}`);
+      if (select && ![...select.options].some((o) => o.value === value)) {
+        const allowed = [...select.options].map((o) => o.value || "all").join(", ");
+        problems.push([name, `${name}=${value}: not one of ${allowed}; ` +
+                             `showing ${select.options[select.selectedIndex].text}`]);
+      }
+      if (name === "user" && !UUID.test(value)) {
+        problems.push([name, `user=${value}: not a UUID; searching every user`]);
+      }
+      if (name === "prefix" && (value.length > 255 || value.includes("\0"))) {
+        problems.push([name, "prefix: at most 255 characters, no NUL; searching every id"]);
+      }
     }
-    return list;
+    const box = $("param-warning");
+    box.hidden = problems.length === 0;
+    box.dataset.params = problems.map(([name]) => name).join(",");
+    box.replaceChildren(el("strong", {}, "Ignored in the URL: "),
+                        ...problems.map(([, text]) => el("span", { class: "problem" }, text)));
+    return new Set(problems.map(([name]) => name));
   }
 
-  // ---------------------------------------------------------------- tables and tiles
-  function cell(attrs, text, title) {
-    const td = el("td", attrs, text);
-    if (title) td.title = title;
-    return td;
-  }
-  function fillTable(id, rows, columns, rowAttrs, emptyText) {
-    const body = $(id).tBodies[0];
-    if (!rows.length) {
-      const td = el("td", { colspan: String(columns.length), class: "empty" }, emptyText);
-      body.replaceChildren(el("tr", {}, undefined));
-      body.rows[0].appendChild(td);
+  // ---------------------------------------------------------------- workflow page
+  const routeWorkflow = () => {
+    const match = /^#workflow=(.+)$/.exec(location.hash);
+    try {
+      return match ? decodeURIComponent(match[1]) : null;
+    } catch (_) {
+      return match[1];  // not valid percent-encoding: the id as written (the API says 404)
+    }
+  };
+
+  // The workflow page replaces the overview; polling goes on, and redraws the page too.
+  async function showRoute() {
+    const id = routeWorkflow();
+    const page = $("workflow-page");
+    document.body.dataset.view = id === null ? "overview" : "workflow";
+    $("overview").hidden = id !== null;
+    page.hidden = id === null;
+    if (id === null) {
+      page.dataset.workflowId = "";
+      if (state.last) render(state.last);  // drawn while hidden: at its real width now
       return;
     }
-    body.replaceChildren(...rows.map((row) => {
-      const tr = el("tr", rowAttrs(row));
-      for (const [field, format, cls] of columns) {
-        const attrs = { "data-field": field, "data-value": raw(row[field]) };
-        if (cls) attrs.class = cls(row);
-        tr.appendChild(cell(attrs, format(row[field]),
-                            format === fmtTime ? row[field] : undefined));
-      }
-      return tr;
-    }));
-  }
-
-  function drawAnalyticsTable(items) {
-    const body = $("table-analytics").tBodies[0];
-    if (!items.length) {
-      body.replaceChildren(el("tr"));
-      body.rows[0].appendChild(el("td", { colspan: "9", class: "empty" },
-                                  "no events in this window"));
-      return;
+    if (page.dataset.workflowId !== id) {
+      page.dataset.workflowId = id;
+      page.dataset.state = "loading";
+      $("workflow-body").replaceChildren(el("p", { class: "muted" }, `loading ${id}…`));
+      window.scrollTo(0, 0);
     }
-    const columns = [...COUNTS.map((m) => [m, fmtInt]), ...RATES.map((m) => [m, fmtPct]),
-                     ["over_sla", fmtInt]];
-    body.replaceChildren(...items.map((row) => {
-      const tr = el("tr", { "data-phase": String(row.phase) });
-      tr.appendChild(el("th", { scope: "row" }, String(row.phase)));
-      for (const [metric, format] of columns) {
-        tr.appendChild(cell({ "data-table": "analytics", "data-phase": String(row.phase),
-                              "data-metric": metric, "data-value": raw(row[metric]),
-                              class: metric === "over_sla" && row[metric] ? "num bad" : "num" },
-                            format(row[metric])));
-      }
-      return tr;
-    }));
+    await drawWorkflow(id);
   }
 
-  function drawTiles(items, byKind) {
-    for (const m of [...COUNTS, "over_sla"]) {
-      const total = items.reduce((sum, r) => sum + r[m], 0);
-      const node = $(`total-${m}`);
-      node.textContent = fmtInt(total);
-      node.dataset.value = String(total);
+  async function drawWorkflow(id) {
+    const page = $("workflow-page"), box = $("workflow-body");
+    try {
+      const data = await getJson(`api/workflows/${encodeURIComponent(id)}`,
+                                 new URLSearchParams({ limit: "1000" }));
+      if (routeWorkflow() !== id) return;  // the reader moved on meanwhile
+      window.PhaseWorkflow.render(box, data, Date.parse(data.now || "") || Date.now());
+      page.dataset.state = "ready";
+    } catch (err) {
+      if (err instanceof AuthError) return askForToken(err);
+      box.replaceChildren(el("p", { class: "error", "data-error": "workflow" },
+                             `Could not show workflow ${id}: ${err.message}`));
+      page.dataset.state = "error";
     }
-    const counts = Object.fromEntries(byKind.map((k) => [k.kind, k.violations]));
-    for (const kind of KINDS) {
-      const node = $(`kind-${kind}`);
-      node.textContent = fmtInt(counts[kind] ?? 0);
-      node.dataset.value = String(counts[kind] ?? 0);
-    }
-  }
-
-  function drawViolations(sla) {
-    fillTable("table-violations", sla.items, [
-      ["at", fmtTime], ["kind", String, (r) => `kind k-${r.kind}`], ["workflow_id", String],
-      ["phase", String, () => "num"], ["status", String], ["duration_ms", fmtMs, () => "num"],
-      ["threshold_ms", fmtMs, () => "num"], ["excess_ms", (v) => `+${fmtMs(v)}`, () => "num bad"],
-    ], (r) => ({ "data-table": "violations", "data-event-id": r.event_id, "data-kind": r.kind,
-                 "data-phase": String(r.phase) }), "no SLA violations in this window");
-  }
-
-  function drawRollbacks(rollbacks) {
-    fillTable("table-rollbacks", rollbacks.by_phase, [
-      ["phase", String], ["rollbacks", fmtInt, () => "num"], ["workflows", fmtInt, () => "num"],
-      ["retries", fmtInt, () => "num"], ["gave_up", fmtInt, (r) => (r.gave_up ? "num bad" : "num")],
-      ["loops_stopped", fmtInt, (r) => (r.loops_stopped ? "num bad" : "num")],
-    ], (r) => ({ "data-table": "rollbacks", "data-phase": String(r.phase) }),
-    "no rollbacks in this window");
-    fillTable("table-chains", rollbacks.items, [
-      ["workflow_id", String], ["rollbacks", fmtInt, () => "num"], ["chain", String, () => "chain"],
-      ["first_at", fmtTime], ["last_at", fmtTime],
-    ], (r) => ({ "data-table": "chains", "data-workflow-id": r.workflow_id }),
-    "no workflow was rolled back more than once in this window");
-  }
-
-  function render(data) {
-    const items = data.analytics.items;
-    drawTiles(items, data.sla.by_kind);
-    drawThroughput(items);
-    drawRates(items);
-    drawAnalyticsTable(items);
-    drawDurations(items);
-    drawViolations(data.sla);
-    drawRollbacks(data.rollbacks);
   }
 
   // ---------------------------------------------------------------- polling
@@ -341,6 +138,9 @@
   }
 
   function askForToken(err) {
+    // Several requests may be refused at once (the poll, the workflow page): the first
+    // one's reason is the one shown.
+    if (document.body.dataset.state === "signin") return;
     const hadToken = storedToken() !== null;
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(state.timer);
@@ -374,9 +174,16 @@
     $("signin-message").textContent = "Signed out.";
   }
 
-  async function getJson(path, params) {
+  class HttpError extends Error {
+    constructor(path, status, reason) {
+      super(`${path}: ${status} ${reason}`);
+      this.status = status;
+    }
+  }
+
+  async function getJson(path, params, timeoutMs = TIMEOUT_MS) {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
     const headers = { Accept: "application/json" };
     const token = storedToken();
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -392,7 +199,7 @@
       }
       if (!response.ok) {
         const reason = body && body.error ? body.error : response.statusText;
-        throw new Error(`${path}: ${response.status} ${reason}`);
+        throw new HttpError(path, response.status, reason);
       }
       return body;
     } finally {
@@ -406,8 +213,103 @@
     $("status-text").textContent = text;
   }
 
+  async function fetchAll(base, paged) {
+    const running = new URLSearchParams({ limit: String(RECENT) });
+    if (base.get("phase")) running.set("phase", base.get("phase"));
+    const [analytics, sla, rollbacks, live, workflows, dlq] = await Promise.all([
+      getJson("api/analytics", paged(100)),
+      getJson("api/sla", paged(RECENT)),
+      getJson("api/rollbacks", paged(RECENT)),
+      getJson("api/running", running),
+      fetchWorkflows(),
+    ]);
+    const series = await fetchSeries(base, analytics.items.map((r) => r.phase));
+    return { analytics, sla, rollbacks, running: live, workflows, series };
+  }
+
+  // Dead letters come from a scan of a Kafka topic (the server gives up after 10 s): asked
+  // beside the poll, never holding it up, one request at a time.
+  function refreshDeadLetters() {
+    if (state.dlqInFlight) return;
+    state.dlqInFlight = true;
+    fetchDeadLetters().then((dlq) => {
+      state.dlq = dlq;
+      window.PhasePanels.drawDeadLetters(dlq);
+    }).catch(() => {
+      // Only an AuthError gets here: the poll beside it asks for the token, once.
+    }).finally(() => { state.dlqInFlight = false; });
+  }
+
+  // A server without /api/dlq (404) says so in the panel; the rest of the page still draws.
+  async function fetchDeadLetters() {
+    try {
+      return { state: "ready",
+               body: await getJson("api/dlq", new URLSearchParams(), DLQ_TIMEOUT_MS) };
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      if (err instanceof HttpError && err.status === 404) return { state: "unavailable" };
+      return { state: "error", message: err.message };
+    }
+  }
+
+  function searchParams() {
+    const params = new URLSearchParams({ limit: String(SEARCH_LIMIT) });
+    const prefix = $("search-prefix").value.trim(), user = $("search-user").value.trim();
+    if (prefix) params.set("prefix", prefix);
+    if (user) params.set("user", user);
+    return params;
+  }
+
+  async function fetchWorkflows() {
+    try {
+      return { found: await getJson("api/workflows", searchParams()), error: null };
+    } catch (err) {
+      if (err instanceof AuthError) throw err;
+      return { found: null, error: err.message };
+    }
+  }
+
+  // Per phase with events in the window: started and failed per bucket, and p95 against
+  // the phase's SLA; violations over time for all phases (or the one chosen).
+  async function fetchSeries(base, phases) {
+    const [since, step, label] = SERIES[$("filter-since").value] || SERIES["24h"];
+    const key = `${since}|${step}|${phases.join(",")}|${base.get("phase") || ""}`;
+    if (state.series && key === state.seriesKey && Date.now() - state.seriesAt < SERIES_EVERY_MS) {
+      return state.series;
+    }
+    const ask = (metric, phase) => {
+      const params = new URLSearchParams({ metric, step, since });
+      if (phase !== null) params.set("phase", String(phase));
+      return getJson("api/timeseries", params);
+    };
+    const perPhase = await Promise.all(phases.map(async (phase) => {
+      const [started, failed, p95] = await Promise.all(
+        ["started", "failed", "p95_duration"].map((m) => ask(m, phase)));
+      return { phase, started, failed, p95 };
+    }));
+    const selected = base.get("phase");
+    const violations = await ask("violations", selected === null ? null : Number(selected));
+    Object.assign(state, { series: { perPhase, violations, label }, seriesKey: key,
+                           seriesAt: Date.now() });
+    return state.series;
+  }
+
+  function render(data) {
+    const P = window.PhasePanels;
+    P.drawRunning(data.running);
+    P.drawHealth(data.running);
+    if (state.dlq) P.drawDeadLetters(state.dlq);
+    P.drawSeries(data.series);
+    P.drawWorkflows(data.workflows);
+    window.PhaseOverview.render(data);
+    document.body.dataset.drawnAt = String(window.innerWidth);  // for tests: drawn at this width
+  }
+
   async function refresh() {
-    if (state.inFlight) return;
+    if (state.inFlight) {  // a filter changed mid-poll: poll again as soon as this one ends
+      state.again = true;
+      return;
+    }
     state.inFlight = true;
     clearTimeout(state.timer);
     const base = filters();
@@ -416,13 +318,9 @@
       params.set("limit", String(limit));
       return params;
     };
+    refreshDeadLetters();
     try {
-      const [analytics, sla, rollbacks] = await Promise.all([
-        getJson("api/analytics", paged(100)),
-        getJson("api/sla", paged(RECENT)),
-        getJson("api/rollbacks", paged(RECENT)),
-      ]);
-      state.last = { analytics, sla, rollbacks };
+      state.last = await fetchAll(base, paged);
       render(state.last);
       state.refreshes += 1;
       const now = new Date();
@@ -435,6 +333,7 @@
       $("signin").hidden = true;
       $("signout").hidden = storedToken() === null;
       setStatus("live", `live · ${stamp.slice(11, 19)} UTC`);
+      if (routeWorkflow() !== null) showRoute();
     } catch (err) {
       if (err instanceof AuthError) {
         askForToken(err);
@@ -447,7 +346,25 @@
       setStatus("error", "API unreachable");
     } finally {
       state.inFlight = false;
-      if (document.body.dataset.state !== "signin") schedule();
+      const again = state.again;
+      state.again = false;
+      if (document.body.dataset.state !== "signin") {
+        if (again) refresh();
+        else schedule();
+      }
+    }
+  }
+
+  // A search answers at once, whatever the poll is doing.
+  async function search(event) {
+    event.preventDefault();
+    syncUrl();
+    try {
+      const found = await fetchWorkflows();
+      if (state.last) state.last.workflows = found;
+      window.PhasePanels.drawWorkflows(found);
+    } catch (err) {
+      if (err instanceof AuthError) askForToken(err);
     }
   }
 
@@ -467,11 +384,22 @@
       const value = $(`filter-${name}`).value;
       if (value) params.set(name, value);
     }
-    history.replaceState(null, "", `${location.pathname}?${params}`);
+    for (const name of ["prefix", "user"]) {
+      const value = $(`search-${name}`).value.trim();
+      if (value) params.set(name, value);
+    }
+    history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
   }
 
   function init() {
     const query = new URLSearchParams(location.search);
+    const refused = checkUrl(query);
+    for (const name of ["prefix", "user"]) {
+      $(`search-${name}`).value = refused.has(name) ? "" : query.get(name) || "";
+    }
+    $("search").addEventListener("submit", search);
+    window.addEventListener("hashchange", showRoute);
+    showRoute();
     for (const name of ["since", "phase", "refresh"]) {
       const select = $(`filter-${name}`);
       const wanted = query.get(name);
@@ -486,7 +414,10 @@
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => { if (state.last) render(state.last); }, 150);
+      resizeTimer = setTimeout(() => {
+        if (state.last) render(state.last);
+        if (routeWorkflow() !== null) showRoute();  // its timeline, at the new width
+      }, 150);
     });
     refresh();
   }

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from models.notifications.dedup import Deduplicator
 from models.notifications.rate_limit import RateLimiter
 from models.notifications.value import Notification, NotificationKind
-from phasestream.notify.metrics import NotifyMetrics
-from phasestream.notify.sink import AlertSink
+from phasestream.delivery.metrics import NotifyMetrics
+from phasestream.delivery.sink import AlertSink
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
