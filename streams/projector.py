@@ -62,11 +62,6 @@ def _ref(tp: TopicPartition) -> PartitionRef:
     return PartitionRef(tp.topic, tp.partition)
 
 
-def _newest(moves: Mapping[PartitionRef, PositionMove]) -> datetime | None:
-    return max((m.last_event_at for m in moves.values() if m.last_event_at is not None),
-               default=None)
-
-
 async def _settle(writing: asyncio.Task[bool] | None) -> bool:
     """Wait for the write in flight, if any; whether it made its batch durable."""
     return True if writing is None else await writing
@@ -144,6 +139,7 @@ class Projector(Generic[T]):
             log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
                         self._config.name, exc)
             await self._apply_one_by_one(batch)
+            self._note_newest(batch)
             await self._commit({_ref(tp): PositionMove(None, d.next_offset)
                                 for tp, d in batch.items()})
             return True
@@ -158,8 +154,8 @@ class Projector(Generic[T]):
                      self._config.name)
             return False
         self._advance(decoded.moves)
-        self._note_newest(decoded.moves)
-        self._applied(decoded.events, time.monotonic() - began, _newest(decoded.moves))
+        self._note_newest(batch)
+        self._applied(decoded.events, time.monotonic() - began)
         await self._commit(decoded.moves)
         return True
 
@@ -220,11 +216,10 @@ class Projector(Generic[T]):
         return PositionMove(self._expected.get(tp), next_offset,
                             highwater=self._consumer.highwater(tp), last_event_at=newest)
 
-    def _note_newest(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
-        # The moves hold each partition's newest event time: one pass over the events.
-        for ref, move in moves.items():
-            if (newest := move.last_event_at) is not None:
-                tp = TopicPartition(ref.topic, ref.partition)
+    def _note_newest(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
+        for tp, decoded in batch.items():
+            if decoded.events:
+                newest = max(self._config.event_time(e) for e in decoded.events)
                 self._newest[tp] = max(newest, self._newest.get(tp, newest))
 
     def watermarks(self, now: datetime) -> dict[int, datetime]:
@@ -239,7 +234,8 @@ class Projector(Generic[T]):
                 marks[tp.partition] = self._newest[tp]
         return marks
 
-    def _applied(self, events: Sequence[T], seconds: float, newest: datetime | None) -> None:
+    def _applied(self, events: Sequence[T], seconds: float) -> None:
+        newest = max((self._config.event_time(e) for e in events), default=None)
         self.stats.applied(len(events), newest, seconds)
         if self._config.on_applied is not None and events:
             self._config.on_applied(events)
@@ -259,7 +255,7 @@ class Projector(Generic[T]):
                 move = self._move(tp, record.offset + 1, single.events)
                 try:
                     await self._apply(Batch.single(_ref(tp), single.events, move))
-                    self._applied(single.events, 0.0, move.last_event_at)
+                    self._applied(single.events, 0.0)
                 except RejectedRecordError as exc:
                     await self._dlq.send_all([dead_letter(record, InvalidEventError(
                         "$", f"refused by the sink: {exc}"))])
@@ -267,7 +263,6 @@ class Projector(Generic[T]):
                     move = replace(move, last_event_at=None)  # nothing of it was applied
                     await self._apply(Batch.single(_ref(tp), [], move))
                 self._advance({_ref(tp): move})
-                self._note_newest({_ref(tp): move})
 
     def _advance(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
         for ref, move in moves.items():
