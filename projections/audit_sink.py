@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Final
-from uuid import UUID
 
 import asyncpg
 import orjson
@@ -57,14 +56,18 @@ _STATUS_TEXT: Final = {status: status.value for status in PhaseStatus}
 
 
 def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
-    return (event.event_id, event.workflow_id, event.user_id, event.phase_number,
-            _STATUS_TEXT[event.status], event.timestamp, event.duration_ms, event.previous_phase,
-            event.error_message, event.error_stack, orjson.dumps(event.metadata).decode(),
-            event.rollback_triggered, event.rollback_to_phase)
+    """The event's values in COLUMNS order."""
+    return stage_rows([event])[0][:-1]
 
 
-def _stage_row(ordinal: int, event: PhaseEvent) -> tuple[Any, ...]:
-    return (*audit_row(event), ordinal)
+def stage_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
+    """audit_row of each event plus its ordinal, each tuple built once (the hot path: a
+    tuple per event and its unpacking into a second one cost a fifth of this)."""
+    status, dumps = _STATUS_TEXT, orjson.dumps
+    return [(e.event_id, e.workflow_id, e.user_id, e.phase_number, status[e.status],
+             e.timestamp, e.duration_ms, e.previous_phase, e.error_message, e.error_stack,
+             dumps(e.metadata).decode(), e.rollback_triggered, e.rollback_to_phase, ordinal)
+            for ordinal, e in enumerate(events)]
 
 
 async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -77,9 +80,11 @@ async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 def repeated_within(events: Sequence[PhaseEvent], skip: set[int]) -> set[int]:
     """Indexes of events (but those in ``skip``) whose id an earlier event of the batch
     has, with other fields."""
-    first: dict[UUID, PhaseEvent] = {}
+    # Keyed by the id's int: UUID.__hash__ is Python code (hash(self.int)), an int's is C.
+    first: dict[int, PhaseEvent] = {}
     return {i for i, event in enumerate(events) if i not in skip
-            and (seen := first.setdefault(event.event_id, event)) is not event and seen != event}
+            and (seen := first.setdefault(event.event_id.int, event)) is not event
+            and seen != event}
 
 
 def refused_positions(batch: Batch[PhaseEvent],
@@ -163,7 +168,7 @@ class AuditSink(PostgresSink[PhaseEvent]):
     async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
         events = batch.events
         await conn.copy_records_to_table(
-            STAGE, records=[_stage_row(i, e) for i, e in enumerate(events)],
+            STAGE, records=stage_rows(events),
             columns=(*COLUMNS, "ord"))
         await conn.execute(
             "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
