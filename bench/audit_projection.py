@@ -65,10 +65,8 @@ from streams.publisher import PhaseEventPublisher
 if not __package__:  # run as a file (bench/audit_projection.py), not with -m: the shared
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers are bench.*
 
-from bench import measure
-from bench import scratch as support  # bench/scratch.py; the calls keep the old name for now
-from bench.measure import CpuMeter
-from bench.measure import machine_and_postgres_facts as machine_facts
+from bench import measure, scratch
+from bench.measure import CpuMeter, machine_and_postgres_facts
 
 log = logging.getLogger("bench.audit_projection")
 
@@ -151,7 +149,7 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
                       f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
                       f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
                       f"(SELECT id FROM claimed) {shape.on_conflict}")
-        await support.checkpoint(monitor)
+        await scratch.checkpoint(monitor)
         await meter.start()
         began = time.perf_counter()
         for start in range(0, len(rows), RAW_BATCH):
@@ -178,15 +176,15 @@ async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id="bench-naive",
         auto_offset_reset="earliest", enable_auto_commit=True,
-        session_timeout_ms=support.SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=support.SESSION_TIMEOUT_MS // 4)
+        session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=scratch.SESSION_TIMEOUT_MS // 4)
     insert = (f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
               f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
               f"{shape.on_conflict}")
     done = 0
     began = 0.0
     try:
-        await support.checkpoint(monitor)
+        await scratch.checkpoint(monitor)
         await consumer.start()
         async for record in consumer:
             if done == 0:  # the clock starts at the first record: the group join is excluded
@@ -225,7 +223,7 @@ class SteadyLoad:
 
 
 def steady_load_process(load: SteadyLoad, results: multiprocessing.Queue[dict[str, Any]]) -> None:
-    support.setup_logging(LOG_FORMAT)
+    scratch.setup_logging(LOG_FORMAT)
     results.put(asyncio.run(_steady_load(load)))
 
 
@@ -371,7 +369,7 @@ async def projector_phases(args: argparse.Namespace, settings: Settings,
                            events: int, meter: CpuMeter,
                            monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
     applied_before = 0
-    await support.checkpoint(monitor)
+    await scratch.checkpoint(monitor)
     async with audit_projector(settings) as projector:
         started = time.perf_counter()
         task = asyncio.create_task(projector.run())
@@ -458,26 +456,26 @@ async def steady_phase(args: argparse.Namespace, settings: Settings, *,
 # Scale-out: the projector as K separate OS processes in one consumer group
 
 
-async def start_workers(settings: Settings, count: int, workdir: Path) -> list[support.Child]:
+async def start_workers(settings: Settings, count: int, workdir: Path) -> list[scratch.Child]:
     """``count`` audit processes, their logs workdir/scaleout-<count>-worker-<i>.log, cwd the
     scratch directory (so that no .env file is read)."""
-    env = support.phasestream_environment(settings)
-    return [await support.spawn(f"scaleout-{count}-worker-{index}",
-                                support.phasestream_audit_argv(), env=env, workdir=workdir)
+    env = scratch.phasestream_environment(settings)
+    return [await scratch.spawn(f"scaleout-{count}-worker-{index}",
+                                scratch.phasestream_audit_argv(), env=env, workdir=workdir)
             for index in range(1, count + 1)]
 
 
-async def stop_workers(workers: Sequence[support.Child],
+async def stop_workers(workers: Sequence[scratch.Child],
                        timeout_s: float = 30) -> list[int | None]:
     """SIGTERM every worker at once; their exit codes (None: it had to be killed)."""
-    return list(await asyncio.gather(*(support.stop(w, timeout_s=timeout_s)
+    return list(await asyncio.gather(*(scratch.stop(w, timeout_s=timeout_s)
                                        for w in workers)))
 
 
 ASSIGNED: Final = re.compile(r"(\d+) partitions at stored positions")
 
 
-def worker_log_facts(worker: support.Child) -> dict[str, Any]:
+def worker_log_facts(worker: scratch.Child) -> dict[str, Any]:
     """Partition counts at each (re)assignment, and the writes refused as stale."""
     text = worker.log_path.read_text(errors="replace")
     return {"assignments": [int(m.group(1)) for m in ASSIGNED.finditer(text)],
@@ -495,12 +493,12 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
                         phase_events_topic=f"bench.scaleout-{count}",
                         dlq_topic=f"bench.scaleout-{count}.dlq",
                         audit_consumer_group=f"bench-scaleout-{count}",
-                        consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS)
+                        consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS)
     await create_topics(settings)
     events = [decode_event(p) for p in payloads]  # the same events as the backlog
     log.info("scale-out (%d): publishing %d events to %s", count, len(events),
              settings.phase_events_topic)
-    await support.publish(settings, events, client_id="bench-backlog", progress=True)
+    await scratch.publish(settings, events, client_id="bench-backlog", progress=True)
     del events
     # The event ids the earlier parts claimed go too (workflow_phase_event_ids, migration
     # 0008): still claimed, they would send every batch through the sink's conflict check.
@@ -509,11 +507,11 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
                                                              if ids else ""))
     poll = await asyncpg.connect(settings.database_url)
     try:
-        await support.checkpoint(monitor)
+        await scratch.checkpoint(monitor)
         log.info("scale-out (%d): starting %d projector processes", count, count)
         started = time.perf_counter()
         workers = await start_workers(settings, count, workdir)
-        meter = CpuMeter(monitor, db_name, support.broker_pids(), {
+        meter = CpuMeter(monitor, db_name, scratch.broker_pids(), {
             **{f"worker_{i}": [w.process.pid] for i, w in enumerate(workers, 1)},
             "count_poll_backend": [poll.get_server_pid()]})
         try:
@@ -544,7 +542,7 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
 
 
 async def _drain_with_workers(poll: asyncpg.Connection[Any],
-                              workers: Sequence[support.Child],
+                              workers: Sequence[scratch.Child],
                               target: int, meter: CpuMeter, count: int, *,
                               timeout_s: float = 900,
                               ) -> tuple[float, float, int, int, float]:
@@ -740,8 +738,8 @@ def _worker_counts(text: str) -> list[int]:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000, help="backlog size N")
-    parser.add_argument("--database-url", default=support.default_database_url(),
-                        help=support.DATABASE_URL_HELP)
+    parser.add_argument("--database-url", default=scratch.default_database_url(),
+                        help=scratch.DATABASE_URL_HELP)
     parser.add_argument("--naive-sample", type=int, default=20_000,
                         help="events the naive consumer writes (at most N)")
     parser.add_argument("--rate", type=float, default=5000, help="phase 2 events/s")
@@ -754,7 +752,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
                         help="scale-out: projector process counts to measure, e.g. 2 or 1,2 "
                         "(default 1,2; 0 skips)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--broker", choices=support.BROKERS, default="tansu",
+    parser.add_argument("--broker", choices=scratch.BROKERS, default="tansu",
                         help="the scratch broker: the embedded Tansu or Apache Kafka")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds' regression check (make bench-quick): N = 20,000, "
@@ -768,10 +766,10 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-"))
-    async with support.scratch_database(args.database_url) as (db_name, db_url):
-        with support.local_broker(workdir, args.broker) as bootstrap:
+    async with scratch.scratch_database(args.database_url) as (db_name, db_url):
+        with scratch.local_broker(workdir, args.broker) as bootstrap:
             settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_url,
-                                consumer_session_timeout_ms=support.SESSION_TIMEOUT_MS,
+                                consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
                                 kafka_idempotent_producer=args.broker == "kafka")
             await run_migrations(settings)
             await create_topics(settings)
@@ -785,19 +783,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _measure(args: argparse.Namespace, settings: Settings,
                    monitor: asyncpg.Connection[Any], db_name: str,
                    db_url: str, *, workdir: Path) -> dict[str, Any]:
-    facts = await machine_facts(monitor)
+    facts = await machine_and_postgres_facts(monitor)
     busy_before = round(await asyncio.to_thread(measure.machine_busy_pct))
     log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
              100 * (os.cpu_count() or 1))
-    meter = CpuMeter(monitor, db_name, support.broker_pids())
+    meter = CpuMeter(monitor, db_name, scratch.broker_pids())
     log.info("generating %d events", args.events)
-    events = support.make_events(args.events, args.seed)
+    events = scratch.make_events(args.events, args.seed)
     shape = await audit_table_shape(monitor)
-    await create_copies(monitor, shape, support.months_of(events))
+    await create_copies(monitor, shape, scratch.months_of(events))
     # publish_many sends encode_event(e): these are the published bytes, byte for byte.
     payloads = [encode_event(e) for e in events]
     log.info("publishing the backlog of %d events", len(events))
-    publish_rate = await support.publish(settings, events, client_id="bench-backlog",
+    publish_rate = await scratch.publish(settings, events, client_id="bench-backlog",
                                          progress=True)
     del events[:]  # from here on the baselines use only the bytes
 
@@ -857,11 +855,11 @@ async def _measure(args: argparse.Namespace, settings: Settings,
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    support.setup_logging(LOG_FORMAT)
-    figures = support.run_timed(run(args))
+    scratch.setup_logging(LOG_FORMAT)
+    figures = scratch.run_timed(run(args))
     print(report(figures))
     print(f"total run: {figures['total_run_seconds']} s")
-    support.write_figures(args.json, figures, logger=log)
+    scratch.write_figures(args.json, figures, logger=log)
     return 0
 
 

@@ -43,8 +43,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import measure
-from bench import scratch as support  # bench/scratch.py; the calls keep the old name for now
+from bench import measure, scratch
 from phasestream.settings import Settings
 
 log = logging.getLogger("bench.profile_audit")
@@ -164,12 +163,12 @@ class Spy:
 
     def __init__(self, rate_hz: int, output: Path, workdir: Path, max_s: float) -> None:
         self.rate_hz, self.output, self.workdir, self.max_s = rate_hz, output, workdir, max_s
-        self.child: support.Child | None = None
+        self.child: scratch.Child | None = None
         self.window: list[float] = []  # when it started, when it was stopped
         self.exit_code: int | None = None
 
-    async def start(self, target: support.Child) -> None:
-        self.child = await support.spawn(
+    async def start(self, target: scratch.Child) -> None:
+        self.child = await scratch.spawn(
             "py-spy", [py_spy(), "record", "--pid", str(target.pid), "--rate",
                        str(self.rate_hz), "--format", "raw", "--output", str(self.output),
                        "--duration", str(int(self.max_s))], env={}, workdir=self.workdir)
@@ -179,7 +178,7 @@ class Spy:
         """SIGINT makes py-spy stop and write what it recorded."""
         if self.child is not None and len(self.window) == 1:
             self.window.append(time.perf_counter())
-            self.exit_code = await support.stop(self.child, sig=signal.SIGINT, timeout_s=60)
+            self.exit_code = await scratch.stop(self.child, sig=signal.SIGINT, timeout_s=60)
 
     def kill(self) -> None:
         if self.child is not None and self.child.exited() is None:
@@ -200,7 +199,7 @@ def target_command(args: argparse.Namespace,
                    settings: Settings) -> tuple[list[str], dict[str, str], str]:
     """(argv, environment, table) of the process to profile."""
     if args.target == "ps":
-        return (support.phasestream_audit_argv(), support.phasestream_environment(settings),
+        return (scratch.phasestream_audit_argv(), scratch.phasestream_environment(settings),
                 "workflow_phase_logs")
     from bench import quix_peer  # noqa: PLC0415  # only the peer targets need it
 
@@ -213,13 +212,13 @@ async def profile_drain(args: argparse.Namespace, settings: Settings, db_name: s
     argv, env, table = target_command(args, settings)
     load = await asyncio.to_thread(measure.wait_until_quiet, args.quiet_pct, window_s=5,
                                    timeout_s=args.quiet_timeout)
-    await support.checkpoint(monitor)
+    await scratch.checkpoint(monitor)
     spy = Spy(args.rate, workdir / f"{args.target}.raw", workdir, args.timeout)
     try:
         drain = await measure.timed_drain(
             args.target, argv, env, workdir=workdir, monitor=monitor, database=db_name,
             database_url=settings.database_url or "", table=table, target=args.events,
-            broker=support.broker_pids(), timeout_s=args.timeout, on_first=spy.start,
+            broker=scratch.broker_pids(), timeout_s=args.timeout, on_first=spy.start,
             before_stop=spy.stop)
     finally:
         spy.kill()
@@ -248,16 +247,16 @@ async def profile_drain(args: argparse.Namespace, settings: Settings, db_name: s
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with support.bench_stack(args.database_url, prefix="phasestream-bench-profile-",
+    async with scratch.bench_stack(args.database_url, prefix="phasestream-bench-profile-",
                                    keep=args.keep, phase_events_topic="bench.profile-events",
                                    dlq_topic="bench.profile-events.dlq",
                                    audit_consumer_group="bench-profile") as stack:
-        events = support.make_events(args.events, args.seed)
+        events = scratch.make_events(args.events, args.seed)
         if args.target != "ps":
             from bench import quix_peer  # noqa: PLC0415  # as above
 
-            await quix_peer.create_peer_table(stack.monitor, support.months_of(events))
-        await support.publish(stack.settings, events)
+            await quix_peer.create_peer_table(stack.monitor, scratch.months_of(events))
+        await scratch.publish(stack.settings, events)
         del events
         result = await profile_drain(args, stack.settings, stack.db_name, stack.monitor,
                                      stack.workdir)
@@ -323,19 +322,19 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw-out", type=Path, help="keep py-spy's raw stacks here")
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--timeout", type=float, default=300, help="seconds")
-    support.add_common_arguments(parser)
+    scratch.add_common_arguments(parser)
     return parser.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
-    support.setup_logging()
+    scratch.setup_logging()
     py_spy()
     figures = asyncio.run(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()
     print(report(figures))
     with contextlib.suppress(OSError):
-        support.write_figures(args.json, figures, logger=log)
+        scratch.write_figures(args.json, figures, logger=log)
     return 0
 
 
