@@ -99,40 +99,61 @@ class TableShape:
 
 
 async def audit_table_shape(conn: asyncpg.Connection[Any]) -> TableShape:
-    key = [r["attname"] for r in await conn.fetch(
-        "SELECT a.attname FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid"
-        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'public.workflow_phase_logs'::regclass"
-        " AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)")]
+    key = [
+        r["attname"]
+        for r in await conn.fetch(
+            "SELECT a.attname FROM pg_index AS i JOIN pg_attribute AS a"
+            " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = 'public.workflow_phase_logs'::regclass"
+            " AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)"
+        )
+    ]
     partition_by = await conn.fetchval(
-        "SELECT pg_get_partkeydef('public.workflow_phase_logs'::regclass)")
+        "SELECT pg_get_partkeydef('public.workflow_phase_logs'::regclass)"
+    )
     if partition_by is not None and partition_by != MONTHLY_RANGE:
-        raise RuntimeError(f"workflow_phase_logs is partitioned by {partition_by}; the bench "
-                           f"knows only {MONTHLY_RANGE} by month")
+        raise RuntimeError(
+            f"workflow_phase_logs is partitioned by {partition_by}; the bench "
+            f"knows only {MONTHLY_RANGE} by month"
+        )
     return TableShape(tuple(key), partition_by)
 
 
-async def create_copies(conn: asyncpg.Connection[Any], shape: TableShape,
-                        months: Sequence[datetime]) -> None:
+async def create_copies(
+    conn: asyncpg.Connection[Any], shape: TableShape, months: Sequence[datetime]
+) -> None:
     """bench.* copies of workflow_phase_logs: same columns, constraints and indexes, and,
     if it is partitioned, partitioned alike with the events' months created up front."""
     await conn.execute("CREATE SCHEMA bench")
-    await conn.execute('CREATE TABLE bench.raw_claim_ids (id UUID PRIMARY KEY, '
-                       '"timestamp" TIMESTAMPTZ NOT NULL)')
+    await conn.execute(
+        'CREATE TABLE bench.raw_claim_ids (id UUID PRIMARY KEY, "timestamp" TIMESTAMPTZ NOT NULL)'
+    )
     for table in ("raw_copy_logs", "raw_claim_logs", "naive_logs"):
         await conn.execute(
             f"CREATE TABLE bench.{table} (LIKE public.workflow_phase_logs INCLUDING ALL)"
-            + (f" PARTITION BY {shape.partition_by}" if shape.partition_by else ""))
+            + (f" PARTITION BY {shape.partition_by}" if shape.partition_by else "")
+        )
         for first in months if shape.partition_by else ():
-            after = (first.replace(year=first.year + 1, month=1) if first.month == 12
-                     else first.replace(month=first.month + 1))
+            after = (
+                first.replace(year=first.year + 1, month=1)
+                if first.month == 12
+                else first.replace(month=first.month + 1)
+            )
             await conn.execute(
                 f"CREATE TABLE bench.{table}_p{first:%Y%m} PARTITION OF bench.{table} "
-                f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')")
+                f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')"
+            )
 
 
-async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
-                   monitor: asyncpg.Connection[Any], shape: TableShape, *,
-                   claim: bool = False) -> dict[str, Any]:
+async def raw_copy(
+    url: str,
+    rows: Sequence[tuple[Any, ...]],
+    meter: CpuMeter,
+    monitor: asyncpg.Connection[Any],
+    shape: TableShape,
+    *,
+    claim: bool = False,
+) -> dict[str, Any]:
     """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch;
     with ``claim``, (b2): the ids claimed in one statement with the insert, as the sink does."""
     table = "raw_claim_logs" if claim else "raw_copy_logs"
@@ -140,22 +161,28 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
     try:
         await conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS bench_stage (LIKE public.workflow_phase_logs "
-            "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        insert = (f"INSERT INTO bench.{table} ({COLUMN_LIST}) "
-                  f"SELECT {COLUMN_LIST} FROM bench_stage {shape.on_conflict}")
+            "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        insert = (
+            f"INSERT INTO bench.{table} ({COLUMN_LIST}) "
+            f"SELECT {COLUMN_LIST} FROM bench_stage {shape.on_conflict}"
+        )
         if claim:
-            insert = ('WITH claimed AS (INSERT INTO bench.raw_claim_ids (id, "timestamp") '
-                      'SELECT id, "timestamp" FROM bench_stage ON CONFLICT (id) DO NOTHING '
-                      f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
-                      f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
-                      f"(SELECT id FROM claimed) {shape.on_conflict}")
+            insert = (
+                'WITH claimed AS (INSERT INTO bench.raw_claim_ids (id, "timestamp") '
+                'SELECT id, "timestamp" FROM bench_stage ON CONFLICT (id) DO NOTHING '
+                f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
+                f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
+                f"(SELECT id FROM claimed) {shape.on_conflict}"
+            )
         await scratch.checkpoint(monitor)
         await meter.start()
         began = time.perf_counter()
         for start in range(0, len(rows), RAW_BATCH):
             async with conn.transaction():
                 await conn.copy_records_to_table(
-                    "bench_stage", records=rows[start:start + RAW_BATCH], columns=COLUMNS)
+                    "bench_stage", records=rows[start : start + RAW_BATCH], columns=COLUMNS
+                )
                 await conn.execute(insert)
         elapsed = time.perf_counter() - began
         cpu = await meter.stop()
@@ -164,23 +191,40 @@ async def raw_copy(url: str, rows: Sequence[tuple[Any, ...]], meter: CpuMeter,
         await conn.close()
     if stored != len(rows):
         raise RuntimeError(f"raw COPY stored {stored} rows of {len(rows)}")
-    return {"events": len(rows), "seconds": round(elapsed, 3),
-            "events_per_s": round(len(rows) / elapsed), "cpu": cpu}
+    return {
+        "events": len(rows),
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(len(rows) / elapsed),
+        "cpu": cpu,
+    }
 
 
-async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
-                         meter: CpuMeter, monitor: asyncpg.Connection[Any],
-                         shape: TableShape) -> dict[str, Any]:
+async def naive_consumer(
+    url: str,
+    bootstrap: str,
+    topic: str,
+    sample: int,
+    *,
+    meter: CpuMeter,
+    monitor: asyncpg.Connection[Any],
+    shape: TableShape,
+) -> dict[str, Any]:
     """(a) The naive consumer: ``async for`` each record, one autocommitted INSERT."""
     conn = await asyncpg.connect(url)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id="bench-naive",
-        auto_offset_reset="earliest", enable_auto_commit=True,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="bench-naive",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
         session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=scratch.SESSION_TIMEOUT_MS // 4)
-    insert = (f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
-              f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
-              f"{shape.on_conflict}")
+        heartbeat_interval_ms=scratch.SESSION_TIMEOUT_MS // 4,
+    )
+    insert = (
+        f"INSERT INTO bench.naive_logs ({COLUMN_LIST}) VALUES "
+        f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
+        f"{shape.on_conflict}"
+    )
     done = 0
     began = 0.0
     try:
@@ -201,8 +245,12 @@ async def naive_consumer(url: str, bootstrap: str, topic: str, sample: int, *,
     finally:
         await consumer.stop()
         await conn.close()
-    return {"events": done, "seconds": round(elapsed, 3),
-            "events_per_s": round(done / elapsed), "cpu": cpu}
+    return {
+        "events": done,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(done / elapsed),
+        "cpu": cpu,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -231,8 +279,9 @@ async def _steady_load(load: SteadyLoad) -> dict[str, Any]:
     watch: dict[uuid.UUID, float] = {}  # sampled ids not yet seen -> published_at
     publishing = asyncio.Event()
     publishing.set()
-    async with PhaseEventPublisher(load.bootstrap, load.topic, linger_ms=load.linger_ms,
-                                   client_id="bench-steady") as publisher:
+    async with PhaseEventPublisher(
+        load.bootstrap, load.topic, linger_ms=load.linger_ms, client_id="bench-steady"
+    ) as publisher:
         poller = asyncio.create_task(_poll_visibility(load, watch, publishing))
         began_cpu = time.process_time()
         published, elapsed = await _publish_steadily(load, publisher, watch)
@@ -246,8 +295,9 @@ async def _steady_load(load: SteadyLoad) -> dict[str, Any]:
     return seen
 
 
-async def _publish_steadily(load: SteadyLoad, publisher: PhaseEventPublisher,
-                            watch: dict[uuid.UUID, float]) -> tuple[int, float]:
+async def _publish_steadily(
+    load: SteadyLoad, publisher: PhaseEventPublisher, watch: dict[uuid.UUID, float]
+) -> tuple[int, float]:
     rng = random.Random(load.seed)
     total = int(load.rate * load.seconds)
     spare: list[PhaseEvent] = []
@@ -264,8 +314,11 @@ async def _publish_steadily(load: SteadyLoad, publisher: PhaseEventPublisher,
                 if not spare:
                     spare = workflow_events(rng, datetime.now(UTC))
                 event = spare.pop()
-                batch.append(replace(event, metadata={**event.metadata, "published_at": stamp,
-                                                      "bench_seq": seq}))
+                batch.append(
+                    replace(
+                        event, metadata={**event.metadata, "published_at": stamp, "bench_seq": seq}
+                    )
+                )
                 if seq % load.sample_every == 0:
                     watch[event.event_id] = stamp
             sent = due
@@ -280,8 +333,9 @@ async def _publish_steadily(load: SteadyLoad, publisher: PhaseEventPublisher,
     return sent, time.monotonic() - began
 
 
-async def _poll_visibility(load: SteadyLoad, watch: dict[uuid.UUID, float],
-                           publishing: asyncio.Event) -> dict[str, Any]:
+async def _poll_visibility(
+    load: SteadyLoad, watch: dict[uuid.UUID, float], publishing: asyncio.Event
+) -> dict[str, Any]:
     """Every poll_interval, ask which watched ids are visible. A row seen by a query that
     started at t was committed before t and after the previous query's start: the
     latency is bracketed by [previous start, t] minus its publish time."""
@@ -300,7 +354,8 @@ async def _poll_visibility(load: SteadyLoad, watch: dict[uuid.UUID, float],
             if watch:
                 asked = time.time()
                 rows = await conn.fetch(
-                    "SELECT id FROM workflow_phase_logs WHERE id = ANY($1::uuid[])", list(watch))
+                    "SELECT id FROM workflow_phase_logs WHERE id = ANY($1::uuid[])", list(watch)
+                )
                 queries += 1
                 for row in rows:
                     published_at = watch.pop(row["id"])
@@ -310,18 +365,27 @@ async def _poll_visibility(load: SteadyLoad, watch: dict[uuid.UUID, float],
             await asyncio.sleep(load.poll_interval_s)
     finally:
         await conn.close()
-    return {"visible_upper_s": upper, "visible_lower_s": lower, "never_seen": len(watch),
-            "queries": queries}
+    return {
+        "visible_upper_s": upper,
+        "visible_lower_s": lower,
+        "never_seen": len(watch),
+        "queries": queries,
+    }
 
 
 # --------------------------------------------------------------------------------------
 # The projector phases
 
 
-async def wait_applied(projector_task: asyncio.Task[None], applied: Callable[[], int],
-                       target: int, label: str, *, timeout_s: float = 900,
-                       on_first: Callable[[], Awaitable[None]] | None = None,
-                       ) -> tuple[float, float, int]:
+async def wait_applied(
+    projector_task: asyncio.Task[None],
+    applied: Callable[[], int],
+    target: int,
+    label: str,
+    *,
+    timeout_s: float = 900,
+    on_first: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[float, float, int]:
     """Poll the projector's counter (it moves after each commit) until it reaches target.
     Return (first commit time, last commit time, events in the first batch)."""
     first_at, first_events = 0.0, 0
@@ -349,8 +413,11 @@ def percentiles_ms(values: Sequence[float]) -> dict[str, float | None]:
     if len(values) < 2:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
     cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50_ms": round(cuts[49] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1),
-            "max_ms": round(max(values) * 1000, 1)}
+    return {
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+    }
 
 
 async def sql_latency(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
@@ -358,16 +425,25 @@ async def sql_latency(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
         "SELECT count(*) AS n, percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY d) AS p,"
         " max(d) AS mx FROM (SELECT extract(epoch FROM projected_at)"
         " - (metadata->>'published_at')::float8 AS d FROM workflow_phase_logs"
-        " WHERE metadata ? 'published_at') AS t")
+        " WHERE metadata ? 'published_at') AS t"
+    )
     if row is None or not row["n"]:
         return {"events": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
-    return {"events": row["n"], "p50_ms": round(row["p"][0] * 1000, 1),
-            "p99_ms": round(row["p"][1] * 1000, 1), "max_ms": round(row["mx"] * 1000, 1)}
+    return {
+        "events": row["n"],
+        "p50_ms": round(row["p"][0] * 1000, 1),
+        "p99_ms": round(row["p"][1] * 1000, 1),
+        "max_ms": round(row["mx"] * 1000, 1),
+    }
 
 
-async def projector_phases(args: argparse.Namespace, settings: Settings,
-                           events: int, meter: CpuMeter,
-                           monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+async def projector_phases(
+    args: argparse.Namespace,
+    settings: Settings,
+    events: int,
+    meter: CpuMeter,
+    monitor: asyncpg.Connection[Any],
+) -> dict[str, Any]:
     applied_before = 0
     await scratch.checkpoint(monitor)
     async with audit_projector(settings) as projector:
@@ -375,27 +451,41 @@ async def projector_phases(args: argparse.Namespace, settings: Settings,
         task = asyncio.create_task(projector.run())
         try:  # CPU is metered from the first commit on, like the rate
             first_at, done_at, first_events = await wait_applied(
-                task, lambda: projector.stats.events_applied, events, "phase 1 (projector)",
-                on_first=meter.start)
+                task,
+                lambda: projector.stats.events_applied,
+                events,
+                "phase 1 (projector)",
+                on_first=meter.start,
+            )
             cpu = await meter.stop()
             batches = projector.stats.batches
             stored = await monitor.fetchval("SELECT count(*) FROM workflow_phase_logs")
             if stored != events:
                 raise RuntimeError(f"the projector stored {stored} rows of {events}")
             drain = {
-                "events": events, "batches": batches,
+                "events": events,
+                "batches": batches,
                 "seconds_incl_group_join": round(done_at - started, 3),
                 "events_per_s_incl_group_join": round(events / (done_at - started)),
                 "first_batch_after_s": round(first_at - started, 3),
                 "events_per_s": round((events - first_events) / max(1e-9, done_at - first_at)),
                 "cpu": cpu,
             }
-            log.info("phase 1: %d events in %.2f s (%d/s after the first batch)", events,
-                     done_at - started, drain["events_per_s"])
+            log.info(
+                "phase 1: %d events in %.2f s (%d/s after the first batch)",
+                events,
+                done_at - started,
+                drain["events_per_s"],
+            )
             applied_before = projector.stats.events_applied
-            latency = await steady_phase(args, settings, projector_task=task,
-                                         applied=lambda: projector.stats.events_applied,
-                                         applied_before=applied_before, meter=meter)
+            latency = await steady_phase(
+                args,
+                settings,
+                projector_task=task,
+                applied=lambda: projector.stats.events_applied,
+                applied_before=applied_before,
+                meter=meter,
+            )
             latency["projector_batches"] = projector.stats.batches - batches
         finally:
             projector.stop()
@@ -405,20 +495,38 @@ async def projector_phases(args: argparse.Namespace, settings: Settings,
     return {"drain": drain, "latency": latency}
 
 
-async def steady_phase(args: argparse.Namespace, settings: Settings, *,
-                       projector_task: asyncio.Task[None], applied: Callable[[], int],
-                       applied_before: int,
-                       meter: CpuMeter) -> dict[str, Any]:
-    load = SteadyLoad(settings.bootstrap_servers, settings.phase_events_topic,
-                      settings.database_url or "", args.rate, args.seconds,
-                      settings.producer_linger_ms, args.sample_every, args.poll_ms / 1000,
-                      args.seed + 1)
+async def steady_phase(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    projector_task: asyncio.Task[None],
+    applied: Callable[[], int],
+    applied_before: int,
+    meter: CpuMeter,
+) -> dict[str, Any]:
+    load = SteadyLoad(
+        settings.bootstrap_servers,
+        settings.phase_events_topic,
+        settings.database_url or "",
+        args.rate,
+        args.seconds,
+        settings.producer_linger_ms,
+        args.sample_every,
+        args.poll_ms / 1000,
+        args.seed + 1,
+    )
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[dict[str, Any]] = context.Queue()
-    process = context.Process(target=steady_load_process, args=(load, results),
-                              name="bench-steady-load")
-    log.info("phase 2: %.0f events/s for %.0f s from a separate process; polling 1 id in %d "
-             "every %d ms", args.rate, args.seconds, args.sample_every, args.poll_ms)
+    process = context.Process(
+        target=steady_load_process, args=(load, results), name="bench-steady-load"
+    )
+    log.info(
+        "phase 2: %.0f events/s for %.0f s from a separate process; polling 1 id in %d every %d ms",
+        args.rate,
+        args.seconds,
+        args.sample_every,
+        args.poll_ms,
+    )
     await meter.start()
     process.start()
     try:
@@ -433,8 +541,10 @@ async def steady_phase(args: argparse.Namespace, settings: Settings, *,
             if outcome is None and not process.is_alive():
                 raise RuntimeError(f"the load process exited with {process.exitcode}")
             if time.monotonic() >= next_log:
-                log.info("phase 2: projector has applied %d events since phase 1",
-                         applied() - applied_before)
+                log.info(
+                    "phase 2: projector has applied %d events since phase 1",
+                    applied() - applied_before,
+                )
                 next_log += 5
     finally:
         await asyncio.to_thread(process.join, 30)
@@ -460,16 +570,20 @@ async def start_workers(settings: Settings, count: int, workdir: Path) -> list[s
     """``count`` audit processes, their logs workdir/scaleout-<count>-worker-<i>.log, cwd the
     scratch directory (so that no .env file is read)."""
     env = scratch.phasestream_environment(settings)
-    return [await scratch.spawn(f"scaleout-{count}-worker-{index}",
-                                scratch.phasestream_audit_argv(), env=env, workdir=workdir)
-            for index in range(1, count + 1)]
+    return [
+        await scratch.spawn(
+            f"scaleout-{count}-worker-{index}",
+            scratch.phasestream_audit_argv(),
+            env=env,
+            workdir=workdir,
+        )
+        for index in range(1, count + 1)
+    ]
 
 
-async def stop_workers(workers: Sequence[scratch.Child],
-                       timeout_s: float = 30) -> list[int | None]:
+async def stop_workers(workers: Sequence[scratch.Child], timeout_s: float = 30) -> list[int | None]:
     """SIGTERM every worker at once; their exit codes (None: it had to be killed)."""
-    return list(await asyncio.gather(*(scratch.stop(w, timeout_s=timeout_s)
-                                       for w in workers)))
+    return list(await asyncio.gather(*(scratch.stop(w, timeout_s=timeout_s) for w in workers)))
 
 
 ASSIGNED: Final = re.compile(r"(\d+) partitions at stored positions")
@@ -478,42 +592,63 @@ ASSIGNED: Final = re.compile(r"(\d+) partitions at stored positions")
 def worker_log_facts(worker: scratch.Child) -> dict[str, Any]:
     """Partition counts at each (re)assignment, and the writes refused as stale."""
     text = worker.log_path.read_text(errors="replace")
-    return {"assignments": [int(m.group(1)) for m in ASSIGNED.finditer(text)],
-            "stale_position_retries": text.count("re-reading stored positions"),
-            "log": str(worker.log_path)}
+    return {
+        "assignments": [int(m.group(1)) for m in ASSIGNED.finditer(text)],
+        "stale_position_retries": text.count("re-reading stored positions"),
+        "log": str(worker.log_path),
+    }
 
 
-async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
-                    db_name: str, workdir: Path,
-                    monitor: asyncpg.Connection[Any]) -> dict[str, Any]:
+async def scale_out(
+    base: Settings,
+    payloads: Sequence[bytes],
+    count: int,
+    *,
+    db_name: str,
+    workdir: Path,
+    monitor: asyncpg.Connection[Any],
+) -> dict[str, Any]:
     """Drain N events with `count` projector processes: a fresh topic and consumer group,
     and workflow_phase_logs emptied by TRUNCATE (same database, so the same schema)."""
-    settings = Settings(kafka_bootstrap_servers=base.bootstrap_servers,
-                        database_url=base.database_url,
-                        phase_events_topic=f"bench.scaleout-{count}",
-                        dlq_topic=f"bench.scaleout-{count}.dlq",
-                        audit_consumer_group=f"bench-scaleout-{count}",
-                        consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS)
+    settings = Settings(
+        kafka_bootstrap_servers=base.bootstrap_servers,
+        database_url=base.database_url,
+        phase_events_topic=f"bench.scaleout-{count}",
+        dlq_topic=f"bench.scaleout-{count}.dlq",
+        audit_consumer_group=f"bench-scaleout-{count}",
+        consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
+    )
     await create_topics(settings)
     events = [decode_event(p) for p in payloads]  # the same events as the backlog
-    log.info("scale-out (%d): publishing %d events to %s", count, len(events),
-             settings.phase_events_topic)
+    log.info(
+        "scale-out (%d): publishing %d events to %s",
+        count,
+        len(events),
+        settings.phase_events_topic,
+    )
     await scratch.publish(settings, events, client_id="bench-backlog", progress=True)
     del events
     # The event ids the earlier parts claimed go too (workflow_phase_event_ids, migration
     # 0008): still claimed, they would send every batch through the sink's conflict check.
     ids = await monitor.fetchval("SELECT to_regclass('workflow_phase_event_ids') IS NOT NULL")
-    await monitor.execute("TRUNCATE workflow_phase_logs" + (", workflow_phase_event_ids"
-                                                             if ids else ""))
+    await monitor.execute(
+        "TRUNCATE workflow_phase_logs" + (", workflow_phase_event_ids" if ids else "")
+    )
     poll = await asyncpg.connect(settings.database_url)
     try:
         await scratch.checkpoint(monitor)
         log.info("scale-out (%d): starting %d projector processes", count, count)
         started = time.perf_counter()
         workers = await start_workers(settings, count, workdir)
-        meter = CpuMeter(monitor, db_name, scratch.broker_pids(), {
-            **{f"worker_{i}": [w.process.pid] for i, w in enumerate(workers, 1)},
-            "count_poll_backend": [poll.get_server_pid()]})
+        meter = CpuMeter(
+            monitor,
+            db_name,
+            scratch.broker_pids(),
+            {
+                **{f"worker_{i}": [w.process.pid] for i, w in enumerate(workers, 1)},
+                "count_poll_backend": [poll.get_server_pid()],
+            },
+        )
         try:
             timing = await _drain_with_workers(poll, workers, len(payloads), meter, count)
             cpu = await meter.stop()
@@ -528,24 +663,34 @@ async def scale_out(base: Settings, payloads: Sequence[bytes], count: int, *,
     if any(code != 0 for code in codes):
         log.error("scale-out (%d): worker exit codes %s (expected 0)", count, codes)
     rate = round((len(payloads) - first_rows) / max(1e-9, done_at - first_at))
-    log.info("scale-out (%d): %d events/s after the first commit; exit codes %s", count,
-             rate, codes)
+    log.info(
+        "scale-out (%d): %d events/s after the first commit; exit codes %s", count, rate, codes
+    )
     return {
-        "workers": count, "events": len(payloads), "events_per_s": rate,
+        "workers": count,
+        "events": len(payloads),
+        "events_per_s": rate,
         "seconds": round(done_at - first_at, 3),
         "first_commit_after_s": round(first_at - started, 3),
         "events_per_s_incl_startup": round(len(payloads) / (done_at - started)),
-        "rows_at_first_commit": first_rows, "count_polls": polls,
-        "count_query_ms_mean": round(poll_ms, 2), "exit_codes": codes, "cpu": cpu,
+        "rows_at_first_commit": first_rows,
+        "count_polls": polls,
+        "count_query_ms_mean": round(poll_ms, 2),
+        "exit_codes": codes,
+        "cpu": cpu,
         "worker_logs": [worker_log_facts(w) for w in workers],
     }
 
 
-async def _drain_with_workers(poll: asyncpg.Connection[Any],
-                              workers: Sequence[scratch.Child],
-                              target: int, meter: CpuMeter, count: int, *,
-                              timeout_s: float = 900,
-                              ) -> tuple[float, float, int, int, float]:
+async def _drain_with_workers(
+    poll: asyncpg.Connection[Any],
+    workers: Sequence[scratch.Child],
+    target: int,
+    meter: CpuMeter,
+    count: int,
+    *,
+    timeout_s: float = 900,
+) -> tuple[float, float, int, int, float]:
     """Poll count(*) every SCALE_OUT_POLL_S until it reaches target. Return (first commit
     seen, target seen, rows at the first commit, polls, mean poll ms)."""
     first_at, first_rows, polls, poll_s = 0.0, 0, 0, 0.0
@@ -554,8 +699,10 @@ async def _drain_with_workers(poll: asyncpg.Connection[Any],
     while True:
         for worker in workers:
             if worker.process.returncode is not None:
-                raise RuntimeError(f"scale-out ({count}): a worker exited with "
-                                   f"{worker.process.returncode}:\n{worker.log_tail()}")
+                raise RuntimeError(
+                    f"scale-out ({count}): a worker exited with "
+                    f"{worker.process.returncode}:\n{worker.log_tail()}"
+                )
         asked = time.perf_counter()
         rows = int(await poll.fetchval("SELECT count(*) FROM workflow_phase_logs"))
         now = time.perf_counter()
@@ -566,8 +713,9 @@ async def _drain_with_workers(poll: asyncpg.Connection[Any],
         if rows >= target:
             return first_at, now, first_rows, polls, 1000 * poll_s / polls
         if time.monotonic() > deadline:
-            raise TimeoutError(f"scale-out ({count}): {rows} of {target} rows after "
-                               f"{timeout_s:.0f} s")
+            raise TimeoutError(
+                f"scale-out ({count}): {rows} of {target} rows after {timeout_s:.0f} s"
+            )
         if time.monotonic() >= next_log:
             log.info("scale-out (%d): %d / %d rows", count, rows, target)
             next_log += 5
@@ -593,13 +741,20 @@ def report(figures: Mapping[str, Any]) -> str:
     def cpu(part: Mapping[str, Any]) -> str:
         c = part["cpu"] if "cpu" in part else part["cpu_during_load"]
         extra = int(part.get("process_cpu_pct", 0))  # phase 2's load process
-        other = (c["machine_busy_pct"] - c["bench_process_pct"] - c["postgres_backends_pct"]
-                 - c["broker_pct"] - extra)
-        return (f"bench {c['bench_process_pct']:>3}%  pg backends {c['postgres_backends_pct']:>3}%"
-                f"  broker {c['broker_pct']:>3}%"
-                + (f"  load proc {extra:>3}%" if extra else "")
-                + f"  | machine {c['machine_busy_pct']:>3}% of {100 * machine['nproc']}%,"
-                f" other {other:>3}%")
+        other = (
+            c["machine_busy_pct"]
+            - c["bench_process_pct"]
+            - c["postgres_backends_pct"]
+            - c["broker_pct"]
+            - extra
+        )
+        return (
+            f"bench {c['bench_process_pct']:>3}%  pg backends {c['postgres_backends_pct']:>3}%"
+            f"  broker {c['broker_pct']:>3}%"
+            + (f"  load proc {extra:>3}%" if extra else "")
+            + f"  | machine {c['machine_busy_pct']:>3}% of {100 * machine['nproc']}%,"
+            f" other {other:>3}%"
+        )
 
     lines = [
         "",
@@ -691,8 +846,9 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         f"{'1st commit':>12}{'incl. start':>13}  exit codes  partitions per process",
     ]
     for run in runs:
-        parts = " + ".join("->".join(str(n) for n in w["assignments"]) or "?"
-                           for w in run["worker_logs"])
+        parts = " + ".join(
+            "->".join(str(n) for n in w["assignments"]) or "?" for w in run["worker_logs"]
+        )
         stale = sum(w["stale_position_retries"] for w in run["worker_logs"])
         lines.append(
             f"  {run['workers']:<10}{run['events_per_s']:>10,}{run['vs_raw']:>7.2f}x"
@@ -700,20 +856,27 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
             f"{run['vs_naive']:>9.1f}x{run['first_commit_after_s']:>10.1f} s"
             f"{run['events_per_s_incl_startup']:>11,}/s  "
             f"{','.join(str(c) for c in run['exit_codes']):<10}  {parts}"
-            + (f"  ({stale} stale-position retries)" if stale else ""))
+            + (f"  ({stale} stale-position retries)" if stale else "")
+        )
     lines.append("  CPU while timed, % of one core:")
     for run in runs:
         c = run["cpu"]
         workers = [c[f"worker_{i}_pct"] for i in range(1, run["workers"] + 1)]
-        listed = (sum(workers) + c["postgres_backends_pct"] + c["count_poll_backend_pct"]
-                  + c["broker_pct"] + c["bench_process_pct"])
+        listed = (
+            sum(workers)
+            + c["postgres_backends_pct"]
+            + c["count_poll_backend_pct"]
+            + c["broker_pct"]
+            + c["bench_process_pct"]
+        )
         lines.append(
             f"  {run['workers']} process(es): projector {' + '.join(f'{w}%' for w in workers)}"
             f"  pg backends {c['postgres_backends_pct']}%"
             f"  count poll {c['count_poll_backend_pct']}%"
             f"  broker {c['broker_pct']}%  bench {c['bench_process_pct']}%"
             f"  | machine {c['machine_busy_pct']}% of {cores}%,"
-            f" other {c['machine_busy_pct'] - listed}%")
+            f" other {c['machine_busy_pct'] - listed}%"
+        )
     lines.append("")
     return lines
 
@@ -738,25 +901,41 @@ def _worker_counts(text: str) -> list[int]:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000, help="backlog size N")
-    parser.add_argument("--database-url", default=scratch.default_database_url(),
-                        help=scratch.DATABASE_URL_HELP)
-    parser.add_argument("--naive-sample", type=int, default=20_000,
-                        help="events the naive consumer writes (at most N)")
+    parser.add_argument(
+        "--database-url", default=scratch.default_database_url(), help=scratch.DATABASE_URL_HELP
+    )
+    parser.add_argument(
+        "--naive-sample",
+        type=int,
+        default=20_000,
+        help="events the naive consumer writes (at most N)",
+    )
     parser.add_argument("--rate", type=float, default=5000, help="phase 2 events/s")
     parser.add_argument("--seconds", type=float, default=20, help="phase 2 duration")
-    parser.add_argument("--sample-every", type=int, default=10,
-                        help="phase 2: poll for 1 id in this many")
+    parser.add_argument(
+        "--sample-every", type=int, default=10, help="phase 2: poll for 1 id in this many"
+    )
     parser.add_argument("--poll-ms", type=int, default=10, help="phase 2 poll interval")
     parser.add_argument("--seed", type=int, default=20_240_601)
-    parser.add_argument("--workers", type=_worker_counts, default=[1, 2],
-                        help="scale-out: projector process counts to measure, e.g. 2 or 1,2 "
-                        "(default 1,2; 0 skips)")
+    parser.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=[1, 2],
+        help="scale-out: projector process counts to measure, e.g. 2 or 1,2 (default 1,2; 0 skips)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--broker", choices=scratch.BROKERS, default="tansu",
-                        help="the scratch broker: the embedded Tansu or Apache Kafka")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few seconds' regression check (make bench-quick): N = 20,000, "
-                        "a naive sample of 2,000, 2,000 events/s for 3 s, no scale-out")
+    parser.add_argument(
+        "--broker",
+        choices=scratch.BROKERS,
+        default="tansu",
+        help="the scratch broker: the embedded Tansu or Apache Kafka",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few seconds' regression check (make bench-quick): N = 20,000, "
+        "a naive sample of 2,000, 2,000 events/s for 3 s, no scale-out",
+    )
     args = parser.parse_args(None if argv is None else list(argv))
     if args.quick:
         args.events, args.naive_sample, args.rate, args.seconds = 20_000, 2_000, 2_000, 3
@@ -768,9 +947,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="phasestream-bench-"))
     async with scratch.scratch_database(args.database_url) as (db_name, db_url):
         with scratch.local_broker(workdir, args.broker) as bootstrap:
-            settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_url,
-                                consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
-                                kafka_idempotent_producer=args.broker == "kafka")
+            settings = Settings(
+                kafka_bootstrap_servers=bootstrap,
+                database_url=db_url,
+                consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
+                kafka_idempotent_producer=args.broker == "kafka",
+            )
             await run_migrations(settings)
             await create_topics(settings)
             monitor = await asyncpg.connect(db_url)
@@ -780,13 +962,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await monitor.close()
 
 
-async def _measure(args: argparse.Namespace, settings: Settings,
-                   monitor: asyncpg.Connection[Any], db_name: str,
-                   db_url: str, *, workdir: Path) -> dict[str, Any]:
+async def _measure(
+    args: argparse.Namespace,
+    settings: Settings,
+    monitor: asyncpg.Connection[Any],
+    db_name: str,
+    db_url: str,
+    *,
+    workdir: Path,
+) -> dict[str, Any]:
     facts = await machine_and_postgres_facts(monitor)
     busy_before = round(await asyncio.to_thread(measure.machine_busy_pct))
-    log.info("machine busy before the run: %.0f%% of one core (of %d%%)", busy_before,
-             100 * (os.cpu_count() or 1))
+    log.info(
+        "machine busy before the run: %.0f%% of one core (of %d%%)",
+        busy_before,
+        100 * (os.cpu_count() or 1),
+    )
     meter = CpuMeter(monitor, db_name, scratch.broker_pids())
     log.info("generating %d events", args.events)
     events = scratch.make_events(args.events, args.seed)
@@ -795,8 +986,7 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     # publish_many sends encode_event(e): these are the published bytes, byte for byte.
     payloads = [encode_event(e) for e in events]
     log.info("publishing the backlog of %d events", len(events))
-    publish_rate = await scratch.publish(settings, events, client_id="bench-backlog",
-                                         progress=True)
+    publish_rate = await scratch.publish(settings, events, client_id="bench-backlog", progress=True)
     del events[:]  # from here on the baselines use only the bytes
 
     began = time.perf_counter()
@@ -812,9 +1002,15 @@ async def _measure(args: argparse.Namespace, settings: Settings,
 
     sample = min(args.naive_sample, args.events)
     log.info("baseline (a): naive consumer, %d events from the same topic", sample)
-    naive = await naive_consumer(db_url, settings.bootstrap_servers,
-                                 settings.phase_events_topic, sample, meter=meter,
-                                 monitor=monitor, shape=shape)
+    naive = await naive_consumer(
+        db_url,
+        settings.bootstrap_servers,
+        settings.phase_events_topic,
+        sample,
+        meter=meter,
+        monitor=monitor,
+        shape=shape,
+    )
     log.info("naive: %d events/s", naive["events_per_s"])
 
     log.info("phase 1: the audit projector drains the %d-event backlog", args.events)
@@ -824,8 +1020,9 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     scaled = []
     for count in args.workers:
         log.info("scale-out: %d projector process(es) drain %d events", count, args.events)
-        result = await scale_out(settings, payloads, count, db_name=db_name,
-                                 workdir=workdir, monitor=monitor)
+        result = await scale_out(
+            settings, payloads, count, db_name=db_name, workdir=workdir, monitor=monitor
+        )
         result["vs_raw"] = round(result["events_per_s"] / raw["events_per_s"], 3)
         result["vs_raw_claim"] = round(result["events_per_s"] / raw_claim["events_per_s"], 3)
         result["vs_naive"] = round(result["events_per_s"] / naive["events_per_s"], 2)
@@ -833,12 +1030,14 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     return {
         "events": args.events,
         "machine": facts,
-        "settings": {"batch_max_records": settings.batch_max_records,
-                     "batch_max_wait_ms": settings.batch_max_wait_ms,
-                     "producer_linger_ms": settings.producer_linger_ms,
-                     "topic_partitions": settings.topic_partitions,
-                     "consumer_session_timeout_ms": settings.consumer_session_timeout_ms,
-                     "sample_every": args.sample_every},
+        "settings": {
+            "batch_max_records": settings.batch_max_records,
+            "batch_max_wait_ms": settings.batch_max_wait_ms,
+            "producer_linger_ms": settings.producer_linger_ms,
+            "topic_partitions": settings.topic_partitions,
+            "consumer_session_timeout_ms": settings.consumer_session_timeout_ms,
+            "sample_every": args.sample_every,
+        },
         "machine_busy_before_pct": busy_before,
         "backlog_publish_events_per_s": round(publish_rate),
         "decode_and_row_us_per_event": round(decode_us, 1),
@@ -847,9 +1046,11 @@ async def _measure(args: argparse.Namespace, settings: Settings,
         "raw_copy": raw,
         "raw_copy_claim": raw_claim,
         "scale_out": scaled,
-        "ratios": {"projector_vs_raw": round(drain_rate / raw["events_per_s"], 3),
-                   "projector_vs_raw_claim": round(drain_rate / raw_claim["events_per_s"], 3),
-                   "projector_vs_naive": round(drain_rate / naive["events_per_s"], 2)},
+        "ratios": {
+            "projector_vs_raw": round(drain_rate / raw["events_per_s"], 3),
+            "projector_vs_raw_claim": round(drain_rate / raw_claim["events_per_s"], 3),
+            "projector_vs_naive": round(drain_rate / naive["events_per_s"], 2),
+        },
     }
 
 

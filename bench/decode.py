@@ -56,10 +56,12 @@ def lines(records: Sequence[tuple[bytes, bytes]]) -> dict[str, Callable[[], None
         for _, value in records:
             wire(value)
 
-    return {"reference (orjson + hand-written checks)": reference,
-            "compiled (msgspec + raw-byte checks)": compiled,
-            "orjson.loads alone": orjson_alone,
-            "msgspec wire decode alone": msgspec_alone}
+    return {
+        "reference (orjson + hand-written checks)": reference,
+        "compiled (msgspec + raw-byte checks)": compiled,
+        "orjson.loads alone": orjson_alone,
+        "msgspec wire decode alone": msgspec_alone,
+    }
 
 
 def measure(records: Sequence[tuple[bytes, bytes]], rounds: int) -> dict[str, float]:
@@ -95,8 +97,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         raise SystemExit("the compiled decoder does not give back the published events")
     size = sum(len(v) for _, v in records) / len(records)
     best = measure(records, args.rounds)
-    print(f"decoding {len(records):,} realistic events ({size:.0f} bytes each), "
-          f"best of {args.rounds} interleaved rounds, CPU µs per event:")
+    print(
+        f"decoding {len(records):,} realistic events ({size:.0f} bytes each), "
+        f"best of {args.rounds} interleaved rounds, CPU µs per event:"
+    )
     for name, us in best.items():
         print(f"  {name:42s} {us:6.2f}")
     reference, compiled = list(best.values())[:2]

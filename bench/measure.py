@@ -53,17 +53,25 @@ SOURCE_DIRS: Final = ("models", "streams", "projections", "migrations", "phasest
 
 def code_state() -> dict[str, Any]:
     """The commit, and the source files that differ from it (read-only git commands)."""
+
     def git(*argv: str) -> str:
         try:
-            return subprocess.run(["git", "--no-optional-locks", *argv], cwd=scratch.REPO,
-                                  check=True, capture_output=True, text=True,
-                                  timeout=30).stdout
+            return subprocess.run(
+                ["git", "--no-optional-locks", *argv],
+                cwd=scratch.REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return "?"
 
     changed = git("status", "--porcelain", "--", *SOURCE_DIRS)
-    return {"head": git("rev-parse", "--short", "HEAD").strip(),
-            "uncommitted_source_files": [line[3:] for line in changed.splitlines()]}
+    return {
+        "head": git("rev-parse", "--short", "HEAD").strip(),
+        "uncommitted_source_files": [line[3:] for line in changed.splitlines()],
+    }
 
 
 def machine_facts(packages: Sequence[str] = ()) -> dict[str, Any]:
@@ -80,26 +88,47 @@ def machine_facts(packages: Sequence[str] = ()) -> dict[str, Any]:
 
 
 #: The Postgres settings that bear on write speed, recorded with every run that times it.
-WRITE_SETTINGS: Final = ("shared_buffers", "work_mem", "synchronous_commit", "fsync",
-                         "max_wal_size", "wal_level", "full_page_writes")
+WRITE_SETTINGS: Final = (
+    "shared_buffers",
+    "work_mem",
+    "synchronous_commit",
+    "fsync",
+    "max_wal_size",
+    "wal_level",
+    "full_page_writes",
+)
 
 
-async def machine_and_postgres_facts(conn: asyncpg.Connection[Any],
-                                     packages: Sequence[str] = ()) -> dict[str, Any]:
+async def machine_and_postgres_facts(
+    conn: asyncpg.Connection[Any], packages: Sequence[str] = ()
+) -> dict[str, Any]:
     """:func:`machine_facts` with the usable CPUs and the Postgres ``conn`` reaches: its
     version and :data:`WRITE_SETTINGS`."""
-    settings = {r["name"]: r["setting"] for r in await conn.fetch(
-        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
-        "ANY($1::text[])", list(WRITE_SETTINGS))}
-    return {**machine_facts(packages), "usable_cpus": len(os.sched_getaffinity(0)),
-            "postgres": await conn.fetchval("SELECT version()"),
-            "postgres_settings": settings}
+    settings = {
+        r["name"]: r["setting"]
+        for r in await conn.fetch(
+            "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
+            "ANY($1::text[])",
+            list(WRITE_SETTINGS),
+        )
+    }
+    return {
+        **machine_facts(packages),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "postgres": await conn.fetchval("SELECT version()"),
+        "postgres_settings": settings,
+    }
 
 
 async def postgres_facts(conn: asyncpg.Connection[Any]) -> dict[str, Any]:
-    settings = {r["name"]: r["setting"] for r in await conn.fetch(
-        "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
-        "ANY($1::text[])", ["shared_buffers", "synchronous_commit", "fsync"])}
+    settings = {
+        r["name"]: r["setting"]
+        for r in await conn.fetch(
+            "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = "
+            "ANY($1::text[])",
+            ["shared_buffers", "synchronous_commit", "fsync"],
+        )
+    }
     version: str = await conn.fetchval("SELECT version()")
     return {"version": version.split(" on ", maxsplit=1)[0], **settings}
 
@@ -152,7 +181,8 @@ class CpuMeter:
     async def _backends(self) -> list[int]:
         rows = await self.monitor.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            self.database)
+            self.database,
+        )
         named = {p for pids in self.extra.values() for p in pids}
         return [int(r["pid"]) for r in rows if int(r["pid"]) not in named]
 
@@ -160,30 +190,39 @@ class CpuMeter:
         return {name: sum(proc_cpu_s(p) for p in pids) for name, pids in self.extra.items()}
 
     async def start(self) -> None:
-        self._start = {"wall": time.monotonic(), "self": time.process_time(),
-                       "pg": {p: proc_cpu_s(p) for p in await self._backends()},
-                       "broker": sum(proc_cpu_s(p) for p in self.broker),
-                       "extra": self._extra_cpu_s(),
-                       "machine": machine_ticks()}
+        self._start = {
+            "wall": time.monotonic(),
+            "self": time.process_time(),
+            "pg": {p: proc_cpu_s(p) for p in await self._backends()},
+            "broker": sum(proc_cpu_s(p) for p in self.broker),
+            "extra": self._extra_cpu_s(),
+            "machine": machine_ticks(),
+        }
 
     async def stop(self) -> dict[str, float]:
         wall = max(1e-9, time.monotonic() - self._start["wall"])
         pg_start: dict[int, float] = self._start["pg"]
         pg = sum(proc_cpu_s(p) - pg_start.get(p, 0.0) for p in await self._backends())
         extra_start: dict[str, float] = self._start["extra"]
-        extra = {f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
-                 for name, cpu_s in self._extra_cpu_s().items()}
+        extra = {
+            f"{name}_pct": 100 * (cpu_s - extra_start[name]) / wall
+            for name, cpu_s in self._extra_cpu_s().items()
+        }
         ours = {
             f"{self.own}_pct": 100 * (time.process_time() - self._start["self"]) / wall,
             "postgres_backends_pct": 100 * pg / wall,
-            "broker_pct": 100 * (sum(proc_cpu_s(p) for p in self.broker)
-                                 - self._start["broker"]) / wall,
+            "broker_pct": 100
+            * (sum(proc_cpu_s(p) for p in self.broker) - self._start["broker"])
+            / wall,
             **extra,
         }
         # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
         machine = ticks_busy_pct(self._start["machine"], machine_ticks())
-        return {**{k: round(v) for k, v in ours.items()}, "machine_busy_pct": machine,
-                "wall_s": round(wall, 3)}
+        return {
+            **{k: round(v) for k, v in ours.items()},
+            "machine_busy_pct": machine,
+            "wall_s": round(wall, 3),
+        }
 
 
 def _busy_jiffies() -> tuple[float, float]:
@@ -204,12 +243,16 @@ def machine_busy_pct(seconds: float = 2.0) -> float:
 def load_snapshot() -> dict[str, Any]:
     """``uptime``'s load averages and the machine's busy % over the last 2 s."""
     one, five, fifteen = os.getloadavg()
-    return {"loadavg": [round(one, 2), round(five, 2), round(fifteen, 2)],
-            "busy_pct": machine_busy_pct(2.0), "at": datetime.now(UTC).isoformat()}
+    return {
+        "loadavg": [round(one, 2), round(five, 2), round(fifteen, 2)],
+        "busy_pct": machine_busy_pct(2.0),
+        "at": datetime.now(UTC).isoformat(),
+    }
 
 
-def wait_until_quiet(max_busy_pct: float, *, window_s: float = 10,
-                     timeout_s: float = 120) -> dict[str, Any]:
+def wait_until_quiet(
+    max_busy_pct: float, *, window_s: float = 10, timeout_s: float = 120
+) -> dict[str, Any]:
     """The load guard: wait until the machine stayed under max_busy_pct (of one core) for
     window_s, at most timeout_s. Returns the load then, with quiet=False if it never was."""
     deadline = time.monotonic() + timeout_s
@@ -225,9 +268,13 @@ def wait_until_quiet(max_busy_pct: float, *, window_s: float = 10,
             quiet_since = None
         if now > deadline:
             snapshot = load_snapshot()
-            log.warning("the machine is still busy (%.0f%% of one core > %.0f%%) after %.0f "
-                        "s: measuring under load", snapshot["busy_pct"], max_busy_pct,
-                        timeout_s)
+            log.warning(
+                "the machine is still busy (%.0f%% of one core > %.0f%%) after %.0f "
+                "s: measuring under load",
+                snapshot["busy_pct"],
+                max_busy_pct,
+                timeout_s,
+            )
             return {**snapshot, "quiet": False}
 
 
@@ -253,20 +300,29 @@ class ProcessStats:
 
     def summary(self) -> dict[str, Any]:
         mean = sum(self.cpu_pct) / len(self.cpu_pct) if self.cpu_pct else 0.0
-        return {"cpu_mean_pct": round(mean, 1),
-                "cpu_max_pct": round(max(self.cpu_pct, default=0.0), 1),
-                "rss_peak_mib": round(self.rss_peak / 2**20, 1),
-                "uss_peak_mib": round(self.uss_peak / 2**20, 1),
-                "rss_first_mib": round((self.rss_first or 0) / 2**20, 1),
-                "rss_last_mib": round(self.rss_last / 2**20, 1),
-                "processes": len(self.pids)}
+        return {
+            "cpu_mean_pct": round(mean, 1),
+            "cpu_max_pct": round(max(self.cpu_pct, default=0.0), 1),
+            "rss_peak_mib": round(self.rss_peak / 2**20, 1),
+            "uss_peak_mib": round(self.uss_peak / 2**20, 1),
+            "rss_first_mib": round((self.rss_first or 0) / 2**20, 1),
+            "rss_last_mib": round(self.rss_last / 2**20, 1),
+            "processes": len(self.pids),
+        }
 
 
 PidSource = Callable[[], Sequence[int]]
 
 
-POSTGRES_BACKGROUND: Final = ("checkpointer", "background writer", "walwriter",
-                               "autovacuum", "logical replication", "stats", "archiver")
+POSTGRES_BACKGROUND: Final = (
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum",
+    "logical replication",
+    "stats",
+    "archiver",
+)
 
 
 def _postgres_titles() -> Iterator[tuple[int, str]]:
@@ -285,9 +341,13 @@ def postgres_backends(database: str, exclude: Callable[[], set[int]] = set) -> P
 
     def pids() -> list[int]:
         skip = exclude()
-        return [pid for pid, title in _postgres_titles()
-                if marker in f"{title} " and pid not in skip
-                and not any(name in title for name in POSTGRES_BACKGROUND)]
+        return [
+            pid
+            for pid, title in _postgres_titles()
+            if marker in f"{title} "
+            and pid not in skip
+            and not any(name in title for name in POSTGRES_BACKGROUND)
+        ]
 
     return pids
 
@@ -295,8 +355,11 @@ def postgres_backends(database: str, exclude: Callable[[], set[int]] = set) -> P
 def postgres_background() -> list[int]:
     """Postgres's own processes that work for every database (checkpointer, WAL writer,
     background writer, autovacuum, ...): a PidSource."""
-    return [pid for pid, title in _postgres_titles()
-            if title.startswith("postgres: ") and any(n in title for n in POSTGRES_BACKGROUND)]
+    return [
+        pid
+        for pid, title in _postgres_titles()
+        if title.startswith("postgres: ") and any(n in title for n in POSTGRES_BACKGROUND)
+    ]
 
 
 class Sampler:
@@ -346,8 +409,9 @@ class Sampler:
         now = time.perf_counter()
         wall = max(1e-9, now - self._last_at)
         busy, total = _busy_jiffies()
-        self.machine_pct.append(100 * CORES * (busy - self._last_machine[0])
-                                / max(1e-9, total - self._last_machine[1]))
+        self.machine_pct.append(
+            100 * CORES * (busy - self._last_machine[0]) / max(1e-9, total - self._last_machine[1])
+        )
         self._last_machine, self._last_at = (busy, total), now
         for name, pids in self.groups.items():
             stats, cpu_s, rss, uss = self.stats[name], 0.0, 0, 0
@@ -386,9 +450,12 @@ class Sampler:
         wall = max(1e-9, self._last_at - self._started_at)
         groups = {name: round(100 * cpu / wall, 1) for name, cpu in self._cpu_total.items()}
         machine = (sum(self.machine_pct) / len(self.machine_pct)) if self.machine_pct else 0.0
-        return {"groups_pct": groups, "machine_pct": round(machine, 1),
-                "other_pct": round(machine - sum(groups.values()), 1),
-                "wall_s": round(wall, 2)}
+        return {
+            "groups_pct": groups,
+            "machine_pct": round(machine, 1),
+            "other_pct": round(machine - sum(groups.values()), 1),
+            "wall_s": round(wall, 2),
+        }
 
 
 # --------------------------------------------------------------------------------------
@@ -407,13 +474,22 @@ class Drain:
     log_path: Path
 
 
-async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
-                      workdir: Path, monitor: asyncpg.Connection[Any], database: str,
-                      database_url: str, table: str, target: int, broker: Sequence[int],
-                      timeout_s: float,
-                      on_first: Callable[[scratch.Child], Coroutine[Any, Any, None]]
-                      | None = None,
-                      before_stop: Callable[[], Awaitable[None]] | None = None) -> Drain:
+async def timed_drain(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    workdir: Path,
+    monitor: asyncpg.Connection[Any],
+    database: str,
+    database_url: str,
+    table: str,
+    target: int,
+    broker: Sequence[int],
+    timeout_s: float,
+    on_first: Callable[[scratch.Child], Coroutine[Any, Any, None]] | None = None,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+) -> Drain:
     """Spawn ``argv`` (its log: workdir/<name>.log), poll ``count(*)`` of ``table`` until it
     holds ``target`` rows and sample the CPU of the writer, its Postgres backends (all of
     ``database``'s but the poll's and ``monitor``'s), the poll's backend, Postgres's
@@ -425,13 +501,16 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
     try:
         started = time.perf_counter()
         child = writer = await scratch.spawn(name, argv, env=env, workdir=workdir)
-        sampler = Sampler({
-            "consumer": lambda: [writer.pid],
-            "postgres": postgres_backends(database, lambda: ours),
-            "count_poll": lambda: [poll.get_server_pid()],
-            "pg_background": postgres_background,
-            "broker": lambda: broker,
-        }, memory=False)
+        sampler = Sampler(
+            {
+                "consumer": lambda: [writer.pid],
+                "postgres": postgres_backends(database, lambda: ours),
+                "count_poll": lambda: [poll.get_server_pid()],
+                "pg_background": postgres_background,
+                "broker": lambda: broker,
+            },
+            memory=False,
+        )
         stop_sampling = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
 
@@ -444,9 +523,15 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
             code = writer.exited()
             return None if code is None else f"exit code {code}:\n{writer.log_tail()}"
 
-        timing = await scratch.wait_for_rows(poll, table, target, started_at=started,
-                                             alive=alive, on_first=first_commit,
-                                             timeout_s=timeout_s)
+        timing = await scratch.wait_for_rows(
+            poll,
+            table,
+            target,
+            started_at=started,
+            alive=alive,
+            on_first=first_commit,
+            timeout_s=timeout_s,
+        )
         stop_sampling.set()
         await asyncio.gather(*tasks)
         if before_stop is not None:
@@ -455,5 +540,6 @@ async def timed_drain(name: str, argv: Sequence[str], env: Mapping[str, str], *,
         code = await scratch.stop(child) if child is not None else None
         stored = int(await poll.fetchval(f"SELECT count(*) FROM {table}"))
         await poll.close()
-    return Drain(timing, code, stored, sampler.totals(), len(sampler.stats["postgres"].pids),
-                 writer.log_path)
+    return Drain(
+        timing, code, stored, sampler.totals(), len(sampler.stats["postgres"].pids), writer.log_path
+    )

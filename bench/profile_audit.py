@@ -66,8 +66,10 @@ PACKAGES: Final = (
     ("psycopg2", re.compile(r"^psycopg2/")),
     ("confluent_kafka", re.compile(r"^confluent_kafka/")),
 )
-PLAIN: Final = re.compile(r"^(<.*>|[A-Za-z_]\w*\.py|(json|re|logging|collections|"
-                          r"concurrent|importlib|email|encodings)/.*)$")
+PLAIN: Final = re.compile(
+    r"^(<.*>|[A-Za-z_]\w*\.py|(json|re|logging|collections|"
+    r"concurrent|importlib|email|encodings)/.*)$"
+)
 OWN_CODE: Final = re.compile(r"^(models|streams|projections|bench)/")
 TRUNK_SHARE: Final = 0.98  # frames in this share of samples (main, run, ...) are not listed
 
@@ -120,18 +122,31 @@ class Profile:
 
     def top(self, counter: Counter[str], n: int) -> list[dict[str, Any]]:
         trunk = TRUNK_SHARE * self.samples
-        rows = [(name, count) for name, count in counter.most_common()
-                if counter is not self.total_time or count < trunk]
-        return [{"function": name, "pct": round(100 * count / max(1, self.samples), 1)}
-                for name, count in rows[:n]]
+        rows = [
+            (name, count)
+            for name, count in counter.most_common()
+            if counter is not self.total_time or count < trunk
+        ]
+        return [
+            {"function": name, "pct": round(100 * count / max(1, self.samples), 1)}
+            for name, count in rows[:n]
+        ]
 
     def summary(self, n: int = 20) -> dict[str, Any]:
-        own = Counter({name: count for name, count in self.total_time.items()
-                       if OWN_CODE.match(frame_file(name))})
-        return {"samples": self.samples, "self": self.top(self.self_time, n),
-                "total": self.top(self.total_time, n),
-                "own_total": self.top(own, n),
-                "packages": self.top(self.packages, len(self.packages))}
+        own = Counter(
+            {
+                name: count
+                for name, count in self.total_time.items()
+                if OWN_CODE.match(frame_file(name))
+            }
+        )
+        return {
+            "samples": self.samples,
+            "self": self.top(self.self_time, n),
+            "total": self.top(self.total_time, n),
+            "own_total": self.top(own, n),
+            "packages": self.top(self.packages, len(self.packages)),
+        }
 
 
 def parse_raw(text: str) -> Profile:
@@ -169,9 +184,24 @@ class Spy:
 
     async def start(self, target: scratch.Child) -> None:
         self.child = await scratch.spawn(
-            "py-spy", [py_spy(), "record", "--pid", str(target.pid), "--rate",
-                       str(self.rate_hz), "--format", "raw", "--output", str(self.output),
-                       "--duration", str(int(self.max_s))], env={}, workdir=self.workdir)
+            "py-spy",
+            [
+                py_spy(),
+                "record",
+                "--pid",
+                str(target.pid),
+                "--rate",
+                str(self.rate_hz),
+                "--format",
+                "raw",
+                "--output",
+                str(self.output),
+                "--duration",
+                str(int(self.max_s)),
+            ],
+            env={},
+            workdir=self.workdir,
+        )
         self.window.append(time.perf_counter())
 
     async def stop(self) -> None:
@@ -195,31 +225,51 @@ class Spy:
         return self.output.read_text()
 
 
-def target_command(args: argparse.Namespace,
-                   settings: Settings) -> tuple[list[str], dict[str, str], str]:
+def target_command(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[list[str], dict[str, str], str]:
     """(argv, environment, table) of the process to profile."""
     if args.target == "ps":
-        return (scratch.phasestream_audit_argv(), scratch.phasestream_environment(settings),
-                "workflow_phase_logs")
+        return (
+            scratch.phasestream_audit_argv(),
+            scratch.phasestream_environment(settings),
+            "workflow_phase_logs",
+        )
     from bench import quix_peer  # noqa: PLC0415  # only the peer targets need it
 
     peer_args = argparse.Namespace(commit_interval=args.commit_interval)
     return quix_peer.part_command(args.target, settings, "bench-profile-peer", peer_args)
 
 
-async def profile_drain(args: argparse.Namespace, settings: Settings, db_name: str,
-                        monitor: asyncpg.Connection[Any], workdir: Path) -> dict[str, Any]:
+async def profile_drain(
+    args: argparse.Namespace,
+    settings: Settings,
+    db_name: str,
+    monitor: asyncpg.Connection[Any],
+    workdir: Path,
+) -> dict[str, Any]:
     argv, env, table = target_command(args, settings)
-    load = await asyncio.to_thread(measure.wait_until_quiet, args.quiet_pct, window_s=5,
-                                   timeout_s=args.quiet_timeout)
+    load = await asyncio.to_thread(
+        measure.wait_until_quiet, args.quiet_pct, window_s=5, timeout_s=args.quiet_timeout
+    )
     await scratch.checkpoint(monitor)
     spy = Spy(args.rate, workdir / f"{args.target}.raw", workdir, args.timeout)
     try:
         drain = await measure.timed_drain(
-            args.target, argv, env, workdir=workdir, monitor=monitor, database=db_name,
-            database_url=settings.database_url or "", table=table, target=args.events,
-            broker=scratch.broker_pids(), timeout_s=args.timeout, on_first=spy.start,
-            before_stop=spy.stop)
+            args.target,
+            argv,
+            env,
+            workdir=workdir,
+            monitor=monitor,
+            database=db_name,
+            database_url=settings.database_url or "",
+            table=table,
+            target=args.events,
+            broker=scratch.broker_pids(),
+            timeout_s=args.timeout,
+            on_first=spy.start,
+            before_stop=spy.stop,
+        )
     finally:
         spy.kill()
     text = spy.recorded()
@@ -231,26 +281,38 @@ async def profile_drain(args: argparse.Namespace, settings: Settings, db_name: s
     # eats a little of the window, so this share is a lower bound.
     ticks = args.rate * spy.seconds
     return {
-        "target": args.target, "events": args.events, "events_per_s_while_profiled": rate,
+        "target": args.target,
+        "events": args.events,
+        "events_per_s_while_profiled": rate,
         "first_commit_after_s": round(drain.timing.first_at - drain.timing.started_at, 2),
-        "exit_code": drain.exit_code, "py_spy_exit_code": spy.exit_code,
-        "py_spy_rate_hz": args.rate, "cpu": cpu,
-        "process_cpu_us_per_event": round(cpu["groups_pct"]["consumer"] / 100 * 1e6
-                                          / max(1, rate), 1),
-        "postgres_cpu_us_per_event": round(cpu["groups_pct"]["postgres"] / 100 * 1e6
-                                           / max(1, rate), 1),
-        "profile": profile.summary(args.top), "profile_window_s": round(spy.seconds, 2),
+        "exit_code": drain.exit_code,
+        "py_spy_exit_code": spy.exit_code,
+        "py_spy_rate_hz": args.rate,
+        "cpu": cpu,
+        "process_cpu_us_per_event": round(
+            cpu["groups_pct"]["consumer"] / 100 * 1e6 / max(1, rate), 1
+        ),
+        "postgres_cpu_us_per_event": round(
+            cpu["groups_pct"]["postgres"] / 100 * 1e6 / max(1, rate), 1
+        ),
+        "profile": profile.summary(args.top),
+        "profile_window_s": round(spy.seconds, 2),
         "active_pct_of_wall": round(100 * profile.samples / max(1.0, ticks), 1),
-        "load_before": load, "load_after": measure.load_snapshot(),
+        "load_before": load,
+        "load_after": measure.load_snapshot(),
         "raw": str(args.raw_out) if args.raw_out else None,  # the scratch copy goes
     }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with scratch.bench_stack(args.database_url, prefix="phasestream-bench-profile-",
-                                   keep=args.keep, phase_events_topic="bench.profile-events",
-                                   dlq_topic="bench.profile-events.dlq",
-                                   audit_consumer_group="bench-profile") as stack:
+    async with scratch.bench_stack(
+        args.database_url,
+        prefix="phasestream-bench-profile-",
+        keep=args.keep,
+        phase_events_topic="bench.profile-events",
+        dlq_topic="bench.profile-events.dlq",
+        audit_consumer_group="bench-profile",
+    ) as stack:
         events = scratch.make_events(args.events, args.seed)
         if args.target != "ps":
             from bench import quix_peer  # noqa: PLC0415  # as above
@@ -258,10 +320,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await quix_peer.create_peer_table(stack.monitor, scratch.months_of(events))
         await scratch.publish(stack.settings, events)
         del events
-        result = await profile_drain(args, stack.settings, stack.db_name, stack.monitor,
-                                     stack.workdir)
-        result["machine"] = {**measure.machine_facts(("py-spy", "psutil")),
-                             "postgres": await measure.postgres_facts(stack.monitor)}
+        result = await profile_drain(
+            args, stack.settings, stack.db_name, stack.monitor, stack.workdir
+        )
+        result["machine"] = {
+            **measure.machine_facts(("py-spy", "psutil")),
+            "postgres": await measure.postgres_facts(stack.monitor),
+        }
         return result
 
 
@@ -273,8 +338,8 @@ def report(figures: Mapping[str, Any]) -> str:
     m, p, cpu = figures["machine"], figures["profile"], figures["cpu"]
     lb = figures["load_before"]
     lines = [
-        "", f"== where the time goes: {figures['target']} draining {figures['events']:,} "
-        "events ==",
+        "",
+        f"== where the time goes: {figures['target']} draining {figures['events']:,} events ==",
         f"machine: {m['nproc']} cpus ({m['cpu_model']}); python {m['python']}; "
         f"{m['postgres']['version']}; py-spy {m['packages']['py-spy']} at "
         f"{figures['py_spy_rate_hz']} Hz",
@@ -313,12 +378,20 @@ def report(figures: Mapping[str, Any]) -> str:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=300_000, help="backlog size N")
-    parser.add_argument("--target", choices=TARGETS, default="ps",
-                        help="ps: phasestream run audit (default); quix*: a quix_peer.py peer")
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="ps",
+        help="ps: phasestream run audit (default); quix*: a quix_peer.py peer",
+    )
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=20, help="functions listed")
-    parser.add_argument("--commit-interval", type=float, default=1.0,
-                        help="quix targets: the peer's checkpoint interval, seconds")
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        default=1.0,
+        help="quix targets: the peer's checkpoint interval, seconds",
+    )
     parser.add_argument("--raw-out", type=Path, help="keep py-spy's raw stacks here")
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--timeout", type=float, default=300, help="seconds")

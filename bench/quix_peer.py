@@ -57,16 +57,22 @@ log = logging.getLogger("bench.quix_peer")
 
 PEER_TABLE: Final = "bench.quix_phase_logs"
 # part -> the peer's decoder (None: phasestream itself)
-PARTS: Final = {"ps": None, "quix": "schema", "quix-psdecoder": "phasestream",
-                 "quix-novalidate": "none"}
+PARTS: Final = {
+    "ps": None,
+    "quix": "schema",
+    "quix-psdecoder": "phasestream",
+    "quix-novalidate": "none",
+}
 PEERS: Final = tuple(p for p in PARTS if p != "ps")
 # Each part twice, the second time in reverse order (ABCD DCBA): drift cancels out.
 DEFAULT_ORDER: Final = [*PARTS, *reversed(PARTS)]
 SCHEMA_PATH: Final = scratch.REPO / "models/schemas/phase-event.schema.json"
 # The audit columns that the peer compares with phasestream's rows (not projected_at).
-COMPARED: Final = ('id, workflow_id, user_id, phase_number, status, "timestamp", duration_ms, '
-                   "previous_phase, error_message, error_stack, metadata, rollback_triggered, "
-                   "rollback_to_phase")
+COMPARED: Final = (
+    'id, workflow_id, user_id, phase_number, status, "timestamp", duration_ms, '
+    "previous_phase, error_message, error_stack, metadata, rollback_triggered, "
+    "rollback_to_phase"
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -77,54 +83,97 @@ async def create_peer_table(conn: asyncpg.Connection[Any], months: Sequence[date
     """bench.quix_phase_logs: workflow_phase_logs' columns, constraints, indexes and
     monthly partitioning, with the events' months created up front."""
     partition_by = await conn.fetchval(
-        "SELECT pg_get_partkeydef('public.workflow_phase_logs'::regclass)")
+        "SELECT pg_get_partkeydef('public.workflow_phase_logs'::regclass)"
+    )
     await conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
     await conn.execute(
         f"CREATE TABLE {PEER_TABLE} (LIKE public.workflow_phase_logs INCLUDING ALL)"
-        + (f" PARTITION BY {partition_by}" if partition_by else ""))
+        + (f" PARTITION BY {partition_by}" if partition_by else "")
+    )
     for first in months if partition_by else ():
-        after = (first.replace(year=first.year + 1, month=1) if first.month == 12
-                 else first.replace(month=first.month + 1))
+        after = (
+            first.replace(year=first.year + 1, month=1)
+            if first.month == 12
+            else first.replace(month=first.month + 1)
+        )
         await conn.execute(
             f"CREATE TABLE {PEER_TABLE}_p{first:%Y%m} PARTITION OF {PEER_TABLE} "
-            f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')")
+            f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')"
+        )
 
 
-def part_command(part: str, settings: Settings, group: str,
-                 args: argparse.Namespace) -> tuple[list[str], dict[str, str], str]:
+def part_command(
+    part: str, settings: Settings, group: str, args: argparse.Namespace
+) -> tuple[list[str], dict[str, str], str]:
     """(argv, environment, table) of one part's writer process."""
     env = scratch.phasestream_environment(
-        settings.model_copy(update={"audit_consumer_group": group}))
+        settings.model_copy(update={"audit_consumer_group": group})
+    )
     if part == "ps":
         return scratch.phasestream_audit_argv(), env, "workflow_phase_logs"
     env["PYTHONPATH"] = str(scratch.REPO)  # the worker runs in workdir: find bench.*
-    argv = [sys.executable, "-m", "bench.quix_worker",
-            "--bootstrap", settings.bootstrap_servers, "--topic", settings.phase_events_topic,
-            "--group", group, "--database-url", settings.database_url or "",
-            "--commit-interval", str(args.commit_interval), "--decoder", str(PARTS[part])]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.quix_worker",
+        "--bootstrap",
+        settings.bootstrap_servers,
+        "--topic",
+        settings.phase_events_topic,
+        "--group",
+        group,
+        "--database-url",
+        settings.database_url or "",
+        "--commit-interval",
+        str(args.commit_interval),
+        "--decoder",
+        str(PARTS[part]),
+    ]
     return argv, env, PEER_TABLE
 
 
-async def run_part(part: str, index: int, settings: Settings, *, db_name: str,
-                   monitor: asyncpg.Connection[Any], workdir: Path,
-                   args: argparse.Namespace, broker: Sequence[int]) -> dict[str, Any]:
+async def run_part(
+    part: str,
+    index: int,
+    settings: Settings,
+    *,
+    db_name: str,
+    monitor: asyncpg.Connection[Any],
+    workdir: Path,
+    args: argparse.Namespace,
+    broker: Sequence[int],
+) -> dict[str, Any]:
     argv, env, table = part_command(part, settings, f"bench-{part}-{index}", args)
-    load = await asyncio.to_thread(measure.wait_until_quiet, args.quiet_pct,
-                                   window_s=5, timeout_s=args.quiet_timeout)
+    load = await asyncio.to_thread(
+        measure.wait_until_quiet, args.quiet_pct, window_s=5, timeout_s=args.quiet_timeout
+    )
     if part == "ps":
         await scratch.empty_audit_log(monitor)
     else:
         await monitor.execute(f"TRUNCATE {table}")
     await scratch.checkpoint(monitor)
     drain = await measure.timed_drain(
-        f"{index}-{part}", argv, env, workdir=workdir, monitor=monitor, database=db_name,
-        database_url=settings.database_url or "", table=table, target=args.events,
-        broker=broker, timeout_s=args.timeout)
+        f"{index}-{part}",
+        argv,
+        env,
+        workdir=workdir,
+        monitor=monitor,
+        database=db_name,
+        database_url=settings.database_url or "",
+        table=table,
+        target=args.events,
+        broker=broker,
+        timeout_s=args.timeout,
+    )
     timing, cpu = drain.timing, drain.cpu
     consumer_pct = cpu["groups_pct"]["consumer"]
     result = {
-        "part": part, "round": index, "table": table, "events": args.events,
-        "stored": drain.stored, "exit_code": drain.exit_code,
+        "part": part,
+        "round": index,
+        "table": table,
+        "events": args.events,
+        "stored": drain.stored,
+        "exit_code": drain.exit_code,
         "events_per_s": timing.events_per_s,
         "events_per_s_incl_start": timing.events_per_s_incl_start,
         "first_commit_after_s": round(timing.first_at - timing.started_at, 2),
@@ -132,15 +181,26 @@ async def run_part(part: str, index: int, settings: Settings, *, db_name: str,
         "seconds": round(timing.done_at - timing.first_at, 2),
         "cpu": cpu,
         "consumer_cpu_us_per_event": round(
-            consumer_pct / 100 * 1e6 / max(1, timing.events_per_s), 1),
-        "backends": drain.postgres_backends, "load_before": load,
-        "load_after": measure.load_snapshot(), "log": str(drain.log_path),
+            consumer_pct / 100 * 1e6 / max(1, timing.events_per_s), 1
+        ),
+        "backends": drain.postgres_backends,
+        "load_before": load,
+        "load_after": measure.load_snapshot(),
+        "log": str(drain.log_path),
     }
-    log.info("%s (round %d): %d events/s (incl. start %d/s); consumer %.0f%%, postgres "
-             "%.0f%%, machine %.0f%%, other %.0f%%; exit %s", part, index,
-             result["events_per_s"], result["events_per_s_incl_start"], consumer_pct,
-             cpu["groups_pct"]["postgres"], cpu["machine_pct"], cpu["other_pct"],
-             drain.exit_code)
+    log.info(
+        "%s (round %d): %d events/s (incl. start %d/s); consumer %.0f%%, postgres "
+        "%.0f%%, machine %.0f%%, other %.0f%%; exit %s",
+        part,
+        index,
+        result["events_per_s"],
+        result["events_per_s_incl_start"],
+        consumer_pct,
+        cpu["groups_pct"]["postgres"],
+        cpu["machine_pct"],
+        cpu["other_pct"],
+        drain.exit_code,
+    )
     if drain.stored != args.events:
         raise RuntimeError(f"{part}: {drain.stored} rows stored of {args.events}")
     return result
@@ -150,27 +210,39 @@ async def same_rows(conn: asyncpg.Connection[Any]) -> dict[str, int]:
     """Rows of each table that the other lacks (compared on every audit column)."""
     only_ps = await conn.fetchval(
         f"SELECT count(*) FROM (SELECT {COMPARED} FROM workflow_phase_logs EXCEPT "
-        f"SELECT {COMPARED} FROM {PEER_TABLE}) AS d")
+        f"SELECT {COMPARED} FROM {PEER_TABLE}) AS d"
+    )
     only_peer = await conn.fetchval(
         f"SELECT count(*) FROM (SELECT {COMPARED} FROM {PEER_TABLE} EXCEPT "
-        f"SELECT {COMPARED} FROM workflow_phase_logs) AS d")
+        f"SELECT {COMPARED} FROM workflow_phase_logs) AS d"
+    )
     return {"only_in_phasestream": int(only_ps), "only_in_peer": int(only_peer)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with scratch.bench_stack(args.database_url, prefix="phasestream-bench-peer-",
-                                   keep=args.keep, phase_events_topic="bench.peer-events",
-                                   dlq_topic="bench.peer-events.dlq") as stack:
-        return await _measure(args, stack.settings, stack.monitor, stack.db_name,
-                              stack.workdir)
+    async with scratch.bench_stack(
+        args.database_url,
+        prefix="phasestream-bench-peer-",
+        keep=args.keep,
+        phase_events_topic="bench.peer-events",
+        dlq_topic="bench.peer-events.dlq",
+    ) as stack:
+        return await _measure(args, stack.settings, stack.monitor, stack.db_name, stack.workdir)
 
 
-async def _measure(args: argparse.Namespace, settings: Settings,
-                   monitor: asyncpg.Connection[Any], db_name: str,
-                   workdir: Path) -> dict[str, Any]:
-    facts = {**measure.machine_facts(("quixstreams", "confluent-kafka", "psycopg2-binary",
-                                      "jsonschema", "psutil")),
-             "postgres": await measure.postgres_facts(monitor)}
+async def _measure(
+    args: argparse.Namespace,
+    settings: Settings,
+    monitor: asyncpg.Connection[Any],
+    db_name: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    facts = {
+        **measure.machine_facts(
+            ("quixstreams", "confluent-kafka", "psycopg2-binary", "jsonschema", "psutil")
+        ),
+        "postgres": await measure.postgres_facts(monitor),
+    }
     events = scratch.make_events(args.events, args.seed)
     await create_peer_table(monitor, scratch.months_of(events))
     publish_rate = await scratch.publish(settings, events)
@@ -178,19 +250,33 @@ async def _measure(args: argparse.Namespace, settings: Settings,
     broker = scratch.broker_pids()
     parts = []
     for index, part in enumerate(args.order, 1):
-        log.info("part %d of %d: %s drains %d events", index, len(args.order), part,
-                 args.events)
-        parts.append(await run_part(part, index, settings, db_name=db_name, monitor=monitor,
-                                    workdir=workdir, args=args, broker=broker))
+        log.info("part %d of %d: %s drains %d events", index, len(args.order), part, args.events)
+        parts.append(
+            await run_part(
+                part,
+                index,
+                settings,
+                db_name=db_name,
+                monitor=monitor,
+                workdir=workdir,
+                args=args,
+                broker=broker,
+            )
+        )
     # Each table holds its last part's rows: phasestream's and the last peer's.
-    compared = await same_rows(monitor) if "ps" in args.order and len(set(args.order)) > 1 \
-        else None
+    compared = await same_rows(monitor) if "ps" in args.order and len(set(args.order)) > 1 else None
     if compared and any(compared.values()):
         raise RuntimeError(f"the two tables differ: {compared}")
-    return {"events": args.events, "machine": facts, "order": args.order,
-            "commit_interval_s": args.commit_interval,
-            "publish_events_per_s": round(publish_rate), "parts": parts,
-            "tables_compared": compared, "workdir": str(workdir)}
+    return {
+        "events": args.events,
+        "machine": facts,
+        "order": args.order,
+        "commit_interval_s": args.commit_interval,
+        "publish_events_per_s": round(publish_rate),
+        "parts": parts,
+        "tables_compared": compared,
+        "workdir": str(workdir),
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -209,27 +295,33 @@ def summary(figures: Mapping[str, Any]) -> dict[str, Any]:
     for p in figures["parts"]:
         by_part.setdefault(p["part"], []).append(p["events_per_s"])
         cpu.setdefault(p["part"], []).append(cpu_us_per_event(p))
-    out: dict[str, Any] = {part: {
-        "runs": rates, "min": min(rates), "max": max(rates),
-        "process_us_per_event": [round(c[0], 1) for c in cpu[part]],
-        "postgres_us_per_event": [round(c[1], 1) for c in cpu[part]],
-        "cpu_us_per_event_median": round(statistics.median(sum(c) for c in cpu[part]), 1),
-    } for part, rates in by_part.items()}
+    out: dict[str, Any] = {
+        part: {
+            "runs": rates,
+            "min": min(rates),
+            "max": max(rates),
+            "process_us_per_event": [round(c[0], 1) for c in cpu[part]],
+            "postgres_us_per_event": [round(c[1], 1) for c in cpu[part]],
+            "cpu_us_per_event_median": round(statistics.median(sum(c) for c in cpu[part]), 1),
+        }
+        for part, rates in by_part.items()
+    }
     ps = by_part.get("ps")
     for peer in PEERS:
         if ps and peer in by_part:
             out[f"ps_vs_{peer}"] = {
                 "min": round(min(ps) / max(by_part[peer]), 2),
                 "max": round(max(ps) / min(by_part[peer]), 2),
-                "median_ratio": round(statistics.median(ps)
-                                      / statistics.median(by_part[peer]), 2)}
+                "median_ratio": round(statistics.median(ps) / statistics.median(by_part[peer]), 2),
+            }
     return out
 
 
 def report(figures: Mapping[str, Any]) -> str:
     m = figures["machine"]
     lines = [
-        "", "== phasestream audit projector vs Quix Streams + PostgreSQLSink ==",
+        "",
+        "== phasestream audit projector vs Quix Streams + PostgreSQLSink ==",
         f"machine: {m['nproc']} cpus ({m['cpu_model']}), {m['memory_gb']} GB, Linux "
         f"{m['kernel']}; python {m['python']}; {m['postgres']['version']}",
         f"packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
@@ -252,28 +344,43 @@ def report(figures: Mapping[str, Any]) -> str:
             f"{g['postgres']:>5.0f}%{g['count_poll']:>5.0f}%{g['pg_background']:>5.0f}%"
             f"{g['broker']:>6.0f}%{c['machine_pct']:>7.0f}%"
             f"{c['other_pct']:>5.0f}%  {'/'.join(str(v) for v in lb['loadavg'])}, "
-            f"{lb['busy_pct']:.0f}%{'' if lb['quiet'] else ' (NOT quiet)'}")
+            f"{lb['busy_pct']:.0f}%{'' if lb['quiet'] else ' (NOT quiet)'}"
+        )
     s = summary(figures)
     lines += ["", "events/s (first commit to N rows), range over the runs:"]
-    lines += [f"  {part:<17}{v['min']:>9,} - {v['max']:,}" for part, v in s.items()
-              if not part.startswith("ps_vs_")]
+    lines += [
+        f"  {part:<17}{v['min']:>9,} - {v['max']:,}"
+        for part, v in s.items()
+        if not part.startswith("ps_vs_")
+    ]
     for peer in PEERS:
         if (r := s.get(f"ps_vs_{peer}")) is not None:
-            lines.append(f"  phasestream / {peer}: {r['min']:.2f}x - {r['max']:.2f}x "
-                         f"(ratio of the medians {r['median_ratio']:.2f}x)")
-    lines += ["CPU per event while timed (us; writer process + its Postgres backends, per run; "
-              "less sensitive to other load than events/s):"]
-    lines += [f"  {part:<17}" + ", ".join(
-        f"{c:.0f} + {b:.0f}" for c, b in zip(v["process_us_per_event"],
-                                             v["postgres_us_per_event"], strict=True))
+            lines.append(
+                f"  phasestream / {peer}: {r['min']:.2f}x - {r['max']:.2f}x "
+                f"(ratio of the medians {r['median_ratio']:.2f}x)"
+            )
+    lines += [
+        "CPU per event while timed (us; writer process + its Postgres backends, per run; "
+        "less sensitive to other load than events/s):"
+    ]
+    lines += [
+        f"  {part:<17}"
+        + ", ".join(
+            f"{c:.0f} + {b:.0f}"
+            for c, b in zip(v["process_us_per_event"], v["postgres_us_per_event"], strict=True)
+        )
         + f"  (median total {v['cpu_us_per_event_median']:.0f})"
-        for part, v in s.items() if not part.startswith("ps_vs_")]
+        for part, v in s.items()
+        if not part.startswith("ps_vs_")
+    ]
     if figures["tables_compared"] is not None:
         lines.append(f"rows compared on every audit column: {figures['tables_compared']}")
-    lines.append("CPU columns: % of one core while timed (the machine has "
-                 f"{100 * m['nproc']}%); 'pg' = the writer's Postgres backends, 'poll' = the "
-                 "count(*) poll's backend, 'pg bg' = Postgres background processes (WAL writer,"
-                 " checkpointer, autovacuum); 'other' = anything else on the machine.")
+    lines.append(
+        "CPU columns: % of one core while timed (the machine has "
+        f"{100 * m['nproc']}%); 'pg' = the writer's Postgres backends, 'poll' = the "
+        "count(*) poll's backend, 'pg bg' = Postgres background processes (WAL writer,"
+        " checkpointer, autovacuum); 'other' = anything else on the machine."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -291,11 +398,19 @@ def _order(text: str) -> list[str]:
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000, help="events N")
-    parser.add_argument("--order", type=_order, default=DEFAULT_ORDER,
-                        help=f"parts in order, comma-separated, of {', '.join(PARTS)} "
-                        f"(default {','.join(DEFAULT_ORDER)})")
-    parser.add_argument("--commit-interval", type=float, default=1.0,
-                        help="the peer's checkpoint interval, seconds (its batch)")
+    parser.add_argument(
+        "--order",
+        type=_order,
+        default=DEFAULT_ORDER,
+        help=f"parts in order, comma-separated, of {', '.join(PARTS)} "
+        f"(default {','.join(DEFAULT_ORDER)})",
+    )
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        default=1.0,
+        help="the peer's checkpoint interval, seconds (its batch)",
+    )
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--timeout", type=float, default=600, help="per part, seconds")
     scratch.add_common_arguments(parser)

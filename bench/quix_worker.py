@@ -62,20 +62,28 @@ def nulls(row: Mapping[str, Any]) -> dict[str, Any]:
 def audit_columns(event: Mapping[str, Any]) -> dict[str, Any]:
     """The contract's fields (decoded JSON) as the audit columns."""
     metadata = event.get("metadata")
-    return nulls({
-        "id": event["event_id"], "workflow_id": event["workflow_id"],
-        "user_id": event["user_id"], "phase_number": event["phase_number"],
-        "status": event["status"], "timestamp": event["timestamp"],
-        "duration_ms": event.get("duration_ms"), "previous_phase": event.get("previous_phase"),
-        "error_message": event.get("error_message"), "error_stack": event.get("error_stack"),
-        "metadata": {} if metadata is None else metadata,
-        "rollback_triggered": bool(event.get("rollback_triggered")),
-        "rollback_to_phase": event.get("rollback_to_phase"),
-    })
+    return nulls(
+        {
+            "id": event["event_id"],
+            "workflow_id": event["workflow_id"],
+            "user_id": event["user_id"],
+            "phase_number": event["phase_number"],
+            "status": event["status"],
+            "timestamp": event["timestamp"],
+            "duration_ms": event.get("duration_ms"),
+            "previous_phase": event.get("previous_phase"),
+            "error_message": event.get("error_message"),
+            "error_stack": event.get("error_stack"),
+            "metadata": {} if metadata is None else metadata,
+            "rollback_triggered": bool(event.get("rollback_triggered")),
+            "rollback_to_phase": event.get("rollback_to_phase"),
+        }
+    )
 
 
-def phasestream_row(value: bytes, key: bytes | None, _timestamp: int,
-                    _headers: Any) -> dict[str, Any]:
+def phasestream_row(
+    value: bytes, key: bytes | None, _timestamp: int, _headers: Any
+) -> dict[str, Any]:
     """phasestream's decoder and row builder, as the projector uses them."""
     return nulls(dict(zip(COLUMNS, audit_row(decode_record(key, value)), strict=True)))
 
@@ -83,14 +91,21 @@ def phasestream_row(value: bytes, key: bytes | None, _timestamp: int,
 def build(args: argparse.Namespace) -> Any:
     """The Application with its one dataframe and sink (typed Any: see the imports)."""
     app = Application(
-        broker_address=args.bootstrap, consumer_group=args.group,
-        auto_offset_reset="earliest", processing_guarantee="at-least-once",
-        commit_interval=args.commit_interval, use_changelog_topics=False,
-        auto_create_topics=False, loglevel="WARNING",
-        consumer_extra_config={"session.timeout.ms": scratch.SESSION_TIMEOUT_MS,
-                               "heartbeat.interval.ms": scratch.SESSION_TIMEOUT_MS // 4,
-                               "fetch.wait.max.ms": 100},
-        producer_extra_config={"enable.idempotence": False})
+        broker_address=args.bootstrap,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        processing_guarantee="at-least-once",
+        commit_interval=args.commit_interval,
+        use_changelog_topics=False,
+        auto_create_topics=False,
+        loglevel="WARNING",
+        consumer_extra_config={
+            "session.timeout.ms": scratch.SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": scratch.SESSION_TIMEOUT_MS // 4,
+            "fetch.wait.max.ms": 100,
+        },
+        producer_extra_config={"enable.idempotence": False},
+    )
     if args.decoder == "phasestream":
         register_uuid()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in the stubs
         topic = app.topic(args.topic, value_deserializer="bytes", key_deserializer="bytes")
@@ -105,10 +120,20 @@ def build(args: argparse.Namespace) -> Any:
         rows = app.dataframe(topic).apply(audit_columns)
     db = scratch.libpq_parts(args.database_url)
     schema, table = PEER_TABLE.split(".")
-    rows.sink(PostgreSQLSink(
-        host=db["host"], port=db["port"], dbname=db["dbname"], user=db["user"],
-        password=db["password"], table_name=table, schema_name=schema,
-        schema_auto_update=False, on_conflict_do_nothing=True, include_metadata=False))
+    rows.sink(
+        PostgreSQLSink(
+            host=db["host"],
+            port=db["port"],
+            dbname=db["dbname"],
+            user=db["user"],
+            password=db["password"],
+            table_name=table,
+            schema_name=schema,
+            schema_auto_update=False,
+            on_conflict_do_nothing=True,
+            include_metadata=False,
+        )
+    )
     return app
 
 
@@ -118,10 +143,13 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--commit-interval", type=float, default=1.0,
-                        help="checkpoint interval, seconds: the sink's batches")
-    parser.add_argument("--decoder", choices=("schema", "phasestream", "none"),
-                        default="schema")
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        default=1.0,
+        help="checkpoint interval, seconds: the sink's batches",
+    )
+    parser.add_argument("--decoder", choices=("schema", "phasestream", "none"), default="schema")
     return parser.parse_args(None if argv is None else list(argv))
 
 

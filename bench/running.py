@@ -64,8 +64,9 @@ FROM generate_series($3::bigint, $4::bigint) AS i"""
 
 async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[str, Any]:
     start = now - timedelta(days=30)
-    await conn.execute("SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)",
-                       start.date())
+    await conn.execute(
+        "SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)", start.date()
+    )
     began = time.monotonic()
     for first in range(0, rows, CHUNK):
         last = min(rows, first + CHUNK) - 1
@@ -75,7 +76,8 @@ async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[
     await conn.execute("VACUUM ANALYZE workflow_phase_logs")
     size = await conn.fetchval(
         "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits "
-        "WHERE inhparent = 'workflow_phase_logs'::regclass")
+        "WHERE inhparent = 'workflow_phase_logs'::regclass"
+    )
     return {"rows": rows, "load_s": round(loaded_s, 1), "table_and_indexes": size}
 
 
@@ -100,26 +102,30 @@ async def fill_monitor_state(conn: asyncpg.Connection[Any], rows: int) -> int:
     return found
 
 
-async def explain(conn: asyncpg.Connection[Any], query: RunningQuery, source: str,
-                  repeat: int) -> dict[str, Any]:
+async def explain(
+    conn: asyncpg.Connection[Any], query: RunningQuery, source: str, repeat: int
+) -> dict[str, Any]:
     """The first page from ``source``: server time, pages touched, the plan's scans."""
     sql, params = running.statement(query, Page(), source)
     explained, buffers, plan = [], 0, {}
     for _ in range(repeat):
-        row = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}",
-                                  *params.values)
+        row = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params.values)
         result = json.loads(row)[0]
         explained.append(result["Execution Time"])
         plan = result["Plan"]
         buffers = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
     listed = await conn.fetch(sql.rsplit(" LIMIT ", 1)[0], *params.values[:-2])
-    return {"explain_ms_median": round(statistics.median(explained), 1),
-            "shared_buffers_touched": buffers, "scans": sorted(set(scans_of(plan))),
-            "listed": [(r["workflow_id"], r["phase_number"]) for r in listed]}
+    return {
+        "explain_ms_median": round(statistics.median(explained), 1),
+        "shared_buffers_touched": buffers,
+        "scans": sorted(set(scans_of(plan))),
+        "listed": [(r["workflow_id"], r["phase_number"]) for r in listed],
+    }
 
 
-async def report_wall(conn: asyncpg.Connection[Any], query: RunningQuery,
-                      repeat: int) -> dict[str, Any]:
+async def report_wall(
+    conn: asyncpg.Connection[Any], query: RunningQuery, repeat: int
+) -> dict[str, Any]:
     """The report function as the API calls it: it picks its source, then pages."""
     walls, source = [], None
     for _ in range(repeat):
@@ -127,42 +133,62 @@ async def report_wall(conn: asyncpg.Connection[Any], query: RunningQuery,
         report = await running.running(conn, query, Page(), CONSUMERS)
         walls.append((time.perf_counter() - began) * 1000)
         source = report.meta["source"]
-    return {"source": source, "report_ms_median": round(statistics.median(walls), 1),
-            "running_phases": report.items.total or len(report.items.rows)}
+    return {
+        "source": source,
+        "report_ms_median": round(statistics.median(walls), 1),
+        "running_phases": report.items.total or len(report.items.rows),
+    }
 
 
-async def measure_lookback(conn: asyncpg.Connection[Any], now: datetime, hours: int,
-                           repeat: int, rows: int) -> dict[str, Any]:
+async def measure_lookback(
+    conn: asyncpg.Connection[Any], now: datetime, hours: int, repeat: int, rows: int
+) -> dict[str, Any]:
     query = RunningQuery(now, timedelta(hours=hours))
     found = {source: await explain(conn, query, source, repeat) for source in (LOG, MONITOR)}
     same = found[LOG].pop("listed") == found[MONITOR].pop("listed")
     caught_up = await report_wall(conn, query, repeat)
-    await conn.execute("UPDATE phasestream_consumer_positions SET next_offset = $2 "
-                       "WHERE consumer = $1", CONSUMERS["sla_monitor"], rows - 1)
+    await conn.execute(
+        "UPDATE phasestream_consumer_positions SET next_offset = $2 WHERE consumer = $1",
+        CONSUMERS["sla_monitor"],
+        rows - 1,
+    )
     behind = await report_wall(conn, query, repeat)
-    await conn.execute("UPDATE phasestream_consumer_positions SET next_offset = $2 "
-                       "WHERE consumer = $1", CONSUMERS["sla_monitor"], rows)
-    return {"same_list": same, **found, "report_monitor_caught_up": caught_up,
-            "report_monitor_behind": behind}
+    await conn.execute(
+        "UPDATE phasestream_consumer_positions SET next_offset = $2 WHERE consumer = $1",
+        CONSUMERS["sla_monitor"],
+        rows,
+    )
+    return {
+        "same_list": same,
+        **found,
+        "report_monitor_caught_up": caught_up,
+        "report_monitor_behind": behind,
+    }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    async with admin_database(args.database_url) as admin, \
-            scratch.scratch_database(admin, prefix="phasestream_bench_run") as (_, url):
+    async with (
+        admin_database(args.database_url) as admin,
+        scratch.scratch_database(admin, prefix="phasestream_bench_run") as (_, url),
+    ):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
         try:
             now = datetime.now(UTC)
-            figures: dict[str, Any] = {"machine": measure.machine_facts(),
-                                       "postgres": await measure.postgres_facts(conn),
-                                       "jit": await conn.fetchval("SHOW jit")}
+            figures: dict[str, Any] = {
+                "machine": measure.machine_facts(),
+                "postgres": await measure.postgres_facts(conn),
+                "jit": await conn.fetchval("SHOW jit"),
+            }
             figures["data"] = await load(conn, args.rows, now)
             figures["data"]["open_phases"] = await fill_monitor_state(conn, args.rows)
-            figures["load_before"] = measure.wait_until_quiet(args.quiet_pct,
-                                                              timeout_s=args.quiet_timeout)
+            figures["load_before"] = measure.wait_until_quiet(
+                args.quiet_pct, timeout_s=args.quiet_timeout
+            )
             for hours in LOOKBACKS_H:
-                figures[f"{hours} h"] = await measure_lookback(conn, now, hours, args.repeat,
-                                                               args.rows)
+                figures[f"{hours} h"] = await measure_lookback(
+                    conn, now, hours, args.repeat, args.rows
+                )
                 log.info("lookback %d h: %s", hours, figures[f"{hours} h"])
         finally:
             await conn.close()
@@ -171,19 +197,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_figures(figures: dict[str, Any]) -> None:
     data = figures["data"]
-    print(f"\n{data['rows']:,} rows over 30 days ({data['table_and_indexes']}), "
-          f"loaded in {data['load_s']} s; {data['open_phases']:,} open phases in the "
-          f"monitor's state; jit={figures['jit']}")
-    print(f"{'lookback':9} {'running':>8} {'same':>5} {'log ms':>7} {'pages':>6} "
-          f"{'monitor ms':>10} {'pages':>6} {'report ms (up / behind)':>24}")
+    print(
+        f"\n{data['rows']:,} rows over 30 days ({data['table_and_indexes']}), "
+        f"loaded in {data['load_s']} s; {data['open_phases']:,} open phases in the "
+        f"monitor's state; jit={figures['jit']}"
+    )
+    print(
+        f"{'lookback':9} {'running':>8} {'same':>5} {'log ms':>7} {'pages':>6} "
+        f"{'monitor ms':>10} {'pages':>6} {'report ms (up / behind)':>24}"
+    )
     for hours in LOOKBACKS_H:
         found = figures[f"{hours} h"]
         log_, monitor = found[LOG], found[MONITOR]
         up, behind = found["report_monitor_caught_up"], found["report_monitor_behind"]
-        print(f"{hours:>6} h {up['running_phases']:>8} {found['same_list']!s:>5} "
-              f"{log_['explain_ms_median']:>7} {log_['shared_buffers_touched']:>6} "
-              f"{monitor['explain_ms_median']:>10} {monitor['shared_buffers_touched']:>6} "
-              f"{up['report_ms_median']:>11} / {behind['report_ms_median']:>10}")
+        print(
+            f"{hours:>6} h {up['running_phases']:>8} {found['same_list']!s:>5} "
+            f"{log_['explain_ms_median']:>7} {log_['shared_buffers_touched']:>6} "
+            f"{monitor['explain_ms_median']:>10} {monitor['shared_buffers_touched']:>6} "
+            f"{up['report_ms_median']:>11} / {behind['report_ms_median']:>10}"
+        )
         print(f"{'':9} log: {', '.join(log_['scans'])}; monitor: {', '.join(monitor['scans'])}")
 
 

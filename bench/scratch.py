@@ -60,15 +60,25 @@ def default_database_url() -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every newer bench script takes: database, load guard, output."""
-    parser.add_argument("--database-url", default=default_database_url(),
-                        help=DATABASE_URL_HELP)
-    parser.add_argument("--quiet-pct", type=float, default=30,
-                        help="load guard: wait for the machine under this %% of one core")
-    parser.add_argument("--quiet-timeout", type=float, default=30,
-                        help="load guard: wait at most this long, then measure anyway")
+    parser.add_argument("--database-url", default=default_database_url(), help=DATABASE_URL_HELP)
+    parser.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=30,
+        help="load guard: wait for the machine under this %% of one core",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=30,
+        help="load guard: wait at most this long, then measure anyway",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the scratch directory (processes' logs) instead of removing it")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch directory (processes' logs) instead of removing it",
+    )
 
 
 def setup_logging(fmt: str = LOG_FORMAT) -> None:
@@ -84,8 +94,9 @@ def run_timed(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
-def write_figures(path: Path | None, figures: Mapping[str, Any], *,
-                  logger: logging.Logger = log) -> None:
+def write_figures(
+    path: Path | None, figures: Mapping[str, Any], *, logger: logging.Logger = log
+) -> None:
     """``--json PATH``: the figures as indented JSON there (nothing without a path)."""
     if path:
         path.write_text(json.dumps(figures, indent=2, default=str) + "\n")
@@ -110,15 +121,19 @@ def with_database(url: str, name: str) -> str:
 def libpq_parts(url: str) -> dict[str, Any]:
     """host, port, dbname, user, password of a postgresql:// URL (for psycopg2 clients)."""
     parts = urlsplit(url)
-    return {"host": parts.hostname or HOST, "port": parts.port or 5432,
-            "dbname": unquote(parts.path.lstrip("/")) or "postgres",
-            "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or "")}
+    return {
+        "host": parts.hostname or HOST,
+        "port": parts.port or 5432,
+        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+    }
 
 
 @contextlib.asynccontextmanager
-async def scratch_database(admin_url: str, *,
-                           prefix: str = "phasestream_bench") -> AsyncIterator[tuple[str, str]]:
+async def scratch_database(
+    admin_url: str, *, prefix: str = "phasestream_bench"
+) -> AsyncIterator[tuple[str, str]]:
     """Create <prefix>_<random>; yield (name, url); drop it on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_url)
@@ -169,10 +184,13 @@ def local_broker(workdir: Path, broker: str = "tansu") -> Iterator[str]:
 
 def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
     """Settings for a bench: the defaults, a short session timeout, no .env file read."""
-    values: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap,
-                              "database_url": database_url,
-                              "consumer_session_timeout_ms": SESSION_TIMEOUT_MS,
-                              "http_port": 0, **overrides}
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "database_url": database_url,
+        "consumer_session_timeout_ms": SESSION_TIMEOUT_MS,
+        "http_port": 0,
+        **overrides,
+    }
     return Settings(_env_file=None, **values)
 
 
@@ -187,8 +205,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(database_url: str, *, prefix: str, keep: bool = False,
-                      **overrides: Any) -> AsyncIterator[Stack]:
+async def bench_stack(
+    database_url: str, *, prefix: str, keep: bool = False, **overrides: Any
+) -> AsyncIterator[Stack]:
     """Scratch directory, database and broker, migrated and with the topics created; all
     removed on exit. ``overrides`` go to bench_settings (topics, groups)."""
     with scratch_directory(prefix, keep=keep) as workdir:
@@ -209,8 +228,9 @@ async def empty_audit_log(conn: asyncpg.Connection[Any]) -> None:
     migration 0008), so that the next drain meets new ids, as in production: with the ids
     still claimed, every batch would also run the sink's payload-conflict check."""
     ids = await conn.fetchval("SELECT to_regclass('workflow_phase_event_ids') IS NOT NULL")
-    await conn.execute("TRUNCATE workflow_phase_logs" + (", workflow_phase_event_ids"
-                                                          if ids else ""))
+    await conn.execute(
+        "TRUNCATE workflow_phase_logs" + (", workflow_phase_event_ids" if ids else "")
+    )
 
 
 async def checkpoint(conn: asyncpg.Connection[Any]) -> None:
@@ -237,26 +257,41 @@ def make_events(count: int, seed: int) -> list[PhaseEvent]:
 
 def months_of(events: Sequence[PhaseEvent]) -> list[datetime]:
     """The first instant (UTC) of each month the events fall in."""
-    return sorted({e.timestamp.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0,
-                                                       microsecond=0) for e in events})
+    return sorted(
+        {
+            e.timestamp.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            for e in events
+        }
+    )
 
 
-async def publish(settings: Settings, events: Sequence[PhaseEvent], *,
-                  client_id: str = "bench-publish", progress: bool = False) -> float:
+async def publish(
+    settings: Settings,
+    events: Sequence[PhaseEvent],
+    *,
+    client_id: str = "bench-publish",
+    progress: bool = False,
+) -> float:
     """Publish through the SDK (validates, keys by workflow id); return events/s. With
     ``progress``, log the count after each chunk of PUBLISH_CHUNK events."""
-    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
-                                   linger_ms=settings.producer_linger_ms,
-                                   client_id=client_id) as publisher:
+    async with PhaseEventPublisher(
+        settings.bootstrap_servers,
+        settings.phase_events_topic,
+        linger_ms=settings.producer_linger_ms,
+        client_id=client_id,
+    ) as publisher:
         began = time.perf_counter()
         for start in range(0, len(events), PUBLISH_CHUNK):
-            await publisher.publish_many(events[start:start + PUBLISH_CHUNK])
+            await publisher.publish_many(events[start : start + PUBLISH_CHUNK])
             if progress:
-                log.info("%s: %d / %d events published", client_id,
-                         min(start + PUBLISH_CHUNK, len(events)), len(events))
+                log.info(
+                    "%s: %d / %d events published",
+                    client_id,
+                    min(start + PUBLISH_CHUNK, len(events)),
+                    len(events),
+                )
         rate = len(events) / (time.perf_counter() - began)
-    log.info("published %d events to %s (%.0f/s)", len(events), settings.phase_events_topic,
-             rate)
+    log.info("published %d events to %s (%.0f/s)", len(events), settings.phase_events_topic, rate)
     return rate
 
 
@@ -267,19 +302,21 @@ async def publish(settings: Settings, events: Sequence[PhaseEvent], *,
 def phasestream_environment(settings: Settings) -> dict[str, str]:
     """This environment without any PHASESTREAM_ variable, plus these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
-    env.update({
-        "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "PHASESTREAM_DATABASE_URL": settings.database_url or "",
-        "PHASESTREAM_PHASE_EVENTS_TOPIC": settings.phase_events_topic,
-        "PHASESTREAM_DLQ_TOPIC": settings.dlq_topic,
-        "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
-        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
-        "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
-        "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
-        "PHASESTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
-        "PHASESTREAM_LOG_LEVEL": "INFO",
-        "PHASESTREAM_HTTP_PORT": "0",
-    })
+    env.update(
+        {
+            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "PHASESTREAM_DATABASE_URL": settings.database_url or "",
+            "PHASESTREAM_PHASE_EVENTS_TOPIC": settings.phase_events_topic,
+            "PHASESTREAM_DLQ_TOPIC": settings.dlq_topic,
+            "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
+            "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+            "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+            "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
+            "PHASESTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
+            "PHASESTREAM_LOG_LEVEL": "INFO",
+            "PHASESTREAM_HTTP_PORT": "0",
+        }
+    )
     return env
 
 
@@ -304,15 +341,27 @@ class Child:
         return ""
 
 
-async def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], workdir: Path,
-                new_session: bool = False) -> Child:
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    workdir: Path,
+    new_session: bool = False,
+) -> Child:
     """Start argv with stdout and stderr into workdir/<name>.log, cwd workdir (no .env)."""
     log_path = workdir / f"{name}.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=fd,
-            stderr=fd, start_new_session=new_session)
+            *argv,
+            env=dict(env),
+            cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=new_session,
+        )
     finally:
         os.close(fd)
     log.info("started %s (pid %d): %s", name, process.pid, " ".join(argv[:6]))
@@ -321,8 +370,11 @@ async def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], workd
 
 def broker_pids() -> list[int]:
     """The broker that local_broker started (our child process: Tansu or Kafka's JVM)."""
-    return [p.pid for p in psutil.Process().children()
-            if "broker" in (line := " ".join(p.cmdline())) or "kafka.Kafka" in line]
+    return [
+        p.pid
+        for p in psutil.Process().children()
+        if "broker" in (line := " ".join(p.cmdline())) or "kafka.Kafka" in line
+    ]
 
 
 def phasestream_audit_argv() -> list[str]:
@@ -360,18 +412,28 @@ class RowTiming:
     @property
     def events_per_s(self) -> int:
         """From the first committed row to the target, excluding the first commit's rows."""
-        return round(0 if self.done_at <= self.first_at else
-                     (self.target - self.first_rows) / (self.done_at - self.first_at))
+        return round(
+            0
+            if self.done_at <= self.first_at
+            else (self.target - self.first_rows) / (self.done_at - self.first_at)
+        )
 
     @property
     def events_per_s_incl_start(self) -> int:
         return round(self.target / max(1e-9, self.done_at - self.started_at))
 
 
-async def wait_for_rows(conn: asyncpg.Connection[Any], table: str, target: int, *,
-                        started_at: float, alive: Callable[[], str | None],
-                        on_first: Callable[[], None] | None = None,
-                        timeout_s: float = 600, poll_s: float = 0.05) -> RowTiming:
+async def wait_for_rows(
+    conn: asyncpg.Connection[Any],
+    table: str,
+    target: int,
+    *,
+    started_at: float,
+    alive: Callable[[], str | None],
+    on_first: Callable[[], None] | None = None,
+    timeout_s: float = 600,
+    poll_s: float = 0.05,
+) -> RowTiming:
     """Poll ``SELECT count(*) FROM table`` every poll_s until it reaches target.
 
     ``alive`` returns None while the writer runs, else why it stopped (that fails the

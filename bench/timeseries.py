@@ -45,14 +45,17 @@ from projections.reports import running, timeseries
 
 log = logging.getLogger("bench.timeseries")
 INDEX: Final = "workflow_phase_logs_finished_time_idx"
-INDEX_DDL: Final = (f'CREATE INDEX {INDEX} ON workflow_phase_logs ("timestamp") '
-                    "INCLUDE (status, phase_number, duration_ms, user_id) "
-                    "WHERE status IN ('completed', 'failed')")
+INDEX_DDL: Final = (
+    f'CREATE INDEX {INDEX} ON workflow_phase_logs ("timestamp") '
+    "INCLUDE (status, phase_number, duration_ms, user_id) "
+    "WHERE status IN ('completed', 'failed')"
+)
 #: As migration 0013: the month partitions' copies of the index named after it.
 NAME_PARTITION_INDEXES: Final = (
     "SELECT phasestream_name_partition_indexes(c.relname, 'workflow_phase_logs') "
     "FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
-    "WHERE i.inhparent = 'workflow_phase_logs'::regclass")
+    "WHERE i.inhparent = 'workflow_phase_logs'::regclass"
+)
 CHUNK: Final = 500_000
 #: (name, metric, step, since, until, phase): what the dashboard asks. "mid-month" is a day
 #: 15 days back, inside a month partition that holds ~4 weeks (the current month's
@@ -92,15 +95,18 @@ async def admin_database(url: str | None) -> AsyncIterator[str]:
     if url:
         yield url
         return
-    with tempfile.TemporaryDirectory(prefix="phasestream-bench-pg-") as tmp, \
-            embedded_postgres(Path(tmp) / "data") as embedded:
+    with (
+        tempfile.TemporaryDirectory(prefix="phasestream-bench-pg-") as tmp,
+        embedded_postgres(Path(tmp) / "data") as embedded,
+    ):
         yield embedded
 
 
 async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[str, Any]:
     start = now - timedelta(days=30)
-    await conn.execute("SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)",
-                       start.date())
+    await conn.execute(
+        "SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)", start.date()
+    )
     began = time.monotonic()
     for first in range(0, rows, CHUNK):
         last = min(rows, first + CHUNK) - 1
@@ -110,7 +116,8 @@ async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[
     await conn.execute("VACUUM ANALYZE workflow_phase_logs")
     size = await conn.fetchval(
         "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits "
-        "WHERE inhparent = 'workflow_phase_logs'::regclass")
+        "WHERE inhparent = 'workflow_phase_logs'::regclass"
+    )
     return {"rows": rows, "load_s": round(loaded_s, 1), "table_and_indexes": size}
 
 
@@ -119,8 +126,7 @@ async def create_index(conn: asyncpg.Connection[Any]) -> None:
     await conn.execute(NAME_PARTITION_INDEXES)
 
 
-async def measure_ingest(conn: asyncpg.Connection[Any], rows: int,
-                         now: datetime) -> dict[str, Any]:
+async def measure_ingest(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[str, Any]:
     """What the index costs writers: ``rows`` loaded into the empty table without and with
     it, alternating twice (the same server-side INSERT as the month; not the projector's
     COPY path, but the same per-row index maintenance)."""
@@ -136,9 +142,13 @@ async def measure_ingest(conn: asyncpg.Connection[Any], rows: int,
             await conn.execute("TRUNCATE workflow_phase_logs")
     await conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
     await create_index(conn)
-    return {case: {"rows_per_s": round(rows / statistics.median(seconds)),
-                   "seconds": [round(x, 1) for x in seconds]}
-            for case, seconds in timings.items()} | {"rows": rows}
+    return {
+        case: {
+            "rows_per_s": round(rows / statistics.median(seconds)),
+            "seconds": [round(x, 1) for x in seconds],
+        }
+        for case, seconds in timings.items()
+    } | {"rows": rows}
 
 
 def scans_of(plan: dict[str, Any]) -> Iterator[str]:
@@ -151,13 +161,13 @@ def scans_of(plan: dict[str, Any]) -> Iterator[str]:
         yield from scans_of(child)
 
 
-async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
-                          repeat: int) -> dict[str, Any]:
+async def measure_request(
+    conn: asyncpg.Connection[Any], query: SeriesQuery, repeat: int
+) -> dict[str, Any]:
     sql, params = timeseries.statement(query)
     explained, walls, buffers, plan = [], [], 0, {}
     for _ in range(repeat):
-        row = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}",
-                                  *params.values)
+        row = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params.values)
         result = json.loads(row)[0]
         explained.append(result["Execution Time"])
         plan = result["Plan"]
@@ -166,14 +176,18 @@ async def measure_request(conn: asyncpg.Connection[Any], query: SeriesQuery,
         began = time.perf_counter()
         report = await timeseries.series(conn, query)
         walls.append((time.perf_counter() - began) * 1000)
-    return {"buckets": len(report.items.rows), "explain_ms_median": round(
-        statistics.median(explained), 1), "report_ms_median": round(statistics.median(walls), 1),
+    return {
+        "buckets": len(report.items.rows),
+        "explain_ms_median": round(statistics.median(explained), 1),
+        "report_ms_median": round(statistics.median(walls), 1),
         "shared_buffers_touched": buffers,
-        "scans": sorted(set(scans_of(plan)))}
+        "scans": sorted(set(scans_of(plan))),
+    }
 
 
-async def measure_running(conn: asyncpg.Connection[Any], now: datetime,
-                          repeat: int) -> dict[str, Any]:
+async def measure_running(
+    conn: asyncpg.Connection[Any], now: datetime, repeat: int
+) -> dict[str, Any]:
     """The running report (not a time series, but the same log): its first page, at the
     default lookback (a day) and at a week."""
     found = {}
@@ -188,43 +202,51 @@ async def measure_running(conn: asyncpg.Connection[Any], now: datetime,
             began = time.perf_counter()
             report = await running.running(conn, query, Page(), consumers)
             walls.append((time.perf_counter() - began) * 1000)
-        total = await conn.fetchval(f"SELECT count(*) FROM ({sql.rsplit(' LIMIT ', 1)[0]}) AS r",
-                                    *params.values[:-2])
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM ({sql.rsplit(' LIMIT ', 1)[0]}) AS r", *params.values[:-2]
+        )
         found[f"running, lookback {hours} h"] = {
-            "running_phases": total, "page": len(report.items.rows),
+            "running_phases": total,
+            "page": len(report.items.rows),
             "explain_ms_median": round(statistics.median(explained), 1),
-            "report_ms_median": round(statistics.median(walls), 1)}
+            "report_ms_median": round(statistics.median(walls), 1),
+        }
         log.info("running, lookback %d h: %s", hours, found[f"running, lookback {hours} h"])
     return found
 
 
-async def measure_all(conn: asyncpg.Connection[Any], now: datetime,
-                      repeat: int) -> dict[str, Any]:
+async def measure_all(conn: asyncpg.Connection[Any], now: datetime, repeat: int) -> dict[str, Any]:
     found = {}
     for name, metric, step, since, until, phase in REQUESTS:
-        query = parse_series(metric=metric, step=step, since=since, until=until, phase=phase,
-                             user=None, now=now)
+        query = parse_series(
+            metric=metric, step=step, since=since, until=until, phase=phase, user=None, now=now
+        )
         found[name] = await measure_request(conn, query, repeat)
         log.info("%s: %s", name, found[name])
     return found
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    async with admin_database(args.database_url) as admin, \
-            scratch.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url):
+    async with (
+        admin_database(args.database_url) as admin,
+        scratch.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url),
+    ):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
         try:
             now = datetime.now(UTC)
-            figures: dict[str, Any] = {"machine": measure.machine_facts(),
-                                       "postgres": await measure.postgres_facts(conn),
-                                       "jit": await conn.fetchval("SHOW jit")}
+            figures: dict[str, Any] = {
+                "machine": measure.machine_facts(),
+                "postgres": await measure.postgres_facts(conn),
+                "jit": await conn.fetchval("SHOW jit"),
+            }
             if args.ingest_rows:
                 figures["ingest"] = await measure_ingest(conn, args.ingest_rows, now)
                 log.info("ingest: %s", figures["ingest"])
             figures["data"] = await load(conn, args.rows, now)
-            figures["load_before"] = measure.wait_until_quiet(args.quiet_pct,
-                                                              timeout_s=args.quiet_timeout)
+            figures["load_before"] = measure.wait_until_quiet(
+                args.quiet_pct, timeout_s=args.quiet_timeout
+            )
             figures["with_index"] = await measure_all(conn, now, args.repeat)
             figures["running"] = await measure_running(conn, now, args.repeat)
             await conn.execute(f"DROP INDEX {INDEX}")
@@ -238,30 +260,44 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_figures(figures: dict[str, Any]) -> None:
     data = figures["data"]
-    print(f"\n{data['rows']:,} rows over 30 days ({data['table_and_indexes']}), "
-          f"loaded in {data['load_s']} s; jit={figures['jit']}")
-    print(f"{'request':38} {'buckets':>7} {'with index ms':>14} {'without ms':>11}  "
-          "scans with / without")
+    print(
+        f"\n{data['rows']:,} rows over 30 days ({data['table_and_indexes']}), "
+        f"loaded in {data['load_s']} s; jit={figures['jit']}"
+    )
+    print(
+        f"{'request':38} {'buckets':>7} {'with index ms':>14} {'without ms':>11}  "
+        "scans with / without"
+    )
     for name in figures["with_index"]:
         with_, without = figures["with_index"][name], figures["without_index"][name]
-        print(f"{name:38} {with_['buckets']:>7} {with_['explain_ms_median']:>14} "
-              f"{without['explain_ms_median']:>11}  {', '.join(with_['scans'])} / "
-              f"{', '.join(without['scans'])}")
+        print(
+            f"{name:38} {with_['buckets']:>7} {with_['explain_ms_median']:>14} "
+            f"{without['explain_ms_median']:>11}  {', '.join(with_['scans'])} / "
+            f"{', '.join(without['scans'])}"
+        )
     if "ingest" in figures:
         ingest = figures["ingest"]
-        print(f"ingest of {ingest['rows']:,} rows: {ingest['without_index']['rows_per_s']:,} "
-              f"rows/s without the index, {ingest['with_index']['rows_per_s']:,} with it")
+        print(
+            f"ingest of {ingest['rows']:,} rows: {ingest['without_index']['rows_per_s']:,} "
+            f"rows/s without the index, {ingest['with_index']['rows_per_s']:,} with it"
+        )
     for name, found in figures["running"].items():
-        print(f"{name:38} {found['running_phases']:>7} running, first page "
-              f"{found['explain_ms_median']} ms (report {found['report_ms_median']} ms)")
+        print(
+            f"{name:38} {found['running_phases']:>7} running, first page "
+            f"{found['explain_ms_median']} ms (report {found['report_ms_median']} ms)"
+        )
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--ingest-rows", type=int, default=300_000,
-                        help="rows per load when measuring the index's cost on writes; 0 skips")
+    parser.add_argument(
+        "--ingest-rows",
+        type=int,
+        default=300_000,
+        help="rows per load when measuring the index's cost on writes; 0 skips",
+    )
     scratch.add_common_arguments(parser)
     parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()

@@ -24,9 +24,19 @@ from models.validation import (
 )
 from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
-FIELDS: Final = ("command_id", "kind", "workflow_id", "user_id", "failed_event_id",
-                 "failed_phase", "rollback_to_phase", "reason", "issued_at", "attempt",
-                 "schema_version")
+FIELDS: Final = (
+    "command_id",
+    "kind",
+    "workflow_id",
+    "user_id",
+    "failed_event_id",
+    "failed_phase",
+    "rollback_to_phase",
+    "reason",
+    "issued_at",
+    "attempt",
+    "schema_version",
+)
 _KINDS: Final = {kind.value: kind for kind in CommandKind}
 
 
@@ -52,9 +62,18 @@ def _command(wire: WireCommand) -> RollbackCommand | None:
     if issued_at is None or None in ids:
         return None
     command_id, user_id, failed_event_id = cast("tuple[UUID, UUID, UUID]", ids)
-    return RollbackCommand(command_id, wire.kind, wire.workflow_id, user_id, failed_event_id,
-                           wire.failed_phase, wire.rollback_to_phase, wire.reason, issued_at,
-                           wire.attempt)
+    return RollbackCommand(
+        command_id,
+        wire.kind,
+        wire.workflow_id,
+        user_id,
+        failed_event_id,
+        wire.failed_phase,
+        wire.rollback_to_phase,
+        wire.reason,
+        issued_at,
+        wire.attempt,
+    )
 
 
 def reference_decode_command(value: bytes) -> RollbackCommand:
@@ -62,18 +81,22 @@ def reference_decode_command(value: bytes) -> RollbackCommand:
     payload = load_object(value, FIELDS, COMMAND_SCHEMA_VERSION)
     kind = enum_field("kind", payload["kind"], _KINDS)
     return RollbackCommand(
-        uuid_field("command_id", payload["command_id"]), kind,
-        workflow_id_field(payload["workflow_id"]), uuid_field("user_id", payload["user_id"]),
+        uuid_field("command_id", payload["command_id"]),
+        kind,
+        workflow_id_field(payload["workflow_id"]),
+        uuid_field("user_id", payload["user_id"]),
         uuid_field("failed_event_id", payload["failed_event_id"]),
         phase_field("failed_phase", payload["failed_phase"]),
         phase_field("rollback_to_phase", payload["rollback_to_phase"]),
         optional_text("reason", payload["reason"]),
         timestamp_field(payload["issued_at"], "issued_at"),
-        int_field("attempt", payload["attempt"]))
+        int_field("attempt", payload["attempt"]),
+    )
 
 
-COMMANDS: Final = CompiledContract(msgspec.json.Decoder(WireCommand), _command,
-                                   reference_decode_command)
+COMMANDS: Final = CompiledContract(
+    msgspec.json.Decoder(WireCommand), _command, reference_decode_command
+)
 
 
 def encode_command(command: RollbackCommand) -> bytes:

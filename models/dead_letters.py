@@ -43,26 +43,44 @@ class StoredLetter:
     def preview(self) -> str:
         if self.value is None:
             return "(no value)"
-        text = self.value[:PREVIEW_CHARS * 4].decode("utf-8", errors="replace")
-        return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 1] + "…"
+        text = self.value[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")
+        return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def stored_letter(partition: int, offset: int, timestamp_ms: int, *, key: bytes | None,
-                  value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> StoredLetter:
+def stored_letter(
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+) -> StoredLetter:
     """Read phasestream's headers of one dead-letter record (missing ones read as empty)."""
-    ours = {k[len(HEADER_PREFIX):]: v.decode("utf-8", errors="replace")
-            for k, v in headers if k.startswith(HEADER_PREFIX)}
+    ours = {
+        k[len(HEADER_PREFIX) :]: v.decode("utf-8", errors="replace")
+        for k, v in headers
+        if k.startswith(HEADER_PREFIX)
+    }
     field = ours.get("field", "")
     reason = ours.get("reason", "")
     # The reason header reads "field: reason" (one header a Kafka UI shows whole).
     reason = reason.removeprefix(f"{field}: ") if field else reason
     return StoredLetter(
-        dlq_partition=partition, dlq_offset=offset,
-        dlq_time=datetime.fromtimestamp(timestamp_ms / 1000, UTC), key=key, value=value,
-        headers=tuple(headers), source_topic=ours.get("source.topic", ""),
+        dlq_partition=partition,
+        dlq_offset=offset,
+        dlq_time=datetime.fromtimestamp(timestamp_ms / 1000, UTC),
+        key=key,
+        value=value,
+        headers=tuple(headers),
+        source_topic=ours.get("source.topic", ""),
         source_partition=_int(ours.get("source.partition")),
-        source_offset=_int(ours.get("source.offset")), field=field, reason=reason,
-        consumer=ours.get("consumer", ""), truncated=ours.get("value.truncated") == "true")
+        source_offset=_int(ours.get("source.offset")),
+        field=field,
+        reason=reason,
+        consumer=ours.get("consumer", ""),
+        truncated=ours.get("value.truncated") == "true",
+    )
 
 
 def _int(text: str | None) -> int:

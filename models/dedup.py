@@ -30,8 +30,9 @@ class Claim(Generic[C_co]):
 class HandledIds(Protocol[C_co]):
     """Where a subscriber records the ids it handled, per subscriber (``scope``)."""
 
-    def claim(self, scope: str,
-              message_id: UUID) -> AbstractAsyncContextManager[Claim[C_co] | None]:
+    def claim(
+        self, scope: str, message_id: UUID
+    ) -> AbstractAsyncContextManager[Claim[C_co] | None]:
         """None if ``message_id`` was handled already; else a claim for the block.
 
         The id counts as handled once the block exits without an error; if the block

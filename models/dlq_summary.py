@@ -75,17 +75,31 @@ class DlqSummary:
         for line in self.lines:
             seen = found.get(line.source_topic, TopicCount(line.source_topic, 0, None, None))
             found[line.source_topic] = TopicCount(
-                seen.topic, seen.count + line.count, _min(seen.oldest, line.oldest),
-                _max(seen.newest, line.newest))
+                seen.topic,
+                seen.count + line.count,
+                _min(seen.oldest, line.oldest),
+                _max(seen.newest, line.newest),
+            )
         return sorted(found.values(), key=lambda t: (-t.count, t.topic))
 
     def as_json(self) -> dict[str, Any]:
         """The shape of ``GET /api/dlq`` (phasestream/openapi.json: DlqSummary)."""
-        return {"total": self.total, "scanned": self.scanned, "truncated": self.truncated,
-                "by_reason": [{"reason": r, "count": n} for r, n in self.by_reason()],
-                "by_field": [{"field": f, "count": n} for f, n in self.by_field()],
-                "topics": [{"topic": t.topic, "count": t.count, "oldest": _iso(t.oldest),
-                            "newest": _iso(t.newest)} for t in self.topics()]}
+        return {
+            "total": self.total,
+            "scanned": self.scanned,
+            "truncated": self.truncated,
+            "by_reason": [{"reason": r, "count": n} for r, n in self.by_reason()],
+            "by_field": [{"field": f, "count": n} for f, n in self.by_field()],
+            "topics": [
+                {
+                    "topic": t.topic,
+                    "count": t.count,
+                    "oldest": _iso(t.oldest),
+                    "newest": _iso(t.newest),
+                }
+                for t in self.topics()
+            ],
+        }
 
 
 def summarise(letters: Iterable[StoredLetter], *, total: int | None = None) -> DlqSummary:
@@ -105,8 +119,9 @@ def summary_of(tally: Tally, scanned: int, total: int | None = None) -> DlqSumma
     return DlqSummary(whole, scanned, scanned < whole, tuple(most_first(tally)))
 
 
-def _totals(lines: Iterable[ReasonCount],
-            name: Callable[[ReasonCount], str]) -> list[tuple[str, int]]:
+def _totals(
+    lines: Iterable[ReasonCount], name: Callable[[ReasonCount], str]
+) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for line in lines:
         counts[name(line)] = counts.get(name(line), 0) + line.count

@@ -61,13 +61,15 @@ class ConflictingEventsError(RejectedRecordError):
 class LostRecordsError(PhasestreamError):
     """Records of a partition were deleted (retention) before this consumer read them."""
 
-    def __init__(self, consumer: str, topic: str, partition: int, first: int,
-                 log_start: int) -> None:
+    def __init__(
+        self, consumer: str, topic: str, partition: int, first: int, log_start: int
+    ) -> None:
         super().__init__(
             f"{consumer}: offsets {first}..{log_start - 1} of {topic}[{partition}] were "
             f"deleted from the topic before they were projected (retention?); they can no "
             f"longer be read. Restore them from elsewhere, or accept the loss with "
-            f"PHASESTREAM_ON_LOST_RECORDS=skip")
+            f"PHASESTREAM_ON_LOST_RECORDS=skip"
+        )
         self.topic = topic
         self.partition = partition
         self.count = log_start - first

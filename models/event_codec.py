@@ -45,18 +45,28 @@ def _event(wire: WireEvent) -> PhaseEvent | None:
     event_id, user_id = as_uuid(wire.event_id), as_uuid(wire.user_id)
     timestamp = moment(wire.timestamp)
     raw_metadata = bytes(wire.metadata)
-    if event_id is None or user_id is None or timestamp is None or \
-            _may_nest_too_deep(raw_metadata):
+    if event_id is None or user_id is None or timestamp is None or _may_nest_too_deep(raw_metadata):
         return None
     metadata = orjson.loads(raw_metadata)
     if metadata is None:  # null or absent means empty
         metadata = {}
     if not isinstance(metadata, dict):
         return None
-    return checked_event(event_id, wire.workflow_id, user_id, wire.phase_number, wire.status,
-                         timestamp, wire.duration_ms, wire.previous_phase, wire.error_message,
-                         wire.error_stack, metadata, wire.rollback_triggered is True,
-                         wire.rollback_to_phase)
+    return checked_event(
+        event_id,
+        wire.workflow_id,
+        user_id,
+        wire.phase_number,
+        wire.status,
+        timestamp,
+        wire.duration_ms,
+        wire.previous_phase,
+        wire.error_message,
+        wire.error_stack,
+        metadata,
+        wire.rollback_triggered is True,
+        wire.rollback_to_phase,
+    )
 
 
 def _may_nest_too_deep(metadata: bytes) -> bool:
@@ -74,8 +84,9 @@ def reference_decode_event(value: bytes) -> PhaseEvent:
     return event_from_mapping(payload)
 
 
-PHASE_EVENTS: Final = CompiledContract(msgspec.json.Decoder(WireEvent), _event,
-                                       reference_decode_event)
+PHASE_EVENTS: Final = CompiledContract(
+    msgspec.json.Decoder(WireEvent), _event, reference_decode_event
+)
 
 
 def encode_event(event: PhaseEvent) -> bytes:
@@ -94,14 +105,17 @@ def decode_event(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTE
     return PHASE_EVENTS.decode(value)
 
 
-def decode_record(key: bytes | None, value: bytes | None, *,
-                  max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> PhaseEvent:
+def decode_record(
+    key: bytes | None, value: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> PhaseEvent:
     """Decode a Kafka record and check that its key is the event's workflow id."""
     event = decode_event(value, max_bytes=max_bytes)
     if key is None:  # a keyless record lands on any partition: its workflow loses its order
         raise InvalidEventError(
-            "$key", "is missing (null); publish with the workflow id as the record key, so "
-                    "that one workflow's events stay in order on one partition")
+            "$key",
+            "is missing (null); publish with the workflow id as the record key, so "
+            "that one workflow's events stay in order on one partition",
+        )
     if key != event.key:
         raise InvalidEventError(
             "workflow_id", "does not match the record key (the key must be the workflow id)"

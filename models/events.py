@@ -41,17 +41,39 @@ class PhaseEvent:
 
 _new_object: Final = object.__new__
 _SETTERS: Final = tuple(vars(PhaseEvent)[f.name].__set__ for f in fields(PhaseEvent))
-(_set_event_id, _set_workflow_id, _set_user_id, _set_phase_number, _set_status, _set_timestamp,
- _set_duration_ms, _set_previous_phase, _set_error_message, _set_error_stack, _set_metadata,
- _set_rollback_triggered, _set_rollback_to_phase, _set_schema_version) = _SETTERS
+(
+    _set_event_id,
+    _set_workflow_id,
+    _set_user_id,
+    _set_phase_number,
+    _set_status,
+    _set_timestamp,
+    _set_duration_ms,
+    _set_previous_phase,
+    _set_error_message,
+    _set_error_stack,
+    _set_metadata,
+    _set_rollback_triggered,
+    _set_rollback_to_phase,
+    _set_schema_version,
+) = _SETTERS
 
 
 def checked_event(  # noqa: PLR0917 (positional like PhaseEvent(...): the decoders call it)
-        event_id: UUID, workflow_id: str, user_id: UUID, phase_number: int,
-        status: PhaseStatus, timestamp: datetime, duration_ms: int | None,
-        previous_phase: int | None, error_message: str | None, error_stack: str | None,
-        metadata: Mapping[str, Any], rollback_triggered: bool,
-        rollback_to_phase: int | None) -> PhaseEvent:
+    event_id: UUID,
+    workflow_id: str,
+    user_id: UUID,
+    phase_number: int,
+    status: PhaseStatus,
+    timestamp: datetime,
+    duration_ms: int | None,
+    previous_phase: int | None,
+    error_message: str | None,
+    error_stack: str | None,
+    metadata: Mapping[str, Any],
+    rollback_triggered: bool,
+    rollback_to_phase: int | None,
+) -> PhaseEvent:
     """PhaseEvent(...) for values a decoder has checked, built through the slot descriptors.
 
     A frozen dataclass's __init__ sets each of the 14 fields with object.__setattr__, which

@@ -41,7 +41,12 @@ def metric_row(event: PhaseEvent) -> MetricRow:
     """Counters count 1; a finished phase observes its duration in seconds (0 if unknown)."""
     name, kind = _NAMES[event.status]
     value = 1.0 if kind == "counter" else (event.duration_ms or 0) / 1000
-    labels = {"phase": phase_label(event.phase_number), "status": event.status.value,
-              "user_id": str(event.user_id), "workflow_id": event.workflow_id}
-    return MetricRow(event.event_id, name, kind, value, labels, event.error_message,
-                     event.metadata, event)
+    labels = {
+        "phase": phase_label(event.phase_number),
+        "status": event.status.value,
+        "user_id": str(event.user_id),
+        "workflow_id": event.workflow_id,
+    }
+    return MetricRow(
+        event.event_id, name, kind, value, labels, event.error_message, event.metadata, event
+    )

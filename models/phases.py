@@ -21,8 +21,15 @@ STATUSES: Final = tuple(status.value for status in PhaseStatus)
 TERMINAL_STATUSES: Final = frozenset({PhaseStatus.COMPLETED, PhaseStatus.FAILED})
 
 #: Default SLA per phase in milliseconds (docs/architecture.md); the live values sit in a table.
-DEFAULT_SLA_MS: Final = {1: 30_000, 2: 60_000, 3: 120_000, 4: 90_000,
-                         5: 10_000, 6: 15_000, 7: 60_000}
+DEFAULT_SLA_MS: Final = {
+    1: 30_000,
+    2: 60_000,
+    3: 120_000,
+    4: 90_000,
+    5: 10_000,
+    6: 15_000,
+    7: 60_000,
+}
 
 
 def is_valid_phase(value: int) -> bool:

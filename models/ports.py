@@ -57,8 +57,9 @@ class Batch(Generic[T]):
 class PositionedSink(Protocol[T]):
     """A projection that stores its consumer positions beside its rows."""
 
-    async def positions(self, consumer: str,
-                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
+    async def positions(
+        self, consumer: str, partitions: Iterable[PartitionRef]
+    ) -> dict[PartitionRef, int]:
         """The stored next offset of each partition that has one."""
         ...
 

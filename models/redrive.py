@@ -31,8 +31,13 @@ class RedrivePlan:
     invalid: list[str] = field(default_factory=list)
 
 
-def plan_redrive(letters: Iterable[StoredLetter], fixes: Mapping[str, Fix] | None,
-                 already: set[LetterPlace], *, max_bytes: int) -> RedrivePlan:
+def plan_redrive(
+    letters: Iterable[StoredLetter],
+    fixes: Mapping[str, Fix] | None,
+    already: set[LetterPlace],
+    *,
+    max_bytes: int,
+) -> RedrivePlan:
     """With ``fixes``, only the letters they name, each with its fix; else every letter as
     it was. Each is validated as the audit projector would (key = workflow id, which is
     the key it is sent with), so nothing is sent that would be dead-lettered again."""
@@ -46,8 +51,10 @@ def plan_redrive(letters: Iterable[StoredLetter], fixes: Mapping[str, Fix] | Non
             plan.sent_before += 1
             continue
         if letter.truncated and fix is None:
-            plan.invalid.append(f"{letter.source}: $: the letter holds only part of the value "
-                                "(it was cut); redrive it with a fix")
+            plan.invalid.append(
+                f"{letter.source}: $: the letter holds only part of the value "
+                "(it was cut); redrive it with a fix"
+            )
             continue
         value = letter.value if fix is None else fix.value
         try:

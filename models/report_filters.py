@@ -60,14 +60,19 @@ class Page:
     offset: int = 0
 
 
-def parse_filters(*, since: str | None, until: str | None, phase: str | None,
-                  user: str | None, now: datetime) -> ReportFilters:
+def parse_filters(
+    *, since: str | None, until: str | None, phase: str | None, user: str | None, now: datetime
+) -> ReportFilters:
     start = None if since is None else parse_time("since", since, now)
     end = None if until is None else parse_time("until", until, now)
     if start is not None and end is not None and start >= end:
         raise InvalidFilterError("until", f"must be after since ({_iso(start)}), got {_iso(end)}")
-    return ReportFilters(start, end, None if phase is None else parse_phase(phase),
-                         None if user is None else parse_user(user))
+    return ReportFilters(
+        start,
+        end,
+        None if phase is None else parse_phase(phase),
+        None if user is None else parse_user(user),
+    )
 
 
 def parse_time(name: str, text: str, now: datetime) -> datetime:
@@ -78,21 +83,24 @@ def parse_time(name: str, text: str, now: datetime) -> datetime:
         amount, unit = int(relative[1]), relative[2]
         if amount > MAX_RELATIVE[unit]:
             raise InvalidFilterError(
-                name, f"at most {MAX_RELATIVE[unit]}{unit} back from now, got {text!r}; "
-                      "give an RFC 3339 timestamp for an older start")
+                name,
+                f"at most {MAX_RELATIVE[unit]}{unit} back from now, got {text!r}; "
+                "give an RFC 3339 timestamp for an older start",
+            )
         return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidFilterError(
-            name, f"expected a duration like 24h, 7d, 30m or an RFC 3339 timestamp, "
-                  f"got {text!r}") from None
+            name, f"expected a duration like 24h, 7d, 30m or an RFC 3339 timestamp, got {text!r}"
+        ) from None
     if moment.tzinfo is None:
         # A naive time is ambiguous between the analyst's zone and the server's: refuse it.
         raise InvalidFilterError(name, f"the timestamp needs an offset (Z or +hh:mm): {text!r}")
     if not FIRST_YEAR <= moment.year <= LAST_YEAR:
         raise InvalidFilterError(
-            name, f"the year must be from {FIRST_YEAR} to {LAST_YEAR}, got {text!r}")
+            name, f"the year must be from {FIRST_YEAR} to {LAST_YEAR}, got {text!r}"
+        )
     return moment
 
 
@@ -100,7 +108,8 @@ def parse_phase(text: str) -> int:
     value = text.strip()
     if not re.fullmatch(r"[0-9]{1,2}", value) or not is_valid_phase(int(value)):
         raise InvalidFilterError(
-            "phase", f"must be a phase from {FIRST_PHASE} to {LAST_PHASE}, got {text!r}")
+            "phase", f"must be a phase from {FIRST_PHASE} to {LAST_PHASE}, got {text!r}"
+        )
     return int(value)
 
 
@@ -115,7 +124,8 @@ def parse_workflow_id(text: str) -> str:
     """As the event contract: 1-255 characters, no NUL (PostgreSQL cannot compare one)."""
     if not 1 <= len(text) <= MAX_WORKFLOW_ID or "\x00" in text:
         raise InvalidFilterError(
-            "workflow_id", f"must be 1-{MAX_WORKFLOW_ID} characters without NUL")
+            "workflow_id", f"must be 1-{MAX_WORKFLOW_ID} characters without NUL"
+        )
     return text
 
 
@@ -123,14 +133,14 @@ def parse_duration_ms(name: str, text: str) -> int:
     """``90s``, ``2m``, ``1500ms``, ``1.5s``, ``1h``: a positive whole number of ms."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise InvalidFilterError(
-            name, f"expected a duration like 90s, 2m or 1500ms, got {text!r}")
+        raise InvalidFilterError(name, f"expected a duration like 90s, 2m or 1500ms, got {text!r}")
     exact = Decimal(match[1]) * _UNIT_MS[match[2]]
     if exact != exact.to_integral_value():
         raise InvalidFilterError(name, f"must be a whole number of milliseconds, got {text!r}")
     if not 0 < exact <= MAX_THRESHOLD_MS:
         raise InvalidFilterError(
-            name, f"must be between 1 ms and {MAX_THRESHOLD_MS} ms, got {text!r}")
+            name, f"must be between 1 ms and {MAX_THRESHOLD_MS} ms, got {text!r}"
+        )
     return int(exact)
 
 

@@ -65,11 +65,19 @@ class Decision:
         return next((c for c in self.commands if c.kind is CommandKind.RETRY), None)
 
 
-def decide(failed: PhaseEvent, history: WorkflowHistory, policy: RollbackPolicy,
-           now: datetime, jitter: float) -> Decision:
+def decide(
+    failed: PhaseEvent,
+    history: WorkflowHistory,
+    policy: RollbackPolicy,
+    now: datetime,
+    jitter: float,
+) -> Decision:
     """A failed phase N > 1 rolls back to N-1 (unless the workflow loops); phase 1 does not."""
-    if (failed.status is not PhaseStatus.FAILED or failed.phase_number == FIRST_PHASE
-            or not policy.enabled):
+    if (
+        failed.status is not PhaseStatus.FAILED
+        or failed.phase_number == FIRST_PHASE
+        or not policy.enabled
+    ):
         return Decision(history=history)
     if history.rollbacks >= policy.max_per_workflow:
         return Decision((_command(failed, CommandKind.LOOP_STOPPED, now),), history=history)
@@ -83,26 +91,43 @@ def decide(failed: PhaseEvent, history: WorkflowHistory, policy: RollbackPolicy,
         return Decision((rollback, gave_up), rolled_back_event(failed, rollback), history=rolled)
     retry = _command(failed, CommandKind.RETRY, now, attempt)
     due = now + timedelta(milliseconds=policy.retry.delay_ms(attempt, jitter))
-    return Decision((rollback, retry), rolled_back_event(failed, rollback), due,
-                    WorkflowHistory(rolled.rollbacks, attempt))
+    return Decision(
+        (rollback, retry),
+        rolled_back_event(failed, rollback),
+        due,
+        WorkflowHistory(rolled.rollbacks, attempt),
+    )
 
 
-def _command(failed: PhaseEvent, kind: CommandKind, now: datetime,
-             attempt: int = 0) -> RollbackCommand:
+def _command(
+    failed: PhaseEvent, kind: CommandKind, now: datetime, attempt: int = 0
+) -> RollbackCommand:
     return RollbackCommand(
-        command_id(failed.event_id, kind, attempt if kind is CommandKind.RETRY else 0), kind,
-        failed.workflow_id, failed.user_id, failed.event_id, failed.phase_number,
-        max(FIRST_PHASE, failed.phase_number - 1), failed.error_message, now, attempt)
+        command_id(failed.event_id, kind, attempt if kind is CommandKind.RETRY else 0),
+        kind,
+        failed.workflow_id,
+        failed.user_id,
+        failed.event_id,
+        failed.phase_number,
+        max(FIRST_PHASE, failed.phase_number - 1),
+        failed.error_message,
+        now,
+        attempt,
+    )
 
 
 def rolled_back_event(failed: PhaseEvent, rollback: RollbackCommand) -> PhaseEvent:
     """The ``rolled_back`` event of phase N, so the audit log and the metrics record it."""
     return PhaseEvent(
         event_id=uuid.uuid5(COMMAND_NAMESPACE, f"{failed.event_id}:rolled_back"),
-        workflow_id=failed.workflow_id, user_id=failed.user_id,
-        phase_number=failed.phase_number, status=PhaseStatus.ROLLED_BACK,
-        timestamp=rollback.issued_at, previous_phase=failed.phase_number,
+        workflow_id=failed.workflow_id,
+        user_id=failed.user_id,
+        phase_number=failed.phase_number,
+        status=PhaseStatus.ROLLED_BACK,
+        timestamp=rollback.issued_at,
+        previous_phase=failed.phase_number,
         error_message=failed.error_message,
-        metadata={"command_id": str(rollback.command_id),
-                  "failed_event_id": str(failed.event_id)},
-        rollback_triggered=True, rollback_to_phase=rollback.rollback_to_phase)
+        metadata={"command_id": str(rollback.command_id), "failed_event_id": str(failed.event_id)},
+        rollback_triggered=True,
+        rollback_to_phase=rollback.rollback_to_phase,
+    )

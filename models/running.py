@@ -41,8 +41,9 @@ def at_risk_after(threshold_ms: int, share: float) -> timedelta:
     return timedelta(milliseconds=threshold_ms * share)
 
 
-def judge_running(started_at: datetime, threshold_ms: int, now: datetime,
-                  share: float = DEFAULT_AT_RISK_SHARE) -> Progress:
+def judge_running(
+    started_at: datetime, threshold_ms: int, now: datetime, share: float = DEFAULT_AT_RISK_SHARE
+) -> Progress:
     """The state of a phase started at ``started_at`` and not finished by ``now``."""
     elapsed = now - started_at
     threshold = threshold_ms * MS
@@ -69,8 +70,12 @@ class PhaseLoad:
     oldest_age_s: float | None
 
 
-def phase_loads(running: Iterable[tuple[int, datetime]], thresholds_ms: Mapping[int, int],
-                now: datetime, share: float = DEFAULT_AT_RISK_SHARE) -> dict[int, PhaseLoad]:
+def phase_loads(
+    running: Iterable[tuple[int, datetime]],
+    thresholds_ms: Mapping[int, int],
+    now: datetime,
+    share: float = DEFAULT_AT_RISK_SHARE,
+) -> dict[int, PhaseLoad]:
     """Every phase's load from (phase, started_at) of the phases running at ``now``."""
     counts = {p: dict.fromkeys(RunningState, 0) for p in PHASES}
     oldest: dict[int, datetime] = {}
@@ -78,8 +83,12 @@ def phase_loads(running: Iterable[tuple[int, datetime]], thresholds_ms: Mapping[
         state = judge_running(started_at, thresholds_ms[phase], now, share).state
         counts[phase][state] += 1
         oldest[phase] = min(started_at, oldest.get(phase, started_at))
-    return {p: PhaseLoad(counts[p], None if p not in oldest else
-                         max(0.0, (now - oldest[p]).total_seconds())) for p in PHASES}
+    return {
+        p: PhaseLoad(
+            counts[p], None if p not in oldest else max(0.0, (now - oldest[p]).total_seconds())
+        )
+        for p in PHASES
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +104,26 @@ class RunningQuery:
     at_risk: bool = False
 
 
-def parse_running(*, phase: str | None, user: str | None, at_risk: str | bool | None,
-                  now: datetime, lookback: timedelta, share: float) -> RunningQuery:
+def parse_running(
+    *,
+    phase: str | None,
+    user: str | None,
+    at_risk: str | bool | None,
+    now: datetime,
+    lookback: timedelta,
+    share: float,
+) -> RunningQuery:
     """The filters of ``report running`` and ``/api/running``; InvalidFilterError names
     the one that is wrong."""
     flag = at_risk if isinstance(at_risk, bool) else parse_flag("at_risk", at_risk)
-    return RunningQuery(now, lookback, share, None if phase is None else parse_phase(phase),
-                        None if user is None else parse_user(user), flag)
+    return RunningQuery(
+        now,
+        lookback,
+        share,
+        None if phase is None else parse_phase(phase),
+        None if user is None else parse_user(user),
+        flag,
+    )
 
 
 def parse_flag(name: str, text: str | None) -> bool:

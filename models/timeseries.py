@@ -31,8 +31,7 @@ class SeriesMetric(StrEnum):
     P95_DURATION = "p95_duration"
 
 
-STEPS: Final = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5),
-                "1h": timedelta(hours=1)}
+STEPS: Final = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "1h": timedelta(hours=1)}
 DEFAULT_STEP: Final = "5m"
 
 
@@ -68,15 +67,21 @@ def bucket_count(start: datetime, until: datetime, step: timedelta) -> int:
     return -(-(until - start) // step)  # ceiling: a partial last bucket is a bucket
 
 
-def parse_series(*, metric: str | None, step: str | None, since: str | None,
-                 until: str | None, phase: str | None, user: str | None,
-                 now: datetime) -> SeriesQuery:
+def parse_series(
+    *,
+    metric: str | None,
+    step: str | None,
+    since: str | None,
+    until: str | None,
+    phase: str | None,
+    user: str | None,
+    now: datetime,
+) -> SeriesQuery:
     """Raises InvalidFilterError naming the parameter that is wrong."""
     if metric is None:
         raise InvalidFilterError("metric", f"required; one of {_names(SeriesMetric)}")
     if metric not in SeriesMetric.__members__.values():
-        raise InvalidFilterError("metric", f"must be one of {_names(SeriesMetric)}, "
-                                           f"got {metric!r}")
+        raise InvalidFilterError("metric", f"must be one of {_names(SeriesMetric)}, got {metric!r}")
     chosen = DEFAULT_STEP if step is None else step
     if chosen not in STEPS:
         raise InvalidFilterError("step", f"must be one of {', '.join(STEPS)}, got {step!r}")
@@ -88,8 +93,10 @@ def parse_series(*, metric: str | None, step: str | None, since: str | None,
     count = bucket_count(start, end, STEPS[chosen])
     if count > MAX_BUCKETS:
         raise InvalidFilterError(
-            "since", f"the window holds {count} buckets of {chosen}, at most {MAX_BUCKETS}: "
-                     "choose a later since, an earlier until or a larger step")
+            "since",
+            f"the window holds {count} buckets of {chosen}, at most {MAX_BUCKETS}: "
+            "choose a later since, an earlier until or a larger step",
+        )
     return SeriesQuery(SeriesMetric(metric), chosen, start, end, filters)
 
 

@@ -41,10 +41,24 @@ TIMESTAMP_PATTERN: Final = (
     r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 
-REQUIRED: Final = ("schema_version", "event_id", "workflow_id", "user_id", "phase_number",
-                   "status", "timestamp")
-OPTIONAL: Final = ("duration_ms", "previous_phase", "error_message", "error_stack", "metadata",
-                   "rollback_triggered", "rollback_to_phase")
+REQUIRED: Final = (
+    "schema_version",
+    "event_id",
+    "workflow_id",
+    "user_id",
+    "phase_number",
+    "status",
+    "timestamp",
+)
+OPTIONAL: Final = (
+    "duration_ms",
+    "previous_phase",
+    "error_message",
+    "error_stack",
+    "metadata",
+    "rollback_triggered",
+    "rollback_to_phase",
+)
 
 
 _NUL_REASON: Final = "must not contain NUL characters (PostgreSQL cannot store them)"
@@ -215,9 +229,15 @@ def _bool(name: str, value: object) -> bool:
     return value
 
 
-_JSON_TYPES: Final[dict[type, str]] = {bool: "boolean", int: "integer", float: "number",
-                                       str: "string", list: "array", dict: "object",
-                                       type(None): "null"}
+_JSON_TYPES: Final[dict[type, str]] = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 
 def json_type(value: object) -> str:

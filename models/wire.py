@@ -61,4 +61,3 @@ def moment(text: str) -> datetime | None:
         return datetime.fromisoformat(text.upper())
     except ValueError:
         return None
-

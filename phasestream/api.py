@@ -96,8 +96,13 @@ def attach_api(app: web.Application, settings: Settings) -> None:
 def parse_query(query: MultiMapping[str], *, now: datetime) -> tuple[ReportFilters, Page]:
     """Filters and page from query parameters; raises InvalidFilterError."""
     check_names(query, ALLOWED)
-    filters = parse_filters(since=query.get("since"), until=query.get("until"),
-                            phase=query.get("phase"), user=query.get("user"), now=now)
+    filters = parse_filters(
+        since=query.get("since"),
+        until=query.get("until"),
+        phase=query.get("phase"),
+        user=query.get("user"),
+        now=now,
+    )
     return filters, parse_page(query.get("limit"), query.get("offset"))
 
 
@@ -114,6 +119,7 @@ def check_names(query: MultiMapping[str], allowed: frozenset[str]) -> None:
 def _endpoint(run: Run) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         return await _respond(request, run)
+
     return handle
 
 
@@ -122,6 +128,7 @@ async def _workflow(request: web.Request) -> web.StreamResponse:
         # Validated by _respond before any query runs.
         workflow_id = request.match_info["workflow_id"]
         return await history.workflow(conn, workflow_id, filters, page)
+
     return await _respond(request, run)
 
 
@@ -135,8 +142,7 @@ async def _search(request: web.Request) -> web.StreamResponse:
         filters, page = parse_query(rest, now=datetime.now(UTC))
     except InvalidFilterError as exc:
         return _error(400, str(exc), parameter=exc.name)
-    return await _answer(
-        request, lambda c: workflows.search(c, prefix, filters, page), page)
+    return await _answer(request, lambda c: workflows.search(c, prefix, filters, page), page)
 
 
 def _prefix(text: str | None) -> str | None:
@@ -176,14 +182,18 @@ def _running(settings: Settings) -> Handler:
         try:
             check_names(query, RUNNING_ALLOWED)
             asked = parse_running(
-                phase=query.get("phase"), user=query.get("user"), at_risk=query.get("at_risk"),
-                now=datetime.now(UTC), lookback=timedelta(hours=settings.running_lookback_hours),
-                share=settings.running_at_risk_share)
+                phase=query.get("phase"),
+                user=query.get("user"),
+                at_risk=query.get("at_risk"),
+                now=datetime.now(UTC),
+                lookback=timedelta(hours=settings.running_lookback_hours),
+                share=settings.running_at_risk_share,
+            )
             page = parse_page(query.get("limit"), query.get("offset"))
         except InvalidFilterError as exc:
             return _error(400, str(exc), parameter=exc.name)
-        return await _answer(request, lambda c: running.running(c, asked, page, consumers),
-                             page)
+        return await _answer(request, lambda c: running.running(c, asked, page, consumers), page)
+
     return handle
 
 
@@ -192,10 +202,15 @@ async def _timeseries(request: web.Request) -> web.StreamResponse:
     query = request.query
     try:
         check_names(query, SERIES_ALLOWED)
-        asked = parse_series(metric=query.get("metric"), step=query.get("step"),
-                             since=query.get("since"), until=query.get("until"),
-                             phase=query.get("phase"), user=query.get("user"),
-                             now=datetime.now(UTC))
+        asked = parse_series(
+            metric=query.get("metric"),
+            step=query.get("step"),
+            since=query.get("since"),
+            until=query.get("until"),
+            phase=query.get("phase"),
+            user=query.get("user"),
+            now=datetime.now(UTC),
+        )
     except InvalidFilterError as exc:
         return _error(400, str(exc), parameter=exc.name)
     return await _answer(request, lambda c: timeseries.series(c, asked), None)
@@ -215,15 +230,19 @@ def _dlq(settings: Settings) -> Handler:
         except DlqUnavailableError as exc:
             return _error(503, str(exc))
         return web.json_response(summary.as_json())
+
     return handle
 
 
-async def _answer(request: web.Request, run: Callable[[Connection], Awaitable[Report]],
-                  page: Page | None) -> web.StreamResponse:
+async def _answer(
+    request: web.Request, run: Callable[[Connection], Awaitable[Report]], page: Page | None
+) -> web.StreamResponse:
     """Run a validated query; 503 when the database cannot answer."""
+
     async def fetch() -> Report:
         async with request.app[POOL].connection() as conn:
             return await run(conn)
+
     try:
         report = await translate_errors(fetch)
     except PhasestreamError as exc:
@@ -244,8 +263,10 @@ def _error(status: int, message: str, **fields: str) -> web.Response:
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"error": f"no endpoint {request.path}; the endpoints are "
-                              "listed at /api/openapi.json"}, status=404)
+    return web.json_response(
+        {"error": f"no endpoint {request.path}; the endpoints are listed at /api/openapi.json"},
+        status=404,
+    )
 
 
 async def _openapi(_: web.Request) -> web.StreamResponse:

@@ -57,9 +57,16 @@ def canonical_user_id(text: str) -> str:
         return text
 
 
-def mint_token(secret: str, subject: str, ttl_s: int, *, role: str | None = None,
-               role_claim: str = "role", issuer: str | None = None,
-               audience: str | None = None) -> str:
+def mint_token(
+    secret: str,
+    subject: str,
+    ttl_s: int,
+    *,
+    role: str | None = None,
+    role_claim: str = "role",
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
     """An HS256 token for ``subject``, valid for ``ttl_s`` seconds from now."""
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
@@ -75,12 +82,28 @@ def mint_token(secret: str, subject: str, ttl_s: int, *, role: str | None = None
 class TokenVerifier:
     """Checks tokens as the settings say; ``configured`` is False when it has no key."""
 
-    def __init__(self, *, secret: str | None, jwks_url: str | None, issuer: str | None,
-                 audience: str | None, max_lifetime_s: int, role_claim: str) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        jwks_url: str | None,
+        issuer: str | None,
+        audience: str | None,
+        max_lifetime_s: int,
+        role_claim: str,
+    ) -> None:
         self._secret = secret
-        self._jwks = None if jwks_url is None else jwt.PyJWKClient(
-            jwks_url, cache_keys=True, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S,
-            cooldown_duration=JWKS_COOLDOWN_S)
+        self._jwks = (
+            None
+            if jwks_url is None
+            else jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=True,
+                lifespan=JWKS_CACHE_S,
+                timeout=JWKS_TIMEOUT_S,
+                cooldown_duration=JWKS_COOLDOWN_S,
+            )
+        )
         self._jwks_lock = asyncio.Lock()
         self._issuer = issuer
         self._audience = audience
@@ -90,11 +113,14 @@ class TokenVerifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         secret = settings.jwt_secret
-        return cls(secret=secret.get_secret_value() if secret is not None else None,
-                   jwks_url=settings.jwt_jwks_url, issuer=settings.jwt_issuer,
-                   audience=settings.jwt_audience,
-                   max_lifetime_s=settings.jwt_max_lifetime_s,
-                   role_claim=settings.jwt_role_claim)
+        return cls(
+            secret=secret.get_secret_value() if secret is not None else None,
+            jwks_url=settings.jwt_jwks_url,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            max_lifetime_s=settings.jwt_max_lifetime_s,
+            role_claim=settings.jwt_role_claim,
+        )
 
     @property
     def configured(self) -> bool:
@@ -103,13 +129,14 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Principal:
         """The principal ``token`` names, or TokenRefusedError saying why not."""
         if not self.configured:
-            raise TokenRefusedError("not_configured", "no token secret or JWKS URL is "
-                                                      "configured")
+            raise TokenRefusedError("not_configured", "no token secret or JWKS URL is configured")
         if not token:
-            raise TokenRefusedError("missing", "a token is required: 'Authorization: "
-                                               "Bearer <token>'")
-        claims = _decode(token, *await self._key(token), issuer=self._issuer,
-                         audience=self._audience)
+            raise TokenRefusedError(
+                "missing", "a token is required: 'Authorization: Bearer <token>'"
+            )
+        claims = _decode(
+            token, *await self._key(token), issuer=self._issuer, audience=self._audience
+        )
         return self._principal(claims)
 
     async def _key(self, token: str) -> tuple[Any, str]:
@@ -121,10 +148,11 @@ class TokenVerifier:
             return self._secret, HS256
         if algorithm in IDP_ALGORITHMS and self._jwks is not None:
             return await self._signing_key(self._jwks, token), str(algorithm)
-        accepted = ([HS256] if self._secret else []) + (
-            list(IDP_ALGORITHMS) if self._jwks else [])
-        raise TokenRefusedError("bad_algorithm", f"tokens signed with {algorithm!r} are not "
-                                                 f"accepted here (only {', '.join(accepted)})")
+        accepted = ([HS256] if self._secret else []) + (list(IDP_ALGORITHMS) if self._jwks else [])
+        raise TokenRefusedError(
+            "bad_algorithm",
+            f"tokens signed with {algorithm!r} are not accepted here (only {', '.join(accepted)})",
+        )
 
     async def _signing_key(self, client: jwt.PyJWKClient, token: str) -> Any:
         try:
@@ -132,12 +160,17 @@ class TokenVerifier:
             async with self._jwks_lock:
                 return (await asyncio.to_thread(client.get_signing_key_from_jwt, token)).key
         except jwt.PyJWKClientConnectionError:
-            raise TokenRefusedError("keys_unavailable", "the identity provider's keys "
-                                    "(PHASESTREAM_JWT_JWKS_URL) cannot be fetched now; "
-                                    "try again", status=503) from None
+            raise TokenRefusedError(
+                "keys_unavailable",
+                "the identity provider's keys "
+                "(PHASESTREAM_JWT_JWKS_URL) cannot be fetched now; "
+                "try again",
+                status=503,
+            ) from None
         except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
-            raise TokenRefusedError("unknown_key", f"the token's key is not among the "
-                                                   f"identity provider's: {exc}") from None
+            raise TokenRefusedError(
+                "unknown_key", f"the token's key is not among the identity provider's: {exc}"
+            ) from None
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         subject = claims.get("sub")
@@ -147,10 +180,14 @@ class TokenVerifier:
         if not isinstance(expires_at, int | float):  # PyJWT has checked; this tells mypy
             raise TokenRefusedError("invalid", "the token's 'exp' is not a number")
         if expires_at - time.time() > self._max_lifetime_s + LIFETIME_LEEWAY_S:
-            raise TokenRefusedError("too_long", f"the token is valid for more than "
-                                    f"{self._max_lifetime_s} s (PHASESTREAM_JWT_MAX_LIFETIME_S)")
-        return Principal(canonical_user_id(subject), _roles(claims.get(self._role_claim)),
-                         float(expires_at))
+            raise TokenRefusedError(
+                "too_long",
+                f"the token is valid for more than "
+                f"{self._max_lifetime_s} s (PHASESTREAM_JWT_MAX_LIFETIME_S)",
+            )
+        return Principal(
+            canonical_user_id(subject), _roles(claims.get(self._role_claim)), float(expires_at)
+        )
 
 
 def _roles(value: object) -> frozenset[str]:
@@ -161,13 +198,20 @@ def _roles(value: object) -> frozenset[str]:
     return frozenset()
 
 
-def _decode(token: str, key: Any, algorithm: str, *, issuer: str | None,
-            audience: str | None) -> dict[str, Any]:
+def _decode(
+    token: str, key: Any, algorithm: str, *, issuer: str | None, audience: str | None
+) -> dict[str, Any]:
     required = ["exp", "sub"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
     # PyJWT checks the signature before the claims: a forged token is never "expired".
     try:
-        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[algorithm], issuer=issuer,
-                                            audience=audience, options={"require": required})
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=issuer,
+            audience=audience,
+            options={"require": required},
+        )
     except jwt.ExpiredSignatureError:
         raise TokenRefusedError("expired", "the token has expired") from None
     except jwt.InvalidSignatureError:
@@ -178,8 +222,10 @@ def _decode(token: str, key: Any, algorithm: str, *, issuer: str | None,
     except jwt.InvalidIssuerError:
         raise TokenRefusedError("wrong_issuer", f"the token's issuer is not {issuer!r}") from None
     except jwt.InvalidAudienceError:
-        raise TokenRefusedError("wrong_audience", "the token is not for this audience "
-                                                  f"({audience or 'none configured'})") from None
+        raise TokenRefusedError(
+            "wrong_audience",
+            f"the token is not for this audience ({audience or 'none configured'})",
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise TokenRefusedError("invalid", f"the token is not valid: {exc}") from None
     return claims

@@ -26,8 +26,11 @@ from phasestream.sla_cli import sla_app
 from phasestream.subscribe_cli import subscribe_command
 from phasestream.wiring import Runtime, create_topics, on_signals, run_migrations
 
-app = typer.Typer(help="phasestream: workflow phase events from Kafka into Postgres.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="phasestream: workflow phase events from Kafka into Postgres.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 run_app = typer.Typer(help="Run one consumer.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
@@ -123,30 +126,49 @@ def run_all_cmd() -> None:
 
 
 @app.command()
-def token(subject: Annotated[str, typer.Argument(
-              help="Who the token is for: a user id (for /ws) or an analyst's name.")],
-          role: Annotated[str | None, typer.Option(
-              help="Role claim, e.g. analyst: /api and the dashboard accept the roles of "
-                   "PHASESTREAM_API_ROLES; without one the token is good for /ws only.")] = None,
-          ttl: Annotated[int, typer.Option(min=1, help="Validity in seconds.")] = 3600,
-          ) -> None:
+def token(
+    subject: Annotated[
+        str, typer.Argument(help="Who the token is for: a user id (for /ws) or an analyst's name.")
+    ],
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="Role claim, e.g. analyst: /api and the dashboard accept the roles of "
+            "PHASESTREAM_API_ROLES; without one the token is good for /ws only."
+        ),
+    ] = None,
+    ttl: Annotated[int, typer.Option(min=1, help="Validity in seconds.")] = 3600,
+) -> None:
     """Mint a token (HS256, PHASESTREAM_JWT_SECRET) whose subject is SUBJECT."""
     settings = load_settings()
     if settings.jwt_secret is None:
         raise fail("PHASESTREAM_JWT_SECRET is not set: there is no key to sign with", 2)
     if ttl > settings.jwt_max_lifetime_s:
-        raise fail(f"--ttl: at most PHASESTREAM_JWT_MAX_LIFETIME_S "
-                   f"({settings.jwt_max_lifetime_s} s); a longer token would be refused", 2)
-    typer.echo(mint_token(settings.jwt_secret.get_secret_value(), subject, ttl, role=role,
-                          role_claim=settings.jwt_role_claim, issuer=settings.jwt_issuer,
-                          audience=settings.jwt_audience))
+        raise fail(
+            f"--ttl: at most PHASESTREAM_JWT_MAX_LIFETIME_S "
+            f"({settings.jwt_max_lifetime_s} s); a longer token would be refused",
+            2,
+        )
+    typer.echo(
+        mint_token(
+            settings.jwt_secret.get_secret_value(),
+            subject,
+            ttl,
+            role=role,
+            role_claim=settings.jwt_role_claim,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
 
 
 @app.command()
-def dev(demo: Annotated[bool, typer.Option(help="Also publish realistic demo workflows.")] = False,
-        demo_rate: Annotated[float, typer.Option(
-            min=0.1, max=100, help="Demo workflows started per second.")] = 2.0,
-        ) -> None:
+def dev(
+    demo: Annotated[bool, typer.Option(help="Also publish realistic demo workflows.")] = False,
+    demo_rate: Annotated[
+        float, typer.Option(min=0.1, max=100, help="Demo workflows started per second.")
+    ] = 2.0,
+) -> None:
     """Everything on one machine: embedded broker and Postgres where none is configured."""
     from phasestream.dev import run_dev  # noqa: PLC0415  # only `dev` needs the embedded stack
 
@@ -156,8 +178,10 @@ def dev(demo: Annotated[bool, typer.Option(help="Also publish realistic demo wor
         raise fail(str(exc)) from None
 
 
-PathOption = Annotated[str | None, typer.Option(
-    "--file", "-f", help="JSON lines to publish; '-' reads standard input.")]
+PathOption = Annotated[
+    str | None,
+    typer.Option("--file", "-f", help="JSON lines to publish; '-' reads standard input."),
+]
 
 
 @app.command()
@@ -166,16 +190,21 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
     workflow_id: Annotated[str | None, typer.Option(help="Workflow instance id.")] = None,
     user_id: Annotated[str | None, typer.Option(help="UUID of the user.")] = None,
     phase: Annotated[int | None, typer.Option(help="Phase number, 1-7.")] = None,
-    status: Annotated[str | None, typer.Option(
-        help="started, completed, failed, rolled_back.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="started, completed, failed, rolled_back.")
+    ] = None,
     duration_ms: Annotated[int | None, typer.Option(help="Duration of the phase.")] = None,
     previous_phase: Annotated[int | None, typer.Option()] = None,
     error_message: Annotated[str | None, typer.Option()] = None,
     metadata: Annotated[str | None, typer.Option(help="A JSON object.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Default: a new UUID.")] = None,
     timestamp: Annotated[str | None, typer.Option(help="RFC 3339; default: now.")] = None,
-    max_reported: Annotated[int, typer.Option(
-        min=0, help="With --file: most invalid lines shown; a summary counts the rest.")] = 20,
+    max_reported: Annotated[
+        int,
+        typer.Option(
+            min=0, help="With --file: most invalid lines shown; a summary counts the rest."
+        ),
+    ] = 20,
 ) -> None:
     """Publish one event from flags, or many from JSON lines (invalid lines are not sent)."""
     settings = load_settings()
@@ -183,10 +212,17 @@ def publish(  # noqa: PLR0917  # typer maps each parameter to a flag
         _publish_file(settings, file, max_reported)
         return
     fields: dict[str, Any] = {
-        "workflow_id": workflow_id, "user_id": user_id, "phase_number": phase,
-        "status": status, "duration_ms": duration_ms, "previous_phase": previous_phase,
-        "error_message": error_message, "event_id": event_id, "timestamp": timestamp,
-        "metadata": _json_object(metadata)}
+        "workflow_id": workflow_id,
+        "user_id": user_id,
+        "phase_number": phase,
+        "status": status,
+        "duration_ms": duration_ms,
+        "previous_phase": previous_phase,
+        "error_message": error_message,
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "metadata": _json_object(metadata),
+    }
     try:
         event = publishing.event_from_flags(fields)
     except InvalidEventError as exc:
@@ -219,11 +255,17 @@ def _publish_file(settings: Settings, path: str, max_reported: int) -> None:
             typer.echo(f"invalid: {line}", err=True)
 
     with publishing.open_source(path) as stream:
-        sent, bad = _run_or_fail(publishing.publish_lines(
-            settings, publishing.read_lines(stream, settings.max_event_bytes), report))
+        sent, bad = _run_or_fail(
+            publishing.publish_lines(
+                settings, publishing.read_lines(stream, settings.max_event_bytes), report
+            )
+        )
     if bad > max_reported:
-        typer.echo(f"invalid: {bad - max_reported} more invalid lines not shown "
-                   f"(--max-reported {max_reported})", err=True)
+        typer.echo(
+            f"invalid: {bad - max_reported} more invalid lines not shown "
+            f"(--max-reported {max_reported})",
+            err=True,
+        )
     typer.echo(f"published {sent} events; {bad} invalid lines not sent")
     if bad:
         raise typer.Exit(1)

@@ -75,15 +75,26 @@ GAUGE_REFRESH_S = 5.0
 
 
 @contextlib.asynccontextmanager
-async def audit_projector(settings: Settings, observer: PipelineObserver | None = None,
-                          stop: asyncio.Event | None = None,
-                          ) -> AsyncIterator[Projector[PhaseEvent]]:
+async def audit_projector(
+    settings: Settings,
+    observer: PipelineObserver | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[Projector[PhaseEvent]]:
     """The audit projector, started, subscribed, and stopped on exit."""
-    async with connected(AuditSink, settings, stop=stop,
-                         retention_months=settings.audit_retention_months) as sink, projector(
-            settings, name=settings.audit_consumer_group, topic=settings.phase_events_topic,
-            sink=sink, decoder=phase_event_decoder(settings), event_time=phase_event_time,
-            observer=observer) as running:
+    async with (
+        connected(
+            AuditSink, settings, stop=stop, retention_months=settings.audit_retention_months
+        ) as sink,
+        projector(
+            settings,
+            name=settings.audit_consumer_group,
+            topic=settings.phase_events_topic,
+            sink=sink,
+            decoder=phase_event_decoder(settings),
+            event_time=phase_event_time,
+            observer=observer,
+        ) as running,
+    ):
         yield running
 
 
@@ -104,31 +115,60 @@ async def sla(rt: Runtime) -> None:
     counter = ViolationMetrics(rt.registry)
     for name in (s.sla_consumer_group, s.sla_violations_consumer_group):
         rt.pipeline.register(name)
-    producer = AIOKafkaProducer(**producer_config(
-        kafka_cluster(s), client_id=f"{s.sla_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(SlaMonitor, s, stop=rt.stop,
-                         reload_s=s.sla_thresholds_reload_s) as state, \
-            connected(ViolationSink, s, stop=rt.stop) as sink, \
-            projector(s, name=s.sla_consumer_group, topic=s.phase_events_topic, sink=state,
-                      decoder=phase_event_decoder(s), event_time=phase_event_time,
-                      observer=rt.pipeline) as monitor, \
-            projector(s, name=s.sla_violations_consumer_group, topic=s.sla_violations_topic,
-                      sink=sink, decoder=decode_violation, event_time=_violation_time,
-                      on_applied=counter.observe, observer=rt.pipeline) as violations:
+    producer = AIOKafkaProducer(
+        **producer_config(
+            kafka_cluster(s),
+            client_id=f"{s.sla_consumer_group}-relay",
+            linger_ms=s.producer_linger_ms,
+            idempotent=s.kafka_idempotent_producer,
+        )
+    )
+    async with (
+        connected(SlaMonitor, s, stop=rt.stop, reload_s=s.sla_thresholds_reload_s) as state,
+        connected(ViolationSink, s, stop=rt.stop) as sink,
+        projector(
+            s,
+            name=s.sla_consumer_group,
+            topic=s.phase_events_topic,
+            sink=state,
+            decoder=phase_event_decoder(s),
+            event_time=phase_event_time,
+            observer=rt.pipeline,
+        ) as monitor,
+        projector(
+            s,
+            name=s.sla_violations_consumer_group,
+            topic=s.sla_violations_topic,
+            sink=sink,
+            decoder=decode_violation,
+            event_time=_violation_time,
+            on_applied=counter.observe,
+            observer=rt.pipeline,
+        ) as violations,
+    ):
         await producer.start()
         try:
-            relay = OutboxRelay(violation_outbox(state.pool), producer, s.sla_violations_topic,
-                                cluster=kafka_cluster(s),
-                                interval_s=s.outbox_relay_interval_ms / 1000)
+            relay = OutboxRelay(
+                violation_outbox(state.pool),
+                producer,
+                s.sla_violations_topic,
+                cluster=kafka_cluster(s),
+                interval_s=s.outbox_relay_interval_ms / 1000,
+            )
             async with asyncio.TaskGroup() as group:
                 group.create_task(drive(monitor, rt.stop, rt.settings.progress_interval_s))
                 group.create_task(drive(violations, rt.stop, rt.settings.progress_interval_s))
                 group.create_task(relay.run(rt.stop))
-                group.create_task(check_overdue(
-                    state, monitor, grace_ms=s.sla_grace_ms,
-                    interval_s=s.sla_check_interval_ms / 1000,
-                    early_end_ttl_s=s.sla_early_end_ttl_s, stop=rt.stop))
+                group.create_task(
+                    check_overdue(
+                        state,
+                        monitor,
+                        grace_ms=s.sla_grace_ms,
+                        interval_s=s.sla_check_interval_ms / 1000,
+                        early_end_ttl_s=s.sla_early_end_ttl_s,
+                        stop=rt.stop,
+                    )
+                )
         finally:
             await producer.stop()
 
@@ -138,26 +178,37 @@ async def metrics(rt: Runtime) -> None:
     s = rt.settings
     phase_metrics = PhaseMetrics(rt.registry)
     rt.pipeline.register(s.metrics_consumer_group)
-    async with connected(MetricsDataSink, s, stop=rt.stop) as sink, projector(
-            s, name=s.metrics_consumer_group, topic=s.phase_events_topic, sink=sink,
-            decoder=phase_event_decoder(s), event_time=phase_event_time,
-            on_applied=phase_metrics.observe, observer=rt.pipeline) as running, \
-            asyncio.TaskGroup() as group:
+    async with (
+        connected(MetricsDataSink, s, stop=rt.stop) as sink,
+        projector(
+            s,
+            name=s.metrics_consumer_group,
+            topic=s.phase_events_topic,
+            sink=sink,
+            decoder=phase_event_decoder(s),
+            event_time=phase_event_time,
+            on_applied=phase_metrics.observe,
+            observer=rt.pipeline,
+        ) as running,
+        asyncio.TaskGroup() as group,
+    ):
         group.create_task(drive(running, rt.stop, rt.settings.progress_interval_s))
-        group.create_task(_refresh_gauges(sink, phase_metrics, s.running_at_risk_share,
-                                          rt.stop))
+        group.create_task(_refresh_gauges(sink, phase_metrics, s.running_at_risk_share, rt.stop))
 
 
-async def _refresh_gauges(sink: MetricsDataSink, phase_metrics: PhaseMetrics,
-                          at_risk_share: float, stop: asyncio.Event) -> None:
+async def _refresh_gauges(
+    sink: MetricsDataSink, phase_metrics: PhaseMetrics, at_risk_share: float, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         try:
             async with sink.pool.acquire() as conn:
                 thresholds = await load_thresholds(conn)
                 phase_metrics.set_gauges(await open_phase_counts(conn), thresholds)
-                phase_metrics.set_running(phase_loads(
-                    await open_phase_starts(conn), thresholds, datetime.now(UTC),
-                    at_risk_share))
+                phase_metrics.set_running(
+                    phase_loads(
+                        await open_phase_starts(conn), thresholds, datetime.now(UTC), at_risk_share
+                    )
+                )
         except (OSError, TimeoutError) as exc:
             log.debug("gauges not refreshed: %s", exc)
         except Exception as exc:  # a gauge refresh must never stop the consumer
@@ -176,46 +227,64 @@ async def notify(rt: Runtime, hub: WebSocketHub) -> None:
         sinks = [_alert_sink(s, sender, metrics) for sender in await _senders(s, stack)]
         dispatcher = Dispatcher(hub, sinks, metrics)
         running = await _consumer(s, rt, dispatcher, metrics, stack)
-        log.info("%s: notifying from %s and %s; alerts: %s", s.notify_consumer_group,
-                 s.rollback_commands_topic, s.sla_violations_topic,
-                 ", ".join(sink.name for sink in sinks) or "none configured (WebSocket only)")
+        log.info(
+            "%s: notifying from %s and %s; alerts: %s",
+            s.notify_consumer_group,
+            s.rollback_commands_topic,
+            s.sla_violations_topic,
+            ", ".join(sink.name for sink in sinks) or "none configured (WebSocket only)",
+        )
         async with asyncio.TaskGroup() as group:
             for sink in sinks:
                 group.create_task(sink.run(rt.stop), name=f"notify-{sink.name}")
             progress = group.create_task(
-                _log_progress(running, dispatcher, hub, sinks, s.progress_interval_s))
+                _log_progress(running, dispatcher, hub, sinks, s.progress_interval_s)
+            )
             try:
                 await running.run(rt.stop)
             finally:
                 progress.cancel()
-        log.info("%s: stopped after %d notifications", s.notify_consumer_group,
-                 dispatcher.notifications)
+        log.info(
+            "%s: stopped after %d notifications", s.notify_consumer_group, dispatcher.notifications
+        )
 
 
 async def _senders(s: Settings, stack: contextlib.AsyncExitStack) -> list[Sender]:
     """The configured alert senders, opened on ``stack``."""
     senders: list[Sender] = []
     if s.slack_webhook_url is not None:
-        senders.append(await stack.enter_async_context(
-            SlackSender(s.slack_webhook_url.get_secret_value())))
+        senders.append(
+            await stack.enter_async_context(SlackSender(s.slack_webhook_url.get_secret_value()))
+        )
     smtp = SmtpConfig.from_settings(s)
     if smtp is not None:
         senders.append(EmailSender(smtp))
     elif s.smtp_host:
-        log.warning("PHASESTREAM_SMTP_HOST is set but PHASESTREAM_SMTP_TO names no "
-                    "recipient: no e-mail alerts")
+        log.warning(
+            "PHASESTREAM_SMTP_HOST is set but PHASESTREAM_SMTP_TO names no "
+            "recipient: no e-mail alerts"
+        )
     return senders
 
 
 def _alert_sink(s: Settings, sender: Sender, metrics: NotifyMetrics) -> AlertSink:
     # Each sink de-duplicates and limits on its own: a Slack outage spends no e-mail budget.
-    return AlertSink(sender, dedup=Deduplicator(s.notify_dedup_window_s),
-                     limiter=RateLimiter(s.notify_rate_limit_per_minute), metrics=metrics,
-                     max_attempts=s.notify_retry_max_attempts)
+    return AlertSink(
+        sender,
+        dedup=Deduplicator(s.notify_dedup_window_s),
+        limiter=RateLimiter(s.notify_rate_limit_per_minute),
+        metrics=metrics,
+        max_attempts=s.notify_retry_max_attempts,
+    )
 
 
-async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: NotifyMetrics,
-                    stack: contextlib.AsyncExitStack) -> NotificationConsumer:
+async def _consumer(
+    s: Settings,
+    rt: Runtime,
+    dispatcher: Dispatcher,
+    metrics: NotifyMetrics,
+    stack: contextlib.AsyncExitStack,
+) -> NotificationConsumer:
     """The Kafka consumer and its dead-letter writer, started on ``stack``, subscribed."""
     name = s.notify_consumer_group
     dlq = await dead_letters(s, name, stack)
@@ -225,19 +294,27 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
     await consumer.start()
     stack.push_async_callback(consumer.stop)
     running = NotificationConsumer(
-        consumer, dead_letters=dlq,
+        consumer,
+        dead_letters=dlq,
         decoders=notifier_decoders(s.rollback_commands_topic, s.sla_violations_topic),
-        handler=dispatcher, stats=ProjectorStats(name, rt.pipeline),
-        max_records=s.batch_max_records, max_wait_ms=s.batch_max_wait_ms,
+        handler=dispatcher,
+        stats=ProjectorStats(name, rt.pipeline),
+        max_records=s.batch_max_records,
+        max_wait_ms=s.batch_max_wait_ms,
         on_invalid=lambda topic, count: metrics.invalid.labels(topic).inc(count),
-        on_assigned=metrics.assigned.set)
+        on_assigned=metrics.assigned.set,
+    )
     running.subscribe()
     return running
 
 
-async def _log_progress(running: NotificationConsumer, dispatcher: Dispatcher,
-                        hub: WebSocketHub, sinks: Sequence[AlertSink],
-                        interval_s: float) -> None:
+async def _log_progress(
+    running: NotificationConsumer,
+    dispatcher: Dispatcher,
+    hub: WebSocketHub,
+    sinks: Sequence[AlertSink],
+    interval_s: float,
+) -> None:
     """Every interval, when anything happened: one line for the consumer, one per sink."""
     before, since = (-1, -1), time.monotonic()
     while True:
@@ -246,21 +323,44 @@ async def _log_progress(running: NotificationConsumer, dispatcher: Dispatcher,
         seen = (dispatcher.notifications + dispatcher.redelivered, stats.dead_letters)
         if seen != before:
             rate = max(0, seen[0] - max(0, before[0])) / (now - since)
-            log.info("%s: %d notifications (%.1f/s), %d redeliveries dropped, %d invalid, "
-                     "%d pushed, %d WebSocket connections, lag %d", stats.name,
-                     dispatcher.notifications, rate, dispatcher.redelivered,
-                     stats.dead_letters, dispatcher.pushed, hub.connections, stats.total_lag)
+            log.info(
+                "%s: %d notifications (%.1f/s), %d redeliveries dropped, %d invalid, "
+                "%d pushed, %d WebSocket connections, lag %d",
+                stats.name,
+                dispatcher.notifications,
+                rate,
+                dispatcher.redelivered,
+                stats.dead_letters,
+                dispatcher.pushed,
+                hub.connections,
+                stats.total_lag,
+            )
             for sink in sinks:
-                log.info("%s: %d delivered, %d failed attempts, %d suppressed, %d dropped, "
-                         "%d queued", sink.name, sink.delivered, sink.failed_attempts,
-                         sink.suppressed, sink.dropped, sink.queued)
+                log.info(
+                    "%s: %d delivered, %d failed attempts, %d suppressed, %d dropped, %d queued",
+                    sink.name,
+                    sink.delivered,
+                    sink.failed_attempts,
+                    sink.suppressed,
+                    sink.dropped,
+                    sink.queued,
+                )
         before, since = seen, now
 
 
 def rollback_policy(s: Settings) -> RollbackPolicy:
-    return RollbackPolicy(s.rollback_enabled, s.rollback_max_per_workflow, RetryPolicy(
-        s.retry_enabled, s.retry_interval_ms, s.retry_backoff_rate, s.retry_max_attempts,
-        s.retry_max_delay_ms, s.retry_jitter == "full"))
+    return RollbackPolicy(
+        s.rollback_enabled,
+        s.rollback_max_per_workflow,
+        RetryPolicy(
+            s.retry_enabled,
+            s.retry_interval_ms,
+            s.retry_backoff_rate,
+            s.retry_max_attempts,
+            s.retry_max_delay_ms,
+            s.retry_jitter == "full",
+        ),
+    )
 
 
 async def rollback(rt: Runtime) -> None:
@@ -268,46 +368,77 @@ async def rollback(rt: Runtime) -> None:
     s = rt.settings
     rt.pipeline.register(s.rollback_consumer_group)
     counter = CommandMetrics(rt.registry)
-    producer = AIOKafkaProducer(**producer_config(
-        kafka_cluster(s), client_id=f"{s.rollback_consumer_group}-relay",
-        linger_ms=s.producer_linger_ms, idempotent=s.kafka_idempotent_producer))
-    async with connected(RollbackCommander, s, stop=rt.stop, policy=rollback_policy(s),
-                         commands_topic=s.rollback_commands_topic,
-                         events_topic=s.phase_events_topic) as sink, \
-            projector(s, name=s.rollback_consumer_group, topic=s.phase_events_topic,
-                      sink=sink, decoder=phase_event_decoder(s), event_time=phase_event_time,
-                      observer=rt.pipeline) as running:
+    producer = AIOKafkaProducer(
+        **producer_config(
+            kafka_cluster(s),
+            client_id=f"{s.rollback_consumer_group}-relay",
+            linger_ms=s.producer_linger_ms,
+            idempotent=s.kafka_idempotent_producer,
+        )
+    )
+    async with (
+        connected(
+            RollbackCommander,
+            s,
+            stop=rt.stop,
+            policy=rollback_policy(s),
+            commands_topic=s.rollback_commands_topic,
+            events_topic=s.phase_events_topic,
+        ) as sink,
+        projector(
+            s,
+            name=s.rollback_consumer_group,
+            topic=s.phase_events_topic,
+            sink=sink,
+            decoder=phase_event_decoder(s),
+            event_time=phase_event_time,
+            observer=rt.pipeline,
+        ) as running,
+    ):
         await producer.start()
         try:
             relay = OutboxRelay(
-                outbox(sink.pool), producer, s.rollback_commands_topic,
+                outbox(sink.pool),
+                producer,
+                s.rollback_commands_topic,
                 cluster=kafka_cluster(s),
                 interval_s=s.outbox_relay_interval_ms / 1000,
-                on_published=lambda items: counter.observe(_commands(items, s)))
+                on_published=lambda items: counter.observe(_commands(items, s)),
+            )
             async with asyncio.TaskGroup() as group:
                 group.create_task(drive(running, rt.stop, rt.settings.progress_interval_s))
                 group.create_task(relay.run(rt.stop))
-                group.create_task(release_retries(
-                    sink, interval_s=s.retry_check_interval_ms / 1000, stop=rt.stop))
+                group.create_task(
+                    release_retries(sink, interval_s=s.retry_check_interval_ms / 1000, stop=rt.stop)
+                )
         finally:
             await producer.stop()
 
 
 def _commands(items: Sequence[OutboxItem], s: Settings) -> list[RollbackCommand]:
-    return [decode_command(item.key, item.value) for item in items
-            if item.topic == s.rollback_commands_topic]
+    return [
+        decode_command(item.key, item.value)
+        for item in items
+        if item.topic == s.rollback_commands_topic
+    ]
 
 
 CONSUMERS: dict[str, Callable[[Runtime], Coroutine[Any, Any, None]]] = {
-    "audit": audit, "sla": sla, "metrics": metrics, "rollback": rollback}
+    "audit": audit,
+    "sla": sla,
+    "metrics": metrics,
+    "rollback": rollback,
+}
 #: Every consumer `run all` and `dev` run; the notifier also needs the WebSocket hub.
 ALL: tuple[str, ...] = (*CONSUMERS, "notify")
 
 
-def http_app(s: Settings, registry: CollectorRegistry, access: HttpAccess,
-             hub: WebSocketHub | None) -> web.Application:
+def http_app(
+    s: Settings, registry: CollectorRegistry, access: HttpAccess, hub: WebSocketHub | None
+) -> web.Application:
     """/metrics, /healthz, the analysts' API and dashboard (where ``access`` lets them be
     served), /ws when the notifier runs here."""
+
     def routes(app: web.Application) -> None:
         if access.serves_data:
             attach_api(app, s)
@@ -334,8 +465,9 @@ async def run_consumers(rt: Runtime, names: Sequence[str], *, reset: str = RUN_R
     async with serving(app, s.http_host, s.http_port) as port:
         rt.http_port = port
         log.info("running consumers: %s", ", ".join(names))
-        log.info("%s", ready_block(s.http_host, port, access, websocket=hub is not None,
-                                   reset=reset))
+        log.info(
+            "%s", ready_block(s.http_host, port, access, websocket=hub is not None, reset=reset)
+        )
         async with asyncio.TaskGroup() as group:
             for name in names:
                 work = notify(rt, hub) if hub and name == "notify" else CONSUMERS[name](rt)

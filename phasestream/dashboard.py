@@ -21,8 +21,10 @@ CONTENT_TYPES: Final = {
     ".svg": "image/svg+xml",
 }
 # Same origin only: no CDN, no web font, no third-party request can sneak in.
-CSP: Final = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -43,8 +45,11 @@ def attach_dashboard(app: web.Application) -> None:
     The page reads /api/analytics, /api/sla and /api/rollbacks: mount ``attach_api`` on the
     same application.
     """
-    assets = {entry.name: entry for entry in static_dir().iterdir()
-              if entry.is_file() and _content_type(entry.name) is not None}
+    assets = {
+        entry.name: entry
+        for entry in static_dir().iterdir()
+        if entry.is_file() and _content_type(entry.name) is not None
+    }
 
     async def page(_: web.Request) -> web.StreamResponse:
         return _asset(assets["dashboard.html"])
@@ -70,10 +75,14 @@ def attach_dashboard(app: web.Application) -> None:
 
 
 def _content_type(name: str) -> str | None:
-    suffix = name[name.rfind("."):] if "." in name else ""
+    suffix = name[name.rfind(".") :] if "." in name else ""
     return CONTENT_TYPES.get(suffix)
 
 
 def _asset(entry: Traversable) -> web.Response:
-    return web.Response(body=entry.read_bytes(), content_type=_content_type(entry.name),
-                        charset="utf-8", headers=HEADERS)
+    return web.Response(
+        body=entry.read_bytes(),
+        content_type=_content_type(entry.name),
+        charset="utf-8",
+        headers=HEADERS,
+    )

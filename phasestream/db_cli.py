@@ -18,13 +18,16 @@ db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 
 def configured_roles(settings: Settings) -> Roles:
     """The three roles named by PHASESTREAM_DB_ROLE_PREFIX, with their passwords."""
+
     def role(kind: str, password: SecretStr | None) -> Role:
         secret = password.get_secret_value() if password is not None else None
         return Role(f"{settings.db_role_prefix}_{kind}", secret)
 
-    return Roles(role("owner", settings.db_owner_password),
-                 role("writer", settings.db_writer_password),
-                 role("reader", settings.db_reader_password))
+    return Roles(
+        role("owner", settings.db_owner_password),
+        role("writer", settings.db_writer_password),
+        role("reader", settings.db_reader_password),
+    )
 
 
 @db_app.command("roles")

@@ -35,8 +35,12 @@ SLOW_RATE: Final = 0.06
 #: How many times the demo engine runs a workflow again from the phase before a failure.
 MAX_RERUNS: Final = 4
 STEPS: Final = ("validate", "provision", "build", "test", "deploy", "verify", "notify")
-ERRORS: Final = ("TimeoutError: upstream did not answer", "ValueError: manifest is invalid",
-                 "PermissionError: credentials expired", "ConnectionResetError: peer reset")
+ERRORS: Final = (
+    "TimeoutError: upstream did not answer",
+    "ValueError: manifest is invalid",
+    "PermissionError: credentials expired",
+    "ConnectionResetError: peer reset",
+)
 #: Finished workflows published at start, spread over the last hour, so that every chart
 #: has data in the first minute; the live ones follow in real time.
 BACKFILL_WORKFLOWS: Final = 120
@@ -93,18 +97,29 @@ def workflow_plan(rng: random.Random, start: datetime) -> list[PhaseEvent]:
     return events
 
 
-def _phase_events(rng: random.Random, run: _Run, phase: int, previous: int | None,
-                  at: datetime) -> tuple[PhaseEvent, PhaseEvent]:
+def _phase_events(
+    rng: random.Random, run: _Run, phase: int, previous: int | None, at: datetime
+) -> tuple[PhaseEvent, PhaseEvent]:
     duration = _duration_ms(rng, phase)
     started = PhaseEvent(
-        event_id=_uuid(rng), workflow_id=run.workflow_id, user_id=run.user_id,
-        phase_number=phase, status=PhaseStatus.STARTED, timestamp=at,
-        previous_phase=previous, metadata={"step": STEPS[phase - 1], "engine": "demo"})
+        event_id=_uuid(rng),
+        workflow_id=run.workflow_id,
+        user_id=run.user_id,
+        phase_number=phase,
+        status=PhaseStatus.STARTED,
+        timestamp=at,
+        previous_phase=previous,
+        metadata={"step": STEPS[phase - 1], "engine": "demo"},
+    )
     failed = rng.random() < run.failure_rate(phase)
     ended = replace(
-        started, event_id=_uuid(rng), timestamp=at + timedelta(milliseconds=duration),
-        status=PhaseStatus.FAILED if failed else PhaseStatus.COMPLETED, duration_ms=duration,
-        error_message=rng.choice(ERRORS) if failed else None)
+        started,
+        event_id=_uuid(rng),
+        timestamp=at + timedelta(milliseconds=duration),
+        status=PhaseStatus.FAILED if failed else PhaseStatus.COMPLETED,
+        duration_ms=duration,
+        error_message=rng.choice(ERRORS) if failed else None,
+    )
     return started, ended
 
 
@@ -146,9 +161,15 @@ class DemoClock:
         return len({event.workflow_id for _, _, event in self._due})
 
 
-async def run_demo(publisher: PhaseEventPublisher, workflows_per_s: float,
-                   stop: asyncio.Event, seed: int | None = None, *,
-                   backfill: int = BACKFILL_WORKFLOWS, tick_s: float = 0.2) -> DemoCounts:
+async def run_demo(
+    publisher: PhaseEventPublisher,
+    workflows_per_s: float,
+    stop: asyncio.Event,
+    seed: int | None = None,
+    *,
+    backfill: int = BACKFILL_WORKFLOWS,
+    tick_s: float = 0.2,
+) -> DemoCounts:
     """Start about ``workflows_per_s`` workflows a second and publish each event when its
     time comes, until ``stop`` is set; a finished history of ``backfill`` first."""
     rng, pending, counts = random.Random(seed), DemoClock(), DemoCounts()
@@ -156,8 +177,13 @@ async def run_demo(publisher: PhaseEventPublisher, workflows_per_s: float,
     for _ in range(backfill):
         pending.add(workflow_events(rng, now - BACKFILL_SPAN * rng.random()))
     counts.workflows = backfill
-    log.info("demo: %d finished workflows of the last hour, then about %.1f new workflows/s "
-             "in real time, to %s", backfill, workflows_per_s, publisher.topic)
+    log.info(
+        "demo: %d finished workflows of the last hour, then about %.1f new workflows/s "
+        "in real time, to %s",
+        backfill,
+        workflows_per_s,
+        publisher.topic,
+    )
     owed, last_log = 0.0, time.monotonic()
     while not stop.is_set():
         now = datetime.now(UTC)
@@ -172,8 +198,12 @@ async def run_demo(publisher: PhaseEventPublisher, workflows_per_s: float,
             counts.events += len(due)
         if time.monotonic() - last_log >= PROGRESS_EVERY_S:
             last_log = time.monotonic()
-            log.info("demo: %d workflows started, %d in flight, %d events published",
-                     counts.workflows, pending.in_flight(), counts.events)
+            log.info(
+                "demo: %d workflows started, %d in flight, %d events published",
+                counts.workflows,
+                pending.in_flight(),
+                counts.events,
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=tick_s)
     return counts

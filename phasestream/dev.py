@@ -40,17 +40,22 @@ def run_dev(settings: Settings, *, demo: bool, demo_rate: float) -> None:
         check_http_port(settings.http_host, settings.http_port)
         overrides: dict[str, object] = {}
         if settings.uses_embedded_kafka:
-            overrides["kafka_bootstrap_servers"] = services.enter_context(embedded_broker(
-                EMBEDDED_HOST, settings.embedded_kafka_port, settings.data_dir / "broker.log"))
+            overrides["kafka_bootstrap_servers"] = services.enter_context(
+                embedded_broker(
+                    EMBEDDED_HOST, settings.embedded_kafka_port, settings.data_dir / "broker.log"
+                )
+            )
         if settings.uses_embedded_postgres:
             overrides["database_url"] = services.enter_context(
-                embedded_postgres(settings.postgres_dir))
+                embedded_postgres(settings.postgres_dir)
+            )
         if demo and "retry_enabled" not in settings.model_fields_set:
             # The demo shows retries and gave-ups too, unless PHASESTREAM_RETRY_ENABLED says no.
             overrides["retry_enabled"] = True
         resolved = settings.model_copy(update=overrides)
-        asyncio.run(_run(resolved, demo=demo, demo_rate=demo_rate,
-                         fresh_log=settings.uses_embedded_kafka))
+        asyncio.run(
+            _run(resolved, demo=demo, demo_rate=demo_rate, fresh_log=settings.uses_embedded_kafka)
+        )
     log.info("dev stack stopped")
 
 
@@ -64,8 +69,7 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
     await create_topics(settings)
     runtime = Runtime(settings, stop)
     reset = dev_reset(settings.data_dir)
-    tasks = [asyncio.create_task(run_consumers(runtime, list(ALL), reset=reset),
-                                 name="consumers")]
+    tasks = [asyncio.create_task(run_consumers(runtime, list(ALL), reset=reset), name="consumers")]
     if demo:
         tasks.append(asyncio.create_task(_demo(settings, demo_rate, stop), name="demo"))
     log.info("running %s; press Ctrl-C to stop", ", ".join(t.get_name() for t in tasks))
@@ -77,7 +81,10 @@ async def _run(settings: Settings, *, demo: bool, demo_rate: float, fresh_log: b
 
 
 async def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> None:
-    async with PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
-                                   linger_ms=settings.producer_linger_ms,
-                                   idempotent=settings.kafka_idempotent_producer) as publisher:
+    async with PhaseEventPublisher(
+        kafka_cluster(settings),
+        settings.phase_events_topic,
+        linger_ms=settings.producer_linger_ms,
+        idempotent=settings.kafka_idempotent_producer,
+    ) as publisher:
         await run_demo(publisher, rate, stop)

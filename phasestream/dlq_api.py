@@ -54,7 +54,8 @@ class SummaryCache:
                 await self._lock.acquire()
         except TimeoutError:
             raise DlqUnavailableError(
-                self._too_slow("another read of it was still running")) from None
+                self._too_slow("another read of it was still running")
+            ) from None
         try:
             if self._last is None or time.monotonic() - self._last.at >= self._fresh_s:
                 self._last = await self._answer(deadline)
@@ -79,17 +80,22 @@ class SummaryCache:
         return _Answer(time.monotonic(), None, error)
 
     def _too_slow(self, why: str) -> str:
-        return (f"{self._what} could not be read within {self._timeout_s:g} s ({why}); "
-                "check the broker, or raise PHASESTREAM_DLQ_SUMMARY_TIMEOUT_S")
+        return (
+            f"{self._what} could not be read within {self._timeout_s:g} s ({why}); "
+            "check the broker, or raise PHASESTREAM_DLQ_SUMMARY_TIMEOUT_S"
+        )
 
 
 def summary_cache(settings: Settings) -> SummaryCache:
     async def scan() -> DlqSummary:
         await check_kafka(settings)
-        return await summarise_letters(kafka_cluster(settings), settings.dlq_topic,
-                                       most=settings.dlq_summary_max_letters)
+        return await summarise_letters(
+            kafka_cluster(settings), settings.dlq_topic, most=settings.dlq_summary_max_letters
+        )
 
-    return SummaryCache(scan, timeout_s=settings.dlq_summary_timeout_s,
-                        fresh_s=settings.dlq_summary_cache_s,
-                        what=f"the dead-letter topic {settings.dlq_topic} at "
-                        f"{settings.bootstrap_servers}")
+    return SummaryCache(
+        scan,
+        timeout_s=settings.dlq_summary_timeout_s,
+        fresh_s=settings.dlq_summary_cache_s,
+        what=f"the dead-letter topic {settings.dlq_topic} at {settings.bootstrap_servers}",
+    )

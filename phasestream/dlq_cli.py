@@ -31,16 +31,22 @@ from projections.reports.core import Report, Scalar, Section, plain
 from streams.dlq_scan import read_letters, summarise_letters
 
 T = TypeVar("T")
-dlq_app = typer.Typer(help="Dead letters: summary, list, show one, redrive.",
-                      no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: summary, list, show one, redrive.", no_args_is_help=True)
 
-ReasonOpt = Annotated[str | None, typer.Option(
-    "--reason", help="Only letters whose reason contains this text (any case).")]
+ReasonOpt = Annotated[
+    str | None,
+    typer.Option("--reason", help="Only letters whose reason contains this text (any case)."),
+]
 FieldOpt = Annotated[str | None, typer.Option("--field", help="Only letters for this field.")]
-SinceOpt = Annotated[str | None, typer.Option(
-    "--since", help="Only letters dead-lettered since: 24h, 7d, 30m or an RFC 3339 time.")]
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=10_000,
-                                       help="Most letters to list (newest first).")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Only letters dead-lettered since: 24h, 7d, 30m or an RFC 3339 time."
+    ),
+]
+LimitOpt = Annotated[
+    int, typer.Option("--limit", min=1, max=10_000, help="Most letters to list (newest first).")
+]
 
 
 def letter_filter(reason: str | None, field: str | None, since: str | None) -> LetterFilter:
@@ -62,9 +68,11 @@ def run_on_broker(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]
     try:
         return asyncio.run(main())
     except KafkaError as exc:
-        raise fail(f"Kafka at {settings.bootstrap_servers} did not answer "
-                   f"({type(exc).__name__}: {exc}); start it, or set "
-                   "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS") from None
+        raise fail(
+            f"Kafka at {settings.bootstrap_servers} did not answer "
+            f"({type(exc).__name__}: {exc}); start it, or set "
+            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
     except PhasestreamError as exc:
         raise fail(str(exc)) from None
 
@@ -87,18 +95,29 @@ def summary_cmd(fmt: FormatOpt = Format.TABLE) -> None:
 def summary_report(summary: DlqSummary, topic: str) -> Report:
     """The summary as a report: the totals GET /api/dlq gives, then each source topic,
     field and reason on its own line."""
-    lines = tuple((c.source_topic, c.field, c.reason, c.count, plain(c.oldest),
-                   plain(c.newest)) for c in summary.lines)
-    topics = tuple((t.topic, t.count, plain(t.oldest), plain(t.newest))
-                   for t in summary.topics())
+    lines = tuple(
+        (c.source_topic, c.field, c.reason, c.count, plain(c.oldest), plain(c.newest))
+        for c in summary.lines
+    )
+    topics = tuple((t.topic, t.count, plain(t.oldest), plain(t.newest)) for t in summary.topics())
     return Report(
-        Section("dead letters by reason", (
-            "source_topic", "field", "reason", "count", "oldest", "newest"), lines),
-        extra=(Section("by_reason", ("reason", "count"), tuple(summary.by_reason())),
-               Section("by_field", ("field", "count"), tuple(summary.by_field())),
-               Section("topics", ("topic", "count", "oldest", "newest"), topics)),
-        meta={"topic": topic, "total": summary.total, "scanned": summary.scanned,
-              "truncated": summary.truncated})
+        Section(
+            "dead letters by reason",
+            ("source_topic", "field", "reason", "count", "oldest", "newest"),
+            lines,
+        ),
+        extra=(
+            Section("by_reason", ("reason", "count"), tuple(summary.by_reason())),
+            Section("by_field", ("field", "count"), tuple(summary.by_field())),
+            Section("topics", ("topic", "count", "oldest", "newest"), topics),
+        ),
+        meta={
+            "topic": topic,
+            "total": summary.total,
+            "scanned": summary.scanned,
+            "truncated": summary.truncated,
+        },
+    )
 
 
 LIST_COLUMNS = ("dlq_time", "source", "field", "reason", "key", "preview")
@@ -106,13 +125,24 @@ LIST_COLUMNS = ("dlq_time", "source", "field", "reason", "key", "preview")
 
 def _list_row(letter: StoredLetter) -> tuple[Scalar, ...]:
     key = None if letter.key is None else letter.key.decode("utf-8", errors="replace")
-    return (plain(letter.dlq_time), letter.source, letter.field, letter.reason, key,
-            letter.preview())
+    return (
+        plain(letter.dlq_time),
+        letter.source,
+        letter.field,
+        letter.reason,
+        key,
+        letter.preview(),
+    )
 
 
 @dlq_app.command("list")
-def list_cmd(reason: ReasonOpt = None, field: FieldOpt = None, since: SinceOpt = None,
-             limit: LimitOpt = 50, fmt: FormatOpt = Format.TABLE) -> None:
+def list_cmd(
+    reason: ReasonOpt = None,
+    field: FieldOpt = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
     """The newest dead letters: where each came from, why, and a preview of its value."""
     settings = load_settings()
     wanted = letter_filter(reason, field, since)
@@ -130,18 +160,24 @@ def list_cmd(reason: ReasonOpt = None, field: FieldOpt = None, since: SinceOpt =
         return [row for *_, row in sorted(newest, reverse=True)], matched
 
     rows, matched = run_on_broker(settings, main)
-    emit(Report(Section("dead letters", LIST_COLUMNS, tuple(rows)),
-                meta={"matched": matched, "shown": len(rows)}), fmt)
+    emit(
+        Report(
+            Section("dead letters", LIST_COLUMNS, tuple(rows)),
+            meta={"matched": matched, "shown": len(rows)},
+        ),
+        fmt,
+    )
     if fmt is Format.TABLE and matched > len(rows):
         typer.echo(f"{matched - len(rows)} more; raise --limit or narrow with --reason/--since")
 
 
 @dlq_app.command("show")
-def show_cmd(topic: Annotated[str, typer.Argument(help="The source topic (or the DLQ topic).")],
-             partition: Annotated[int, typer.Argument(min=0)],
-             offset: Annotated[int, typer.Argument(min=0)],
-             raw: Annotated[bool, typer.Option(help="Write only the value's bytes.")] = False,
-             ) -> None:
+def show_cmd(
+    topic: Annotated[str, typer.Argument(help="The source topic (or the DLQ topic).")],
+    partition: Annotated[int, typer.Argument(min=0)],
+    offset: Annotated[int, typer.Argument(min=0)],
+    raw: Annotated[bool, typer.Option(help="Write only the value's bytes.")] = False,
+) -> None:
     """One dead letter whole: the original key, value bytes and headers, and why."""
     settings = load_settings()
     by_dlq = topic == settings.dlq_topic
@@ -149,8 +185,11 @@ def show_cmd(topic: Annotated[str, typer.Argument(help="The source topic (or the
     def is_it(letter: StoredLetter) -> bool:
         if by_dlq:
             return (letter.dlq_partition, letter.dlq_offset) == (partition, offset)
-        return (letter.source_topic, letter.source_partition,
-                letter.source_offset) == (topic, partition, offset)
+        return (letter.source_topic, letter.source_partition, letter.source_offset) == (
+            topic,
+            partition,
+            offset,
+        )
 
     async def main() -> StoredLetter | None:
         async for letter in letters(settings):
@@ -160,8 +199,10 @@ def show_cmd(topic: Annotated[str, typer.Argument(help="The source topic (or the
 
     found = run_on_broker(settings, main)
     if found is None:
-        raise fail(f"no dead letter for {topic}/{partition}/{offset} in {settings.dlq_topic}; "
-                   "`phasestream dlq list` shows where they came from")
+        raise fail(
+            f"no dead letter for {topic}/{partition}/{offset} in {settings.dlq_topic}; "
+            "`phasestream dlq list` shows where they came from"
+        )
     if raw:
         sys.stdout.buffer.write(found.value or b"")
         return
@@ -172,28 +213,43 @@ def _whole(letter: StoredLetter) -> dict[str, Any]:
     def text(data: bytes | None) -> str | None:
         return None if data is None else data.decode("utf-8", errors="replace")
 
-    return {"dlq": {"partition": letter.dlq_partition, "offset": letter.dlq_offset,
-                    "time": plain(letter.dlq_time)},
-            "source": letter.source, "field": letter.field, "reason": letter.reason,
-            "consumer": letter.consumer, "truncated": letter.truncated,
-            "key": text(letter.key), "headers": [[k, text(v)] for k, v in letter.headers],
-            "value": text(letter.value)}
+    return {
+        "dlq": {
+            "partition": letter.dlq_partition,
+            "offset": letter.dlq_offset,
+            "time": plain(letter.dlq_time),
+        },
+        "source": letter.source,
+        "field": letter.field,
+        "reason": letter.reason,
+        "consumer": letter.consumer,
+        "truncated": letter.truncated,
+        "key": text(letter.key),
+        "headers": [[k, text(v)] for k, v in letter.headers],
+        "value": text(letter.value),
+    }
 
 
 @dlq_app.command("redrive")
 def redrive_cmd(
-    reason: ReasonOpt = None, field: FieldOpt = None, since: SinceOpt = None,
-    fixes: Annotated[str | None, typer.Option(
-        "--fixes", help="JSON lines {\"source\": \"TOPIC/PARTITION/OFFSET\", \"event\": {...}}: "
-        "send these corrected events instead, for only the letters they name.")] = None,
+    reason: ReasonOpt = None,
+    field: FieldOpt = None,
+    since: SinceOpt = None,
+    fixes: Annotated[
+        str | None,
+        typer.Option(
+            "--fixes",
+            help='JSON lines {"source": "TOPIC/PARTITION/OFFSET", "event": {...}}: '
+            "send these corrected events instead, for only the letters they name.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and report; send nothing.")] = False,
 ) -> None:
     """Send selected dead letters (or their fixes) back to the phase-events topic, once each."""
     settings = load_settings()
     wanted = letter_filter(reason, field, since)
     selected = run_on_broker(settings, lambda: _selected(settings, wanted))
-    outcome = run_on_broker(settings, lambda: redrive(settings, selected, fixes,
-                                                      dry_run=dry_run))
+    outcome = run_on_broker(settings, lambda: redrive(settings, selected, fixes, dry_run=dry_run))
     for line in outcome.invalid[:20]:
         typer.echo(f"not sent: {line}", err=True)
     if len(outcome.invalid) > 20:

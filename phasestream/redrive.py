@@ -42,8 +42,10 @@ class Outcome:
 
     def summary(self, topic: str, *, dry_run: bool) -> str:
         verb = "would redrive" if dry_run else "redrove"
-        return (f"{verb} {self.sent} letters to {topic}; {self.sent_before} redriven before "
-                f"(not sent again); {len(self.invalid)} still invalid (not sent)")
+        return (
+            f"{verb} {self.sent} letters to {topic}; {self.sent_before} redriven before "
+            f"(not sent again); {len(self.invalid)} still invalid (not sent)"
+        )
 
 
 def read_fixes(path: str) -> dict[str, Fix]:
@@ -51,11 +53,13 @@ def read_fixes(path: str) -> dict[str, Fix]:
     if not Path(path).is_file():
         raise FixesFileError(f"--fixes: {path} does not exist")
     with open(path, "rb") as stream:
-        for number, line in enumerate(iter(lambda: stream.readline(MAX_FIX_LINE_BYTES + 1), b""),
-                                      start=1):
+        for number, line in enumerate(
+            iter(lambda: stream.readline(MAX_FIX_LINE_BYTES + 1), b""), start=1
+        ):
             if len(line) > MAX_FIX_LINE_BYTES:
-                raise FixesFileError(f"--fixes: line {number} is longer than "
-                                     f"{MAX_FIX_LINE_BYTES} bytes")
+                raise FixesFileError(
+                    f"--fixes: line {number} is longer than {MAX_FIX_LINE_BYTES} bytes"
+                )
             if line.strip():
                 fix = _fix(number, line)
                 fixes[fix.source] = fix
@@ -67,15 +71,21 @@ def _fix(number: int, line: bytes) -> Fix:
         item = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise FixesFileError(f"--fixes: line {number} is not JSON: {exc}") from None
-    if not isinstance(item, dict) or not isinstance(item.get("source"), str) \
-            or not isinstance(item.get("event"), dict):
-        raise FixesFileError(f"--fixes: line {number} must be an object with \"source\" "
-                             "(TOPIC/PARTITION/OFFSET, as `dlq list` shows it) and \"event\"")
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("source"), str)
+        or not isinstance(item.get("event"), dict)
+    ):
+        raise FixesFileError(
+            f'--fixes: line {number} must be an object with "source" '
+            '(TOPIC/PARTITION/OFFSET, as `dlq list` shows it) and "event"'
+        )
     return Fix(item["source"], orjson.dumps(item["event"]))
 
 
-async def redrive(settings: Settings, letters: Sequence[StoredLetter], fixes_path: str | None,
-                  *, dry_run: bool) -> Outcome:
+async def redrive(
+    settings: Settings, letters: Sequence[StoredLetter], fixes_path: str | None, *, dry_run: bool
+) -> Outcome:
     fixes = None if fixes_path is None else read_fixes(fixes_path)
     async with connection(settings.resolved_database_url) as conn:
         async with translated():
@@ -84,12 +94,16 @@ async def redrive(settings: Settings, letters: Sequence[StoredLetter], fixes_pat
         outcome = Outcome(len(plan.send), plan.sent_before, plan.invalid)
         if dry_run or not plan.send:
             return outcome
-        async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic,
-                                       linger_ms=settings.producer_linger_ms,
-                                       max_event_bytes=settings.max_event_bytes,
-                                       client_id="phasestream-redrive") as publisher:
+        async with PhaseEventPublisher(
+            settings.bootstrap_servers,
+            settings.phase_events_topic,
+            linger_ms=settings.producer_linger_ms,
+            max_event_bytes=settings.max_event_bytes,
+            client_id="phasestream-redrive",
+        ) as publisher:
             await publisher.publish_many(event for _, event in plan.send)
         async with translated():
-            await record_redriven(conn, settings.dlq_topic,
-                                  [(place, event.event_id) for place, event in plan.send])
+            await record_redriven(
+                conn, settings.dlq_topic, [(place, event.event_id) for place, event in plan.send]
+            )
         return outcome

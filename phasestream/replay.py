@@ -67,23 +67,37 @@ class Replayable:
 
 def projections(settings: Settings) -> dict[str, Replayable]:
     events = phase_event_decoder(settings)
-    audit = Projection(AuditSink, AuditSink.default_table, settings.phase_events_topic,
-                       settings.audit_consumer_group,
-                       RowKeys("id", "timestamp", EVENT_IDS_TABLE, month_partitioned=True),
-                       (EVENT_IDS_TABLE,),
-                       {"retention_months": settings.audit_retention_months,
-                        "ids_table": shadow_name(EVENT_IDS_TABLE)})
-    violations = Projection(ViolationSink, ViolationSink.default_table,
-                            settings.sla_violations_topic,
-                            settings.sla_violations_consumer_group,
-                            RowKeys("violation_id", "detected_at"))
-    metrics = Projection(MetricsDataSink, MetricsDataSink.default_table,
-                         settings.phase_events_topic, settings.metrics_consumer_group,
-                         RowKeys("id", "recorded_at"))
-    return {"audit": Replayable(audit, events, phase_event_time),
-            "sla-violations": Replayable(violations, decode_violation,
-                                         lambda v: v.detected_at),
-            "metrics": Replayable(metrics, events, phase_event_time)}
+    audit = Projection(
+        AuditSink,
+        AuditSink.default_table,
+        settings.phase_events_topic,
+        settings.audit_consumer_group,
+        RowKeys("id", "timestamp", EVENT_IDS_TABLE, month_partitioned=True),
+        (EVENT_IDS_TABLE,),
+        {
+            "retention_months": settings.audit_retention_months,
+            "ids_table": shadow_name(EVENT_IDS_TABLE),
+        },
+    )
+    violations = Projection(
+        ViolationSink,
+        ViolationSink.default_table,
+        settings.sla_violations_topic,
+        settings.sla_violations_consumer_group,
+        RowKeys("violation_id", "detected_at"),
+    )
+    metrics = Projection(
+        MetricsDataSink,
+        MetricsDataSink.default_table,
+        settings.phase_events_topic,
+        settings.metrics_consumer_group,
+        RowKeys("id", "recorded_at"),
+    )
+    return {
+        "audit": Replayable(audit, events, phase_event_time),
+        "sla-violations": Replayable(violations, decode_violation, lambda v: v.detected_at),
+        "metrics": Replayable(metrics, events, phase_event_time),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +109,32 @@ class _Wiring:
 
     async def spans(self, topic: str) -> dict[PartitionRef, Span]:
         try:
-            return await spans(kafka_cluster(self.settings), topic,
-                               client_id="phasestream-replay")
+            return await spans(kafka_cluster(self.settings), topic, client_id="phasestream-replay")
         except TopicScanError as exc:
             raise ReplayError(str(exc)) from exc
 
     def sink(self, table: str) -> contextlib.AbstractAsyncContextManager[PostgresSink[Any]]:
         projection = self.replayable.projection
-        return connected(projection.sink_type, self.settings, table=table,
-                         **projection.sink_options)
+        return connected(
+            projection.sink_type, self.settings, table=table, **projection.sink_options
+        )
 
     @contextlib.asynccontextmanager
-    async def projecting(self, sink: PostgresSink[Any], name: str,
-                         partitions: Sequence[PartitionRef],
-                         ) -> AsyncIterator[asyncio.Task[None]]:
-        async with projector(self.settings, name=name, topic=self.replayable.projection.topic,
-                             sink=sink, decoder=self.replayable.decoder,
-                             event_time=self.replayable.event_time,
-                             replaying=partitions) as running:
+    async def projecting(
+        self,
+        sink: PostgresSink[Any],
+        name: str,
+        partitions: Sequence[PartitionRef],
+    ) -> AsyncIterator[asyncio.Task[None]]:
+        async with projector(
+            self.settings,
+            name=name,
+            topic=self.replayable.projection.topic,
+            sink=sink,
+            decoder=self.replayable.decoder,
+            event_time=self.replayable.event_time,
+            replaying=partitions,
+        ) as running:
             task = asyncio.create_task(running.run())
             try:
                 yield task
@@ -121,9 +143,14 @@ class _Wiring:
                 await task
 
 
-async def replay(settings: Settings, which: str, progress: ProgressHook | None = None, *,
-                 discard_unreplayable: bool = False,
-                 notice: NoticeHook | None = None) -> ReplayResult:
+async def replay(
+    settings: Settings,
+    which: str,
+    progress: ProgressHook | None = None,
+    *,
+    discard_unreplayable: bool = False,
+    notice: NoticeHook | None = None,
+) -> ReplayResult:
     """Rebuild projection ``which`` from the log, keep what the log no longer holds (unless
     ``discard_unreplayable``), and swap it in."""
     known = projections(settings)
@@ -132,9 +159,15 @@ async def replay(settings: Settings, which: str, progress: ProgressHook | None =
     await check_kafka(settings)
     projection = known[which].projection
     name = f"{projection.live_consumer}-replay-{uuid.uuid4().hex[:8]}"
-    return await rebuild(settings.resolved_database_url, projection,
-                         _Wiring(settings, known[which]), name, progress,
-                         discard=discard_unreplayable, notice=notice)
+    return await rebuild(
+        settings.resolved_database_url,
+        projection,
+        _Wiring(settings, known[which]),
+        name,
+        progress,
+        discard=discard_unreplayable,
+        notice=notice,
+    )
 
 
 class _RateColumn(ProgressColumn):
@@ -143,28 +176,44 @@ class _RateColumn(ProgressColumn):
 
 
 def replay_command(
-        projection: Annotated[str, typer.Argument(help="audit, sla-violations or metrics")],
-        discard_unreplayable: Annotated[bool, typer.Option(
+    projection: Annotated[str, typer.Argument(help="audit, sla-violations or metrics")],
+    discard_unreplayable: Annotated[
+        bool,
+        typer.Option(
             help="Drop the rows whose events the log no longer holds (kept by default); "
-                 "says what it drops first.")] = False,
+            "says what it drops first."
+        ),
+    ] = False,
 ) -> None:
     """Rebuild a projection from the log into a shadow table, keep the rows the log no
     longer holds, then swap it in atomically."""
     settings = load_settings()
     if projection not in projections(settings):
-        raise fail(f"unknown projection {projection!r}; one of: "
-                   f"{', '.join(projections(settings))}", 2)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        raise fail(
+            f"unknown projection {projection!r}; one of: {', '.join(projections(settings))}", 2
+        )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(f"replaying {projection}", total=None)
         try:
-            result = asyncio.run(replay(
-                settings, projection,
-                lambda done, total: bar.update(task, completed=done, total=total),
-                discard_unreplayable=discard_unreplayable,
-                notice=lambda text: bar.console.print(
-                    f"{projection}: {text}", markup=False, highlight=False, soft_wrap=True)))
+            result = asyncio.run(
+                replay(
+                    settings,
+                    projection,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                    discard_unreplayable=discard_unreplayable,
+                    notice=lambda text: bar.console.print(
+                        f"{projection}: {text}", markup=False, highlight=False, soft_wrap=True
+                    ),
+                )
+            )
         except PhasestreamError as exc:
             raise fail(str(exc)) from None
     typer.echo(f"{projection}: {summary(result)} and swapped the rebuilt table in")

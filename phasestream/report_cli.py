@@ -28,13 +28,17 @@ from projections.database import Connection, connection, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries
 
 T = TypeVar("T")
-report_app = typer.Typer(help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
-                         "running phases, time series.",
-                         no_args_is_help=True)
+report_app = typer.Typer(
+    help="Reports for analysts: analytics, SLA, rollbacks, one workflow, "
+    "running phases, time series.",
+    no_args_is_help=True,
+)
 
 
-Since = Annotated[str | None, typer.Option(
-    help="Window start: 24h, 7d, 30m (that long ago) or an RFC 3339 timestamp.")]
+Since = Annotated[
+    str | None,
+    typer.Option(help="Window start: 24h, 7d, 30m (that long ago) or an RFC 3339 timestamp."),
+]
 Until = Annotated[str | None, typer.Option(help="Window end (exclusive), as --since.")]
 PhaseOpt = Annotated[str | None, typer.Option("--phase", help="Only this phase, 1-7.")]
 UserOpt = Annotated[str | None, typer.Option("--user", help="Only this user (UUID).")]
@@ -50,11 +54,13 @@ def usage_error(exc: InvalidFilterError) -> typer.Exit:
     return fail(f"--{exc.name}: {exc.reason}", 2)
 
 
-def filters_or_exit(since: str | None, until: str | None, phase: str | None,
-                    user: str | None) -> ReportFilters:
+def filters_or_exit(
+    since: str | None, until: str | None, phase: str | None, user: str | None
+) -> ReportFilters:
     try:
-        return parse_filters(since=since, until=until, phase=phase, user=user,
-                             now=datetime.now(UTC))
+        return parse_filters(
+            since=since, until=until, phase=phase, user=user, now=datetime.now(UTC)
+        )
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
 
@@ -66,13 +72,16 @@ def page_or_exit(limit: str, offset: str) -> Page:
         raise usage_error(exc) from None
 
 
-def query(settings: Settings, run: Callable[[Connection], Awaitable[T]], *,
-          writes: bool = False) -> T:
+def query(
+    settings: Settings, run: Callable[[Connection], Awaitable[T]], *, writes: bool = False
+) -> T:
     """Run ``run`` on one connection (as the reader role unless it ``writes``); errors exit
     with code 1."""
+
     async def main() -> T:
-        async with connection(settings.resolved_database_url if writes
-                              else settings.resolved_reader_url) as conn:
+        async with connection(
+            settings.resolved_database_url if writes else settings.resolved_reader_url
+        ) as conn:
             return await run(conn)
 
     try:
@@ -83,8 +92,13 @@ def query(settings: Settings, run: Callable[[Connection], Awaitable[T]], *,
 
 @report_app.command("analytics")
 def analytics_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+    since: Since = None,
+    until: Until = None,
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT,
+    offset: OffsetOpt = "0",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA."""
     filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
@@ -93,8 +107,13 @@ def analytics_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
 
 @report_app.command("sla")
 def sla_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+    since: Since = None,
+    until: Until = None,
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT,
+    offset: OffsetOpt = "0",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """SLA violations, newest first, and their count per kind."""
     filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
@@ -103,8 +122,13 @@ def sla_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
 
 @report_app.command("rollbacks")
 def rollbacks_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+    since: Since = None,
+    until: Until = None,
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT,
+    offset: OffsetOpt = "0",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Rollbacks per phase, and workflows rolled back more than once (chains)."""
     filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
@@ -114,8 +138,13 @@ def rollbacks_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
 @report_app.command("workflow")
 def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
     workflow_id: Annotated[str, typer.Argument(help="The workflow id.")],
-    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0", fmt: FormatOpt = Format.TABLE,
+    since: Since = None,
+    until: Until = None,
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
+    limit: LimitOpt = CLI_LIMIT,
+    offset: OffsetOpt = "0",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """One workflow's summary and timeline: every transition, its SLA violations, its
     rollbacks."""
@@ -124,23 +153,31 @@ def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
         parse_workflow_id(workflow_id)
     except InvalidFilterError as exc:
         raise fail(str(exc), 2) from None
-    emit(query(load_settings(),
-               lambda c: history.workflow(c, workflow_id, filters, page)), fmt)
+    emit(query(load_settings(), lambda c: history.workflow(c, workflow_id, filters, page)), fmt)
 
 
 @report_app.command("running")
 def running_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-                phase: PhaseOpt = None, user: UserOpt = None,
-                at_risk: Annotated[bool, typer.Option(
-                    "--at-risk", help="Only at_risk and overdue phases.")] = False,
-                limit: LimitOpt = CLI_LIMIT, offset: OffsetOpt = "0",
-                fmt: FormatOpt = Format.TABLE) -> None:
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
+    at_risk: Annotated[
+        bool, typer.Option("--at-risk", help="Only at_risk and overdue phases.")
+    ] = False,
+    limit: LimitOpt = CLI_LIMIT,
+    offset: OffsetOpt = "0",
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
     """Phases in flight now, least time left first: elapsed, threshold, time left, state."""
     settings = load_settings()
     try:
-        asked = parse_running(phase=phase, user=user, at_risk=at_risk, now=datetime.now(UTC),
-                              lookback=timedelta(hours=settings.running_lookback_hours),
-                              share=settings.running_at_risk_share)
+        asked = parse_running(
+            phase=phase,
+            user=user,
+            at_risk=at_risk,
+            now=datetime.now(UTC),
+            lookback=timedelta(hours=settings.running_lookback_hours),
+            share=settings.running_at_risk_share,
+        )
         page = parse_page(limit, offset)
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
@@ -150,16 +187,28 @@ def running_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
 
 @report_app.command("timeseries")
 def timeseries_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    metric: Annotated[str, typer.Option(
-        help="started, completed, failed, rolled_back, violations or p95_duration.")],
+    metric: Annotated[
+        str,
+        typer.Option(help="started, completed, failed, rolled_back, violations or p95_duration."),
+    ],
     step: Annotated[str, typer.Option(help="Bucket width: 1m, 5m or 1h.")] = DEFAULT_STEP,
-    since: Since = None, until: Until = None, phase: PhaseOpt = None, user: UserOpt = None,
+    since: Since = None,
+    until: Until = None,
+    phase: PhaseOpt = None,
+    user: UserOpt = None,
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """One metric per time bucket from the audit log (default: the last 24 h), zero-filled."""
     try:
-        asked = parse_series(metric=metric, step=step, since=since, until=until, phase=phase,
-                             user=user, now=datetime.now(UTC))
+        asked = parse_series(
+            metric=metric,
+            step=step,
+            since=since,
+            until=until,
+            phase=phase,
+            user=user,
+            now=datetime.now(UTC),
+        )
     except InvalidFilterError as exc:
         raise usage_error(exc) from None
     emit(query(load_settings(), lambda c: timeseries.series(c, asked)), fmt)

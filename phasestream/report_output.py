@@ -37,24 +37,48 @@ _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 _TIME: Final = re.compile(r"\d{4}-(\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z")
 #: Shorter headers for a narrow console; a column not named here keeps its name.
 _SHORT: Final = {
-    "workflow_id": "workflow", "user_id": "user", "event_id": "event",
-    "started_event_id": "event", "command_id": "command", "duration_ms": "dur_ms",
-    "threshold_ms": "sla_ms", "excess_ms": "over_ms", "started": "start", "completed": "done",
-    "failed": "fail", "rolled_back": "rb", "completion_rate": "done%",
-    "failure_rate": "fail%", "rollback_rate": "rb%", "p50_ms": "p50", "p95_ms": "p95",
-    "p99_ms": "p99", "over_sla": "over", "previous_phase": "prev",
-    "rollback_to_phase": "to", "error_message": "error", "decided_at": "decided",
-    "started_at": "started", "elapsed_ms": "elapsed", "last_event_at": "last_event",
-    "updated_at": "updated", "loops_stopped": "loops", "violations": "viol",
-    "violations_current": "viol_now", "violations_suggested": "viol_new",
-    "percentile_ms": "pct_ms", "suggested_ms": "suggest", "current_ms": "current",
+    "workflow_id": "workflow",
+    "user_id": "user",
+    "event_id": "event",
+    "started_event_id": "event",
+    "command_id": "command",
+    "duration_ms": "dur_ms",
+    "threshold_ms": "sla_ms",
+    "excess_ms": "over_ms",
+    "started": "start",
+    "completed": "done",
+    "failed": "fail",
+    "rolled_back": "rb",
+    "completion_rate": "done%",
+    "failure_rate": "fail%",
+    "rollback_rate": "rb%",
+    "p50_ms": "p50",
+    "p95_ms": "p95",
+    "p99_ms": "p99",
+    "over_sla": "over",
+    "previous_phase": "prev",
+    "rollback_to_phase": "to",
+    "error_message": "error",
+    "decided_at": "decided",
+    "started_at": "started",
+    "elapsed_ms": "elapsed",
+    "last_event_at": "last_event",
+    "updated_at": "updated",
+    "loops_stopped": "loops",
+    "violations": "viol",
+    "violations_current": "viol_now",
+    "violations_suggested": "viol_new",
+    "percentile_ms": "pct_ms",
+    "suggested_ms": "suggest",
+    "current_ms": "current",
 }
 
 
 #: Columns a narrow table leaves out before it turns vertical: ids a reader rarely needs
 #: beside the row's other values, and the second of two timestamps.
-_DROPPABLE: Final = frozenset({"user_id", "event_id", "started_event_id", "command_id",
-                               "issued_at", "previous_phase"})
+_DROPPABLE: Final = frozenset(
+    {"user_id", "event_id", "started_event_id", "command_id", "issued_at", "previous_phase"}
+)
 
 
 def emit(report: Report, fmt: Format) -> None:
@@ -76,8 +100,10 @@ def remaining(report: Report) -> str | None:
     if report.next_offset is None:
         return None
     left = (report.items.total or report.next_offset + 1) - report.next_offset
-    return (f"{left} more {report.items.name} not shown: --offset {report.next_offset} "
-            "for the next page, --limit (up to 1000) for a longer one")
+    return (
+        f"{left} more {report.items.name} not shown: --offset {report.next_offset} "
+        "for the next page, --limit (up to 1000) for a longer one"
+    )
 
 
 def write_csv(section: Section) -> None:
@@ -121,8 +147,9 @@ def fitted(part: Section, console: Console) -> RenderableType:
     if len(keep) < len(part.columns):
         dropped = [c for c in part.columns if c in _DROPPABLE]
         title = f"{part.name} (without {', '.join(dropped)}: --format json has them)"
-        fewer = _compact(title, tuple(part.columns[n] for n in keep),
-                         [[r[n] for n in keep] for r in rows])
+        fewer = _compact(
+            title, tuple(part.columns[n] for n in keep), [[r[n] for n in keep] for r in rows]
+        )
         if _natural_width(fewer, console) <= console.width:
             return fewer
     return _vertical(part, rows)
@@ -151,8 +178,9 @@ def short(value: Scalar) -> str:
     return time[1].replace("T", " ") if time else text
 
 
-def _table(title: str, columns: tuple[str, ...], rows: list[list[str]],
-           style: box.Box = box.HEAVY_HEAD) -> Table:
+def _table(
+    title: str, columns: tuple[str, ...], rows: list[list[str]], style: box.Box = box.HEAVY_HEAD
+) -> Table:
     table = Table(title=title, title_justify="left", box=style)
     for column in columns:
         table.add_column(column, overflow="fold")

@@ -77,20 +77,29 @@ async def forget_lost_log(settings: Settings) -> None:
     """A new memory-only broker starts with empty topics: positions stored for the old log
     would point past its end. Rows are kept (their ids make any re-delivery a no-op)."""
     async with connection(settings.resolved_database_url) as conn:
-        dropped = await forget_topics(conn, [settings.phase_events_topic,
-                                             settings.sla_violations_topic])
+        dropped = await forget_topics(
+            conn, [settings.phase_events_topic, settings.sla_violations_topic]
+        )
     if dropped:
-        log.info("the embedded broker starts with an empty log: forgot %d stored consumer "
-                 "positions (projected rows are kept)", dropped)
+        log.info(
+            "the embedded broker starts with an empty log: forgot %d stored consumer "
+            "positions (projected rows are kept)",
+            dropped,
+        )
 
 
 async def create_topics(settings: Settings) -> list[str]:
     return await ensure_topics(
         kafka_cluster(settings),
-        [settings.phase_events_topic, settings.dlq_topic, settings.sla_violations_topic,
-         settings.rollback_commands_topic],
+        [
+            settings.phase_events_topic,
+            settings.dlq_topic,
+            settings.sla_violations_topic,
+            settings.rollback_commands_topic,
+        ],
         partitions=settings.topic_partitions,
-        replication_factor=settings.topic_replication_factor)
+        replication_factor=settings.topic_replication_factor,
+    )
 
 
 class StoppedWaiting(Exception):
@@ -99,47 +108,70 @@ class StoppedWaiting(Exception):
 
 
 @contextlib.asynccontextmanager
-async def connected(sink_type: type[S], settings: Settings, *,
-                    stop: asyncio.Event | None = None, **options: Any) -> AsyncIterator[S]:
+async def connected(
+    sink_type: type[S], settings: Settings, *, stop: asyncio.Event | None = None, **options: Any
+) -> AsyncIterator[S]:
     """A sink connected to Postgres, waiting (with backoff) while Postgres is not there,
     until ``stop`` is set (then StoppedWaiting)."""
     url = settings.resolved_database_url
     try:
-        sink = await retry_unavailable(lambda: sink_type.connect(url, **options),
-                                       backoff(settings),
-                                       f"{sink_type.__name__}: connecting to Postgres", stop)
+        sink = await retry_unavailable(
+            lambda: sink_type.connect(url, **options),
+            backoff(settings),
+            f"{sink_type.__name__}: connecting to Postgres",
+            stop,
+        )
     except SinkUnavailableError:
         if stop is None or not stop.is_set():
             raise
-        raise StoppedWaiting(f"stopped while waiting for Postgres ({sink_type.__name__})",
-                             ) from None
+        raise StoppedWaiting(
+            f"stopped while waiting for Postgres ({sink_type.__name__})",
+        ) from None
     async with sink:
         yield sink
 
 
 @contextlib.asynccontextmanager
-async def projector(settings: Settings, *, name: str, topic: str, sink: PostgresSink[T],
-                    decoder: Decoder[T], event_time: Callable[[T], datetime],
-                    on_applied: Callable[[Sequence[T]], None] | None = None,
-                    observer: PipelineObserver | None = None,
-                    replaying: Sequence[PartitionRef] | None = None,
-                    ) -> AsyncIterator[Projector[T]]:
+async def projector(
+    settings: Settings,
+    *,
+    name: str,
+    topic: str,
+    sink: PostgresSink[T],
+    decoder: Decoder[T],
+    event_time: Callable[[T], datetime],
+    on_applied: Callable[[Sequence[T]], None] | None = None,
+    observer: PipelineObserver | None = None,
+    replaying: Sequence[PartitionRef] | None = None,
+) -> AsyncIterator[Projector[T]]:
     """A projector of ``topic`` into ``sink`` as consumer group ``name``, subscribed; or,
     ``replaying`` those partitions, assigned by hand in no group and sending no dead letters
     (the live pass sent them), storing its positions as consumer ``name``."""
     # A replay never skips lost records: it reads from each partition's log start.
-    config = ProjectorConfig(name, topic, settings.batch_max_records,
-                             settings.batch_max_wait_ms, decoder, event_time, on_applied,
-                             "fail" if replaying is not None else settings.on_lost_records)
+    config = ProjectorConfig(
+        name,
+        topic,
+        settings.batch_max_records,
+        settings.batch_max_wait_ms,
+        decoder,
+        event_time,
+        on_applied,
+        "fail" if replaying is not None else settings.on_lost_records,
+    )
     options = consumer_options(settings, name)
     async with contextlib.AsyncExitStack() as stack:
         dlq = await dead_letters(settings, name, stack, live=replaying is None)
-        consumer = kafka_consumer(**options) if replaying is None \
-            else groupless_consumer(**options)
+        consumer = kafka_consumer(**options) if replaying is None else groupless_consumer(**options)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        running = Projector(consumer=consumer, sink=sink, dead_letters=dlq, config=config,
-                            backoff=backoff(settings), stats=ProjectorStats(name, observer))
+        running = Projector(
+            consumer=consumer,
+            sink=sink,
+            dead_letters=dlq,
+            config=config,
+            backoff=backoff(settings),
+            stats=ProjectorStats(name, observer),
+        )
         if replaying is None:
             running.subscribe()
         else:
@@ -152,19 +184,27 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
 def consumer_options(settings: Settings, name: str) -> dict[str, Any]:
     """The Kafka consumer options of consumer group ``name``."""
     return consumer_config(
-        kafka_cluster(settings), group_id=name,
+        kafka_cluster(settings),
+        group_id=name,
         session_timeout_ms=settings.consumer_session_timeout_ms,
-        max_wait_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records)
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_records=settings.batch_max_records,
+    )
 
 
-async def dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExitStack, *,
-                       live: bool = True) -> DeadLetters:
+async def dead_letters(
+    settings: Settings, name: str, stack: contextlib.AsyncExitStack, *, live: bool = True
+) -> DeadLetters:
     """The dead-letter writer of consumer ``name``, started on ``stack``; none if not live."""
     if not live:
         return NoDeadLetters()
-    dlq = DeadLetterWriter(kafka_cluster(settings), settings.dlq_topic, name,
-                           max_value_bytes=settings.dlq_max_value_bytes,
-                           idempotent=settings.kafka_idempotent_producer)
+    dlq = DeadLetterWriter(
+        kafka_cluster(settings),
+        settings.dlq_topic,
+        name,
+        max_value_bytes=settings.dlq_max_value_bytes,
+        idempotent=settings.kafka_idempotent_producer,
+    )
     await dlq.start()
     stack.push_async_callback(dlq.stop)
     return dlq
@@ -173,8 +213,9 @@ async def dead_letters(settings: Settings, name: str, stack: contextlib.AsyncExi
 async def drive(running: Projector[Any], stop: asyncio.Event, progress_s: float) -> None:
     """Run a projector until ``stop`` is set, logging its progress every ``progress_s``."""
     name, config = running.stats.name, running.config
-    log.info("%s: consuming %s, batches of up to %d records", name, config.topic,
-             config.max_records)
+    log.info(
+        "%s: consuming %s, batches of up to %d records", name, config.topic, config.max_records
+    )
     progress = asyncio.create_task(log_progress(running.stats, progress_s))
     watcher = asyncio.create_task(_relay(stop, running.stop))
     try:

@@ -37,9 +37,21 @@ from projections.sink_base import PostgresSink, quote_ident
 
 log = logging.getLogger(__name__)
 
-COLUMNS: Final = ("id", "workflow_id", "user_id", "phase_number", "status", "timestamp",
-                  "duration_ms", "previous_phase", "error_message", "error_stack", "metadata",
-                  "rollback_triggered", "rollback_to_phase")
+COLUMNS: Final = (
+    "id",
+    "workflow_id",
+    "user_id",
+    "phase_number",
+    "status",
+    "timestamp",
+    "duration_ms",
+    "previous_phase",
+    "error_message",
+    "error_stack",
+    "metadata",
+    "rollback_triggered",
+    "rollback_to_phase",
+)
 _COLUMN_LIST: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 STAGE: Final = "phasestream_audit_stage"
 AUDIT_TABLE: Final = "workflow_phase_logs"
@@ -64,17 +76,33 @@ def stage_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
     """audit_row of each event plus its ordinal, each tuple built once (the hot path: a
     tuple per event and its unpacking into a second one cost a fifth of this)."""
     status, dumps = _STATUS_TEXT, orjson.dumps
-    return [(e.event_id, e.workflow_id, e.user_id, e.phase_number, status[e.status],
-             e.timestamp, e.duration_ms, e.previous_phase, e.error_message, e.error_stack,
-             dumps(e.metadata).decode(), e.rollback_triggered, e.rollback_to_phase, ordinal)
-            for ordinal, e in enumerate(events)]
+    return [
+        (
+            e.event_id,
+            e.workflow_id,
+            e.user_id,
+            e.phase_number,
+            status[e.status],
+            e.timestamp,
+            e.duration_ms,
+            e.previous_phase,
+            e.error_message,
+            e.error_stack,
+            dumps(e.metadata).decode(),
+            e.rollback_triggered,
+            e.rollback_to_phase,
+            ordinal,
+        )
+        for ordinal, e in enumerate(events)
+    ]
 
 
 async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     # "ord" is the event's index in the batch, to name the events the sink refuses.
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} "
-        f"(LIKE {AUDIT_TABLE} INCLUDING DEFAULTS, ord INTEGER) ON COMMIT DELETE ROWS")
+        f"(LIKE {AUDIT_TABLE} INCLUDING DEFAULTS, ord INTEGER) ON COMMIT DELETE ROWS"
+    )
 
 
 def repeated_within(events: Sequence[PhaseEvent], skip: set[int]) -> set[int]:
@@ -82,13 +110,18 @@ def repeated_within(events: Sequence[PhaseEvent], skip: set[int]) -> set[int]:
     has, with other fields."""
     # Keyed by the id's int: UUID.__hash__ is Python code (hash(self.int)), an int's is C.
     first: dict[int, PhaseEvent] = {}
-    return {i for i, event in enumerate(events) if i not in skip
-            and (seen := first.setdefault(event.event_id.int, event)) is not event
-            and seen != event}
+    return {
+        i
+        for i, event in enumerate(events)
+        if i not in skip
+        and (seen := first.setdefault(event.event_id.int, event)) is not event
+        and seen != event
+    }
 
 
-def refused_positions(batch: Batch[PhaseEvent],
-                      indexes: set[int]) -> frozenset[tuple[PartitionRef, int]]:
+def refused_positions(
+    batch: Batch[PhaseEvent], indexes: set[int]
+) -> frozenset[tuple[PartitionRef, int]]:
     """Flat batch indexes as (partition, index within that partition's events)."""
     positions = []
     start = 0
@@ -98,23 +131,31 @@ def refused_positions(batch: Batch[PhaseEvent],
     return frozenset(positions)
 
 
-async def maintain_partitions(pool: asyncpg.Pool[Any], *, table: str = AUDIT_TABLE,
-                              months_ahead: int = MONTHS_AHEAD, retention_months: int = 0,
-                              ids_table: str | None = EVENT_IDS_TABLE) -> list[str]:
+async def maintain_partitions(
+    pool: asyncpg.Pool[Any],
+    *,
+    table: str = AUDIT_TABLE,
+    months_ahead: int = MONTHS_AHEAD,
+    retention_months: int = 0,
+    ids_table: str | None = EVENT_IDS_TABLE,
+) -> list[str]:
     """Create the partitions ahead and drop those past retention; the names dropped."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT phasestream_ensure_log_partitions($1, $2)",
-                           months_ahead, table)
+        await conn.execute("SELECT phasestream_ensure_log_partitions($1, $2)", months_ahead, table)
         rows = await conn.fetch(
             "SELECT name FROM phasestream_drop_log_partitions($1, $2) AS name",
-            retention_months, table)
+            retention_months,
+            table,
+        )
         if rows and ids_table is not None:  # the ids of the months just dropped
             await conn.execute(
-                f"DELETE FROM {quote_ident(ids_table)} WHERE \"timestamp\" < "
+                f'DELETE FROM {quote_ident(ids_table)} WHERE "timestamp" < '
                 "(SELECT coalesce(min(to_date(right(c.relname, 6), 'YYYYMM'))::timestamp "
                 "AT TIME ZONE 'UTC', now()) FROM pg_inherits AS i "
                 "JOIN pg_class AS c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = to_regclass(quote_ident($1)))", table)
+                "WHERE i.inhparent = to_regclass(quote_ident($1)))",
+                table,
+            )
     return [r["name"] for r in rows]
 
 
@@ -124,9 +165,16 @@ class AuditSink(PostgresSink[PhaseEvent]):
     init = staticmethod(_create_stage)
     default_table = AUDIT_TABLE
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, table: str | None = None,
-                 ids_table: str = EVENT_IDS_TABLE, retention_months: int = 0,
-                 months_ahead: int = MONTHS_AHEAD, maintenance_interval_s: float = DAY_S) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[asyncpg.Record],
+        *,
+        table: str | None = None,
+        ids_table: str = EVENT_IDS_TABLE,
+        retention_months: int = 0,
+        months_ahead: int = MONTHS_AHEAD,
+        maintenance_interval_s: float = DAY_S,
+    ) -> None:
         super().__init__(pool, table=table)
         self.ids_table = ids_table
         self.retention_months = retention_months
@@ -140,58 +188,82 @@ class AuditSink(PostgresSink[PhaseEvent]):
 
     async def maintain_if_due(self) -> None:
         now = time.monotonic()
-        if self._maintained_at is not None and \
-                now - self._maintained_at < self.maintenance_interval_s:
+        if (
+            self._maintained_at is not None
+            and now - self._maintained_at < self.maintenance_interval_s
+        ):
             return
         try:
-            dropped = await translate_errors(lambda: maintain_partitions(
-                self.pool, table=self.table, months_ahead=self.months_ahead,
-                retention_months=self.retention_months, ids_table=self.ids_table))
+            dropped = await translate_errors(
+                lambda: maintain_partitions(
+                    self.pool,
+                    table=self.table,
+                    months_ahead=self.months_ahead,
+                    retention_months=self.retention_months,
+                    ids_table=self.ids_table,
+                )
+            )
         except (asyncpg.PostgresError, RejectedRecordError) as exc:
             # Upkeep must never stop the projection: batches create the partitions they
             # need themselves, and retention can wait for the next run.
-            log.warning("%s: partition upkeep failed (%s: %s); retrying in an hour",
-                        self.table, type(exc).__name__, exc)
+            log.warning(
+                "%s: partition upkeep failed (%s: %s); retrying in an hour",
+                self.table,
+                type(exc).__name__,
+                exc,
+            )
             self._maintained_at = now - self.maintenance_interval_s + 3600.0
             return
         self._maintained_at = now
         if dropped:
-            log.info("%s: retention (%d months) dropped partitions %s", self.table,
-                     self.retention_months, ", ".join(dropped))
+            log.info(
+                "%s: retention (%d months) dropped partitions %s",
+                self.table,
+                self.retention_months,
+                ", ".join(dropped),
+            )
 
     async def rebuilt(self) -> None:
         """Months ahead in the rebuilt table too, even where no event is yet."""
-        await maintain_partitions(self.pool, table=self.table, months_ahead=self.months_ahead,
-                                  retention_months=self.retention_months,
-                                  ids_table=self.ids_table)
+        await maintain_partitions(
+            self.pool,
+            table=self.table,
+            months_ahead=self.months_ahead,
+            retention_months=self.retention_months,
+            ids_table=self.ids_table,
+        )
 
     async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
         events = batch.events
         await conn.copy_records_to_table(
-            STAGE, records=stage_rows(events),
-            columns=(*COLUMNS, "ord"))
+            STAGE, records=stage_rows(events), columns=(*COLUMNS, "ord")
+        )
         await conn.execute(
             "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
             f"date_trunc('month', \"timestamp\" AT TIME ZONE 'UTC')::date AS m FROM {STAGE}) "
-            "AS months", self.table)
+            "AS months",
+            self.table,
+        )
         # One statement claims the ids (before the table, as a replay's swap locks them),
         # inserts the rows whose ids it claimed, and names the events whose id was taken.
         # In id order: each index page is visited once per batch, and two workers take
         # the id locks in one order.
         taken = await conn.fetch(
-            f"WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, \"timestamp\") "
-            f"SELECT id, \"timestamp\" FROM {STAGE} ORDER BY id "
+            f'WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, "timestamp") '
+            f'SELECT id, "timestamp" FROM {STAGE} ORDER BY id '
             "ON CONFLICT (id) DO NOTHING RETURNING id), "
             f"inserted AS (INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
             f"SELECT {_COLUMN_LIST} FROM {STAGE} WHERE id IN (SELECT id FROM claimed) "
             'ORDER BY id ON CONFLICT (id, "timestamp") DO NOTHING) '
             f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
-            "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)")
+            "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)"
+        )
         if conflicting := await self._conflicting(conn, events, {r["ord"] for r in taken}):
             raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
 
-    async def _conflicting(self, conn: Connection, events: Sequence[PhaseEvent],
-                           taken: set[int]) -> set[int]:
+    async def _conflicting(
+        self, conn: Connection, events: Sequence[PhaseEvent], taken: set[int]
+    ) -> set[int]:
         """Indexes of events whose id is taken by a different event: a stored one (for
         the ``taken`` indexes, whose ids were claimed before), else the first of the batch
         with that id. Raising on any of them rolls back the whole batch.
@@ -205,7 +277,9 @@ class AuditSink(PostgresSink[PhaseEvent]):
         rows = await conn.fetch(
             f"SELECT s.ord FROM {STAGE} AS s JOIN {quote_ident(self.ids_table)} AS i "
             f"ON i.id = s.id JOIN {self.quoted_table} AS l "
-            f"ON l.id = i.id AND l.\"timestamp\" = i.\"timestamp\" "
+            f'ON l.id = i.id AND l."timestamp" = i."timestamp" '
             f"WHERE s.ord = ANY($1::int[]) AND ({_PAYLOAD.format(t='s')}) "
-            f"IS DISTINCT FROM ({_PAYLOAD.format(t='l')})", list(taken))
+            f"IS DISTINCT FROM ({_PAYLOAD.format(t='l')})",
+            list(taken),
+        )
         return repeated | {r["ord"] for r in rows}

@@ -46,22 +46,28 @@ def _missing(table: str, shadow: str, keys: RowKeys) -> str:
     """The live rows whose key the replay did not rebuild (alias ``l``)."""
     probe = shadow_name(keys.ids_table) if keys.ids_table else shadow
     key = quote_ident(keys.key)
-    return (f"FROM {quote_ident(table)} AS l WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {quote_ident(probe)} AS s WHERE s.{key} = l.{key})")
+    return (
+        f"FROM {quote_ident(table)} AS l WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {quote_ident(probe)} AS s WHERE s.{key} = l.{key})"
+    )
 
 
-async def find_unreplayable(conn: Connection, *, table: str, shadow: str, keys: RowKeys,
-                            before: datetime) -> Unreplayable:
+async def find_unreplayable(
+    conn: Connection, *, table: str, shadow: str, keys: RowKeys, before: datetime
+) -> Unreplayable:
     time = quote_ident(keys.time)
     row = await conn.fetchrow(
         f"SELECT count(*) AS n, min(l.{time}) AS oldest, max(l.{time}) AS newest "
-        f"{_missing(table, shadow, keys)} AND l.projected_at < $1", before)
+        f"{_missing(table, shadow, keys)} AND l.projected_at < $1",
+        before,
+    )
     assert row is not None  # an aggregate always returns a row
     return Unreplayable(int(row["n"]), row["oldest"], row["newest"])
 
 
-async def carry_over(conn: Connection, *, table: str, shadow: str, keys: RowKeys,
-                     before: datetime, discard: bool) -> int:
+async def carry_over(
+    conn: Connection, *, table: str, shadow: str, keys: RowKeys, before: datetime, discard: bool
+) -> int:
     """Copy the live rows the shadow lacks into it, in one transaction; how many.
 
     ``discard`` leaves out the unreplayable ones (projected before ``before``).
@@ -72,16 +78,25 @@ async def carry_over(conn: Connection, *, table: str, shadow: str, keys: RowKeys
             await conn.execute(
                 "SELECT phasestream_ensure_log_partition($3, m) FROM (SELECT DISTINCT "
                 f"date_trunc('month', l.{quote_ident(keys.time)} AT TIME ZONE 'UTC')::date "
-                f"AS m {where}) AS months", before, discard, shadow)
+                f"AS m {where}) AS months",
+                before,
+                discard,
+                shadow,
+            )
         # One statement, one snapshot: the ids inserted do not hide the rows being copied.
         ids = ""
         if keys.ids_table:
-            ids = (f", ids AS (INSERT INTO {quote_ident(shadow_name(keys.ids_table))} "
-                   f"({quote_ident(keys.key)}, {quote_ident(keys.time)}) SELECT "
-                   f"{quote_ident(keys.key)}, {quote_ident(keys.time)} FROM carried "
-                   f"ON CONFLICT DO NOTHING)")
+            ids = (
+                f", ids AS (INSERT INTO {quote_ident(shadow_name(keys.ids_table))} "
+                f"({quote_ident(keys.key)}, {quote_ident(keys.time)}) SELECT "
+                f"{quote_ident(keys.key)}, {quote_ident(keys.time)} FROM carried "
+                f"ON CONFLICT DO NOTHING)"
+            )
         copied = await conn.fetchval(
             f"WITH carried AS (SELECT l.* {where}), "
             f"copied AS (INSERT INTO {quote_ident(shadow)} SELECT * FROM carried RETURNING 1)"
-            f"{ids} SELECT count(*) FROM copied", before, discard)
+            f"{ids} SELECT count(*) FROM copied",
+            before,
+            discard,
+        )
     return int(copied)

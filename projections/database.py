@@ -23,8 +23,7 @@ from models.errors import (
 T = TypeVar("T")
 #: A connection, whether borrowed from a pool or opened on its own.
 # asyncpg is generic only in its stubs, hence the string.
-Connection: TypeAlias = (
-    "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]")
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 #: Errors after which the same write can succeed once Postgres is back.
 UNAVAILABLE: Final = (
@@ -101,8 +100,7 @@ async def discard_on_failure(conn: Connection) -> AsyncIterator[Connection]:
 async def in_transaction(pool: asyncpg.Pool[asyncpg.Record]) -> AsyncIterator[Connection]:
     """A pooled connection inside a transaction, discarded if it failed for a reason other
     than its data (see ``discard_on_failure``)."""
-    async with pool.acquire() as pooled, discard_on_failure(pooled) as conn, \
-            conn.transaction():
+    async with pool.acquire() as pooled, discard_on_failure(pooled) as conn, conn.transaction():
         yield conn
 
 
@@ -114,8 +112,10 @@ async def connect(dsn: str, **options: Any) -> asyncpg.Connection[asyncpg.Record
 
 
 @contextlib.asynccontextmanager
-async def connection(dsn: str, **options: Any,
-                     ) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+async def connection(
+    dsn: str,
+    **options: Any,
+) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
     """One connection for the block, closed after it. Failing to connect is one of our
     errors (see ``translated``); errors inside the block are the caller's to translate."""
     async with translated():
@@ -134,13 +134,17 @@ def _malformed_url() -> Iterator[None]:
         raise SinkMisconfiguredError(f"the database URL is malformed: {exc}") from None
 
 
-async def open_pool(dsn: str, *, max_size: int = 2,
-                    init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]]
-                    | None = None) -> asyncpg.Pool[asyncpg.Record]:
+async def open_pool(
+    dsn: str,
+    *,
+    max_size: int = 2,
+    init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]] | None = None,
+) -> asyncpg.Pool[asyncpg.Record]:
     """A small pool: a projector writes on one connection at a time."""
     with _malformed_url():
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=init,
-                                         command_timeout=60)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, init=init, command_timeout=60
+        )
     if pool is None:  # pragma: no cover - create_pool only returns None when not awaited
         raise SinkUnavailableError("could not create a connection pool")
     return pool

@@ -30,8 +30,7 @@ class PostgresHandledIds:
     and, once that commits, sees it handled: a rebalance never runs an effect twice.
     """
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *,
-                 table: str = DEFAULT_TABLE) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, table: str = DEFAULT_TABLE) -> None:
         self._pool = pool
         self._table = _checked(table)
 
@@ -41,11 +40,11 @@ class PostgresHandledIds:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self._table} (scope text NOT NULL, "
                 "message_id uuid NOT NULL, handled_at timestamptz NOT NULL DEFAULT now(), "
-                "PRIMARY KEY (scope, message_id))")
+                "PRIMARY KEY (scope, message_id))"
+            )
 
     @contextlib.asynccontextmanager
-    async def claim(self, scope: str,
-                    message_id: UUID) -> AsyncIterator[Claim[Connection] | None]:
+    async def claim(self, scope: str, message_id: UUID) -> AsyncIterator[Claim[Connection] | None]:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             if await claim_id(conn, scope, message_id, table=self._table):
                 yield Claim(conn)
@@ -53,8 +52,9 @@ class PostgresHandledIds:
                 yield None
 
 
-async def claim_id(conn: Connection, scope: str, message_id: UUID, *,
-                   table: str = DEFAULT_TABLE) -> bool:
+async def claim_id(
+    conn: Connection, scope: str, message_id: UUID, *, table: str = DEFAULT_TABLE
+) -> bool:
     """Record ``message_id`` as handled in ``conn``'s transaction; False if it was already.
 
     For engines that run their own transaction: call it first inside it, and skip the
@@ -62,7 +62,10 @@ async def claim_id(conn: Connection, scope: str, message_id: UUID, *,
     """
     inserted = await conn.fetchval(
         f"INSERT INTO {_checked(table)} (scope, message_id) VALUES ($1, $2) "
-        "ON CONFLICT DO NOTHING RETURNING true", scope, message_id)
+        "ON CONFLICT DO NOTHING RETURNING true",
+        scope,
+        message_id,
+    )
     return inserted is True
 
 

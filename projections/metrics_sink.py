@@ -24,15 +24,27 @@ class MetricsDataSink(PostgresSink[PhaseEvent]):
             f"INSERT INTO {self.quoted_table} (id, metric_name, metric_type, value, labels, "
             "error_message, metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
             "ON CONFLICT (id) DO NOTHING",
-            [(r.id, r.metric_name, r.metric_type, r.value, orjson.dumps(r.labels).decode(),
-              r.error_message, orjson.dumps(r.metadata).decode(), r.event.timestamp)
-             for r in rows])
+            [
+                (
+                    r.id,
+                    r.metric_name,
+                    r.metric_type,
+                    r.value,
+                    orjson.dumps(r.labels).decode(),
+                    r.error_message,
+                    orjson.dumps(r.metadata).decode(),
+                    r.event.timestamp,
+                )
+                for r in rows
+            ],
+        )
 
 
 async def open_phase_counts(conn: Connection) -> dict[int, int]:
     """Phases in flight per phase number, from the SLA monitor's state."""
     rows = await conn.fetch(
-        "SELECT phase_number, count(*) AS n FROM sla_open_phases GROUP BY phase_number")
+        "SELECT phase_number, count(*) AS n FROM sla_open_phases GROUP BY phase_number"
+    )
     return {r["phase_number"]: r["n"] for r in rows}
 
 

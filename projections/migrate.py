@@ -63,15 +63,18 @@ CREATE TABLE IF NOT EXISTS phasestream_schema_migrations (
 )"""
 
 
-async def migrate(conn: asyncpg.Connection[Any],
-                  migrations: list[Migration] | None = None) -> list[Migration]:
+async def migrate(
+    conn: asyncpg.Connection[Any], migrations: list[Migration] | None = None
+) -> list[Migration]:
     """Apply the pending migrations; return those applied by this call."""
     pending = bundled_migrations() if migrations is None else migrations
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await conn.execute(_CREATE_LEDGER)
-        applied = {r["version"]: r["checksum"] for r in
-                   await conn.fetch("SELECT version, checksum FROM phasestream_schema_migrations")}
+        applied = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM phasestream_schema_migrations")
+        }
         done = []
         for migration in pending:
             if migration.version in applied:
@@ -88,7 +91,8 @@ def _check_unchanged(migration: Migration, checksum: str) -> None:
     if checksum != migration.checksum:
         raise MigrationError(
             f"migration {migration.version:04d}_{migration.name} was changed after it was "
-            "applied; add a new migration instead of editing an applied one")
+            "applied; add a new migration instead of editing an applied one"
+        )
 
 
 async def _apply(conn: asyncpg.Connection[Any], migration: Migration) -> None:
@@ -97,4 +101,8 @@ async def _apply(conn: asyncpg.Connection[Any], migration: Migration) -> None:
         await conn.execute(migration.sql)
         await conn.execute(
             "INSERT INTO phasestream_schema_migrations (version, name, checksum) "
-            "VALUES ($1, $2, $3)", migration.version, migration.name, migration.checksum)
+            "VALUES ($1, $2, $3)",
+            migration.version,
+            migration.name,
+            migration.checksum,
+        )

@@ -90,17 +90,27 @@ class ReplayWiring(Protocol):
         """The projection's sink writing ``table``, connected (waiting for Postgres)."""
         ...
 
-    def projecting(self, sink: PostgresSink[Any], name: str,
-                   partitions: Sequence[PartitionRef],
-                   ) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    def projecting(
+        self,
+        sink: PostgresSink[Any],
+        name: str,
+        partitions: Sequence[PartitionRef],
+    ) -> AbstractAsyncContextManager[asyncio.Task[None]]:
         """The projector of ``partitions`` into ``sink`` as consumer ``name``, running in
         a task; stopped (the batch in hand done) on exit."""
         ...
 
 
-async def replay(dsn: str, projection: Projection, wiring: ReplayWiring, name: str,
-                 progress: ProgressHook | None = None, *, discard: bool = False,
-                 notice: NoticeHook | None = None) -> ReplayResult:
+async def replay(
+    dsn: str,
+    projection: Projection,
+    wiring: ReplayWiring,
+    name: str,
+    progress: ProgressHook | None = None,
+    *,
+    discard: bool = False,
+    notice: NoticeHook | None = None,
+) -> ReplayResult:
     """Rebuild ``projection`` from the log as consumer ``name``, keep what the log no
     longer holds (unless ``discard``), and swap it in."""
     async with connection(dsn) as conn:
@@ -110,14 +120,20 @@ async def replay(dsn: str, projection: Projection, wiring: ReplayWiring, name: s
         shadow = await create_shadow(conn, projection.table)
         for companion in projection.companions:
             await create_shadow(conn, companion)
-        run = _Rebuild(projection, wiring, conn, shadow, name, began, discard,
-                       notice or _quiet)
+        run = _Rebuild(projection, wiring, conn, shadow, name, began, discard, notice or _quiet)
         try:
             kept = await run.rebuild(span, progress)
-            await swap_in(conn, table=projection.table, shadow=shadow, topic=projection.topic,
-                          live_consumer=projection.live_consumer, replay_consumer=name,
-                          companions=projection.companions, top_up=run.carry_over,
-                          live_since=began)
+            await swap_in(
+                conn,
+                table=projection.table,
+                shadow=shadow,
+                topic=projection.topic,
+                live_consumer=projection.live_consumer,
+                replay_consumer=name,
+                companions=projection.companions,
+                top_up=run.carry_over,
+                live_since=began,
+            )
         except BaseException:
             await drop_shadow(conn, shadow, name, projection.companions)
             raise
@@ -129,15 +145,21 @@ def _quiet(_: str) -> None:
     return None
 
 
-async def _wait_for(sink: PostgresSink[Any], name: str, refs: dict[PartitionRef, Span],
-                    task: asyncio.Task[None], progress: ProgressHook | None) -> None:
+async def _wait_for(
+    sink: PostgresSink[Any],
+    name: str,
+    refs: dict[PartitionRef, Span],
+    task: asyncio.Task[None],
+    progress: ProgressHook | None,
+) -> None:
     """Until every partition's stored position reaches its end (a partition whose records
     retention deleted, start = end, has nothing to wait for)."""
     total = sum(max(end - start, 0) for start, end in refs.values())
     while True:
         stored = await load_positions(sink.pool, name, refs)
-        done = sum(max(min(stored.get(ref, start), end) - start, 0)
-                   for ref, (start, end) in refs.items())
+        done = sum(
+            max(min(stored.get(ref, start), end) - start, 0) for ref, (start, end) in refs.items()
+        )
         if progress is not None:
             progress(done, total)
         if done >= total:
@@ -161,52 +183,72 @@ class _Rebuild:
     discard: bool
     notice: NoticeHook
 
-    async def rebuild(self, span: dict[PartitionRef, Span],
-                      progress: ProgressHook | None) -> ReplayResult:
+    async def rebuild(
+        self, span: dict[PartitionRef, Span], progress: ProgressHook | None
+    ) -> ReplayResult:
         """The shadow gets the log's events, then the rows only the live table holds."""
         async with self.wiring.sink(self.shadow) as sink:
             async with self.wiring.projecting(sink, self.name, list(span)) as task:
                 await _wait_for(sink, self.name, span, task, progress)
             result = await self.keep_unreplayable(
-                {ref.partition: start for ref, (start, _) in sorted(
-                    span.items(), key=lambda item: item[0].partition)})
+                {
+                    ref.partition: start
+                    for ref, (start, _) in sorted(span.items(), key=lambda item: item[0].partition)
+                }
+            )
             await sink.rebuilt()
         return result
 
     async def keep_unreplayable(self, by_partition: dict[int, int]) -> ReplayResult:
         """Say what the log no longer holds, then carry it over (or leave it out)."""
         table, keys = self.projection.table, self.projection.keys
-        lost = await find_unreplayable(self.conn, table=table, shadow=self.shadow, keys=keys,
-                                       before=self.began)
+        lost = await find_unreplayable(
+            self.conn, table=table, shadow=self.shadow, keys=keys, before=self.began
+        )
         if lost.rows:
-            self.notice(describe_unreplayable(lost, by_partition, self.projection.topic,
-                                              discard=self.discard))
+            self.notice(
+                describe_unreplayable(
+                    lost, by_partition, self.projection.topic, discard=self.discard
+                )
+            )
         await self.carry_over(self.conn)
         return ReplayResult(0, lost, self.discard and lost.rows > 0, by_partition)
 
     async def carry_over(self, conn: Connection) -> int:
         """The live rows the shadow lacks, into it (the unreplayable ones unless discarding);
         again in the swap's transaction for what the live consumer wrote meanwhile."""
-        return await carry_over(conn, table=self.projection.table, shadow=self.shadow,
-                                keys=self.projection.keys, before=self.began,
-                                discard=self.discard)
+        return await carry_over(
+            conn,
+            table=self.projection.table,
+            shadow=self.shadow,
+            keys=self.projection.keys,
+            before=self.began,
+            discard=self.discard,
+        )
 
 
-def describe_unreplayable(lost: Unreplayable, starts: dict[int, int], topic: str, *,
-                          discard: bool) -> str:
+def describe_unreplayable(
+    lost: Unreplayable, starts: dict[int, int], topic: str, *, discard: bool
+) -> str:
     """One line: how many rows, of which event times, and why the log lacks them."""
-    span = (f"event times {lost.oldest:%Y-%m-%d %H:%M} .. {lost.newest:%Y-%m-%d %H:%M} UTC"
-            if lost.oldest and lost.newest else "no event times")
+    span = (
+        f"event times {lost.oldest:%Y-%m-%d %H:%M} .. {lost.newest:%Y-%m-%d %H:%M} UTC"
+        if lost.oldest and lost.newest
+        else "no event times"
+    )
     moved = {p: s for p, s in starts.items() if s > 0}
     if moved:
         where = ", ".join(f"offset {s:,} on partition {p}" for p, s in moved.items())
-        why = (f"older than the log's start ({where} of {topic}): retention deleted "
-               "their records")
+        why = f"older than the log's start ({where} of {topic}): retention deleted their records"
     else:
-        why = (f"not in the log (it starts at offset 0 on all {len(starts)} partitions of "
-               f"{topic}: the broker no longer has them, e.g. the embedded broker restarted "
-               "empty, or the topic was recreated)")
+        why = (
+            f"not in the log (it starts at offset 0 on all {len(starts)} partitions of "
+            f"{topic}: the broker no longer has them, e.g. the embedded broker restarted "
+            "empty, or the topic was recreated)"
+        )
     if discard:
-        return (f"dropping {lost.rows:,} rows {why}; {span} (--discard-unreplayable)")
-    return (f"keeping {lost.rows:,} rows {why}, unchanged; {span}; "
-            "--discard-unreplayable would drop them")
+        return f"dropping {lost.rows:,} rows {why}; {span} (--discard-unreplayable)"
+    return (
+        f"keeping {lost.rows:,} rows {why}, unchanged; {span}; "
+        "--discard-unreplayable would drop them"
+    )

@@ -30,11 +30,19 @@ from projections.sink_base import quote_ident
 
 SCRAM_ITERATIONS: Final = 4096
 #: Functions the writer calls (migration 0011): they run as the owner.
-WRITER_FUNCTIONS: Final = ("phasestream_ensure_log_partition(TEXT, DATE)",
-                           "phasestream_drop_log_partitions(INTEGER, TEXT)")
+WRITER_FUNCTIONS: Final = (
+    "phasestream_ensure_log_partition(TEXT, DATE)",
+    "phasestream_drop_log_partitions(INTEGER, TEXT)",
+)
 LEDGER: Final = "phasestream_schema_migrations"
-_RELATION_KINDS: Final = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW",
-                          "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+_RELATION_KINDS: Final = {
+    "r": "TABLE",
+    "p": "TABLE",
+    "f": "FOREIGN TABLE",
+    "v": "VIEW",
+    "m": "MATERIALIZED VIEW",
+    "S": "SEQUENCE",
+}
 # Relations of this schema owned by someone else; sequences that belong to a column and
 # objects of extensions follow their table or extension, so they are left out.
 _FOREIGN_RELATIONS: Final = """
@@ -69,8 +77,9 @@ class Roles:
     reader: Role
 
 
-def scram_verifier(password: str, *, salt: bytes | None = None,
-                   iterations: int = SCRAM_ITERATIONS) -> str:
+def scram_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
     """What Postgres stores for a SCRAM-SHA-256 password (RFC 5802, 7677), as psql's
     \\password computes it: given to CREATE/ALTER ROLE, the password itself is never sent."""
     salt = os.urandom(16) if salt is None else salt
@@ -78,8 +87,7 @@ def scram_verifier(password: str, *, salt: bytes | None = None,
     client_key = hmac.digest(salted, b"Client Key", "sha256")
     server_key = hmac.digest(salted, b"Server Key", "sha256")
     stored_key = hashlib.sha256(client_key).digest()
-    return (f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:"
-            f"{_b64(server_key)}")
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
 
 
 def _b64(raw: bytes) -> str:
@@ -95,8 +103,10 @@ async def apply_roles(conn: Connection, roles: Roles) -> list[str]:
         done.append(await _hand_over(conn, roles.owner.name))
         await _grant_database_and_schema(conn, roles)
         await _grant_objects(conn, roles)
-        done.append(f"{roles.writer.name}: SELECT, INSERT, UPDATE, DELETE on every table; "
-                    f"{roles.reader.name}: SELECT on every table and view, now and later")
+        done.append(
+            f"{roles.writer.name}: SELECT, INSERT, UPDATE, DELETE on every table; "
+            f"{roles.reader.name}: SELECT on every table and view, now and later"
+        )
     return done
 
 
@@ -115,8 +125,9 @@ async def _hand_over(conn: Connection, owner: str) -> str:
     """Make ``owner`` the owner of every relation and routine of the schema."""
     relations = await conn.fetch(_FOREIGN_RELATIONS, owner, list(_RELATION_KINDS))
     for row in relations:
-        await conn.execute(f"ALTER {_RELATION_KINDS[row['kind']]} {row['name']} "
-                           f"OWNER TO {quote_ident(owner)}")
+        await conn.execute(
+            f"ALTER {_RELATION_KINDS[row['kind']]} {row['name']} OWNER TO {quote_ident(owner)}"
+        )
     routines = await conn.fetch(_FOREIGN_ROUTINES, owner)
     for row in routines:
         await conn.execute(f"ALTER ROUTINE {row['name']} OWNER TO {quote_ident(owner)}")
@@ -124,8 +135,7 @@ async def _hand_over(conn: Connection, owner: str) -> str:
 
 
 async def _grant_database_and_schema(conn: Connection, roles: Roles) -> None:
-    owner, writer, reader = (quote_ident(r.name) for r in (roles.owner, roles.writer,
-                                                           roles.reader))
+    owner, writer, reader = (quote_ident(r.name) for r in (roles.owner, roles.writer, roles.reader))
     database = quote_ident(await conn.fetchval("SELECT current_database()"))
     schema = quote_ident(await conn.fetchval("SELECT current_schema()"))
     for statement in (
@@ -143,8 +153,7 @@ async def _grant_database_and_schema(conn: Connection, roles: Roles) -> None:
 
 
 async def _grant_objects(conn: Connection, roles: Roles) -> None:
-    owner, writer, reader = (quote_ident(r.name) for r in (roles.owner, roles.writer,
-                                                           roles.reader))
+    owner, writer, reader = (quote_ident(r.name) for r in (roles.owner, roles.writer, roles.reader))
     schema = quote_ident(await conn.fetchval("SELECT current_schema()"))
     defaults = f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
     statements = [

@@ -32,11 +32,16 @@ Clock = Callable[[], datetime]
 class RollbackCommander(PostgresSink[PhaseEvent]):
     """PositionedSink of the rollback commander (consumer group phasestream-rollback)."""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], policy: RollbackPolicy | None = None,
-                 *, commands_topic: str = "workflow.rollback-commands",
-                 events_topic: str = "workflow.phase-events",
-                 clock: Clock = lambda: datetime.now(UTC),
-                 jitter: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[asyncpg.Record],
+        policy: RollbackPolicy | None = None,
+        *,
+        commands_topic: str = "workflow.rollback-commands",
+        events_topic: str = "workflow.phase-events",
+        clock: Clock = lambda: datetime.now(UTC),
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         super().__init__(pool)
         self.policy = policy or RollbackPolicy()
         self.commands_topic, self.events_topic = commands_topic, events_topic
@@ -46,9 +51,14 @@ class RollbackCommander(PostgresSink[PhaseEvent]):
         failed = [e for e in batch.events if e.status is PhaseStatus.FAILED]
         if not failed:
             return
-        decided = {as_uuid(r["failed_event_id"]) for r in await conn.fetch(
-            "SELECT DISTINCT failed_event_id FROM rollback_commands "
-            "WHERE failed_event_id = ANY($1::uuid[])", [e.event_id for e in failed])}
+        decided = {
+            as_uuid(r["failed_event_id"])
+            for r in await conn.fetch(
+                "SELECT DISTINCT failed_event_id FROM rollback_commands "
+                "WHERE failed_event_id = ANY($1::uuid[])",
+                [e.event_id for e in failed],
+            )
+        }
         fresh = [e for e in failed if e.event_id not in decided]
         if fresh:
             await self._decide(conn, fresh)
@@ -66,12 +76,15 @@ class RollbackCommander(PostgresSink[PhaseEvent]):
         await _save_histories(conn, histories)
 
     def _outbox_items(self, decision: Decision) -> list[OutboxItem]:
-        items = [OutboxItem(c.command_id, c.key, encode_command(c), self.commands_topic)
-                 for c in decision.immediate]
+        items = [
+            OutboxItem(c.command_id, c.key, encode_command(c), self.commands_topic)
+            for c in decision.immediate
+        ]
         if decision.rolled_back is not None:
             event = decision.rolled_back
-            items.append(OutboxItem(event.event_id, event.key, encode_event(event),
-                                    self.events_topic))
+            items.append(
+                OutboxItem(event.event_id, event.key, encode_event(event), self.events_topic)
+            )
         return items
 
     async def release_due_retries(self, limit: int = 1000) -> list[RollbackCommand]:
@@ -82,20 +95,30 @@ class RollbackCommander(PostgresSink[PhaseEvent]):
         async with in_transaction(self.pool) as conn:
             rows = await conn.fetch(
                 "SELECT * FROM rollback_commands WHERE issued_at IS NULL AND due_at <= now() "
-                "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+                "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
             commands = [_command(row) for row in rows]
-            await put(conn, [OutboxItem(c.command_id, c.key, encode_command(c),
-                                        self.commands_topic) for c in commands])
-            await conn.execute("UPDATE rollback_commands SET issued_at = now() "
-                               "WHERE command_id = ANY($1::uuid[])",
-                               [c.command_id for c in commands])
+            await put(
+                conn,
+                [
+                    OutboxItem(c.command_id, c.key, encode_command(c), self.commands_topic)
+                    for c in commands
+                ],
+            )
+            await conn.execute(
+                "UPDATE rollback_commands SET issued_at = now() WHERE command_id = ANY($1::uuid[])",
+                [c.command_id for c in commands],
+            )
             return commands
 
 
 async def _load_histories(conn: Connection, workflows: set[str]) -> dict[str, WorkflowHistory]:
     rows = await conn.fetch(
         "SELECT workflow_id, rollbacks, retries FROM rollback_workflow_state "
-        "WHERE workflow_id = ANY($1::text[]) FOR UPDATE", list(workflows))
+        "WHERE workflow_id = ANY($1::text[]) FOR UPDATE",
+        list(workflows),
+    )
     return {r["workflow_id"]: WorkflowHistory(r["rollbacks"], r["retries"]) for r in rows}
 
 
@@ -104,24 +127,48 @@ async def _save_histories(conn: Connection, histories: dict[str, WorkflowHistory
         "INSERT INTO rollback_workflow_state (workflow_id, rollbacks, retries) "
         "VALUES ($1, $2, $3) ON CONFLICT (workflow_id) DO UPDATE SET rollbacks = "
         "EXCLUDED.rollbacks, retries = EXCLUDED.retries, updated_at = now()",
-        [(wf, h.rollbacks, h.retries) for wf, h in histories.items()])
+        [(wf, h.rollbacks, h.retries) for wf, h in histories.items()],
+    )
 
 
 async def _record(conn: Connection, decisions: Sequence[Decision], now: datetime) -> None:
-    rows = [(c.command_id, c.kind.value, c.workflow_id, c.user_id, c.failed_event_id,
-             c.failed_phase, c.rollback_to_phase, c.attempt, c.reason, c.issued_at,
-             d.retry_due_at if c.kind is CommandKind.RETRY else None,
-             None if c.kind is CommandKind.RETRY else now)
-            for d in decisions for c in d.commands]
+    rows = [
+        (
+            c.command_id,
+            c.kind.value,
+            c.workflow_id,
+            c.user_id,
+            c.failed_event_id,
+            c.failed_phase,
+            c.rollback_to_phase,
+            c.attempt,
+            c.reason,
+            c.issued_at,
+            d.retry_due_at if c.kind is CommandKind.RETRY else None,
+            None if c.kind is CommandKind.RETRY else now,
+        )
+        for d in decisions
+        for c in d.commands
+    ]
     await conn.executemany(
         "INSERT INTO rollback_commands (command_id, kind, workflow_id, user_id, "
         "failed_event_id, failed_phase, rollback_to_phase, attempt, reason, decided_at, "
         "due_at, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-        "ON CONFLICT (command_id) DO NOTHING", rows)
+        "ON CONFLICT (command_id) DO NOTHING",
+        rows,
+    )
 
 
 def _command(row: Any) -> RollbackCommand:
     return RollbackCommand(
-        as_uuid(row["command_id"]), CommandKind(row["kind"]), row["workflow_id"],
-        as_uuid(row["user_id"]), as_uuid(row["failed_event_id"]), row["failed_phase"],
-        row["rollback_to_phase"], row["reason"], datetime.now(UTC), row["attempt"])
+        as_uuid(row["command_id"]),
+        CommandKind(row["kind"]),
+        row["workflow_id"],
+        as_uuid(row["user_id"]),
+        as_uuid(row["failed_event_id"]),
+        row["failed_phase"],
+        row["rollback_to_phase"],
+        row["reason"],
+        datetime.now(UTC),
+        row["attempt"],
+    )

@@ -37,14 +37,25 @@ async def create_shadow(conn: Connection, table: str) -> str:
         await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(shadow)}")
         key = await conn.fetchval("SELECT pg_get_partkeydef(to_regclass($1))", quote_ident(table))
         partitioned = f" PARTITION BY {key}" if key else ""
-        await conn.execute(f"CREATE TABLE {quote_ident(shadow)} "
-                           f"(LIKE {quote_ident(table)} INCLUDING ALL){partitioned}")
+        await conn.execute(
+            f"CREATE TABLE {quote_ident(shadow)} "
+            f"(LIKE {quote_ident(table)} INCLUDING ALL){partitioned}"
+        )
     return shadow
 
 
-async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live_consumer: str,
-                  replay_consumer: str, companions: Sequence[str] = (),
-                  top_up: TopUp | None = None, live_since: datetime | None = None) -> None:
+async def swap_in(
+    conn: Connection,
+    *,
+    table: str,
+    shadow: str,
+    topic: str,
+    live_consumer: str,
+    replay_consumer: str,
+    companions: Sequence[str] = (),
+    top_up: TopUp | None = None,
+    live_since: datetime | None = None,
+) -> None:
     """Put the shadow in the live table's place and the replay's positions in the live
     consumer's, in one transaction.
 
@@ -65,8 +76,9 @@ async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live
         if top_up is not None:
             await top_up(conn)
         for companion in companions:
-            await conn.execute("SELECT phasestream_swap_table($1, $2)", companion,
-                               shadow_name(companion))
+            await conn.execute(
+                "SELECT phasestream_swap_table($1, $2)", companion, shadow_name(companion)
+            )
         await conn.execute("SELECT phasestream_swap_table($1, $2)", table, shadow)
         await conn.execute(
             "DELETE FROM phasestream_consumer_positions AS p WHERE consumer = $1 "
@@ -74,18 +86,26 @@ async def swap_in(conn: Connection, *, table: str, shadow: str, topic: str, live
             "p.next_offset > coalesce((SELECT r.next_offset FROM "
             "phasestream_consumer_positions AS r WHERE r.consumer = $3 AND r.topic = p.topic "
             "AND r.partition = p.partition), 0), false)",
-            live_consumer, topic, replay_consumer, live_since)
+            live_consumer,
+            topic,
+            replay_consumer,
+            live_since,
+        )
         await conn.execute(
             "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
             "next_offset, highwater, last_event_at) SELECT $1, topic, partition, next_offset, "
             "highwater, last_event_at FROM phasestream_consumer_positions "
             "WHERE consumer = $2 AND topic = $3 ON CONFLICT DO NOTHING",
-            live_consumer, replay_consumer, topic)
+            live_consumer,
+            replay_consumer,
+            topic,
+        )
         await forget_replay(conn, replay_consumer)
 
 
-async def drop_shadow(conn: Connection, shadow: str, replay_consumer: str,
-                      companions: Sequence[str] = ()) -> None:
+async def drop_shadow(
+    conn: Connection, shadow: str, replay_consumer: str, companions: Sequence[str] = ()
+) -> None:
     """Undo an unfinished replay: the live table and its consumer were never touched."""
     async with conn.transaction():
         for name in (shadow, *map(shadow_name, companions)):
@@ -94,5 +114,6 @@ async def drop_shadow(conn: Connection, shadow: str, replay_consumer: str,
 
 
 async def forget_replay(conn: Connection, replay_consumer: str) -> None:
-    await conn.execute("DELETE FROM phasestream_consumer_positions WHERE consumer = $1",
-                       replay_consumer)
+    await conn.execute(
+        "DELETE FROM phasestream_consumer_positions WHERE consumer = $1", replay_consumer
+    )

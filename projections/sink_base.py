@@ -52,8 +52,9 @@ class PostgresSink(Generic[T]):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def positions(self, consumer: str,
-                        partitions: Iterable[PartitionRef]) -> dict[PartitionRef, int]:
+    async def positions(
+        self, consumer: str, partitions: Iterable[PartitionRef]
+    ) -> dict[PartitionRef, int]:
         return await translate_errors(lambda: load_positions(self.pool, consumer, partitions))
 
     async def apply(self, consumer: str, batch: Batch[T]) -> None:

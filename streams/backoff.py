@@ -30,8 +30,12 @@ class Backoff:
         return random.uniform(cap / 2, cap)
 
 
-async def retry_unavailable(operation: Callable[[], Awaitable[T]], backoff: Backoff,
-                            what: str, stop: asyncio.Event | None = None) -> T:
+async def retry_unavailable(
+    operation: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    what: str,
+    stop: asyncio.Event | None = None,
+) -> T:
     """Run ``operation`` until it stops raising SinkUnavailableError (or ``stop`` is set)."""
     attempt = 0
     while True:
@@ -42,8 +46,7 @@ async def retry_unavailable(operation: Callable[[], Awaitable[T]], backoff: Back
             if stop is not None and stop.is_set():
                 raise
             pause = backoff.delay(attempt)
-            log.warning("%s failed (attempt %d: %s); retrying in %.1f s", what, attempt, exc,
-                        pause)
+            log.warning("%s failed (attempt %d: %s); retrying in %.1f s", what, attempt, exc, pause)
             await _pause(pause, stop)
 
 

@@ -53,8 +53,10 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         self._assigned(assigned)
 
 
-def lag(consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int | None],
-        ) -> dict[PartitionRef, int]:
+def lag(
+    consumer: AIOKafkaConsumer,
+    positions: Mapping[TopicPartition, int | None],
+) -> dict[PartitionRef, int]:
     """Records behind each partition's fetch highwater (right on the local broker, where
     end_offsets() is not). A session that expired (e.g. a paused process) leaves the
     consumer without its partitions before the revoke callback forgets them: only the
@@ -70,8 +72,9 @@ def lag(consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int | Non
     return behind
 
 
-async def send_dead_letters(dlq: DeadLetters, stats: ProjectorStats,
-                      letters: Sequence[DeadLetter]) -> None:
+async def send_dead_letters(
+    dlq: DeadLetters, stats: ProjectorStats, letters: Sequence[DeadLetter]
+) -> None:
     """Send ``letters`` (awaited: the broker has them all) and count them."""
     if letters:
         await dlq.send_all(letters)

@@ -47,13 +47,21 @@ class DeadLetter:
     cut: tuple[int, str] | None = None
 
     def dlq_headers(self, consumer: str) -> list[tuple[str, bytes]]:
-        ours = {"reason": f"{self.field}: {self.reason}", "field": self.field,
-                "source.topic": self.topic, "source.partition": str(self.partition),
-                "source.offset": str(self.offset), "source.timestamp": str(self.timestamp_ms),
-                "consumer": consumer}
+        ours = {
+            "reason": f"{self.field}: {self.reason}",
+            "field": self.field,
+            "source.topic": self.topic,
+            "source.partition": str(self.partition),
+            "source.offset": str(self.offset),
+            "source.timestamp": str(self.timestamp_ms),
+            "consumer": consumer,
+        }
         if self.cut is not None:
-            ours |= {"value.truncated": "true", "value.size": str(self.cut[0]),
-                     "value.sha256": self.cut[1]}
+            ours |= {
+                "value.truncated": "true",
+                "value.size": str(self.cut[0]),
+                "value.sha256": self.cut[1],
+            }
         originals = [(k, v) for k, v in self.headers if not k.startswith(HEADER_PREFIX)]
         return originals + [(HEADER_PREFIX + k, v.encode()) for k, v in ours.items()]
 
@@ -90,16 +98,28 @@ class NoDeadLetters:
 class DeadLetterWriter:
     """Sends dead letters and waits until the broker has them all."""
 
-    def __init__(self, cluster: KafkaCluster, topic: str, consumer: str, *,
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-                 idempotent: bool = False) -> None:
+    def __init__(
+        self,
+        cluster: KafkaCluster,
+        topic: str,
+        consumer: str,
+        *,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        idempotent: bool = False,
+    ) -> None:
         self.topic = topic
         self._consumer = consumer
         self._max_value_bytes = max_value_bytes
         # The producer refuses what the topic would (by default): that is the cue to cut.
-        self._producer = AIOKafkaProducer(**producer_config(
-            cluster, client_id=f"{consumer}-dlq", linger_ms=5,
-            max_request_bytes=max_value_bytes + HEADERS_ROOM, idempotent=idempotent))
+        self._producer = AIOKafkaProducer(
+            **producer_config(
+                cluster,
+                client_id=f"{consumer}-dlq",
+                linger_ms=5,
+                max_request_bytes=max_value_bytes + HEADERS_ROOM,
+                idempotent=idempotent,
+            )
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -108,8 +128,9 @@ class DeadLetterWriter:
         await self._producer.stop()
 
     async def send_all(self, letters: Sequence[DeadLetter]) -> None:
-        sent = [(letter, await self._send(letter.within(self._max_value_bytes)))
-                for letter in letters]
+        sent = [
+            (letter, await self._send(letter.within(self._max_value_bytes))) for letter in letters
+        ]
         for letter, future in sent:
             if future is None:
                 continue
@@ -122,16 +143,24 @@ class DeadLetterWriter:
         """The delivery future; None if the producer refused it by size (sent bare)."""
         try:
             future: asyncio.Future[Any] = await self._producer.send(
-                self.topic, letter.value, key=letter.key,
-                headers=letter.dlq_headers(self._consumer))
+                self.topic, letter.value, key=letter.key, headers=letter.dlq_headers(self._consumer)
+            )
         except MessageSizeTooLargeError:
             await self._send_bare(letter)
             return None
         return future
 
     async def _send_bare(self, letter: DeadLetter) -> None:
-        log.warning("dead letter from %s[%d]@%d too large for %s: sent without its value",
-                    letter.topic, letter.partition, letter.offset, self.topic)
+        log.warning(
+            "dead letter from %s[%d]@%d too large for %s: sent without its value",
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            self.topic,
+        )
         bare = letter.bare()
-        await (await self._producer.send(self.topic, None, key=letter.key,
-                                         headers=bare.dlq_headers(self._consumer)))
+        await (
+            await self._producer.send(
+                self.topic, None, key=letter.key, headers=bare.dlq_headers(self._consumer)
+            )
+        )

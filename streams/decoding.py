@@ -35,9 +35,17 @@ class Decoded(Generic[T]):
 
 
 def dead_letter(record: Any, error: InvalidEventError) -> DeadLetter:
-    return DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
-                      record.key, record.value, list(record.headers or ()), error.field,
-                      error.reason)
+    return DeadLetter(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        list(record.headers or ()),
+        error.field,
+        error.reason,
+    )
 
 
 def decode_one(record: Any, decoded: Decoded[T], decoder: Decoder[T]) -> None:
@@ -52,15 +60,16 @@ def decode_one(record: Any, decoded: Decoded[T], decoder: Decoder[T]) -> None:
 def without(decoded: Decoded[T], indexes: set[int]) -> Decoded[T]:
     """The same records with the events at ``indexes`` set aside (their letters sent)."""
     kept = [i for i in range(len(decoded.events)) if i not in indexes]
-    return Decoded(decoded.records, [decoded.events[i] for i in kept], [],
-                   [decoded.origins[i] for i in kept])
+    return Decoded(
+        decoded.records, [decoded.events[i] for i in kept], [], [decoded.origins[i] for i in kept]
+    )
 
 
 async def decode_records(records: Sequence[Any], decoder: Decoder[T]) -> Decoded[T]:
     """Decode a partition's records, yielding to the event loop every SLICE records."""
     decoded: Decoded[T] = Decoded(records)
     for start in range(0, len(records), SLICE):
-        for record in records[start:start + SLICE]:
+        for record in records[start : start + SLICE]:
             decode_one(record, decoded, decoder)
         await asyncio.sleep(0)
     return decoded

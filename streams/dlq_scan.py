@@ -18,15 +18,17 @@ from streams.topic_scan import highwaters, log_starts, newest_starts, read_range
 CLIENT_ID = "phasestream-dlq"
 
 
-async def read_letters(cluster: KafkaCluster, topic: str, *,
-                       client_id: str = CLIENT_ID) -> AsyncIterator[StoredLetter]:
+async def read_letters(
+    cluster: KafkaCluster, topic: str, *, client_id: str = CLIENT_ID
+) -> AsyncIterator[StoredLetter]:
     """Every letter of ``topic``, from its start to the end it had when reading began."""
     async for record in read_to_end(cluster, topic, client_id=client_id):
         yield _letter(record)
 
 
-async def summarise_letters(cluster: KafkaCluster, topic: str, *, most: int | None = None,
-                            client_id: str = CLIENT_ID) -> DlqSummary:
+async def summarise_letters(
+    cluster: KafkaCluster, topic: str, *, most: int | None = None, client_id: str = CLIENT_ID
+) -> DlqSummary:
     """The summary of the letters of ``topic``; with ``most``, of at most that many, the
     newest of each partition (``truncated`` says whether that left some out)."""
     ends = await highwaters(cluster, topic, client_id=client_id)
@@ -42,5 +44,11 @@ async def summarise_letters(cluster: KafkaCluster, topic: str, *, most: int | No
 
 
 def _letter(record: ConsumerRecord) -> StoredLetter:
-    return stored_letter(record.partition, record.offset, record.timestamp, key=record.key,
-                         value=record.value, headers=record.headers)
+    return stored_letter(
+        record.partition,
+        record.offset,
+        record.timestamp,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+    )

@@ -45,9 +45,11 @@ class KafkaSecurity:
         if self.ssl_context is not None:
             kwargs["ssl_context"] = self.ssl_context
         if self.sasl is not None:
-            kwargs.update(sasl_mechanism=self.sasl.mechanism,
-                          sasl_plain_username=self.sasl.username,
-                          sasl_plain_password=self.sasl.password)
+            kwargs.update(
+                sasl_mechanism=self.sasl.mechanism,
+                sasl_plain_username=self.sasl.username,
+                sasl_plain_password=self.sasl.password,
+            )
         return kwargs
 
 
@@ -59,8 +61,11 @@ class KafkaCluster:
     security: KafkaSecurity = KafkaSecurity()
 
     def client_kwargs(self, client_id: str) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap_servers, "client_id": client_id,
-                **self.security.client_kwargs()}
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": client_id,
+            **self.security.client_kwargs(),
+        }
 
 
 def as_cluster(servers: str | KafkaCluster) -> KafkaCluster:
@@ -69,24 +74,45 @@ def as_cluster(servers: str | KafkaCluster) -> KafkaCluster:
     return servers if isinstance(servers, KafkaCluster) else KafkaCluster(servers)
 
 
-def producer_config(cluster: KafkaCluster, *, client_id: str, linger_ms: int,
-                    max_request_bytes: int = 2 * 1_048_576,
-                    idempotent: bool = False) -> dict[str, Any]:
+def producer_config(
+    cluster: KafkaCluster,
+    *,
+    client_id: str,
+    linger_ms: int,
+    max_request_bytes: int = 2 * 1_048_576,
+    idempotent: bool = False,
+) -> dict[str, Any]:
     # acks=all for durability. Idempotence (Apache Kafka only: the local broker has no
     # InitProducerId) keeps a send that is retried across a leader failover from writing
     # its records twice.
-    return {**cluster.client_kwargs(client_id), "acks": "all",
-            "enable_idempotence": idempotent, "linger_ms": linger_ms,
-            "max_request_size": max_request_bytes}
+    return {
+        **cluster.client_kwargs(client_id),
+        "acks": "all",
+        "enable_idempotence": idempotent,
+        "linger_ms": linger_ms,
+        "max_request_size": max_request_bytes,
+    }
 
 
-def consumer_config(cluster: KafkaCluster, *, group_id: str, session_timeout_ms: int,
-                    max_wait_ms: int, max_records: int) -> dict[str, Any]:
+def consumer_config(
+    cluster: KafkaCluster,
+    *,
+    group_id: str,
+    session_timeout_ms: int,
+    max_wait_ms: int,
+    max_records: int,
+) -> dict[str, Any]:
     # Positions live in the sink; Kafka commits only serve lag monitoring, so never auto.
-    return {**cluster.client_kwargs(group_id), "group_id": group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest", "session_timeout_ms": session_timeout_ms,
-            "heartbeat_interval_ms": max(100, session_timeout_ms // 4),
-            "rebalance_timeout_ms": max(session_timeout_ms, 10_000),
-            "fetch_max_wait_ms": max_wait_ms, "max_poll_records": max_records,
-            "max_partition_fetch_bytes": 4 * 1_048_576, "isolation_level": "read_uncommitted"}
+    return {
+        **cluster.client_kwargs(group_id),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": max(100, session_timeout_ms // 4),
+        "rebalance_timeout_ms": max(session_timeout_ms, 10_000),
+        "fetch_max_wait_ms": max_wait_ms,
+        "max_poll_records": max_records,
+        "max_partition_fetch_bytes": 4 * 1_048_576,
+        "isolation_level": "read_uncommitted",
+    }

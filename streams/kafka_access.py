@@ -89,13 +89,19 @@ async def check_access(cluster: KafkaCluster, *, timeout_ms: int = CHECK_TIMEOUT
 async def _ask_metadata(cluster: KafkaCluster, host: str, port: int, timeout_ms: int) -> None:
     address = f"{host}:{port}"
     try:
-        conn = await create_conn(host, port, client_id="phasestream-check",
-                                 request_timeout_ms=timeout_ms,
-                                 **cluster.security.client_kwargs())
+        conn = await create_conn(
+            host,
+            port,
+            client_id="phasestream-check",
+            request_timeout_ms=timeout_ms,
+            **cluster.security.client_kwargs(),
+        )
     except ssl.SSLCertVerificationError as exc:
-        raise CertificateRefusedError(address, str(exc.verify_message),
-                                      name_mismatch=exc.verify_code in NAME_MISMATCH_CODES,
-                                      ) from exc
+        raise CertificateRefusedError(
+            address,
+            str(exc.verify_message),
+            name_mismatch=exc.verify_code in NAME_MISMATCH_CODES,
+        ) from exc
     except ssl.SSLError as exc:
         raise TlsFailedError(address, exc.reason or str(exc)) from exc
     except ConnectionResetError as exc:  # it took the connection, then dropped it

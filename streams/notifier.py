@@ -45,11 +45,19 @@ def violation_notification(key: bytes | None, value: bytes | None) -> Notificati
 
 
 class NotificationConsumer:
-    def __init__(self, consumer: AIOKafkaConsumer, *, dead_letters: DeadLetters,
-                 decoders: Mapping[str, Decoder[Notification]], handler: Handler,
-                 stats: ProjectorStats, max_records: int, max_wait_ms: int,
-                 on_invalid: Callable[[str, int], None] | None = None,
-                 on_assigned: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        *,
+        dead_letters: DeadLetters,
+        decoders: Mapping[str, Decoder[Notification]],
+        handler: Handler,
+        stats: ProjectorStats,
+        max_records: int,
+        max_wait_ms: int,
+        on_invalid: Callable[[str, int], None] | None = None,
+        on_assigned: Callable[[int], None] | None = None,
+    ) -> None:
         self._consumer = consumer
         self._dlq = dead_letters
         self._decoders = decoders
@@ -63,8 +71,9 @@ class NotificationConsumer:
         self._next: dict[TopicPartition, int] = {}
 
     def subscribe(self) -> None:
-        self._consumer.subscribe(list(self._decoders),
-                                 listener=Rebalance(assigned=self.assigned, revoked=self.revoked))
+        self._consumer.subscribe(
+            list(self._decoders), listener=Rebalance(assigned=self.assigned, revoked=self.revoked)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -73,10 +82,14 @@ class NotificationConsumer:
     async def step(self) -> None:
         if self._pending:
             await self._pin_starts()
-        fetched = await self._consumer.getmany(timeout_ms=self._max_wait_ms,
-                                               max_records=self._max_records)
-        batch = {tp: await decode_records(records, self._decoders[tp.topic])
-                 for tp, records in fetched.items() if records}
+        fetched = await self._consumer.getmany(
+            timeout_ms=self._max_wait_ms, max_records=self._max_records
+        )
+        batch = {
+            tp: await decode_records(records, self._decoders[tp.topic])
+            for tp, records in fetched.items()
+            if records
+        }
         if batch:
             await self._handle(batch)
         self.stats.observe_lag(self._lag())
@@ -105,22 +118,26 @@ class NotificationConsumer:
             except IllegalStateError:  # revoked meanwhile: its new owner pins it
                 continue
         await self._commit(starts)
-        log.info("%s: %d partitions assigned, reading from %s", self.stats.name, len(starts),
-                 {f"{tp.topic}[{tp.partition}]": offset for tp, offset in starts.items()})
+        log.info(
+            "%s: %d partitions assigned, reading from %s",
+            self.stats.name,
+            len(starts),
+            {f"{tp.topic}[{tp.partition}]": offset for tp, offset in starts.items()},
+        )
         if self._on_assigned is not None:
             self._on_assigned(len(self._consumer.assignment()))
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        owned = {tp: offset for tp, offset in offsets.items()
-                 if tp in self._consumer.assignment()}
+        owned = {tp: offset for tp, offset in offsets.items() if tp in self._consumer.assignment()}
         self._next.update(owned)
         if not owned:
             return
         try:
             await self._consumer.commit(owned)
         except KafkaError as exc:  # a rebalance took them: the new owner reads them again
-            log.warning("%s: commit failed (%s); those records may be delivered again",
-                        self.stats.name, exc)
+            log.warning(
+                "%s: commit failed (%s); those records may be delivered again", self.stats.name, exc
+            )
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         self._pending.update(partitions)
@@ -136,6 +153,8 @@ class NotificationConsumer:
         return lag(self._consumer, self._next)
 
 
-def notifier_decoders(commands_topic: str, violations_topic: str,
-                      ) -> dict[str, Decoder[Notification]]:
+def notifier_decoders(
+    commands_topic: str,
+    violations_topic: str,
+) -> dict[str, Decoder[Notification]]:
     return {commands_topic: command_notification, violations_topic: violation_notification}

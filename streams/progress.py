@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class PipelineObserver(Protocol):
     """Where a consumer reports its progress (e.g. Prometheus); called after each step."""
 
-    def applied(self, consumer: str, events: int, seconds: float,
-                last_event_time: datetime | None) -> None: ...
+    def applied(
+        self, consumer: str, events: int, seconds: float, last_event_time: datetime | None
+    ) -> None: ...
 
     def dead_lettered(self, consumer: str, count: int) -> None: ...
 
@@ -39,8 +40,7 @@ class ProjectorStats:
     last_event_time: datetime | None = None
     lag: dict[PartitionRef, int] = field(default_factory=dict)
 
-    def applied(self, events: int, last_event_time: datetime | None,
-                seconds: float = 0.0) -> None:
+    def applied(self, events: int, last_event_time: datetime | None, seconds: float = 0.0) -> None:
         self.events_applied += events
         self.batches += 1
         if last_event_time is not None:
@@ -79,8 +79,13 @@ async def log_progress(stats: ProjectorStats, interval_s: float) -> None:
         state = (stats.events_applied, stats.dead_letters, stats.total_lag)
         if state != logged:
             rate = (stats.events_applied - before) / (now - since)
-            log.info("%s: %d events applied (%.0f/s), %d dead-lettered, lag %d, last event %s",
-                     stats.name, stats.events_applied, rate, stats.dead_letters,
-                     stats.total_lag, stats.last_event_time.isoformat()
-                     if stats.last_event_time else "none")
+            log.info(
+                "%s: %d events applied (%.0f/s), %d dead-lettered, lag %d, last event %s",
+                stats.name,
+                stats.events_applied,
+                rate,
+                stats.dead_letters,
+                stats.total_lag,
+                stats.last_event_time.isoformat() if stats.last_event_time else "none",
+            )
             logged, before, since = state, stats.events_applied, now

@@ -71,9 +71,16 @@ async def _settle(writing: asyncio.Task[bool] | None) -> bool:
 class Projector(Generic[T]):
     """Feeds one topic into a PositionedSink with exactly-once effect."""
 
-    def __init__(self, *, consumer: AIOKafkaConsumer, sink: PositionedSink[T],
-                 dead_letters: DeadLetters, config: ProjectorConfig[T], backoff: Backoff,
-                 stats: ProjectorStats) -> None:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        sink: PositionedSink[T],
+        dead_letters: DeadLetters,
+        config: ProjectorConfig[T],
+        backoff: Backoff,
+        stats: ProjectorStats,
+    ) -> None:
         self._consumer = consumer
         self._sink = sink
         self._dlq = dead_letters
@@ -97,8 +104,9 @@ class Projector(Generic[T]):
         self._stop.set()
 
     def subscribe(self) -> None:
-        self._consumer.subscribe([self._config.topic],
-                                 listener=Rebalance(assigned=self.assigned, revoked=self.forget))
+        self._consumer.subscribe(
+            [self._config.topic], listener=Rebalance(assigned=self.assigned, revoked=self.forget)
+        )
 
     async def run(self) -> None:
         """Fetch and decode a batch while the previous one is written: one write at a time."""
@@ -109,11 +117,15 @@ class Projector(Generic[T]):
                     await _settle(writing)
                     writing = None
                     await self.seek_to_stored(self._pending)
-                fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
-                                                       max_records=self._config.max_records)
+                fetched = await self._consumer.getmany(
+                    timeout_ms=self._config.max_wait_ms, max_records=self._config.max_records
+                )
                 await self._check_continuity(fetched)
-                batch = {tp: await decode_records(recs, self._config.decoder)
-                         for tp, recs in fetched.items() if recs and tp in self._expected}
+                batch = {
+                    tp: await decode_records(recs, self._config.decoder)
+                    for tp, recs in fetched.items()
+                    if recs and tp in self._expected
+                }
                 written = await _settle(writing)
                 writing = None
                 if not written:  # it failed: re-read from the stored positions, this batch too
@@ -138,12 +150,16 @@ class Projector(Generic[T]):
         try:
             decoded = await self._apply_refusing(batch)
         except RejectedRecordError as exc:
-            log.warning("%s: the sink refused a batch (%s); applying it one record at a time",
-                        self._config.name, exc)
+            log.warning(
+                "%s: the sink refused a batch (%s); applying it one record at a time",
+                self._config.name,
+                exc,
+            )
             await self._apply_one_by_one(batch)
             self._note_newest(batch)
-            await self._commit({_ref(tp): PositionMove(None, d.next_offset)
-                                for tp, d in batch.items()})
+            await self._commit(
+                {_ref(tp): PositionMove(None, d.next_offset) for tp, d in batch.items()}
+            )
             return True
         except StalePositionError as exc:
             log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
@@ -152,8 +168,10 @@ class Projector(Generic[T]):
         except SinkUnavailableError:
             if not self._stop.is_set():
                 raise
-            log.info("%s: stopping; the batch in hand was not written and will be read again",
-                     self._config.name)
+            log.info(
+                "%s: stopping; the batch in hand was not written and will be read again",
+                self._config.name,
+            )
             return False
         self._advance(decoded.moves)
         self._note_newest(batch)
@@ -165,27 +183,35 @@ class Projector(Generic[T]):
         """Apply the batch; events the sink refuses as conflicting are dead-lettered first
         and the rest applied again (so their positions never move before their letters)."""
         while True:
-            decoded = Batch({_ref(tp): d.events for tp, d in batch.items()},
-                            {_ref(tp): self._move(tp, d.next_offset, d.events)
-                             for tp, d in batch.items()})
+            decoded = Batch(
+                {_ref(tp): d.events for tp, d in batch.items()},
+                {_ref(tp): self._move(tp, d.next_offset, d.events) for tp, d in batch.items()},
+            )
             try:
                 await self._apply(decoded)
                 return decoded
             except ConflictingEventsError as exc:
                 batch = await self._set_aside(batch, exc)
 
-    async def _set_aside(self, batch: dict[TopicPartition, Decoded[T]],
-                         refusal: ConflictingEventsError) -> dict[TopicPartition, Decoded[T]]:
+    async def _set_aside(
+        self, batch: dict[TopicPartition, Decoded[T]], refusal: ConflictingEventsError
+    ) -> dict[TopicPartition, Decoded[T]]:
         letters, kept = [], {}
         for tp, decoded in batch.items():
             indexes = {i for ref, i in refusal.refused if ref == _ref(tp)}
-            letters += [dead_letter(decoded.origins[i], InvalidEventError(
-                "event_id", refusal.reason)) for i in sorted(indexes)]
+            letters += [
+                dead_letter(decoded.origins[i], InvalidEventError("event_id", refusal.reason))
+                for i in sorted(indexes)
+            ]
             kept[tp] = without(decoded, indexes)
         if not letters:  # nothing we can set aside: a sink bug, not a data error
             raise RejectedRecordError(f"the sink refused unknown events: {refusal}")
-        log.warning("%s: %d events dead-lettered: event_id %s", self._config.name,
-                    len(letters), refusal.reason)
+        log.warning(
+            "%s: %d events dead-lettered: event_id %s",
+            self._config.name,
+            len(letters),
+            refusal.reason,
+        )
         await self._dlq.send_all(letters)
         self.stats.dead_lettered(len(letters))
         return kept
@@ -205,8 +231,7 @@ class Projector(Generic[T]):
             log_start = (await self._consumer.beginning_offsets([tp]))[tp]
             if log_start <= wanted:
                 continue
-            lost = LostRecordsError(self._config.name, tp.topic, tp.partition, wanted,
-                                    log_start)
+            lost = LostRecordsError(self._config.name, tp.topic, tp.partition, wanted, log_start)
             if self._config.on_lost_records != "skip":
                 raise lost
             log.error("%s (skipped: PHASESTREAM_ON_LOST_RECORDS=skip)", lost)
@@ -215,8 +240,12 @@ class Projector(Generic[T]):
     def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
         # highwater and last_event_at are stored for the freshness view only.
         newest = max((self._config.event_time(e) for e in events), default=None)
-        return PositionMove(self._expected.get(tp), next_offset,
-                            highwater=self._consumer.highwater(tp), last_event_at=newest)
+        return PositionMove(
+            self._expected.get(tp),
+            next_offset,
+            highwater=self._consumer.highwater(tp),
+            last_event_at=newest,
+        )
 
     def _note_newest(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
         for tp, decoded in batch.items():
@@ -243,9 +272,12 @@ class Projector(Generic[T]):
             self._config.on_applied(events)
 
     async def _apply(self, batch: Batch[T]) -> None:
-        await retry_unavailable(lambda: self._sink.apply(self._config.name, batch),
-                                self._backoff, f"{self._config.name}: writing a batch",
-                                self._stop)
+        await retry_unavailable(
+            lambda: self._sink.apply(self._config.name, batch),
+            self._backoff,
+            f"{self._config.name}: writing a batch",
+            self._stop,
+        )
 
     async def _apply_one_by_one(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
         # Slow path, taken only when the sink refuses data that passed validation: find the
@@ -259,8 +291,9 @@ class Projector(Generic[T]):
                     await self._apply(Batch.single(_ref(tp), single.events, move))
                     self._applied(single.events, 0.0)
                 except RejectedRecordError as exc:
-                    await self._dlq.send_all([dead_letter(record, InvalidEventError(
-                        "$", f"refused by the sink: {exc}"))])
+                    await self._dlq.send_all(
+                        [dead_letter(record, InvalidEventError("$", f"refused by the sink: {exc}"))]
+                    )
                     self.stats.dead_lettered(1)
                     move = replace(move, last_event_at=None)  # nothing of it was applied
                     await self._apply(Batch.single(_ref(tp), [], move))
@@ -284,7 +317,9 @@ class Projector(Generic[T]):
         self._pending.difference_update(tps)
         stored = await retry_unavailable(
             lambda: self._sink.positions(self._config.name, [_ref(tp) for tp in tps]),
-            self._backoff, f"{self._config.name}: reading stored positions")
+            self._backoff,
+            f"{self._config.name}: reading stored positions",
+        )
         assignment = self._consumer.assignment()
         for tp in tps:
             if tp not in assignment:  # revoked while we read the positions
@@ -296,8 +331,12 @@ class Projector(Generic[T]):
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, position)
-        log.info("%s: %d partitions at stored positions %s", self._config.name, len(tps),
-                 {f"{tp.topic}[{tp.partition}]": stored.get(_ref(tp), 0) for tp in tps})
+        log.info(
+            "%s: %d partitions at stored positions %s",
+            self._config.name,
+            len(tps),
+            {f"{tp.topic}[{tp.partition}]": stored.get(_ref(tp), 0) for tp in tps},
+        )
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """Mark partitions to be sought to their stored positions before they are read."""

@@ -40,37 +40,69 @@ class PhaseMetrics:
     """What the phase events say, for Prometheus."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter("workflow_phase_started", "Phase executions started.",
-                               ["phase"], registry=registry)
+        self.started = Counter(
+            "workflow_phase_started", "Phase executions started.", ["phase"], registry=registry
+        )
         self.completed = Histogram(
-            "workflow_phase_completed_duration_seconds", "Durations of completed phases.",
-            ["phase"], buckets=DURATION_BUCKETS, registry=registry)
+            "workflow_phase_completed_duration_seconds",
+            "Durations of completed phases.",
+            ["phase"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.failed = Histogram(
-            "workflow_phase_failed_duration_seconds", "Durations of failed phases.",
-            ["phase"], buckets=DURATION_BUCKETS, registry=registry)
-        self.rolled_back = Counter("workflow_phase_rolled_back", "Phases rolled back.",
-                                   ["phase"], registry=registry)
-        self.in_flight = Gauge("workflow_phase_in_flight",
-                               "Phases started and not finished (the SLA monitor's state).",
-                               ["phase"], registry=registry)
-        self.threshold = Gauge("workflow_phase_sla_threshold_seconds",
-                               "The SLA threshold of each phase.", ["phase"], registry=registry)
+            "workflow_phase_failed_duration_seconds",
+            "Durations of failed phases.",
+            ["phase"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.rolled_back = Counter(
+            "workflow_phase_rolled_back", "Phases rolled back.", ["phase"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "workflow_phase_in_flight",
+            "Phases started and not finished (the SLA monitor's state).",
+            ["phase"],
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            "workflow_phase_sla_threshold_seconds",
+            "The SLA threshold of each phase.",
+            ["phase"],
+            registry=registry,
+        )
         self.past_deadline = Histogram(
             "workflow_phase_ended_past_deadline_seconds",
             "How far past the SLA deadline late phases were when they finally ended.",
-            ["phase"], buckets=PAST_DEADLINE_BUCKETS, registry=registry)
+            ["phase"],
+            buckets=PAST_DEADLINE_BUCKETS,
+            registry=registry,
+        )
         self.oldest_running = Gauge(
             "workflow_phase_oldest_running_age_seconds",
             "Age of the oldest phase in flight (0: none), from the SLA monitor's state.",
-            ["phase"], registry=registry)
+            ["phase"],
+            registry=registry,
+        )
         self.running = Gauge(
-            "workflow_phase_running", "Phases in flight by state (ok, at_risk, overdue), "
-            "from the SLA monitor's state.", ["phase", "state"], registry=registry)
+            "workflow_phase_running",
+            "Phases in flight by state (ok, at_risk, overdue), from the SLA monitor's state.",
+            ["phase", "state"],
+            registry=registry,
+        )
         self._thresholds_ms = dict(DEFAULT_SLA_MS)
         for phase in PHASES:  # every series exists from the start, at zero
             label = phase_label(phase)
-            for metric in (self.started, self.completed, self.failed, self.rolled_back,
-                           self.in_flight, self.past_deadline, self.oldest_running):
+            for metric in (
+                self.started,
+                self.completed,
+                self.failed,
+                self.rolled_back,
+                self.in_flight,
+                self.past_deadline,
+                self.oldest_running,
+            ):
                 metric.labels(label)
             for state in RunningState:
                 self.running.labels(label, state.value)
@@ -85,8 +117,7 @@ class PhaseMetrics:
             elif event.status is PhaseStatus.ROLLED_BACK:
                 self.rolled_back.labels(label).inc(exemplar=sample)
             elif event.duration_ms is not None:
-                histogram = self.completed if event.status is PhaseStatus.COMPLETED \
-                    else self.failed
+                histogram = self.completed if event.status is PhaseStatus.COMPLETED else self.failed
                 histogram.labels(label).observe(event.duration_ms / 1000, exemplar=sample)
                 late = overdue_by_ms(event.duration_ms, self._thresholds_ms[event.phase_number])
                 if late is not None:
@@ -110,23 +141,30 @@ class PhaseMetrics:
 
 class ViolationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.violations = Counter("workflow_phase_sla_violations",
-                                  "SLA violations, by phase and kind.", ["phase", "kind"],
-                                  registry=registry)
+        self.violations = Counter(
+            "workflow_phase_sla_violations",
+            "SLA violations, by phase and kind.",
+            ["phase", "kind"],
+            registry=registry,
+        )
 
     def observe(self, violations: Sequence[SlaViolation]) -> None:
         for violation in violations:
             self.violations.labels(phase_label(violation.phase_number), violation.kind.value).inc(
-                exemplar=exemplar(violation.workflow_id, str(violation.user_id)))
+                exemplar=exemplar(violation.workflow_id, str(violation.user_id))
+            )
 
 
 class CommandMetrics:
     """Rollback commands published, by kind (gave_up and loop_stopped among them)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.commands = Counter("phasestream_rollback_commands",
-                                "Rollback commands published, by kind.", ["kind"],
-                                registry=registry)
+        self.commands = Counter(
+            "phasestream_rollback_commands",
+            "Rollback commands published, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         for kind in CommandKind:
             self.commands.labels(kind.value)
 
@@ -139,34 +177,54 @@ class PipelineMetrics:
     """A PipelineObserver: what each consumer does, per consumer group."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter("phasestream_consumer_events", "Events applied.", ["consumer"],
-                              registry=registry)
-        self.invalid = Counter("phasestream_consumer_invalid_events",
-                               "Records sent to the dead-letter topic.", ["consumer"],
-                               registry=registry)
-        self.batch = Histogram("phasestream_consumer_batch_duration_seconds",
-                               "Time to make one batch durable.", ["consumer"],
-                               buckets=BATCH_BUCKETS, registry=registry)
-        self.last_event = Gauge("phasestream_consumer_last_event_timestamp_seconds",
-                                "Event time of the newest event applied.", ["consumer"],
-                                registry=registry)
-        self.last_applied = Gauge("phasestream_consumer_last_applied_timestamp_seconds",
-                                  "When the last batch was made durable.", ["consumer"],
-                                  registry=registry)
-        self.lag_records = Gauge("phasestream_consumer_lag_records",
-                                 "Records behind the fetch highwater mark.",
-                                 ["consumer", "partition"], registry=registry)
-        self.lost_records = Counter("phasestream_consumer_lost_records",
-                                    "Records deleted (retention) before the consumer "
-                                    "read them.", ["consumer", "partition"],
-                                    registry=registry)
+        self.events = Counter(
+            "phasestream_consumer_events", "Events applied.", ["consumer"], registry=registry
+        )
+        self.invalid = Counter(
+            "phasestream_consumer_invalid_events",
+            "Records sent to the dead-letter topic.",
+            ["consumer"],
+            registry=registry,
+        )
+        self.batch = Histogram(
+            "phasestream_consumer_batch_duration_seconds",
+            "Time to make one batch durable.",
+            ["consumer"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.last_event = Gauge(
+            "phasestream_consumer_last_event_timestamp_seconds",
+            "Event time of the newest event applied.",
+            ["consumer"],
+            registry=registry,
+        )
+        self.last_applied = Gauge(
+            "phasestream_consumer_last_applied_timestamp_seconds",
+            "When the last batch was made durable.",
+            ["consumer"],
+            registry=registry,
+        )
+        self.lag_records = Gauge(
+            "phasestream_consumer_lag_records",
+            "Records behind the fetch highwater mark.",
+            ["consumer", "partition"],
+            registry=registry,
+        )
+        self.lost_records = Counter(
+            "phasestream_consumer_lost_records",
+            "Records deleted (retention) before the consumer read them.",
+            ["consumer", "partition"],
+            registry=registry,
+        )
 
     def register(self, consumer: str) -> None:
         for metric in (self.events, self.invalid, self.batch):
             metric.labels(consumer)
 
-    def applied(self, consumer: str, events: int, seconds: float,
-                last_event_time: datetime | None) -> None:
+    def applied(
+        self, consumer: str, events: int, seconds: float, last_event_time: datetime | None
+    ) -> None:
         self.events.labels(consumer).inc(events)
         self.batch.labels(consumer).observe(seconds)
         self.last_applied.labels(consumer).set_to_current_time()

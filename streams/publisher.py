@@ -55,14 +55,24 @@ class PhaseEventPublisher:
     ``host:port,...`` of a cluster without security, or a ``KafkaCluster`` (TLS, SASL).
     """
 
-    def __init__(self, servers: str | KafkaCluster, topic: str = DEFAULT_TOPIC, *,
-                 linger_ms: int = 20, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 client_id: str = "phasestream-publisher", idempotent: bool = False) -> None:
+    def __init__(
+        self,
+        servers: str | KafkaCluster,
+        topic: str = DEFAULT_TOPIC,
+        *,
+        linger_ms: int = 20,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        client_id: str = "phasestream-publisher",
+        idempotent: bool = False,
+    ) -> None:
         self.topic = topic
         self._max_bytes = max_event_bytes
         cluster = as_cluster(servers)
-        self._producer = AIOKafkaProducer(**producer_config(
-            cluster, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent))
+        self._producer = AIOKafkaProducer(
+            **producer_config(
+                cluster, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent
+            )
+        )
 
     async def __aenter__(self) -> PhaseEventPublisher:
         await self._producer.start()
@@ -83,20 +93,31 @@ class PhaseEventPublisher:
     async def publish_many(self, events: Iterable[PhaseEvent]) -> list[Published]:
         """Validate all first (nothing is sent if one is invalid), then send and await all."""
         payloads = [(e.key, _checked(e, self._max_bytes)) for e in events]
-        futures = [await self._producer.send(self.topic, value, key=key)
-                   for key, value in payloads]
+        futures = [await self._producer.send(self.topic, value, key=key) for key, value in payloads]
         return [Published(m.partition, m.offset) for m in await asyncio.gather(*futures)]
 
     @asynccontextmanager
-    async def phase(self, workflow_id: str, user_id: uuid.UUID, phase_number: int, *,
-                    metadata: Mapping[str, Any] | None = None,
-                    previous_phase: int | None = None) -> AsyncIterator[PhaseRun]:
+    async def phase(
+        self,
+        workflow_id: str,
+        user_id: uuid.UUID,
+        phase_number: int,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        previous_phase: int | None = None,
+    ) -> AsyncIterator[PhaseRun]:
         """Publish ``started``; on exit ``completed`` with its duration, or ``failed``.
 
         A failure publishes ``error_message`` and ``error_stack`` and re-raises.
         """
-        started = new_event(workflow_id, user_id, phase_number, PhaseStatus.STARTED,
-                            metadata=metadata or {}, previous_phase=previous_phase)
+        started = new_event(
+            workflow_id,
+            user_id,
+            phase_number,
+            PhaseStatus.STARTED,
+            metadata=metadata or {},
+            previous_phase=previous_phase,
+        )
         await self.publish(started)
         run = PhaseRun(started, dict(metadata or {}))
         began = time.monotonic()
@@ -107,14 +128,20 @@ class PhaseEventPublisher:
             raise
         await self._finish(run, began, PhaseStatus.COMPLETED, None)
 
-    async def _finish(self, run: PhaseRun, began: float, status: PhaseStatus,
-                      exc: Exception | None) -> None:
+    async def _finish(
+        self, run: PhaseRun, began: float, status: PhaseStatus, exc: Exception | None
+    ) -> None:
         elapsed = round((time.monotonic() - began) * 1000)
         outcome = replace(
-            run.started, event_id=uuid.uuid4(), status=status, timestamp=datetime.now(UTC),
-            duration_ms=elapsed, metadata=run.metadata,
+            run.started,
+            event_id=uuid.uuid4(),
+            status=status,
+            timestamp=datetime.now(UTC),
+            duration_ms=elapsed,
+            metadata=run.metadata,
             error_message=None if exc is None else _no_nul(str(exc) or type(exc).__name__),
-            error_stack=None if exc is None else _no_nul("".join(traceback.format_exception(exc))))
+            error_stack=None if exc is None else _no_nul("".join(traceback.format_exception(exc))),
+        )
         await self.publish(outcome)
 
 
@@ -123,9 +150,16 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def new_event(workflow_id: str, user_id: uuid.UUID, phase_number: int, status: PhaseStatus,
-              **fields: Any) -> PhaseEvent:
+def new_event(
+    workflow_id: str, user_id: uuid.UUID, phase_number: int, status: PhaseStatus, **fields: Any
+) -> PhaseEvent:
     """A new event with a fresh id and the current time as its event time."""
-    return PhaseEvent(event_id=uuid.uuid4(), workflow_id=workflow_id, user_id=user_id,
-                      phase_number=phase_number, status=status, timestamp=datetime.now(UTC),
-                      **fields)
+    return PhaseEvent(
+        event_id=uuid.uuid4(),
+        workflow_id=workflow_id,
+        user_id=user_id,
+        phase_number=phase_number,
+        status=status,
+        timestamp=datetime.now(UTC),
+        **fields,
+    )

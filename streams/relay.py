@@ -36,9 +36,17 @@ ID_HEADER: Final = "phasestream.outbox-id"
 
 
 class OutboxRelay:
-    def __init__(self, outbox: Outbox, producer: AIOKafkaProducer, topic: str, *,
-                 cluster: KafkaCluster, interval_s: float, batch: int = 1000,
-                 on_published: Callable[[Sequence[OutboxItem]], None] | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        producer: AIOKafkaProducer,
+        topic: str,
+        *,
+        cluster: KafkaCluster,
+        interval_s: float,
+        batch: int = 1000,
+        on_published: Callable[[Sequence[OutboxItem]], None] | None = None,
+    ) -> None:
         self._outbox = outbox
         self._producer = producer
         self._topic = topic
@@ -71,30 +79,46 @@ class OutboxRelay:
     async def _send(self, claim: OutboxClaim, items: Sequence[OutboxItem]) -> None:
         targets = await self._targets(items)
         for topic in {tp.topic for tp in targets if tp not in self._floors}:
-            self._floors.update(await highwaters(self._cluster, topic,
-                                                 client_id="phasestream-relay"))
-        await claim.attempting([SendAttempt(item.id, tp.topic, tp.partition, self._floors[tp])
-                                for item, tp in zip(items, targets, strict=True)])
+            self._floors.update(
+                await highwaters(self._cluster, topic, client_id="phasestream-relay")
+            )
+        await claim.attempting(
+            [
+                SendAttempt(item.id, tp.topic, tp.partition, self._floors[tp])
+                for item, tp in zip(items, targets, strict=True)
+            ]
+        )
         await self._deliver(items, targets)
 
-    async def _deliver(self, items: Sequence[OutboxItem],
-                       targets: Sequence[TopicPartition]) -> None:
+    async def _deliver(
+        self, items: Sequence[OutboxItem], targets: Sequence[TopicPartition]
+    ) -> None:
         """Send and wait for every acknowledgement."""
-        futures = [await self._producer.send(tp.topic, item.value, key=item.key,
-                                             partition=tp.partition,
-                                             headers=[(ID_HEADER, str(item.id).encode())])
-                   for item, tp in zip(items, targets, strict=True)]
+        futures = [
+            await self._producer.send(
+                tp.topic,
+                item.value,
+                key=item.key,
+                partition=tp.partition,
+                headers=[(ID_HEADER, str(item.id).encode())],
+            )
+            for item, tp in zip(items, targets, strict=True)
+        ]
         for tp, metadata in zip(targets, await asyncio.gather(*futures), strict=True):
             self._floors[tp] = max(self._floors[tp], metadata.offset + 1)
 
     async def _targets(self, items: Sequence[OutboxItem]) -> list[TopicPartition]:
         """Where each item goes: its topic, and the partition its key maps to."""
         topics = [item.topic or self._topic for item in items]
-        partitions = {topic: sorted(await self._producer.partitions_for(topic))
-                      for topic in set(topics)}
-        return [TopicPartition(topic, int(self._partitioner(item.key, partitions[topic],
-                                                            partitions[topic])))
-                for item, topic in zip(items, topics, strict=True)]
+        partitions = {
+            topic: sorted(await self._producer.partitions_for(topic)) for topic in set(topics)
+        }
+        return [
+            TopicPartition(
+                topic, int(self._partitioner(item.key, partitions[topic], partitions[topic]))
+            )
+            for item, topic in zip(items, topics, strict=True)
+        ]
 
     async def _already_published(self, claim: OutboxClaim) -> set[UUID]:
         """Ids of in-doubt items that a relay before us did put on their topic."""
@@ -104,11 +128,16 @@ class OutboxRelay:
         for attempt in claim.in_doubt.values():
             tp = TopicPartition(attempt.topic, attempt.partition)
             starts[tp] = min(attempt.from_offset, starts.get(tp, attempt.from_offset))
-        found = await header_values(self._cluster, starts, ID_HEADER,
-                                    client_id="phasestream-relay-check")
+        found = await header_values(
+            self._cluster, starts, ID_HEADER, client_id="phasestream-relay-check"
+        )
         published = {i for i in claim.in_doubt if str(i).encode() in found}
-        log.info("outbox relay: %d items in doubt after an interrupted send; %d were "
-                 "published, the rest is sent now", len(claim.in_doubt), len(published))
+        log.info(
+            "outbox relay: %d items in doubt after an interrupted send; %d were "
+            "published, the rest is sent now",
+            len(claim.in_doubt),
+            len(published),
+        )
         return published
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -52,8 +52,15 @@ class Tailed(Generic[T]):
 class Tail(Generic[T]):
     """Records of every partition of ``topic`` from ``start``, as they come."""
 
-    def __init__(self, servers: str | KafkaCluster, topic: str, contract: Contract[T],
-                 start: Start, *, max_wait_ms: int = 200) -> None:
+    def __init__(
+        self,
+        servers: str | KafkaCluster,
+        topic: str,
+        contract: Contract[T],
+        start: Start,
+        *,
+        max_wait_ms: int = 200,
+    ) -> None:
         self.topic = topic
         self.partitions: list[TopicPartition] = []
         self.contract = contract
@@ -65,9 +72,13 @@ class Tail(Generic[T]):
         # The shared consumer settings (security included), without a group: no commits, no
         # rebalances, nobody's positions.
         self._cluster = as_cluster(servers)
-        config = consumer_config(self._cluster, group_id="phasestream-subscribe",
-                                 session_timeout_ms=10_000, max_wait_ms=max_wait_ms,
-                                 max_records=500)
+        config = consumer_config(
+            self._cluster,
+            group_id="phasestream-subscribe",
+            session_timeout_ms=10_000,
+            max_wait_ms=max_wait_ms,
+            max_records=500,
+        )
         self._consumer = AIOKafkaConsumer(**(config | {"group_id": None}))
 
     async def __aenter__(self) -> Tail[T]:
@@ -85,8 +96,9 @@ class Tail(Generic[T]):
     async def _position(self) -> None:
         # By name: a consumer's own metadata holds no partitions on Apache Kafka until it
         # was given the topic.
-        numbers = await partition_numbers(self._cluster, self.topic,
-                                          client_id="phasestream-subscribe")
+        numbers = await partition_numbers(
+            self._cluster, self.topic, client_id="phasestream-subscribe"
+        )
         if not numbers:
             raise LookupError(f"topic {self.topic} does not exist")
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(numbers)]

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class OverdueReporter(Protocol):
-    async def report_overdue(self, watermarks: Mapping[int, datetime],
-                             grace_ms: int) -> list[SlaViolation]: ...
+    async def report_overdue(
+        self, watermarks: Mapping[int, datetime], grace_ms: int
+    ) -> list[SlaViolation]: ...
 
     async def forget_early_ends(self, older_than_s: float) -> int: ...
 
@@ -26,8 +27,9 @@ class RetryReleaser(Protocol):
     async def release_due_retries(self, limit: int = 1000) -> list[Any]: ...
 
 
-async def release_retries(releaser: RetryReleaser, *, interval_s: float,
-                          stop: asyncio.Event) -> None:
+async def release_retries(
+    releaser: RetryReleaser, *, interval_s: float, stop: asyncio.Event
+) -> None:
     """Every interval: hand the retries whose time has come to the outbox, once each."""
     while not stop.is_set():
         try:
@@ -44,10 +46,17 @@ class Watermarked(Protocol):
     def watermarks(self, now: datetime) -> dict[int, datetime]: ...
 
 
-async def check_overdue(reporter: OverdueReporter, source: Watermarked, *, grace_ms: int,
-                        interval_s: float, early_end_ttl_s: float, stop: asyncio.Event,
-                        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                        on_found: Callable[[list[SlaViolation]], Any] | None = None) -> None:
+async def check_overdue(
+    reporter: OverdueReporter,
+    source: Watermarked,
+    *,
+    grace_ms: int,
+    interval_s: float,
+    early_end_ttl_s: float,
+    stop: asyncio.Event,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_found: Callable[[list[SlaViolation]], Any] | None = None,
+) -> None:
     """Every interval: claim the overdue phases of the partitions this process owns."""
     checks = 0
     while not stop.is_set():

@@ -30,13 +30,18 @@ class TopicScanError(PhasestreamError):
 
 
 @contextlib.asynccontextmanager
-async def _reader(cluster: KafkaCluster, client_id: str,
-                  max_partition_fetch_bytes: int) -> AsyncIterator[AIOKafkaConsumer]:
+async def _reader(
+    cluster: KafkaCluster, client_id: str, max_partition_fetch_bytes: int
+) -> AsyncIterator[AIOKafkaConsumer]:
     # earliest: a start below the log start (retention) reads from the log start, never
     # from the end, which would skip records.
-    consumer = AIOKafkaConsumer(**cluster.client_kwargs(client_id), enable_auto_commit=False,
-                                fetch_max_wait_ms=50, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=max_partition_fetch_bytes)
+    consumer = AIOKafkaConsumer(
+        **cluster.client_kwargs(client_id),
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
+    )
     try:
         await consumer.start()
     except BaseException:
@@ -49,8 +54,9 @@ async def _reader(cluster: KafkaCluster, client_id: str,
         await consumer.stop()
 
 
-async def highwaters(cluster: KafkaCluster, topic: str, *,
-                     client_id: str = "phasestream-ends") -> dict[TopicPartition, int]:
+async def highwaters(
+    cluster: KafkaCluster, topic: str, *, client_id: str = "phasestream-ends"
+) -> dict[TopicPartition, int]:
     """Each partition's end (the next offset to be written)."""
     numbers = await partition_numbers(cluster, topic, client_id=client_id)
     if not numbers:
@@ -67,8 +73,13 @@ async def highwaters(cluster: KafkaCluster, topic: str, *,
         return {tp: int(consumer.highwater(tp)) for tp in tps}
 
 
-async def header_values(cluster: KafkaCluster, starts: Mapping[TopicPartition, int],
-                        header: str, *, client_id: str = "phasestream-scan") -> set[bytes]:
+async def header_values(
+    cluster: KafkaCluster,
+    starts: Mapping[TopicPartition, int],
+    header: str,
+    *,
+    client_id: str = "phasestream-scan",
+) -> set[bytes]:
     """Values of ``header`` in the records from each start offset to the partition's end."""
     found: set[bytes] = set()
     async with _reader(cluster, client_id, 1_048_576) as consumer:
@@ -87,17 +98,22 @@ async def header_values(cluster: KafkaCluster, starts: Mapping[TopicPartition, i
     return found
 
 
-async def read_to_end(cluster: KafkaCluster, topic: str, *,
-                      client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
+async def read_to_end(
+    cluster: KafkaCluster, topic: str, *, client_id: str = "phasestream-scan"
+) -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` from the log start to the ends it had when reading began."""
     ends = await highwaters(cluster, topic, client_id=client_id)
     async for record in read_range(cluster, dict.fromkeys(ends, 0), ends, client_id=client_id):
         yield record
 
 
-async def read_range(cluster: KafkaCluster, starts: Mapping[TopicPartition, int],
-                     ends: Mapping[TopicPartition, int], *,
-                     client_id: str = "phasestream-scan") -> AsyncIterator[ConsumerRecord]:
+async def read_range(
+    cluster: KafkaCluster,
+    starts: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+    *,
+    client_id: str = "phasestream-scan",
+) -> AsyncIterator[ConsumerRecord]:
     """The records of each partition from its start (or the log start, if that is later)
     to its end, exclusive; a partition whose start is not below its end is not read."""
     pending = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}
@@ -126,13 +142,15 @@ async def read_range(cluster: KafkaCluster, starts: Mapping[TopicPartition, int]
             pending -= set(await _at_end_of(consumer, pending, ends))
 
 
-def newest_starts(starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int],
-                  most: int) -> dict[TopicPartition, int]:
+def newest_starts(
+    starts: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int], most: int
+) -> dict[TopicPartition, int]:
     """Where to start reading so as to read at most ``most`` records, the newest of each
     partition, shared evenly: a partition holding fewer than its share gives the rest to
     the others."""
-    sizes = sorted(((max(0, ends[tp] - starts.get(tp, 0)), tp) for tp in ends),
-                   key=lambda item: item[0])
+    sizes = sorted(
+        ((max(0, ends[tp] - starts.get(tp, 0)), tp) for tp in ends), key=lambda item: item[0]
+    )
     left, chosen = most, {}
     for index, (size, tp) in enumerate(sizes):
         share = -(-left // (len(sizes) - index))  # ceil: the last partition takes what is left
@@ -142,13 +160,17 @@ def newest_starts(starts: Mapping[TopicPartition, int], ends: Mapping[TopicParti
     return chosen
 
 
-async def _at_end_of(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
-                     ends: Mapping[TopicPartition, int]) -> list[TopicPartition]:
+async def _at_end_of(
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition],
+    ends: Mapping[TopicPartition, int],
+) -> list[TopicPartition]:
     return [tp for tp in partitions if await consumer.position(tp) >= ends[tp]]
 
 
-async def _at_end(consumer: AIOKafkaConsumer,
-                  partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+async def _at_end(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> list[TopicPartition]:
     done = []
     for tp in partitions:
         highwater = consumer.highwater(tp)
@@ -157,8 +179,12 @@ async def _at_end(consumer: AIOKafkaConsumer,
     return done
 
 
-async def log_starts(cluster: KafkaCluster, partitions: Iterable[TopicPartition], *,
-                     client_id: str = "phasestream-starts") -> dict[TopicPartition, int]:
+async def log_starts(
+    cluster: KafkaCluster,
+    partitions: Iterable[TopicPartition],
+    *,
+    client_id: str = "phasestream-starts",
+) -> dict[TopicPartition, int]:
     """Each partition's log start: the oldest offset retention (or a restart) has left.
 
     ListOffsets(earliest) is right on Apache Kafka (DeleteRecords and retention move it) and
@@ -172,11 +198,14 @@ async def log_starts(cluster: KafkaCluster, partitions: Iterable[TopicPartition]
     return {tp: int(offset) for tp, offset in starts.items()}
 
 
-async def spans(cluster: KafkaCluster, topic: str, *,
-                client_id: str = "phasestream-spans") -> dict[PartitionRef, tuple[int, int]]:
+async def spans(
+    cluster: KafkaCluster, topic: str, *, client_id: str = "phasestream-spans"
+) -> dict[PartitionRef, tuple[int, int]]:
     """Each partition's (log start, end) now: what a replay reads (start = end when
     retention deleted every record)."""
     ends = await highwaters(cluster, topic, client_id=client_id)
     starts = await log_starts(cluster, list(ends), client_id=client_id)
-    return {PartitionRef(tp.topic, tp.partition): (min(starts.get(tp, 0), end), end)
-            for tp, end in ends.items()}
+    return {
+        PartitionRef(tp.topic, tp.partition): (min(starts.get(tp, 0), end), end)
+        for tp, end in ends.items()
+    }

@@ -16,8 +16,9 @@ TOPIC_EXISTS_CODE = TopicAlreadyExistsError.errno
 TOPIC_CONFIGS = {"cleanup.policy": "delete"}
 
 
-async def partition_numbers(cluster: KafkaCluster, topic: str, *,
-                            client_id: str = "phasestream-admin") -> list[int]:
+async def partition_numbers(
+    cluster: KafkaCluster, topic: str, *, client_id: str = "phasestream-admin"
+) -> list[int]:
     """The topic's partitions, in order; empty when the broker knows no such topic.
 
     Asked by name (a Metadata request for the topic): a consumer's cluster view after
@@ -30,20 +31,26 @@ async def partition_numbers(cluster: KafkaCluster, topic: str, *,
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return sorted(p["partition"] for t in described if t["topic"] == topic
-                  and t["error_code"] == 0 for p in t["partitions"])
+    return sorted(
+        p["partition"]
+        for t in described
+        if t["topic"] == topic and t["error_code"] == 0
+        for p in t["partitions"]
+    )
 
 
-async def ensure_topics(cluster: KafkaCluster, names: Iterable[str], *, partitions: int,
-                        replication_factor: int = 1) -> list[str]:
+async def ensure_topics(
+    cluster: KafkaCluster, names: Iterable[str], *, partitions: int, replication_factor: int = 1
+) -> list[str]:
     """Create the topics that do not exist yet; return the names that were created."""
     admin = AIOKafkaAdminClient(**cluster.client_kwargs("phasestream-admin"))
     await admin.start()
     try:
         # Explicitly delete, never compact: keyed by workflow, a compacted topic would keep
         # one event per workflow, and a replay would lose history without a word.
-        wanted = [NewTopic(n, partitions, replication_factor, topic_configs=TOPIC_CONFIGS)
-                  for n in names]
+        wanted = [
+            NewTopic(n, partitions, replication_factor, topic_configs=TOPIC_CONFIGS) for n in names
+        ]
         response = await admin.create_topics(wanted)
         created = []
         for name, code, message in response.topic_errors:

@@ -21,8 +21,9 @@ async def consumers_running(settings: Settings, *names: str) -> AsyncIterator[Ru
     runtime = Runtime(settings)
     task = asyncio.create_task(run_consumers(runtime, list(names)))
     try:
-        await eventually(_port_of(runtime, task), lambda port: port is not None,
-                         what="the HTTP server")
+        await eventually(
+            _port_of(runtime, task), lambda port: port is not None, what="the HTTP server"
+        )
         yield runtime
     finally:
         runtime.stop.set()
@@ -34,6 +35,7 @@ def _port_of(runtime: Runtime, task: asyncio.Task[None]) -> Callable[[], Awaitab
         if task.done():
             task.result()  # raises what stopped it
         return runtime.http_port
+
     return probe
 
 

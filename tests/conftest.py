@@ -75,13 +75,16 @@ def kafka_started() -> Iterator[KafkaCluster | None]:
     if EXTERNAL_BROKER or TEST_BROKER != "kafka":
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="phasestream-kafka-") as tmp, \
-            contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="phasestream-kafka-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         try:
             cluster = stack.enter_context(start_kafka(Path(tmp), brokers=1))
         except KafkaLaunchError as exc:
-            pytest.exit(f"PHASESTREAM_TEST_BROKER=kafka: {exc}",
-                        returncode=pytest.ExitCode.USAGE_ERROR)
+            pytest.exit(
+                f"PHASESTREAM_TEST_BROKER=kafka: {exc}", returncode=pytest.ExitCode.USAGE_ERROR
+            )
         yield cluster
 
 
@@ -96,8 +99,10 @@ async def broker(kafka_started: KafkaCluster | None) -> AsyncIterator[str]:
     if kafka_started is not None:
         yield kafka_started.bootstrap_servers
         return
-    with tempfile.TemporaryDirectory(prefix="phasestream-broker-") as tmp, \
-            embedded_broker("127.0.0.1", free_port(), Path(tmp) / "broker.log") as servers:
+    with (
+        tempfile.TemporaryDirectory(prefix="phasestream-broker-") as tmp,
+        embedded_broker("127.0.0.1", free_port(), Path(tmp) / "broker.log") as servers,
+    ):
         yield servers
 
 
@@ -110,38 +115,53 @@ def restart_broker(kafka_started: KafkaCluster | None) -> Callable[[], None]:
         return kafka_started.restart
     command = os.environ.get(RESTART_VARIABLE, "").strip()
     if not command:
-        pytest.fail(f"{RESTART_VARIABLE} is not set: it must restart the broker at "
-                    "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and return once it is started again; "
-                    "for the compose stack: `docker compose restart kafka`")
+        pytest.fail(
+            f"{RESTART_VARIABLE} is not set: it must restart the broker at "
+            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and return once it is started again; "
+            "for the compose stack: `docker compose restart kafka`"
+        )
 
     def run_command() -> None:
         # A shell: the variable holds an operator's command line, e.g. `docker compose ...`.
-        done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
-                              timeout=240, check=False)
+        done = subprocess.run(
+            command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+        )
         assert done.returncode == 0, (
             f"{RESTART_VARIABLE}={shlex.quote(command)} exited with {done.returncode}:\n"
-            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
+
     return run_command
 
 
 async def check_external_broker(servers: str) -> None:
     """Stop the run with what to do when the external broker is unreachable or refuses
     the tests' short consumer sessions (every consumer group would fail to join)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="phasestream-tests",
-                                request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers, client_id="phasestream-tests", request_timeout_ms=15_000
+    )
     try:
         await admin.start()
     except KafkaError as exc:
-        pytest.exit(f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: no broker answers "
-                    f"({type(exc).__name__}: {exc})", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(
+            f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: no broker answers "
+            f"({type(exc).__name__}: {exc})",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
     try:
         nodes = (await admin.describe_cluster())["brokers"]
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.BROKER, str(node["node_id"])) for node in nodes])
+            [ConfigResource(ConfigResourceType.BROKER, str(node["node_id"])) for node in nodes]
+        )
     finally:
         await admin.close()
-    floors = [int(entry[1]) for response in responses for resource in response.resources
-              for entry in resource[4] if entry[0] == "group.min.session.timeout.ms"]
+    floors = [
+        int(entry[1])
+        for response in responses
+        for resource in response.resources
+        for entry in resource[4]
+        if entry[0] == "group.min.session.timeout.ms"
+    ]
     if any(floor > TEST_SESSION_TIMEOUT_MS for floor in floors):
         pytest.exit(
             f"PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={servers}: the broker refuses consumer "
@@ -149,7 +169,8 @@ async def check_external_broker(servers: str) -> None:
             f"tests use {TEST_SESSION_TIMEOUT_MS} ms. Set that broker setting to 1000, or "
             "unset PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS and run PHASESTREAM_TEST_BROKER=kafka "
             "(docs/development.md: Running the tests against Apache Kafka).",
-            returncode=pytest.ExitCode.USAGE_ERROR)
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -195,20 +216,30 @@ async def settings(broker: str, database: str) -> Settings:
     """Settings for one test: its own topics, group and database; short timeouts."""
     tag = uuid.uuid4().hex[:8]
     configured = Settings(
-        kafka_bootstrap_servers=broker, database_url=database,
-        phase_events_topic=f"test-{tag}.phase-events", dlq_topic=f"test-{tag}.phase-events.dlq",
+        kafka_bootstrap_servers=broker,
+        database_url=database,
+        phase_events_topic=f"test-{tag}.phase-events",
+        dlq_topic=f"test-{tag}.phase-events.dlq",
         audit_consumer_group=f"test-{tag}-audit",
         consumer_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
-        batch_max_wait_ms=50, db_retry_initial_ms=50, db_retry_max_ms=500, http_port=0,
-        sla_violations_topic=f"test-{tag}.sla-violations", sla_consumer_group=f"test-{tag}-sla",
+        batch_max_wait_ms=50,
+        db_retry_initial_ms=50,
+        db_retry_max_ms=500,
+        http_port=0,
+        sla_violations_topic=f"test-{tag}.sla-violations",
+        sla_consumer_group=f"test-{tag}-sla",
         sla_violations_consumer_group=f"test-{tag}-sla-violations",
-        metrics_consumer_group=f"test-{tag}-metrics", sla_grace_ms=500,
-        sla_check_interval_ms=200, outbox_relay_interval_ms=50,
+        metrics_consumer_group=f"test-{tag}-metrics",
+        sla_grace_ms=500,
+        sla_check_interval_ms=200,
+        outbox_relay_interval_ms=50,
         rollback_commands_topic=f"test-{tag}.rollback-commands",
-        rollback_consumer_group=f"test-{tag}-rollback", retry_check_interval_ms=100,
+        rollback_consumer_group=f"test-{tag}-rollback",
+        retry_check_interval_ms=100,
         notify_consumer_group=f"test-{tag}-notify",
         # Production's setting on Apache Kafka; the embedded Tansu cannot.
-        kafka_idempotent_producer=ON_KAFKA)
+        kafka_idempotent_producer=ON_KAFKA,
+    )
     await create_topics(configured)
     return configured
 
@@ -216,36 +247,48 @@ async def settings(broker: str, database: str) -> Settings:
 DURABLE_REASON = (
     "they need a broker that keeps its log (restart, retention, compaction, end offsets) and "
     "the embedded Tansu is memory only; run them with PHASESTREAM_TEST_BROKER=kafka "
-    "(docs/development.md: Running the tests against Apache Kafka)")
+    "(docs/development.md: Running the tests against Apache Kafka)"
+)
 EMBEDDED_REASON = "they are about the embedded Tansu broker, and this run uses Apache Kafka"
-CLUSTER_REASON = ("they start an Apache Kafka of their own (three brokers, or a secured one); "
-                  "run them with PHASESTREAM_TEST_BROKER=kafka")
+CLUSTER_REASON = (
+    "they start an Apache Kafka of their own (three brokers, or a secured one); "
+    "run them with PHASESTREAM_TEST_BROKER=kafka"
+)
 #: What collection left out, and why, for the terminal summary.
 _deselected = pytest.StashKey[list[tuple[str, str, int]]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if TEST_BROKER not in TEST_BROKERS:
-        raise pytest.UsageError(f"PHASESTREAM_TEST_BROKER={TEST_BROKER!r}: pick one of "
-                                f"{', '.join(TEST_BROKERS)} (default tansu)")
+        raise pytest.UsageError(
+            f"PHASESTREAM_TEST_BROKER={TEST_BROKER!r}: pick one of "
+            f"{', '.join(TEST_BROKERS)} (default tansu)"
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if EXTERNAL_BROKER:
-        return (f"broker: external, PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={EXTERNAL_BROKER} "
-                "(durable_broker tests run, embedded_broker tests are deselected)")
+        return (
+            f"broker: external, PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS={EXTERNAL_BROKER} "
+            "(durable_broker tests run, embedded_broker tests are deselected)"
+        )
     if TEST_BROKER == "kafka":
-        return ("broker: Apache Kafka (phasestream/local_kafka.pom.xml), one KRaft node "
-                "started for this run (durable_broker and kafka_cluster tests run, "
-                "embedded_broker tests are deselected)")
-    return ("broker: embedded Tansu (memory only), started for this run "
-            "(durable_broker and kafka_cluster tests are deselected)")
+        return (
+            "broker: Apache Kafka (phasestream/local_kafka.pom.xml), one KRaft node "
+            "started for this run (durable_broker and kafka_cluster tests run, "
+            "embedded_broker tests are deselected)"
+        )
+    return (
+        "broker: embedded Tansu (memory only), started for this run "
+        "(durable_broker and kafka_cluster tests are deselected)"
+    )
 
 
 def deselections() -> list[tuple[str, str]]:
     """The markers this run's broker cannot serve, each with why."""
-    left_out = [("embedded_broker", EMBEDDED_REASON)] if ON_KAFKA else [
-        ("durable_broker", DURABLE_REASON)]
+    left_out = (
+        [("embedded_broker", EMBEDDED_REASON)] if ON_KAFKA else [("durable_broker", DURABLE_REASON)]
+    )
     if TEST_BROKER != "kafka":
         left_out.append(("kafka_cluster", CLUSTER_REASON))
     return left_out
@@ -263,8 +306,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_deselected] = summary
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
-                            config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     for marker, reason, count in config.stash.get(_deselected, []):
         if count:
             terminalreporter.write_line(f"{count} {marker} tests deselected: {reason}")

@@ -33,9 +33,18 @@ async def main(broker: str, topic: str, group: str, dlq: str, *, url: str, mode:
         await conn.execute(EFFECT, delivery.value.command_id, str(pid))
         await asyncio.sleep(0.002)  # an engine's work: spreads the stream over seconds
 
-    async with Subscriber(broker, topic, group_id=group, contract=COMMANDS, handled=store,
-                          dlq_topic=dlq, session_timeout_ms=2000, max_wait_ms=50,
-                          max_records=50, backoff=Backoff(0.05, 0.5)) as subscriber:
+    async with Subscriber(
+        broker,
+        topic,
+        group_id=group,
+        contract=COMMANDS,
+        handled=store,
+        dlq_topic=dlq,
+        session_timeout_ms=2000,
+        max_wait_ms=50,
+        max_records=50,
+        backoff=Backoff(0.05, 0.5),
+    ) as subscriber:
         print("subscriber started", flush=True)
         await subscriber.run(handle)
 

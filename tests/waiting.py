@@ -13,8 +13,12 @@ import asyncpg
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-                     timeout_s: float = 30.0, what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout_s: float = 30.0,
+    what: str = "condition",
+) -> T:
     """Poll ``probe`` until ``done`` holds for its value; fail with the last value seen."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -26,8 +30,9 @@ async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool
         await asyncio.sleep(0.1)
 
 
-async def count_rows(db: str, sql: str = "SELECT count(*) FROM workflow_phase_logs",
-                     *args: Any) -> int:
+async def count_rows(
+    db: str, sql: str = "SELECT count(*) FROM workflow_phase_logs", *args: Any
+) -> int:
     conn = await asyncpg.connect(db)
     try:
         value: int = await conn.fetchval(sql, *args)

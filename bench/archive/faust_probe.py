@@ -74,10 +74,17 @@ class PendingPhase(faust.Record, serializer="json"):
 
 def build_app(app_id: str, bootstrap: str, guarantee: str, topic_name: str) -> Any:
     """A faust app with one agent that keeps pending phases in a memory-store Table."""
-    app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://",
-                    processing_guarantee=guarantee, broker_session_timeout=2.0,
-                    broker_heartbeat_interval=0.5, web_enabled=False, topic_partitions=1,
-                    topic_replication_factor=1)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        processing_guarantee=guarantee,
+        broker_session_timeout=2.0,
+        broker_heartbeat_interval=0.5,
+        web_enabled=False,
+        topic_partitions=1,
+        topic_replication_factor=1,
+    )
     topic = app.topic(topic_name, key_type=str, value_type=PendingPhase)
     pending = app.Table("pending", default=None)
 
@@ -89,9 +96,13 @@ def build_app(app_id: str, bootstrap: str, guarantee: str, topic_name: str) -> A
 
     @app.task  # type: ignore[untyped-decorator]  # faust types app.task loosely
     async def feed() -> None:
-        phase = PendingPhase(started_event_id=str(uuid.uuid4()), user_id=str(uuid.uuid4()),
-                             workflow_id="wf-probe", phase_number=1,
-                             started_at_ms=STARTED_AT_MS)
+        phase = PendingPhase(
+            started_event_id=str(uuid.uuid4()),
+            user_id=str(uuid.uuid4()),
+            workflow_id="wf-probe",
+            phase_number=1,
+            started_at_ms=STARTED_AT_MS,
+        )
         await topic.send(key=phase.workflow_id, value=phase)
         print(SENT, flush=True)
 
@@ -103,8 +114,7 @@ def source_topic(guarantee: str, tag: str) -> str:
 
 
 def child_app(guarantee: str, bootstrap: str, tag: str) -> int:
-    app = build_app(f"probe-{guarantee}-{tag}", bootstrap, guarantee,
-                    source_topic(guarantee, tag))
+    app = build_app(f"probe-{guarantee}-{tag}", bootstrap, guarantee, source_topic(guarantee, tag))
     worker = faust.Worker(app, loglevel="info", quiet=True)
     worker.execute_from_commandline()  # returns, or exits, when the worker stops
     return 0
@@ -117,15 +127,30 @@ def free_port() -> int:
         return port
 
 
-async def run_app(guarantee: str, bootstrap: str, tag: str, timeout_s: float,
-                  workdir: Path) -> dict[str, Any]:
+async def run_app(
+    guarantee: str, bootstrap: str, tag: str, timeout_s: float, workdir: Path
+) -> dict[str, Any]:
     """Start the worker; stop at the first processed event, at its exit, or at the timeout."""
-    log.info("(a) starting a faust worker with processing_guarantee=%s (timeout %.0f s)",
-             guarantee, timeout_s)
+    log.info(
+        "(a) starting a faust worker with processing_guarantee=%s (timeout %.0f s)",
+        guarantee,
+        timeout_s,
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--child-app", guarantee, "--bootstrap", bootstrap,
-        "--tag", tag, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, cwd=workdir, start_new_session=True)
+        sys.executable,
+        __file__,
+        "--child-app",
+        guarantee,
+        "--bootstrap",
+        bootstrap,
+        "--tag",
+        tag,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=workdir,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     began = time.monotonic()
     lines: list[str] = []
@@ -152,15 +177,27 @@ async def run_app(guarantee: str, bootstrap: str, tag: str, timeout_s: float,
         if proc.returncode is None:
             await _stop(proc, graceful=outcome == "processed an event")
     errors = [line for line in lines if any(w in line for w in ERROR_WORDS)]
-    last_exception = next((line for line in reversed(lines)
-                           if line.startswith(("aiokafka.errors.", "kafka.errors."))), None)
+    last_exception = next(
+        (
+            line
+            for line in reversed(lines)
+            if line.startswith(("aiokafka.errors.", "kafka.errors."))
+        ),
+        None,
+    )
     log_path = workdir / f"faust-{guarantee}.log"
     log_path.write_text("\n".join(lines) + "\n")
-    return {"processing_guarantee": guarantee, "outcome": outcome,
-            "started": outcome == "processed an event",
-            "exit_code": proc.returncode, "seconds": round(seconds, 2),
-            "error_lines": [e[:300] for e in errors[:8]], "exception": last_exception,
-            "log_lines": len(lines), "log_file": str(log_path)}
+    return {
+        "processing_guarantee": guarantee,
+        "outcome": outcome,
+        "started": outcome == "processed an event",
+        "exit_code": proc.returncode,
+        "seconds": round(seconds, 2),
+        "error_lines": [e[:300] for e in errors[:8]],
+        "exception": last_exception,
+        "log_lines": len(lines),
+        "log_file": str(log_path),
+    }
 
 
 async def _stop(proc: asyncio.subprocess.Process, *, graceful: bool) -> None:
@@ -180,8 +217,9 @@ async def probe_apps(timeout_s: float, workdir: Path) -> dict[str, Any]:
         # Created first, with the app's partition count: an unknown topic would be
         # auto-created by the broker with 4 partitions and faust would refuse the Table
         # (its changelog has 1), which is not the failure under test.
-        await ensure_topics(KafkaCluster(bootstrap), [source_topic(g, tag) for g in GUARANTEES],
-                            partitions=1)
+        await ensure_topics(
+            KafkaCluster(bootstrap), [source_topic(g, tag) for g in GUARANTEES], partitions=1
+        )
         return {g: await run_app(g, bootstrap, tag, timeout_s, workdir) for g in GUARANTEES}
 
 
@@ -198,8 +236,7 @@ def rss_bytes() -> int:
 
 def _fields(i: int) -> tuple[str, str, str, int, int]:
     # Distinct strings per entry, as values deserialized from a changelog would be.
-    return (str(uuid.uuid4()), str(uuid.uuid4()), f"wf-{i:012x}", 1 + i % 7,
-            STARTED_AT_MS + i)
+    return (str(uuid.uuid4()), str(uuid.uuid4()), f"wf-{i:012x}", 1 + i % 7, STARTED_AT_MS + i)
 
 
 def build_table(variant: str, entries: int) -> dict[str, Any]:
@@ -208,9 +245,13 @@ def build_table(variant: str, entries: int) -> dict[str, Any]:
         event_id, user_id, workflow_id, phase, started = _fields(i)
         key = f"{workflow_id}:{phase}"
         if variant == "records":
-            table[key] = PendingPhase(started_event_id=event_id, user_id=user_id,
-                                      workflow_id=workflow_id, phase_number=phase,
-                                      started_at_ms=started)
+            table[key] = PendingPhase(
+                started_event_id=event_id,
+                user_id=user_id,
+                workflow_id=workflow_id,
+                phase_number=phase,
+                started_at_ms=started,
+            )
         else:
             table[key] = (event_id, user_id, workflow_id, phase, started)
     return table
@@ -224,12 +265,21 @@ def child_memory(variant: str, entries: int) -> int:
     seconds = time.perf_counter() - began
     gc.collect()
     after = rss_bytes()
-    print(RESULT + json.dumps({"variant": variant, "entries": len(table),
-                               "rss_before_mib": round(before / MIB, 1),
-                               "rss_after_mib": round(after / MIB, 1),
-                               "growth_mib": round((after - before) / MIB, 1),
-                               "bytes_per_entry": round((after - before) / len(table)),
-                               "build_seconds": round(seconds, 2)}), flush=True)
+    print(
+        RESULT
+        + json.dumps(
+            {
+                "variant": variant,
+                "entries": len(table),
+                "rss_before_mib": round(before / MIB, 1),
+                "rss_after_mib": round(after / MIB, 1),
+                "growth_mib": round((after - before) / MIB, 1),
+                "bytes_per_entry": round((after - before) / len(table)),
+                "build_seconds": round(seconds, 2),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -237,33 +287,59 @@ def entry_breakdown() -> dict[str, dict[str, int]]:
     """Bytes of one entry's objects (sys.getsizeof; the dict slot is not included)."""
     event_id, user_id, workflow_id, phase, started = _fields(123_456)
     key = f"{workflow_id}:{phase}"
-    record = PendingPhase(started_event_id=event_id, user_id=user_id, workflow_id=workflow_id,
-                          phase_number=phase, started_at_ms=started)
-    shared = {"key": sys.getsizeof(key), "started_event_id": sys.getsizeof(event_id),
-              "user_id": sys.getsizeof(user_id), "workflow_id": sys.getsizeof(workflow_id),
-              "started_at_ms": sys.getsizeof(started)}
+    record = PendingPhase(
+        started_event_id=event_id,
+        user_id=user_id,
+        workflow_id=workflow_id,
+        phase_number=phase,
+        started_at_ms=started,
+    )
+    shared = {
+        "key": sys.getsizeof(key),
+        "started_event_id": sys.getsizeof(event_id),
+        "user_id": sys.getsizeof(user_id),
+        "workflow_id": sys.getsizeof(workflow_id),
+        "started_at_ms": sys.getsizeof(started),
+    }
     # Besides its fields, each Record carries its own (empty) __evaluated_fields__ set.
-    extras = {f"record_extra_{name.strip('_')}": sys.getsizeof(value)
-              for name, value in vars(record).items() if name.startswith("__")}
-    records = {"record_object": sys.getsizeof(record),
-               "record_dict": sys.getsizeof(record.__dict__), **extras, **shared}
-    tuples = {"tuple": sys.getsizeof((event_id, user_id, workflow_id, phase, started)),
-              **shared}
-    return {"records": {**records, "total": sum(records.values())},
-            "tuples": {**tuples, "total": sum(tuples.values())}}
+    extras = {
+        f"record_extra_{name.strip('_')}": sys.getsizeof(value)
+        for name, value in vars(record).items()
+        if name.startswith("__")
+    }
+    records = {
+        "record_object": sys.getsizeof(record),
+        "record_dict": sys.getsizeof(record.__dict__),
+        **extras,
+        **shared,
+    }
+    tuples = {"tuple": sys.getsizeof((event_id, user_id, workflow_id, phase, started)), **shared}
+    return {
+        "records": {**records, "total": sum(records.values())},
+        "tuples": {**tuples, "total": sum(tuples.values())},
+    }
 
 
 def measure_memory(variant: str, entries: int) -> dict[str, Any]:
     log.info("(b) building %d %s in a fresh interpreter", entries, variant)
     done = subprocess.run(
         [sys.executable, __file__, "--child-memory", variant, "--entries", str(entries)],
-        capture_output=True, text=True, timeout=MEMORY_TIMEOUT_S, check=False)
+        capture_output=True,
+        text=True,
+        timeout=MEMORY_TIMEOUT_S,
+        check=False,
+    )
     for line in done.stdout.splitlines():
         if line.startswith(RESULT):
-            result: dict[str, Any] = json.loads(line[len(RESULT):])
-            log.info("(b) %s: %.1f MiB for %d entries (%d B each), built in %.1f s", variant,
-                     result["growth_mib"], entries, result["bytes_per_entry"],
-                     result["build_seconds"])
+            result: dict[str, Any] = json.loads(line[len(RESULT) :])
+            log.info(
+                "(b) %s: %.1f MiB for %d entries (%d B each), built in %.1f s",
+                variant,
+                result["growth_mib"],
+                entries,
+                result["bytes_per_entry"],
+                result["build_seconds"],
+            )
             return result
     raise RuntimeError(f"the {variant} child failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -276,14 +352,17 @@ def report(f: Mapping[str, Any]) -> str:
     lines = ["", "(a) faust-streaming against the local Tansu broker"]
     for name in ("exactly_once", "at_least_once"):
         a = f["apps"][name]
-        lines.append(f"  {name}: {a['outcome']} after {a['seconds']} s "
-                     f"(exit code {a['exit_code']})")
+        lines.append(
+            f"  {name}: {a['outcome']} after {a['seconds']} s (exit code {a['exit_code']})"
+        )
         lines += [f"    | {e}" for e in a["error_lines"][:4]]
         if a["exception"]:
             lines.append(f"    exception: {a['exception']}")
-    verdict = ("exactly_once CANNOT start, at_least_once works"
-               if not f["apps"]["exactly_once"]["started"] and f["apps"]["at_least_once"][
-                   "started"] else "unexpected: see the logs")
+    verdict = (
+        "exactly_once CANNOT start, at_least_once works"
+        if not f["apps"]["exactly_once"]["started"] and f["apps"]["at_least_once"]["started"]
+        else "unexpected: see the logs"
+    )
     lines.append(f"  => {verdict}")
     r, t = f["memory"]["records"], f["memory"]["tuples"]
     b = f["memory"]["breakdown"]
@@ -303,10 +382,12 @@ def report(f: Mapping[str, Any]) -> str:
 
 def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="hard limit for each faust worker, seconds")
-    parser.add_argument("--entries", type=int, default=1_000_000,
-                        help="pending phases in the memory measurement")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="hard limit for each faust worker, seconds"
+    )
+    parser.add_argument(
+        "--entries", type=int, default=1_000_000, help="pending phases in the memory measurement"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--child-app", help=argparse.SUPPRESS)
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
@@ -327,13 +408,19 @@ def main(argv: Iterable[str] | None = None) -> int:
     records = measure_memory("records", args.entries)
     tuples = measure_memory("tuples", args.entries)
     figures = {
-        "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0],
-                    "faust_streaming": _version("faust-streaming"),
-                    "aiokafka": _version("aiokafka")},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "faust_streaming": _version("faust-streaming"),
+            "aiokafka": _version("aiokafka"),
+        },
         "apps": apps,
-        "memory": {"records": records, "tuples": tuples,
-                   "ratio": round(records["growth_mib"] / max(0.1, tuples["growth_mib"]), 2),
-                   "breakdown": entry_breakdown()},
+        "memory": {
+            "records": records,
+            "tuples": tuples,
+            "ratio": round(records["growth_mib"] / max(0.1, tuples["growth_mib"]), 2),
+            "breakdown": entry_breakdown(),
+        },
     }
     print(report(figures))
     if args.json:

@@ -45,9 +45,16 @@ class Notification:
 
 def as_json(notification: Notification) -> dict[str, Any]:
     n = notification
-    return {"id": str(n.id), "user_id": n.user_id, "workflow_id": n.workflow_id,
-            "kind": n.kind.value, "title": n.title, "text": n.text,
-            "occurred_at": n.occurred_at.isoformat(), "details": dict(n.details)}
+    return {
+        "id": str(n.id),
+        "user_id": n.user_id,
+        "workflow_id": n.workflow_id,
+        "kind": n.kind.value,
+        "title": n.title,
+        "text": n.text,
+        "occurred_at": n.occurred_at.isoformat(),
+        "details": dict(n.details),
+    }
 
 
 def encode_notification(notification: Notification) -> bytes:

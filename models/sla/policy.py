@@ -26,8 +26,13 @@ class OpenPhase:
 
 
 def open_phase(started: PhaseEvent) -> OpenPhase:
-    return OpenPhase(started.event_id, started.workflow_id, started.user_id,
-                     started.phase_number, started.timestamp)
+    return OpenPhase(
+        started.event_id,
+        started.workflow_id,
+        started.user_id,
+        started.phase_number,
+        started.timestamp,
+    )
 
 
 def elapsed_ms(start: datetime, end: datetime) -> int:
@@ -41,8 +46,9 @@ def finished_duration_ms(phase: OpenPhase, finished: PhaseEvent) -> int:
     return max(0, elapsed_ms(phase.started_at, finished.timestamp))
 
 
-def judge_finished(phase: OpenPhase, finished: PhaseEvent, threshold_ms: int,
-                   detected_at: datetime) -> SlaViolation | None:
+def judge_finished(
+    phase: OpenPhase, finished: PhaseEvent, threshold_ms: int, detected_at: datetime
+) -> SlaViolation | None:
     """A completed or failed phase: late if its duration exceeded the threshold."""
     duration = finished_duration_ms(phase, finished)
     if duration <= threshold_ms or finished.status not in _LATE_KINDS:
@@ -56,8 +62,9 @@ def overdue_at(phase: OpenPhase, threshold_ms: int, grace_ms: int) -> datetime:
     return phase.started_at + timedelta(milliseconds=threshold_ms + grace_ms)
 
 
-def judge_open(phase: OpenPhase, threshold_ms: int, now: datetime,
-               grace_ms: int) -> SlaViolation | None:
+def judge_open(
+    phase: OpenPhase, threshold_ms: int, now: datetime, grace_ms: int
+) -> SlaViolation | None:
     """A phase still running at ``now``: overdue once deadline + grace has passed (strictly).
 
     ``now`` is the stream's time for the phase's partition: the wall clock when that
@@ -69,12 +76,24 @@ def judge_open(phase: OpenPhase, threshold_ms: int, now: datetime,
     return _violation(phase, ViolationKind.OVERDUE, now, running, threshold_ms)
 
 
-_LATE_KINDS: Final = {PhaseStatus.COMPLETED: ViolationKind.LATE_COMPLETED,
-                      PhaseStatus.FAILED: ViolationKind.LATE_FAILED}
+_LATE_KINDS: Final = {
+    PhaseStatus.COMPLETED: ViolationKind.LATE_COMPLETED,
+    PhaseStatus.FAILED: ViolationKind.LATE_FAILED,
+}
 
 
-def _violation(phase: OpenPhase, kind: ViolationKind, detected_at: datetime, elapsed: int,
-               threshold_ms: int) -> SlaViolation:
-    return SlaViolation(violation_id(phase.started_event_id, kind), kind, phase.workflow_id,
-                        phase.user_id, phase.phase_number, phase.started_event_id,
-                        phase.started_at, detected_at, elapsed, threshold_ms)
+def _violation(
+    phase: OpenPhase, kind: ViolationKind, detected_at: datetime, elapsed: int, threshold_ms: int
+) -> SlaViolation:
+    return SlaViolation(
+        violation_id(phase.started_event_id, kind),
+        kind,
+        phase.workflow_id,
+        phase.user_id,
+        phase.phase_number,
+        phase.started_event_id,
+        phase.started_at,
+        detected_at,
+        elapsed,
+        threshold_ms,
+    )

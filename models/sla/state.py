@@ -37,8 +37,9 @@ class SlaState:
     early: dict[Key, PhaseEvent] = field(default_factory=dict)
 
 
-def step(state: SlaState, event: PhaseEvent, partition: int, thresholds: Mapping[int, int],
-         now: datetime) -> SlaViolation | None:
+def step(
+    state: SlaState, event: PhaseEvent, partition: int, thresholds: Mapping[int, int], now: datetime
+) -> SlaViolation | None:
     """Apply one event to the state; return the violation it reveals, if any."""
     if event.status is PhaseStatus.STARTED:
         return _started(state, event, partition, thresholds, now)
@@ -47,8 +48,9 @@ def step(state: SlaState, event: PhaseEvent, partition: int, thresholds: Mapping
     return None  # rolled_back: the failure that caused it already ended the execution
 
 
-def _started(state: SlaState, event: PhaseEvent, partition: int,
-             thresholds: Mapping[int, int], now: datetime) -> SlaViolation | None:
+def _started(
+    state: SlaState, event: PhaseEvent, partition: int, thresholds: Mapping[int, int], now: datetime
+) -> SlaViolation | None:
     key = key_of(event)
     current = state.open.get(key)
     if current is not None and current.phase.started_at > event.timestamp:
@@ -62,8 +64,9 @@ def _started(state: SlaState, event: PhaseEvent, partition: int,
     return None
 
 
-def _finished(state: SlaState, event: PhaseEvent, thresholds: Mapping[int, int],
-              now: datetime) -> SlaViolation | None:
+def _finished(
+    state: SlaState, event: PhaseEvent, thresholds: Mapping[int, int], now: datetime
+) -> SlaViolation | None:
     key = key_of(event)
     current = state.open.get(key)
     if current is None or current.phase.started_at > event.timestamp:

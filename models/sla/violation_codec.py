@@ -24,9 +24,19 @@ from models.validation import (
 )
 from models.wire import Integer, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
 
-FIELDS: Final = ("violation_id", "kind", "workflow_id", "user_id", "phase_number",
-                 "started_event_id", "started_at", "detected_at", "elapsed_ms", "threshold_ms",
-                 "schema_version")
+FIELDS: Final = (
+    "violation_id",
+    "kind",
+    "workflow_id",
+    "user_id",
+    "phase_number",
+    "started_event_id",
+    "started_at",
+    "detected_at",
+    "elapsed_ms",
+    "threshold_ms",
+    "schema_version",
+)
 _KINDS: Final = {kind.value: kind for kind in ViolationKind}
 
 
@@ -52,9 +62,18 @@ def _violation(wire: WireViolation) -> SlaViolation | None:
     if started_at is None or detected_at is None or None in ids:
         return None
     violation_id, user_id, started_event_id = cast("tuple[UUID, UUID, UUID]", ids)
-    return SlaViolation(violation_id, wire.kind, wire.workflow_id, user_id, wire.phase_number,
-                        started_event_id, started_at, detected_at, wire.elapsed_ms,
-                        wire.threshold_ms)
+    return SlaViolation(
+        violation_id,
+        wire.kind,
+        wire.workflow_id,
+        user_id,
+        wire.phase_number,
+        started_event_id,
+        started_at,
+        detected_at,
+        wire.elapsed_ms,
+        wire.threshold_ms,
+    )
 
 
 def reference_decode_violation(value: bytes) -> SlaViolation:
@@ -62,18 +81,22 @@ def reference_decode_violation(value: bytes) -> SlaViolation:
     payload = load_object(value, FIELDS, VIOLATION_SCHEMA_VERSION)
     kind = enum_field("kind", payload["kind"], _KINDS)
     return SlaViolation(
-        uuid_field("violation_id", payload["violation_id"]), kind,
-        workflow_id_field(payload["workflow_id"]), uuid_field("user_id", payload["user_id"]),
+        uuid_field("violation_id", payload["violation_id"]),
+        kind,
+        workflow_id_field(payload["workflow_id"]),
+        uuid_field("user_id", payload["user_id"]),
         phase_field("phase_number", payload["phase_number"]),
         uuid_field("started_event_id", payload["started_event_id"]),
         timestamp_field(payload["started_at"], "started_at"),
         timestamp_field(payload["detected_at"], "detected_at"),
         int_field("elapsed_ms", payload["elapsed_ms"]),
-        int_field("threshold_ms", payload["threshold_ms"]))
+        int_field("threshold_ms", payload["threshold_ms"]),
+    )
 
 
-VIOLATIONS: Final = CompiledContract(msgspec.json.Decoder(WireViolation), _violation,
-                                     reference_decode_violation)
+VIOLATIONS: Final = CompiledContract(
+    msgspec.json.Decoder(WireViolation), _violation, reference_decode_violation
+)
 
 
 def encode_violation(violation: SlaViolation) -> bytes:

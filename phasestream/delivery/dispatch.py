@@ -23,8 +23,13 @@ class Pusher(Protocol):
 class Dispatcher:
     """The notifier consumer's handler. Never waits on a sink: ``offer`` only queues."""
 
-    def __init__(self, pusher: Pusher, sinks: Sequence[AlertSink], metrics: NotifyMetrics,
-                 recent: RecentIds | None = None) -> None:
+    def __init__(
+        self,
+        pusher: Pusher,
+        sinks: Sequence[AlertSink],
+        metrics: NotifyMetrics,
+        recent: RecentIds | None = None,
+    ) -> None:
         self._pusher = pusher
         self._sinks = sinks
         self._metrics = metrics

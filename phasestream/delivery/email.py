@@ -37,10 +37,15 @@ class SmtpConfig:
         if not settings.smtp_host or not recipients:
             return None
         password = settings.smtp_password
-        return cls(settings.smtp_host, settings.smtp_port, settings.smtp_starttls,
-                   settings.smtp_username,
-                   password.get_secret_value() if password is not None else None,
-                   settings.smtp_from, recipients)
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_starttls,
+            settings.smtp_username,
+            password.get_secret_value() if password is not None else None,
+            settings.smtp_from,
+            recipients,
+        )
 
 
 def email_message(notification: Notification, config: SmtpConfig) -> EmailMessage:
@@ -53,8 +58,14 @@ def email_message(notification: Notification, config: SmtpConfig) -> EmailMessag
     message["Date"] = formatdate(localtime=False)
     # The notification's id: a mail client (or a person) can tell a resent alert.
     message["Message-ID"] = f"<{n.id}@phasestream>"
-    lines = [n.text, "", f"workflow: {n.workflow_id}", f"user: {n.user_id}",
-             f"kind: {n.kind.value}", f"at: {n.occurred_at.isoformat()}"]
+    lines = [
+        n.text,
+        "",
+        f"workflow: {n.workflow_id}",
+        f"user: {n.user_id}",
+        f"kind: {n.kind.value}",
+        f"at: {n.occurred_at.isoformat()}",
+    ]
     lines += [f"{key}: {value}" for key, value in n.details.items() if value is not None]
     message.set_content("\n".join(lines) + "\n")
     return message
@@ -86,8 +97,9 @@ class EmailSender:
             # A server may echo what it was sent (the AUTH exchange): scrub the password.
             reply = exc.smtp_error
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {self._scrub(text)}",
-                                retriable=exc.smtp_code < 500) from None
+            raise DeliveryError(
+                f"SMTP {exc.smtp_code}: {self._scrub(text)}", retriable=exc.smtp_code < 500
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
 

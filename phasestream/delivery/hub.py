@@ -44,7 +44,8 @@ class _Connection:
     ws: web.WebSocketResponse
     # (message, is a notification): the hello goes first, through the same queue.
     queue: asyncio.Queue[tuple[str, bool]] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MESSAGES))
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MESSAGES)
+    )
     writer: asyncio.Task[None] | None = None
 
 
@@ -58,8 +59,10 @@ class WebSocketHub:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         if not self._verifier.configured:
-            log.warning("no PHASESTREAM_JWT_SECRET or PHASESTREAM_JWT_JWKS_URL: /ws refuses "
-                        "every connection")
+            log.warning(
+                "no PHASESTREAM_JWT_SECRET or PHASESTREAM_JWT_JWKS_URL: /ws refuses "
+                "every connection"
+            )
 
     def attach(self, app: web.Application) -> None:
         """Add /ws to ``app``; its shutdown closes the open connections."""
@@ -95,25 +98,30 @@ class WebSocketHub:
         self._metrics.connections.set(0)
         for connection in group:
             _cancel(connection)
-        await asyncio.gather(*(_close(c.ws, WSCloseCode.GOING_AWAY, "server shutdown")
-                               for c in group), *self._closing_tasks)
+        await asyncio.gather(
+            *(_close(c.ws, WSCloseCode.GOING_AWAY, "server shutdown") for c in group),
+            *self._closing_tasks,
+        )
 
     async def _on_shutdown(self, _: web.Application) -> None:
         await self.close()
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         if self._closed:
-            return web.json_response({"error": "unavailable", "reason": "shutting down"},
-                                     status=503)
+            return web.json_response(
+                {"error": "unavailable", "reason": "shutting down"}, status=503
+            )
         try:
             principal = await self._authenticate(request)
             self._admit(principal.subject)
         except TokenRefusedError as exc:
             self._metrics.refused.labels(exc.code).inc()
             log.info("/ws refused from %s: %s", request.remote, exc.code)
-            return web.json_response({"error": exc.code, "reason": exc.reason},
-                                     status=exc.status,
-                                     headers=CHALLENGE if exc.status == 401 else {})
+            return web.json_response(
+                {"error": exc.code, "reason": exc.reason},
+                status=exc.status,
+                headers=CHALLENGE if exc.status == 401 else {},
+            )
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_CLIENT_MESSAGE_BYTES)
         await ws.prepare(request)
         connection = _Connection(principal.subject, ws)
@@ -128,8 +136,9 @@ class WebSocketHub:
 
     async def _authenticate(self, request: web.Request) -> Principal:
         # Browsers cannot set headers on a WebSocket: the token may come in the query.
-        principal = await self._verifier.verify(bearer(request)
-                                                or request.query.get("token") or None)
+        principal = await self._verifier.verify(
+            bearer(request) or request.query.get("token") or None
+        )
         wanted = request.query.get("user_id")
         if wanted is not None and canonical_user_id(wanted) != principal.subject:
             raise TokenRefusedError("wrong_user", "the token is not for the user asked for")
@@ -137,11 +146,17 @@ class WebSocketHub:
 
     def _admit(self, user_id: str) -> None:
         if self.connections >= self._max_total:
-            raise TokenRefusedError("too_many_connections", f"the server holds its most "
-                                    f"connections ({self._max_total}); try again later", 503)
+            raise TokenRefusedError(
+                "too_many_connections",
+                f"the server holds its most connections ({self._max_total}); try again later",
+                503,
+            )
         if len(self._sockets.get(user_id, ())) >= self._max_per_user:
-            raise TokenRefusedError("too_many_for_user", f"this user has "
-                                    f"{self._max_per_user} connections open already", 429)
+            raise TokenRefusedError(
+                "too_many_for_user",
+                f"this user has {self._max_per_user} connections open already",
+                429,
+            )
 
     async def _listen(self, ws: web.WebSocketResponse, expires_at: float) -> None:
         # Clients have nothing to say (pings are answered by aiohttp): read until they go,
@@ -167,13 +182,15 @@ class WebSocketHub:
                 self._metrics.pushed.inc()
 
     def _drop(self, connection: _Connection, why: str) -> None:
-        log.info("/ws: dropping a connection of %s that does not take its messages (%s)",
-                 connection.user_id, why)
+        log.info(
+            "/ws: dropping a connection of %s that does not take its messages (%s)",
+            connection.user_id,
+            why,
+        )
         self._metrics.dropped.inc()
         self._remove(connection)
         _cancel(connection)
-        task = asyncio.create_task(_close(connection.ws, WSCloseCode.POLICY_VIOLATION,
-                                          "too slow"))
+        task = asyncio.create_task(_close(connection.ws, WSCloseCode.POLICY_VIOLATION, "too slow"))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
 

@@ -46,10 +46,18 @@ class Sender(Protocol):
 
 
 class AlertSink:
-    def __init__(self, sender: Sender, *, dedup: Deduplicator, limiter: RateLimiter,
-                 metrics: NotifyMetrics, max_attempts: int, backoff: Backoff = RETRY_BACKOFF,
-                 queue_size: int = QUEUE_SIZE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        dedup: Deduplicator,
+        limiter: RateLimiter,
+        metrics: NotifyMetrics,
+        max_attempts: int,
+        backoff: Backoff = RETRY_BACKOFF,
+        queue_size: int = QUEUE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = sender.name
         self._sender = sender
         self._dedup = dedup
@@ -115,9 +123,15 @@ class AlertSink:
                     self._give_up(notification, attempt, exc)
                     return False
                 pause = self._backoff.delay(attempt)
-                log.warning("%s: alert %s not delivered (attempt %d of %d: %s); retrying in "
-                            "%.1f s", self.name, notification.id, attempt, self._max_attempts,
-                            exc, pause)
+                log.warning(
+                    "%s: alert %s not delivered (attempt %d of %d: %s); retrying in %.1f s",
+                    self.name,
+                    notification.id,
+                    attempt,
+                    self._max_attempts,
+                    exc,
+                    pause,
+                )
                 await asyncio.sleep(pause)
             else:
                 self.delivered += 1
@@ -128,8 +142,14 @@ class AlertSink:
     def _give_up(self, notification: Notification, attempt: int, exc: DeliveryError) -> None:
         self.dropped += 1
         self._metrics.dropped.labels(self.name).inc()
-        log.error("%s: alert %s (%s) dropped after %d attempts: %s", self.name,
-                  notification.id, notification.title, attempt, exc)
+        log.error(
+            "%s: alert %s (%s) dropped after %d attempts: %s",
+            self.name,
+            notification.id,
+            notification.title,
+            attempt,
+            exc,
+        )
 
 
 async def _next(queue: asyncio.Queue[Notification], stop: asyncio.Event) -> Notification | None:

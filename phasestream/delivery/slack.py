@@ -40,8 +40,12 @@ class SlackSender:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -51,20 +55,24 @@ class SlackSender:
             raise RuntimeError("SlackSender is used outside 'async with'")
         body = orjson.dumps({"text": slack_text(notification)})
         try:
-            async with self._session.post(self._url, data=body, headers={
-                    "Content-Type": "application/json"}) as response:
+            async with self._session.post(
+                self._url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
                 if response.status >= 300:
                     detail = (await response.text(errors="replace"))[:200]
                     # 4xx other than 429 is our request or the webhook: retrying cannot help.
                     retriable = response.status >= 500 or response.status == TOO_MANY_REQUESTS
-                    raise DeliveryError(f"HTTP {response.status}: {self._scrub(detail)}",
-                                        retriable=retriable)
+                    raise DeliveryError(
+                        f"HTTP {response.status}: {self._scrub(detail)}", retriable=retriable
+                    )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # aiohttp quotes the webhook URL (the credential) in its errors; ``from None``
             # keeps it out of any traceback a caller might log. A ValueError here is the
             # URL's (yarl's parser).
-            raise DeliveryError(f"{type(exc).__name__}: {self._scrub(str(exc))}",
-                                retriable=not isinstance(exc, _REFUSED_URL)) from None
+            raise DeliveryError(
+                f"{type(exc).__name__}: {self._scrub(str(exc))}",
+                retriable=not isinstance(exc, _REFUSED_URL),
+            ) from None
 
     def _scrub(self, text: str) -> str:
         return scrub(text, *self._secrets)

@@ -11,13 +11,17 @@ _FINISHED = "l.status IN ('completed', 'failed')"
 
 def _percentile(share: str) -> str:
     # Rounded in numeric: percentile_cont interpolates in float8 (127949.99999999994).
-    return (f"round((percentile_cont({share}) WITHIN GROUP (ORDER BY l.duration_ms) "
-            f"FILTER (WHERE {_FINISHED}))::numeric, 1)")
+    return (
+        f"round((percentile_cont({share}) WITHIN GROUP (ORDER BY l.duration_ms) "
+        f"FILTER (WHERE {_FINISHED}))::numeric, 1)"
+    )
 
 
 def _rate(part: str, whole: str) -> str:
-    return (f"round(100.0 * count(*) FILTER (WHERE {part}) "
-            f"/ nullif(count(*) FILTER (WHERE {whole}), 0), 2)")
+    return (
+        f"round(100.0 * count(*) FILTER (WHERE {part}) "
+        f"/ nullif(count(*) FILTER (WHERE {whole}), 0), 2)"
+    )
 
 
 # Rates as in the workflow_phase_analytics view: completion and failure per finished
@@ -43,8 +47,7 @@ GROUP BY l.phase_number, t.threshold_ms
 ORDER BY l.phase_number"""
 
 
-async def analytics(conn: Connection, filters: ReportFilters,
-                    page: Page | None = None) -> Report:
+async def analytics(conn: Connection, filters: ReportFilters, page: Page | None = None) -> Report:
     """Per phase: counts by status, rates, duration percentiles against the SLA threshold."""
     params = Params()
     sql = _ANALYTICS.format(where=where(conditions(filters, LOGS, params)))

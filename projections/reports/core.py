@@ -117,8 +117,9 @@ def where(*parts: str | Sequence[str]) -> str:
     return f"WHERE {' AND '.join(flat)}" if flat else ""
 
 
-async def section(conn: Connection, name: str, sql: str, params: Params,
-                  page: Page | None = None) -> tuple[Section, int | None]:
+async def section(
+    conn: Connection, name: str, sql: str, params: Params, page: Page | None = None
+) -> tuple[Section, int | None]:
     """Run ``sql``; with a page, one row more than asked says whether another page exists,
     and only then is the whole list counted (so that a reader learns how many remain)."""
     whole = sql, list(params.values)
@@ -128,7 +129,7 @@ async def section(conn: Connection, name: str, sql: str, params: Params,
     columns = tuple(a.name for a in prepared.get_attributes())
     records = await prepared.fetch(*params.values)
     more = page is not None and len(records) > page.limit
-    rows = records[:page.limit] if page is not None else records
+    rows = records[: page.limit] if page is not None else records
     next_offset = page.offset + page.limit if page is not None and more else None
     total = await count_rows(conn, *whole) if more else None
     values = tuple(tuple(plain(v) for v in r) for r in rows)

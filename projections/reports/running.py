@@ -37,8 +37,17 @@ from projections.reports.core import (
     where,
 )
 
-COLUMNS: Final = ("workflow_id", "user_id", "phase", "started_at", "elapsed_ms",
-                  "threshold_ms", "left_ms", "state", "started_event_id")
+COLUMNS: Final = (
+    "workflow_id",
+    "user_id",
+    "phase",
+    "started_at",
+    "elapsed_ms",
+    "threshold_ms",
+    "left_ms",
+    "state",
+    "started_event_id",
+)
 
 
 # The deadline is started_at + threshold, so ordering by it orders by time left.
@@ -89,8 +98,10 @@ def _conditions(query: RunningQuery, params: Params) -> list[str]:
         found.append(f"s.user_id = {params.add(query.user)}")
     if query.at_risk:
         # The same boundary as models.running.at_risk_after, so that limit counts right.
-        found.append(f"s.started_at + t.threshold_ms * {params.add(query.share)}::float8 "
-                     f"* interval '1 millisecond' <= {params.add(query.now)}")
+        found.append(
+            f"s.started_at + t.threshold_ms * {params.add(query.share)}::float8 "
+            f"* interval '1 millisecond' <= {params.add(query.now)}"
+        )
     return found
 
 
@@ -100,8 +111,9 @@ def _listing(query: RunningQuery, source: str, params: Params) -> str:
     return _RUNNING.format(source=inner, where=where(_conditions(query, params))) + _ORDER
 
 
-def statement(query: RunningQuery, page: Page,
-              source: str = "workflow_phase_logs") -> tuple[str, Params]:
+def statement(
+    query: RunningQuery, page: Page, source: str = "workflow_phase_logs"
+) -> tuple[str, Params]:
     """The SQL of one page (one row more: is there another?) from ``source`` (a key of
     SOURCES), and its parameters."""
     params = Params()
@@ -119,25 +131,30 @@ async def source_for(conn: Connection, consumers: dict[str, str]) -> str:
     return "sla_open_phases" if caught_up else "workflow_phase_logs"
 
 
-async def running(conn: Connection, query: RunningQuery, page: Page,
-                  consumers: dict[str, str]) -> Report:
+async def running(
+    conn: Connection, query: RunningQuery, page: Page, consumers: dict[str, str]
+) -> Report:
     """Running phases by time left (least first), and the freshness of ``consumers``
     (role -> consumer group: the audit projector as ``source``, the SLA monitor as
     ``sla_monitor``)."""
     source = await source_for(conn, consumers)
     sql, params = statement(query, page, source)
     records = await conn.fetch(sql, *params.values)
-    rows = [_row(r, query) for r in records[:page.limit]]
+    rows = [_row(r, query) for r in records[: page.limit]]
     if query.at_risk:
         rows = [r for r in rows if r[7] != RunningState.OK.value]
     more = len(records) > page.limit
     total = await _total(conn, query, source) if more else None
     items = Section("running", COLUMNS, tuple(rows), total)
-    meta: dict[str, Scalar] = {"now": plain(query.now), "at_risk_share": query.share,
-                               "lookback_s": query.lookback.total_seconds(),
-                               "source": source}
-    return Report(items, (await freshness(conn, consumers),),
-                  page.offset + page.limit if more else None, meta)
+    meta: dict[str, Scalar] = {
+        "now": plain(query.now),
+        "at_risk_share": query.share,
+        "lookback_s": query.lookback.total_seconds(),
+        "source": source,
+    }
+    return Report(
+        items, (await freshness(conn, consumers),), page.offset + page.limit if more else None, meta
+    )
 
 
 async def _total(conn: Connection, query: RunningQuery, source: str) -> int:
@@ -146,11 +163,18 @@ async def _total(conn: Connection, query: RunningQuery, source: str) -> int:
 
 
 def _row(record: Any, query: RunningQuery) -> tuple[Scalar, ...]:
-    progress = judge_running(record["started_at"], record["threshold_ms"], query.now,
-                             query.share)
-    return (record["workflow_id"], plain(record["user_id"]), record["phase_number"],
-            plain(record["started_at"]), progress.elapsed_ms, record["threshold_ms"],
-            progress.left_ms, progress.state.value, plain(record["started_event_id"]))
+    progress = judge_running(record["started_at"], record["threshold_ms"], query.now, query.share)
+    return (
+        record["workflow_id"],
+        plain(record["user_id"]),
+        record["phase_number"],
+        plain(record["started_at"]),
+        progress.elapsed_ms,
+        record["threshold_ms"],
+        progress.left_ms,
+        progress.state.value,
+        plain(record["started_event_id"]),
+    )
 
 
 async def freshness(conn: Connection, consumers: dict[str, str]) -> Section:
@@ -158,13 +182,17 @@ async def freshness(conn: Connection, consumers: dict[str, str]) -> Section:
     event time applied and when it last moved (null: it has never run here)."""
     params = Params()
     roles, names = params.add(list(consumers)), params.add(list(consumers.values()))
-    found, _ = await section(conn, "freshness", f"""
+    found, _ = await section(
+        conn,
+        "freshness",
+        f"""
         SELECT c.role, c.consumer, count(p.consumer) AS partitions,
                CASE WHEN count(p.consumer) > 0 AND bool_and(p.lag IS NOT NULL)
                     THEN sum(p.lag)::bigint END AS lag,
                max(p.last_event_at) AS last_event_at, max(p.updated_at) AS updated_at
         FROM unnest({roles}::text[], {names}::text[]) WITH ORDINALITY AS c(role, consumer, n)
         LEFT JOIN phasestream_projection_status AS p ON p.consumer = c.consumer
-        GROUP BY c.role, c.consumer, c.n ORDER BY c.n""", params)
+        GROUP BY c.role, c.consumer, c.n ORDER BY c.n""",
+        params,
+    )
     return found
-

@@ -29,7 +29,7 @@ _STATUS: Final = {
 _VALUE: Final = {
     SeriesMetric.VIOLATIONS: "count(*) FILTER (WHERE l.duration_ms > t.threshold_ms)",
     SeriesMetric.P95_DURATION: "round((percentile_cont(0.95) WITHIN GROUP "
-                               "(ORDER BY l.duration_ms))::numeric, 1)",
+    "(ORDER BY l.duration_ms))::numeric, 1)",
 }
 
 
@@ -38,14 +38,19 @@ def statement(query: SeriesQuery) -> tuple[str, Params]:
     params = Params()
     step = params.add(query.interval)
     start, last = params.add(query.start), params.add(query.last_bucket)
-    window = [_STATUS[query.metric], f'l."timestamp" >= {start}',
-              f'l."timestamp" < {params.add(query.until)}']
+    window = [
+        _STATUS[query.metric],
+        f'l."timestamp" >= {start}',
+        f'l."timestamp" < {params.add(query.until)}',
+    ]
     # The window is the aligned one above, not the filters' since/until.
-    filters = conditions(ReportFilters(phase=query.filters.phase, user=query.filters.user),
-                         LOGS, params)
+    filters = conditions(
+        ReportFilters(phase=query.filters.phase, user=query.filters.user), LOGS, params
+    )
     value = _VALUE.get(query.metric, "count(*)")
     empty = "NULL" if query.metric is SeriesMetric.P95_DURATION else "0"
-    return f"""
+    return (
+        f"""
         WITH data AS (
             SELECT date_bin({step}::interval, l."timestamp", {params.add(EPOCH)}) AS bucket,
                    {value} AS value
@@ -57,7 +62,9 @@ def statement(query: SeriesQuery) -> tuple[str, Params]:
         FROM generate_series({start}::timestamptz, {last}::timestamptz, {step}::interval)
              AS b(bucket)
         LEFT JOIN data AS d USING (bucket)
-        ORDER BY b.bucket""", params
+        ORDER BY b.bucket""",
+        params,
+    )
 
 
 async def series(conn: Connection, query: SeriesQuery) -> Report:
@@ -65,9 +72,13 @@ async def series(conn: Connection, query: SeriesQuery) -> Report:
     sql, params = statement(query)
     items, _ = await section(conn, "buckets", sql, params)
     meta: dict[str, Scalar] = {
-        "metric": query.metric.value, "step": query.step, "since": plain(query.start),
-        "until": plain(query.until), "phase": query.filters.phase,
-        "sla_ms": await _threshold(conn, query.filters.phase)}
+        "metric": query.metric.value,
+        "step": query.step,
+        "since": plain(query.start),
+        "until": plain(query.until),
+        "phase": query.filters.phase,
+        "sla_ms": await _threshold(conn, query.filters.phase),
+    }
     return Report(items, meta=meta)
 
 
@@ -76,5 +87,6 @@ async def _threshold(conn: Connection, phase: int | None) -> int | None:
     if phase is None:
         return None
     value: int | None = await conn.fetchval(
-        "SELECT threshold_ms FROM workflow_phase_sla_thresholds WHERE phase_number = $1", phase)
+        "SELECT threshold_ms FROM workflow_phase_sla_thresholds WHERE phase_number = $1", phase
+    )
     return value

@@ -49,8 +49,9 @@ FROM suggested AS g
 ORDER BY g.phase_number"""
 
 
-async def suggest(conn: Connection, since: datetime | None, percentile: Decimal,
-                  headroom: Decimal) -> Report:
+async def suggest(
+    conn: Connection, since: datetime | None, percentile: Decimal, headroom: Decimal
+) -> Report:
     """Per phase: the current threshold, observed p50/p95/p99 and the chosen percentile,
     the suggested threshold, and how many executions exceed each (strictly, as the
     monitor judges). ``percentile`` is in (0, 100]; ``headroom`` a share (0.2 for 20 %)."""
@@ -58,8 +59,9 @@ async def suggest(conn: Connection, since: datetime | None, percentile: Decimal,
     found = ["l.status IN ('completed', 'failed')", "l.duration_ms IS NOT NULL"]
     if since is not None:
         found.append(f'l."timestamp" >= {params.add(since)}')
-    sql = _SUGGEST.format(where=where(found), share=params.add(float(percentile / 100)),
-                          headroom=params.add(headroom))
+    sql = _SUGGEST.format(
+        where=where(found), share=params.add(float(percentile / 100)), headroom=params.add(headroom)
+    )
     items, _ = await section(conn, "phases", sql, params)
     return Report(items)
 
@@ -73,10 +75,14 @@ async def set_threshold(conn: Connection, phase: int, threshold_ms: int) -> int 
     async with conn.transaction():
         previous: int | None = await conn.fetchval(
             "SELECT threshold_ms FROM workflow_phase_sla_thresholds "
-            "WHERE phase_number = $1 FOR UPDATE", phase)
+            "WHERE phase_number = $1 FOR UPDATE",
+            phase,
+        )
         await conn.execute(
             "INSERT INTO workflow_phase_sla_thresholds (phase_number, threshold_ms) "
             "VALUES ($1, $2) ON CONFLICT (phase_number) "
             "DO UPDATE SET threshold_ms = EXCLUDED.threshold_ms, updated_at = now()",
-            phase, threshold_ms)
+            phase,
+            threshold_ms,
+        )
     return previous

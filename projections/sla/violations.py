@@ -19,6 +19,19 @@ class ViolationSink(PostgresSink[SlaViolation]):
             "user_id, phase_number, started_event_id, started_at, detected_at, elapsed_ms, "
             "threshold_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
             "ON CONFLICT (violation_id) DO NOTHING",
-            [(v.violation_id, v.kind.value, v.workflow_id, v.user_id, v.phase_number,
-              v.started_event_id, v.started_at, v.detected_at, v.elapsed_ms, v.threshold_ms)
-             for v in batch.events])
+            [
+                (
+                    v.violation_id,
+                    v.kind.value,
+                    v.workflow_id,
+                    v.user_id,
+                    v.phase_number,
+                    v.started_event_id,
+                    v.started_at,
+                    v.detected_at,
+                    v.elapsed_ms,
+                    v.threshold_ms,
+                )
+                for v in batch.events
+            ],
+        )

@@ -4,6 +4,13 @@ from streams.subscribe.contracts import COMMANDS, PHASE_EVENTS, VIOLATIONS, Cont
 from streams.subscribe.memory import MemoryHandledIds, NoDedup
 from streams.subscribe.subscriber import Delivery, Subscriber
 
-__all__ = ["COMMANDS", "PHASE_EVENTS", "VIOLATIONS", "Contract", "Delivery",
-           "MemoryHandledIds", "NoDedup",
-           "Subscriber"]
+__all__ = [
+    "COMMANDS",
+    "PHASE_EVENTS",
+    "VIOLATIONS",
+    "Contract",
+    "Delivery",
+    "MemoryHandledIds",
+    "NoDedup",
+    "Subscriber",
+]

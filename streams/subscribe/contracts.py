@@ -35,13 +35,25 @@ def _decode_event(key: bytes | None, value: bytes | None) -> PhaseEvent:
 
 
 COMMANDS: Contract[RollbackCommand] = Contract(
-    "rollback-command", decode_command, lambda c: c.command_id, lambda c: c.kind.value,
-    lambda c: c.workflow_id)
+    "rollback-command",
+    decode_command,
+    lambda c: c.command_id,
+    lambda c: c.kind.value,
+    lambda c: c.workflow_id,
+)
 VIOLATIONS: Contract[SlaViolation] = Contract(
-    "sla-violation", decode_violation, lambda v: v.violation_id, lambda v: v.kind.value,
-    lambda v: v.workflow_id)
+    "sla-violation",
+    decode_violation,
+    lambda v: v.violation_id,
+    lambda v: v.kind.value,
+    lambda v: v.workflow_id,
+)
 PHASE_EVENTS: Contract[PhaseEvent] = Contract(
-    "phase-event", _decode_event, lambda e: e.event_id, lambda e: e.status.value,
-    lambda e: e.workflow_id)
+    "phase-event",
+    _decode_event,
+    lambda e: e.event_id,
+    lambda e: e.status.value,
+    lambda e: e.workflow_id,
+)
 #: Every contract, by name.
 CONTRACTS: dict[str, Contract[Any]] = {c.name: c for c in (COMMANDS, VIOLATIONS, PHASE_EVENTS)}

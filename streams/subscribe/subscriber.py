@@ -74,11 +74,21 @@ class Subscriber(Generic[T, C]):
     Use as ``async with Subscriber(...) as subscriber: await subscriber.run(handler)``.
     """
 
-    def __init__(self, servers: str | KafkaCluster, topic: str, *, group_id: str,
-                 contract: Contract[T], handled: HandledIds[C], dlq_topic: str,
-                 max_attempts: int = 5, backoff: Backoff | None = None,
-                 session_timeout_ms: int = 10_000, max_wait_ms: int = 500,
-                 max_records: int = 500) -> None:
+    def __init__(
+        self,
+        servers: str | KafkaCluster,
+        topic: str,
+        *,
+        group_id: str,
+        contract: Contract[T],
+        handled: HandledIds[C],
+        dlq_topic: str,
+        max_attempts: int = 5,
+        backoff: Backoff | None = None,
+        session_timeout_ms: int = 10_000,
+        max_wait_ms: int = 500,
+        max_records: int = 500,
+    ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.topic = topic
@@ -90,9 +100,16 @@ class Subscriber(Generic[T, C]):
         self._backoff = backoff or Backoff(initial_s=0.5, max_s=30.0)
         self._stop = asyncio.Event()
         cluster = as_cluster(servers)
-        self._consumer = AIOKafkaConsumer(topic, **consumer_config(
-            cluster, group_id=group_id, session_timeout_ms=session_timeout_ms,
-            max_wait_ms=max_wait_ms, max_records=max_records))
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            **consumer_config(
+                cluster,
+                group_id=group_id,
+                session_timeout_ms=session_timeout_ms,
+                max_wait_ms=max_wait_ms,
+                max_records=max_records,
+            ),
+        )
         self._letters = DeadLetterWriter(cluster, dlq_topic, group_id)
 
     async def __aenter__(self) -> Subscriber[T, C]:
@@ -128,8 +145,9 @@ class Subscriber(Generic[T, C]):
                     return
                 await self._partition(tp, records, handler)
 
-    async def _partition(self, tp: TopicPartition, records: Sequence[Any],
-                         handler: Handler[T, C]) -> None:
+    async def _partition(
+        self, tp: TopicPartition, records: Sequence[Any], handler: Handler[T, C]
+    ) -> None:
         for record in records:
             if not await self._record(tp, record, handler):
                 return  # the new owner (or the next run) goes on from the last commit
@@ -159,38 +177,63 @@ class Subscriber(Generic[T, C]):
 
     async def _pause(self, record: Any, attempt: int, exc: Exception) -> None:
         pause = self._backoff.delay(attempt)
-        log.warning("%s: handler failed on %s[%d]@%d (attempt %d: %s: %s); retrying in %.1f s",
-                    self.group_id, record.topic, record.partition, record.offset, attempt,
-                    type(exc).__name__, exc, pause)
+        log.warning(
+            "%s: handler failed on %s[%d]@%d (attempt %d: %s: %s); retrying in %.1f s",
+            self.group_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempt,
+            type(exc).__name__,
+            exc,
+            pause,
+        )
         self.stats.retries += 1
         await asyncio.sleep(pause)
 
-    async def _handle_once(self, record: Any, value: T, attempt: int,
-                           handler: Handler[T, C]) -> None:
+    async def _handle_once(
+        self, record: Any, value: T, attempt: int, handler: Handler[T, C]
+    ) -> None:
         message_id = self._contract.message_id(value)
         async with self._handled.claim(self.group_id, message_id) as claim:
             if claim is None:
                 self.stats.duplicates += 1
                 log.debug("%s: %s handled before; skipped", self.group_id, message_id)
                 return
-            await handler(Delivery(value, record.topic, record.partition, record.offset,
-                                   attempt, claim.context))
+            await handler(
+                Delivery(
+                    value, record.topic, record.partition, record.offset, attempt, claim.context
+                )
+            )
         self.stats.handled += 1
 
     async def _dead(self, letter: DeadLetter) -> None:
         await self._letters.send_all([letter])
         self.stats.dead_lettered += 1
-        log.warning("%s: %s[%d]@%d to %s: %s: %s", self.group_id, letter.topic,
-                    letter.partition, letter.offset, self._letters.topic, letter.field,
-                    letter.reason)
+        log.warning(
+            "%s: %s[%d]@%d to %s: %s: %s",
+            self.group_id,
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            self._letters.topic,
+            letter.field,
+            letter.reason,
+        )
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
         try:
             await self._consumer.commit({tp: next_offset})
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved the partition: its new owner redelivers from the last commit.
-            log.warning("%s: could not commit %s[%d] at %d (%s); the records come again",
-                        self.group_id, tp.topic, tp.partition, next_offset, exc)
+            log.warning(
+                "%s: could not commit %s[%d] at %d (%s); the records come again",
+                self.group_id,
+                tp.topic,
+                tp.partition,
+                next_offset,
+                exc,
+            )
 
 
 def _retriable(exc: Exception) -> bool:
@@ -200,5 +243,14 @@ def _retriable(exc: Exception) -> bool:
 
 def _handler_letter(record: Any, failures: int, exc: Exception) -> DeadLetter:
     reason = f"failed {failures} times; last error: {type(exc).__name__}: {exc}"
-    return DeadLetter(record.topic, record.partition, record.offset, record.timestamp,
-                      record.key, record.value, list(record.headers or ()), "handler", reason)
+    return DeadLetter(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        list(record.headers or ()),
+        "handler",
+        reason,
+    )

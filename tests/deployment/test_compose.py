@@ -76,7 +76,11 @@ def _check_jsonschema() -> list[str]:
 def _validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*_check_jsonschema(), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
@@ -91,14 +95,18 @@ VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P
 
 def _example_values() -> dict[str, str]:
     """The variables .env.example documents, each given a stand-in value."""
-    names = [line.split("=", 1)[0].strip() for line in ENV_EXAMPLE.read_text().splitlines()
-             if "=" in line and not line.lstrip().startswith("#")]
+    names = [
+        line.split("=", 1)[0].strip()
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    ]
     # 40 characters or more: as long as the secrets must be (a JWT secret needs 32 bytes).
     return {name: f"test-{name.lower().replace('_', '-')}".ljust(40, "x") for name in names}
 
 
 def _interpolate(text: str, values: dict[str, str]) -> str:
     """What Compose makes of the file with ``values`` as its environment."""
+
     def one(match: re.Match[str]) -> str:
         name, op, arg = match["name"], match["op"] or "", match["arg"] or ""
         value = values.get(name)
@@ -108,6 +116,7 @@ def _interpolate(text: str, values: dict[str, str]) -> str:
         if unset and op.endswith("-"):
             return arg
         return value or ""
+
     return VARIABLE.sub(one, text)
 
 
@@ -220,12 +229,13 @@ def _mounted_file(service: Service, container_path: str) -> Path:
         if container_path == target:
             return host
         if container_path.startswith(target.rstrip("/") + "/"):
-            return host / container_path[len(target.rstrip("/")) + 1:]
+            return host / container_path[len(target.rstrip("/")) + 1 :]
     raise AssertionError(f"{container_path} is not bind-mounted: {mounts}")
 
 
-def _compose_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                      tmp_path: Path) -> Settings:
+def _compose_settings(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Settings:
     """Settings exactly as a container with this environment would read them."""
     for key in list(os.environ):
         if key.upper().startswith(PREFIX):
@@ -276,8 +286,9 @@ def test_expected_services_exist(services: dict[str, Service]) -> None:
     assert {"kafka", "postgres", *PHASESTREAM_SERVICES} <= set(services)
 
 
-def test_phasestream_services_share_the_extension(compose: dict[str, Any],
-                                                  services: dict[str, Service]) -> None:
+def test_phasestream_services_share_the_extension(
+    compose: dict[str, Any], services: dict[str, Service]
+) -> None:
     shared = compose.get("x-phasestream")
     assert isinstance(shared, dict), "x-phasestream extension missing"
     for name in PHASESTREAM_SERVICES:
@@ -290,10 +301,14 @@ def test_phasestream_services_share_the_extension(compose: dict[str, Any],
 
 def test_every_phasestream_variable_is_a_setting(services: dict[str, Service]) -> None:
     fields = set(Settings.model_fields)
-    used = {key for service in services.values() for key in _env(service)
-            if key.upper().startswith(PREFIX)}
+    used = {
+        key
+        for service in services.values()
+        for key in _env(service)
+        if key.upper().startswith(PREFIX)
+    }
     assert used, "no PHASESTREAM_ variable is set anywhere"
-    unknown = {key for key in used if key[len(PREFIX):].lower() not in fields}
+    unknown = {key for key in used if key[len(PREFIX) :].lower() not in fields}
     assert not unknown, f"not fields of Settings: {sorted(unknown)}"
 
 
@@ -306,8 +321,11 @@ def test_bootstrap_servers_match_an_advertised_listener(services: dict[str, Serv
         servers = _env(services[name])["PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"]
         for server in servers.split(","):
             host, _, port = server.strip().rpartition(":")
-            matches = [listener for listener, (a_host, a_port) in advertised.items()
-                       if (a_host, a_port) == (host, int(port))]
+            matches = [
+                listener
+                for listener, (a_host, a_port) in advertised.items()
+                if (a_host, a_port) == (host, int(port))
+            ]
             assert matches, f"{name}: {server} is not advertised by kafka: {advertised}"
             assert host in kafka_names, f"{name}: {host} is not the kafka service"
             assert bound[matches[0]][1] == int(port), f"{server}: the broker does not bind it"
@@ -328,8 +346,9 @@ def test_host_listener_is_published_on_the_same_port(services: dict[str, Service
     assert controller not in advertised
     voters = kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
     assert voters == f"{kafka_env['KAFKA_NODE_ID']}@kafka:{bound[controller][1]}"
-    protocols = dict(item.split(":") for item in
-                     kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocols = dict(
+        item.split(":") for item in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     assert set(bound) <= set(protocols)
 
 
@@ -344,7 +363,8 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, Service]) -> None:
     assert "ZOOKEEPER" not in " ".join(env)
     data_dir = env["KAFKA_LOG_DIRS"]
     assert any(str(volume).endswith(f":{data_dir}") for volume in kafka["volumes"]), (
-        "the broker's log dir is not on a volume")
+        "the broker's log dir is not on a volume"
+    )
 
 
 def test_the_compose_kafka_is_the_one_the_tests_run(services: dict[str, Service]) -> None:
@@ -353,13 +373,20 @@ def test_the_compose_kafka_is_the_one_the_tests_run(services: dict[str, Service]
     env = _env(kafka)
     assert kafka["image"] == f"apache/kafka:{kafka_version()}"
     node = KafkaNode(1, Path("/unused"), {BROKER_LISTENER: 1, CONTROLLER_LISTENER: 2})
-    tested = dict(line.split("=", 1) for line in
-                  broker_properties(node, [node], {}, {}).splitlines())
-    for name in ("process.roles", "controller.listener.names", "auto.create.topics.enable",
-                 "group.initial.rebalance.delay.ms", "offsets.topic.replication.factor"):
+    tested = dict(
+        line.split("=", 1) for line in broker_properties(node, [node], {}, {}).splitlines()
+    )
+    for name in (
+        "process.roles",
+        "controller.listener.names",
+        "auto.create.topics.enable",
+        "group.initial.rebalance.delay.ms",
+        "offsets.topic.replication.factor",
+    ):
         assert env[f"KAFKA_{name.upper().replace('.', '_')}"] == tested[name], name
-    protocols = dict(item.split(":") for item in
-                     env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     assert set(protocols.values()) == {"PLAINTEXT"}  # as the tests' (SASL_SSL: its own test)
 
 
@@ -412,14 +439,17 @@ def test_dependencies_gate_the_start_order(services: dict[str, Service]) -> None
                 assert not check.get("disable"), why
             if condition == "service_completed_successfully":
                 assert services[target].get("restart") == "no", (
-                    f"{name} waits for {target} to complete, but it restarts")
+                    f"{name} waits for {target} to complete, but it restarts"
+                )
     assert _depends_on(services["migrate"]) == {"postgres": "service_healthy"}
     assert _depends_on(services["topics"]) == {"kafka": "service_healthy"}
     for name in CONSUMERS:
         assert _depends_on(services[name]) == {
-            "kafka": "service_healthy", "postgres": "service_healthy",
+            "kafka": "service_healthy",
+            "postgres": "service_healthy",
             "migrate": "service_completed_successfully",
-            "topics": "service_completed_successfully"}, name
+            "topics": "service_completed_successfully",
+        }, name
     # Prometheus must not wait for the consumers: it is what reports them down.
     assert not set(_depends_on(services["prometheus"])) & set(PHASESTREAM_SERVICES)
     assert _depends_on(services["grafana"]) == {"prometheus": "service_healthy"}
@@ -428,13 +458,17 @@ def test_dependencies_gate_the_start_order(services: dict[str, Service]) -> None
 def test_one_shot_and_long_running_services(services: dict[str, Service]) -> None:
     for name in ONE_SHOT:
         assert services[name].get("restart") == "no", name
-    long_running = {name for name, service in services.items()
-                    if service.get("restart", "no") != "no"}
+    long_running = {
+        name for name, service in services.items() if service.get("restart", "no") != "no"
+    }
     assert long_running == {"kafka", "postgres", *CONSUMERS, *MONITORING}
     for name in long_running:
         service = services[name]
-        healthy = [target for target, condition in _depends_on(service).items()
-                   if condition == "service_healthy"]
+        healthy = [
+            target
+            for target, condition in _depends_on(service).items()
+            if condition == "service_healthy"
+        ]
         assert service.get("healthcheck") or healthy, f"{name}: no health gate at all"
 
 
@@ -498,15 +532,17 @@ def _healthz(status: int) -> Iterator[int]:
 
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-def test_consumer_healthcheck_follows_healthz(status: int, healthy: bool,
-                                              services: dict[str, Service]) -> None:
+def test_consumer_healthcheck_follows_healthz(
+    status: int, healthy: bool, services: dict[str, Service]
+) -> None:
     """The healthcheck's own Python, pointed at a stand-in /healthz: 503 is unhealthy."""
     code = services["audit"]["healthcheck"]["test"][3]
     assert f"127.0.0.1:{HTTP_PORT}/" in code
     with _healthz(status) as port:
         probe = code.replace(f"127.0.0.1:{HTTP_PORT}/", f"127.0.0.1:{port}/")
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                timeout=30, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+        )
     assert (result.returncode == 0) is healthy, result.stderr
 
 
@@ -522,8 +558,9 @@ def test_monitoring_images_are_pinned(services: dict[str, Service]) -> None:
         assert image.split(":")[1] not in {"", "latest", "main"}, image
 
 
-@pytest.mark.parametrize(("name", "port"), [("prometheus", 9090), ("alertmanager", 9093),
-                                            ("grafana", 3000)])
+@pytest.mark.parametrize(
+    ("name", "port"), [("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)]
+)
 def test_monitoring_ports(name: str, port: int, services: dict[str, Service]) -> None:
     assert _published(services[name]) == {port: port}
 
@@ -538,8 +575,9 @@ def test_bind_mounts_exist(services: dict[str, Service]) -> None:
 def test_prometheus_runs_the_repository_config(services: dict[str, Service]) -> None:
     prometheus = services["prometheus"]
     flags = _flags(prometheus)
-    features = {feature for value in flags.get("--enable-feature", [])
-                for feature in value.split(",")}
+    features = {
+        feature for value in flags.get("--enable-feature", []) for feature in value.split(",")
+    }
     assert "exemplar-storage" in features, flags
     (config_path,) = flags["--config.file"]
     config_file = _mounted_file(prometheus, config_path)
@@ -571,11 +609,17 @@ def test_grafana_is_provisioned_from_the_repository(services: dict[str, Service]
     grafana = services["grafana"]
     provisioning = _mounted_file(grafana, "/etc/grafana/provisioning")
     assert provisioning.resolve() == ROOT / "deploy" / "grafana" / "provisioning"
-    sources = [source for path in sorted((provisioning / "datasources").glob("*.yml"))
-               for source in _load(path)["datasources"]]
+    sources = [
+        source
+        for path in sorted((provisioning / "datasources").glob("*.yml"))
+        for source in _load(path)["datasources"]
+    ]
     assert "prometheus" in {source.get("uid") for source in sources}
-    providers = [provider for path in sorted((provisioning / "dashboards").glob("*.yml"))
-                 for provider in _load(path)["providers"]]
+    providers = [
+        provider
+        for path in sorted((provisioning / "dashboards").glob("*.yml"))
+        for provider in _load(path)["providers"]
+    ]
     assert providers
     for provider in providers:
         dashboards = _mounted_file(grafana, provider["options"]["path"])
@@ -593,8 +637,13 @@ def test_grafana_is_provisioned_from_the_repository(services: dict[str, Service]
 def test_every_published_port_is_bound_to_loopback(raw_compose: dict[str, Any]) -> None:
     for name, service in raw_compose["services"].items():
         for port in service.get("ports") or []:
-            host_ip = (port.get("host_ip") if isinstance(port, dict)
-                       else str(port).rsplit(":", 2)[0] if str(port).count(":") == 2 else None)
+            host_ip = (
+                port.get("host_ip")
+                if isinstance(port, dict)
+                else str(port).rsplit(":", 2)[0]
+                if str(port).count(":") == 2
+                else None
+            )
             assert host_ip == "127.0.0.1", f"{name}: {port} is published on every interface"
 
 
@@ -614,7 +663,8 @@ def test_every_password_comes_from_the_environment(raw_compose: dict[str, Any]) 
                 userinfo = url.netloc.rsplit("@", 1)[0]
                 assert ":" in userinfo, f"{name}: {key} has no password"
                 assert REQUIRED.fullmatch(userinfo.split(":", 1)[1]), (
-                    f"{name}: {key} carries a password that is not ${{VAR:?...}}")
+                    f"{name}: {key} carries a password that is not ${{VAR:?...}}"
+                )
 
 
 def test_required_variables_are_documented_and_left_empty() -> None:
@@ -640,7 +690,8 @@ def test_no_service_enables_an_anonymous_admin_api(services: dict[str, Service])
 
 
 def test_the_postgres_application_role_is_made_by_the_init_script(
-        services: dict[str, Service]) -> None:
+    services: dict[str, Service],
+) -> None:
     postgres = services["postgres"]
     scripts = _mounted_file(postgres, INITDB)
     (script,) = sorted(scripts.glob("*.sh"))
@@ -661,8 +712,11 @@ IDEMPOTENT_ON = re.compile(rf"{IDEMPOTENT}\W+[\"']?true\b", re.IGNORECASE)
 
 def _bootstrap_hosts(service: Service) -> set[str]:
     servers = _env(service).get(BOOTSTRAP, "")
-    return {urlsplit(f"//{server.strip()}").hostname or "" for server in servers.split(",")
-            if server.strip()}
+    return {
+        urlsplit(f"//{server.strip()}").hostname or ""
+        for server in servers.split(",")
+        if server.strip()
+    }
 
 
 def not_idempotent_on_apache_kafka(services: dict[str, Service]) -> list[str]:
@@ -670,17 +724,22 @@ def not_idempotent_on_apache_kafka(services: dict[str, Service]) -> list[str]:
     producers. Every such service is held to it, whether or not its command produces
     today (most do: dead letters, violations, commands, events): true costs a non-producer
     nothing, and a command that starts producing later is then already covered."""
-    kafka = {name for name, service in services.items()
-             if str(service.get("image", "")).startswith("apache/kafka:")}
-    kafka |= {str(services[name].get("hostname")) for name in kafka
-              if services[name].get("hostname")}
-    return sorted(name for name, service in services.items()
-                  if _bootstrap_hosts(service) & kafka
-                  and _env(service).get(IDEMPOTENT, "").lower() != "true")
+    kafka = {
+        name
+        for name, service in services.items()
+        if str(service.get("image", "")).startswith("apache/kafka:")
+    }
+    kafka |= {
+        str(services[name].get("hostname")) for name in kafka if services[name].get("hostname")
+    }
+    return sorted(
+        name
+        for name, service in services.items()
+        if _bootstrap_hosts(service) & kafka and _env(service).get(IDEMPOTENT, "").lower() != "true"
+    )
 
 
-def test_every_service_on_apache_kafka_produces_idempotently(
-        services: dict[str, Service]) -> None:
+def test_every_service_on_apache_kafka_produces_idempotently(services: dict[str, Service]) -> None:
     # docs/configuration.md: true on Apache Kafka, or a send retried across a leader
     # failover is written twice.
     on_kafka = [name for name in services if _bootstrap_hosts(services[name]) & {"kafka"}]
@@ -689,8 +748,9 @@ def test_every_service_on_apache_kafka_produces_idempotently(
 
 
 @pytest.mark.parametrize("value", [None, "false"])
-def test_the_idempotence_check_finds_a_service_without_it(value: str | None,
-                                                         services: dict[str, Service]) -> None:
+def test_the_idempotence_check_finds_a_service_without_it(
+    value: str | None, services: dict[str, Service]
+) -> None:
     env = {k: v for k, v in _env(services["rollback"]).items() if k != IDEMPOTENT}
     if value is not None:
         env[IDEMPOTENT] = value
@@ -698,8 +758,12 @@ def test_the_idempotence_check_finds_a_service_without_it(value: str | None,
     broken = {**services, "rollback": {**services["rollback"], "environment": env}}
     assert not_idempotent_on_apache_kafka(broken) == ["rollback"]
     elsewhere = {**env, BOOTSTRAP: "other-kafka:9092"}  # not this file's Apache Kafka
-    assert not_idempotent_on_apache_kafka(
-        {**services, "rollback": {**services["rollback"], "environment": elsewhere}}) == []
+    assert (
+        not_idempotent_on_apache_kafka(
+            {**services, "rollback": {**services["rollback"], "environment": elsewhere}}
+        )
+        == []
+    )
 
 
 def deploy_files_without_idempotence(root: Path) -> list[str]:
@@ -727,8 +791,9 @@ def test_deploy_manifests_produce_idempotently(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", PHASESTREAM_SERVICES)
-def test_settings_agree_with_the_stack(name: str, services: dict[str, Service],
-                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_settings_agree_with_the_stack(
+    name: str, services: dict[str, Service], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = _compose_settings(_env(services[name]), monkeypatch, tmp_path)
     kafka_env = _env(services["kafka"])
 
@@ -743,8 +808,10 @@ def test_settings_agree_with_the_stack(name: str, services: dict[str, Service],
     low = _kafka_setting(kafka_env, "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS")
     high = _kafka_setting(kafka_env, "KAFKA_GROUP_MAX_SESSION_TIMEOUT_MS")
     assert low <= settings.consumer_session_timeout_ms <= high
-    assert settings.consumer_session_timeout_ms >= Settings.model_fields[
-        "consumer_session_timeout_ms"].default
+    assert (
+        settings.consumer_session_timeout_ms
+        >= Settings.model_fields["consumer_session_timeout_ms"].default
+    )
     assert settings.batch_max_wait_ms < settings.consumer_session_timeout_ms
     assert settings.max_event_bytes <= _kafka_setting(kafka_env, "KAFKA_MESSAGE_MAX_BYTES")
     # Prometheus scrapes <service>:6066 and the healthcheck probes it.
@@ -758,8 +825,11 @@ def test_settings_agree_with_the_stack(name: str, services: dict[str, Service],
 
 
 def test_dockerfile_builds_the_cli_image(services: dict[str, Service]) -> None:
-    lines = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     instructions = [line.split(None, 1) for line in lines if line.split()[0].isupper()]
     by_name: dict[str, list[str]] = {}
     for keyword, *rest in instructions:
@@ -769,8 +839,9 @@ def test_dockerfile_builds_the_cli_image(services: dict[str, Service]) -> None:
     users = by_name.get("USER", [])
     assert users, "the image runs as root"
     assert users[-1].split(":")[0] not in {"root", "0"}
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
-        "project"]["scripts"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "scripts"
+    ]
     assert json.loads(by_name["ENTRYPOINT"][-1]) == ["phasestream"]
     assert "phasestream" in scripts
     for name in PHASESTREAM_SERVICES:
@@ -779,8 +850,10 @@ def test_dockerfile_builds_the_cli_image(services: dict[str, Service]) -> None:
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
-    ignored = {line.strip().rstrip("/") for line in
-               DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".venv", ".git", "bench/out", "test-artifacts", ".env"} <= ignored
     assert not ignored & {"pyproject.toml", "phasestream", "migrations", "models"}

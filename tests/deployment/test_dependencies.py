@@ -63,8 +63,9 @@ def imported_distributions() -> dict[str, str]:
 
 
 def test_every_imported_package_is_declared() -> None:
-    undeclared = {name: where for name, where in imported_distributions().items()
-                  if name not in declared()}
+    undeclared = {
+        name: where for name, where in imported_distributions().items() if name not in declared()
+    }
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 

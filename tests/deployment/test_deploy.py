@@ -33,8 +33,9 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 CONSUMER_SERVICES = ("audit", "sla", "metrics", "rollback", "notify")
 SEVERITIES = ("warning", "critical")
-PROMTOOL_MISSING = ("promtool not found: install Debian's 'prometheus' package "
-                    "(apt-get install prometheus)")
+PROMTOOL_MISSING = (
+    "promtool not found: install Debian's 'prometheus' package (apt-get install prometheus)"
+)
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,59 @@ def _series_labels() -> dict[str, frozenset[str]]:
 
 SERIES = _series_labels()
 
-PROMQL_FUNCTIONS = frozenset({
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
-    "count_values", "group", "rate", "irate", "increase", "delta", "idelta", "deriv",
-    "histogram_quantile", "absent", "absent_over_time", "time", "timestamp", "vector", "scalar",
-    "clamp", "clamp_min", "clamp_max", "abs", "ceil", "floor", "round", "sqrt", "exp", "ln",
-    "changes", "resets", "label_replace", "label_join", "sort", "sort_desc",
-    "avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time",
-    "last_over_time", "quantile_over_time", "predict_linear",
-})
+PROMQL_FUNCTIONS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "histogram_quantile",
+        "absent",
+        "absent_over_time",
+        "time",
+        "timestamp",
+        "vector",
+        "scalar",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "abs",
+        "ceil",
+        "floor",
+        "round",
+        "sqrt",
+        "exp",
+        "ln",
+        "changes",
+        "resets",
+        "label_replace",
+        "label_join",
+        "sort",
+        "sort_desc",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "quantile_over_time",
+        "predict_linear",
+    }
+)
 PROMQL_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan"})
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
@@ -182,8 +227,9 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(arg) for arg in args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [str(arg) for arg in args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +273,11 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, expr) of every query target of every panel."""
-    return [(f"panel {panel['id']} {panel.get('title')!r} {target.get('refId')}",
-             target["expr"])
-            for panel in _panels(dashboard) for target in panel.get("targets") or []]
+    return [
+        (f"panel {panel['id']} {panel.get('title')!r} {target.get('refId')}", target["expr"])
+        for panel in _panels(dashboard)
+        for target in panel.get("targets") or []
+    ]
 
 
 # --- the expression checker itself ----------------------------------------------------------
@@ -237,24 +285,28 @@ def _dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_parse_promql_finds_names_and_labels() -> None:
     parsed = parse_promql(
-        'histogram_quantile(0.99, sum by (consumer, le) (rate('
+        "histogram_quantile(0.99, sum by (consumer, le) (rate("
         'phasestream_consumer_batch_duration_seconds_bucket{consumer=~"a|b", job!="x"}'
-        '[$__rate_interval]))) > 1e3 and on (consumer) up offset 5m')
+        "[$__rate_interval]))) > 1e3 and on (consumer) up offset 5m"
+    )
     assert parsed.series == {"phasestream_consumer_batch_duration_seconds_bucket", "up"}
     assert parsed.labels == {"consumer", "le", "job"}
     assert parsed.functions == {"histogram_quantile", "sum", "rate"}
     assert not parsed.unknown
 
 
-@pytest.mark.parametrize(("expr", "problem"), [
-    ("rate(workflow_phase_started[5m])", "unknown names ['workflow_phase_started']"),
-    ("workflow_phase_completed_duration_seconds", "unknown names"),  # a histogram: no suffix
-    ("workflow_phase_in_flight_bucket", "unknown names"),  # a gauge has no buckets
-    ("sum by (consumer) (workflow_phase_in_flight)", "labels ['consumer'] not on"),
-    ("rate(workflow_phase_started_total[5m]", "unbalanced ()"),
-    ("frobnicate(workflow_phase_started_total)", "unknown names ['frobnicate']"),
-    ("vector(1)", "uses no phasestream metric"),
-])
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("rate(workflow_phase_started[5m])", "unknown names ['workflow_phase_started']"),
+        ("workflow_phase_completed_duration_seconds", "unknown names"),  # a histogram: no suffix
+        ("workflow_phase_in_flight_bucket", "unknown names"),  # a gauge has no buckets
+        ("sum by (consumer) (workflow_phase_in_flight)", "labels ['consumer'] not on"),
+        ("rate(workflow_phase_started_total[5m]", "unbalanced ()"),
+        ("frobnicate(workflow_phase_started_total)", "unknown names ['frobnicate']"),
+        ("vector(1)", "uses no phasestream metric"),
+    ],
+)
 def test_expression_checker_rejects(expr: str, problem: str) -> None:
     assert any(problem in found for found in _expr_problems(expr)), _expr_problems(expr)
 
@@ -305,8 +357,7 @@ def test_promtool_rejects_a_broken_config(promtool: str, tmp_path: Path) -> None
     assert result.returncode != 0, result.stdout
 
 
-def test_promtool_check_config_rejects_a_broken_rule_file(promtool: str,
-                                                           tmp_path: Path) -> None:
+def test_promtool_check_config_rejects_a_broken_rule_file(promtool: str, tmp_path: Path) -> None:
     directory = _copy_prometheus_dir(tmp_path)
     _replace(directory / ALERTS_YML.name, "expr: up{job=", "expr: up{{job=")
     assert _run(promtool, "check", "config", directory / PROMETHEUS_YML.name).returncode != 0
@@ -321,19 +372,20 @@ def test_promtool_unit_tests_catch_a_changed_threshold(promtool: str, tmp_path: 
     assert "PhasestreamConsumerLagHigh" in result.stdout + result.stderr
 
 
-def test_scrape_targets_are_the_consumer_services(promtool: str,
-                                                  services: dict[str, Any]) -> None:
+def test_scrape_targets_are_the_consumer_services(promtool: str, services: dict[str, Any]) -> None:
     config = _yaml(PROMETHEUS_YML)
     assert config["global"]["scrape_interval"] == "15s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert "phasestream" in jobs
     # Static targets are there at once; without a short timeout promtool waits 30 s for more.
-    result = _run(promtool, "check", "service-discovery", "--timeout=2s", PROMETHEUS_YML,
-                  "phasestream")
+    result = _run(
+        promtool, "check", "service-discovery", "--timeout=2s", PROMETHEUS_YML, "phasestream"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    targets = json.loads(result.stdout[result.stdout.index("["):])
-    port = {str(services[name]["environment"]["PHASESTREAM_HTTP_PORT"])
-            for name in CONSUMER_SERVICES}
+    targets = json.loads(result.stdout[result.stdout.index("[") :])
+    port = {
+        str(services[name]["environment"]["PHASESTREAM_HTTP_PORT"]) for name in CONSUMER_SERVICES
+    }
     assert len(port) == 1, f"the consumers serve HTTP on different ports: {port}"
     found = {}
     for target in targets:
@@ -349,8 +401,12 @@ def test_scrape_targets_are_the_consumer_services(promtool: str,
 
 def test_alerts_go_to_the_alertmanager_service(services: dict[str, Any]) -> None:
     config = _yaml(PROMETHEUS_YML)
-    targets = [target for manager in config["alerting"]["alertmanagers"]
-               for static in manager["static_configs"] for target in static["targets"]]
+    targets = [
+        target
+        for manager in config["alerting"]["alertmanagers"]
+        for static in manager["static_configs"]
+        for target in static["targets"]
+    ]
     assert targets == ["alertmanager:9093"]
     assert "alertmanager" in services
     assert config["rule_files"] == [ALERTS_YML.name]
@@ -386,25 +442,32 @@ def test_the_required_alerts_exist(rules: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("source", ["alerts.yml", "dashboard"])
-def test_only_exported_metrics_are_used(source: str, rules: list[dict[str, Any]],
-                                        dashboard: dict[str, Any]) -> None:
-    exprs = ([(str(rule["alert"]), str(rule["expr"])) for rule in rules]
-             if source == "alerts.yml" else _dashboard_exprs(dashboard))
+def test_only_exported_metrics_are_used(
+    source: str, rules: list[dict[str, Any]], dashboard: dict[str, Any]
+) -> None:
+    exprs = (
+        [(str(rule["alert"]), str(rule["expr"])) for rule in rules]
+        if source == "alerts.yml"
+        else _dashboard_exprs(dashboard)
+    )
     assert exprs
     problems = {where: found for where, expr in exprs if (found := _expr_problems(expr))}
     assert not problems, problems
 
 
 def test_every_alert_is_unit_tested(rules: list[dict[str, Any]]) -> None:
-    cases = [(check["alertname"], check.get("exp_alerts") or [])
-             for test in _yaml(ALERTS_TEST_YML)["tests"]
-             for check in test.get("alert_rule_test") or []]
+    cases = [
+        (check["alertname"], check.get("exp_alerts") or [])
+        for test in _yaml(ALERTS_TEST_YML)["tests"]
+        for check in test.get("alert_rule_test") or []
+    ]
     for rule in rules:
         name = rule["alert"]
         firing = [alerts for alert, alerts in cases if alert == name and alerts]
         assert firing, f"{name}: no test case where it fires"
         assert any(not alerts for alert, alerts in cases if alert == name), (
-            f"{name}: no test case where it does not fire")
+            f"{name}: no test case where it does not fire"
+        )
         for alerts in firing:
             for alert in alerts:
                 assert alert["exp_labels"]["severity"] == rule["labels"]["severity"], name
@@ -484,8 +547,14 @@ def test_every_severity_is_routed(severity: str, rules: list[dict[str, Any]]) ->
     assert receiver == severity, f"severity={severity} goes to {receiver}"
     amtool = shutil.which("amtool")
     if amtool:
-        result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}",
-                      f"severity={severity}")
+        result = _run(
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER_YML}",
+            f"severity={severity}",
+        )
         assert result.stdout.split() == [severity], result.stdout + result.stderr
 
 
@@ -552,13 +621,18 @@ def test_dashboard_shows_every_metric(dashboard: dict[str, Any]) -> None:
 
 def test_duration_panel_shows_quantiles_against_the_sla(dashboard: dict[str, Any]) -> None:
     histogram = "workflow_phase_completed_duration_seconds_bucket"
-    panels = [panel for panel in _panels(dashboard)
-              if any(histogram in target["expr"] for target in panel.get("targets") or [])]
+    panels = [
+        panel
+        for panel in _panels(dashboard)
+        if any(histogram in target["expr"] for target in panel.get("targets") or [])
+    ]
     assert panels, f"no panel shows {histogram}"
     exprs = [target["expr"] for target in panels[0]["targets"]]
     for quantile in ("0.5", "0.95", "0.99"):
-        assert any(expr.startswith(f"histogram_quantile({quantile}, ") and histogram in expr
-                   for expr in exprs), f"no p{quantile} of {histogram}"
+        assert any(
+            expr.startswith(f"histogram_quantile({quantile}, ") and histogram in expr
+            for expr in exprs
+        ), f"no p{quantile} of {histogram}"
     assert any("workflow_phase_sla_threshold_seconds" in expr for expr in exprs), "no SLA line"
     everything = " ".join(expr for _, expr in _dashboard_exprs(dashboard))
     assert "histogram_quantile(0.95, sum by (le) (rate(workflow_phase_failed_duration" in everything
@@ -569,8 +643,11 @@ def test_dashboard_variables_are_known(dashboard: dict[str, Any]) -> None:
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
     for name, variable in variables.items():
         assert variable["datasource"]["uid"] == "prometheus", name
-        query = variable["query"]["query"] if isinstance(variable["query"], dict) else (
-            variable["query"])
+        query = (
+            variable["query"]["query"]
+            if isinstance(variable["query"], dict)
+            else (variable["query"])
+        )
         found = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
         assert found, f"${name}: {query}"
         selector, label = found.groups()
@@ -582,21 +659,48 @@ def test_dashboard_variables_are_known(dashboard: dict[str, Any]) -> None:
     assert used <= set(variables), f"undefined variables: {used - set(variables)}"
 
 
-def test_dashboard_queries_parse(promtool: str, dashboard: dict[str, Any],
-                                 tmp_path: Path) -> None:
+def test_dashboard_queries_parse(promtool: str, dashboard: dict[str, Any], tmp_path: Path) -> None:
     # promtool parses PromQL in rule files: make one recording rule per dashboard query,
     # with Grafana's interval variables replaced by a duration.
     queries = _dashboard_exprs(dashboard)
     rule_file = tmp_path / "dashboard_rules.yml"
-    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{index}", "expr": _GRAFANA_INTERVAL.sub("5m", expr)}
-        for index, (_, expr) in enumerate(queries)]}]}), encoding="utf-8")
+    rule_file.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {
+                                "record": f"dashboard:query_{index}",
+                                "expr": _GRAFANA_INTERVAL.sub("5m", expr),
+                            }
+                            for index, (_, expr) in enumerate(queries)
+                        ],
+                    }
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
     result = _run(promtool, "check", "rules", rule_file)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
 
     broken = tmp_path / "broken_rules.yml"
-    broken.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
-        {"record": "dashboard:broken", "expr": "sum by (phase) (rate(x[5m])"}]}]}),
-        encoding="utf-8")
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {"record": "dashboard:broken", "expr": "sum by (phase) (rate(x[5m])"}
+                        ],
+                    }
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
     assert _run(promtool, "check", "rules", broken).returncode != 0

@@ -38,8 +38,9 @@ def test_anchors_follow_githubs_rules() -> None:
 
 
 def links(page: Path) -> list[str]:
-    return [target for target in LINK.findall(_prose(page.read_text()))
-            if not EXTERNAL.match(target)]
+    return [
+        target for target in LINK.findall(_prose(page.read_text())) if not EXTERNAL.match(target)
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)

@@ -30,8 +30,10 @@ def command_tree() -> dict[str, set[str]]:
     """Each top-level command, with its subcommands (empty for a plain command)."""
     root = get_command(app)
     assert isinstance(root, typer.core.TyperGroup)
-    return {name: set(command.commands) if isinstance(command, typer.core.TyperGroup) else set()
-            for name, command in root.commands.items()}
+    return {
+        name: set(command.commands) if isinstance(command, typer.core.TyperGroup) else set()
+        for name, command in root.commands.items()
+    }
 
 
 def test_every_command_is_documented() -> None:
@@ -52,9 +54,11 @@ def _code(markdown: str) -> list[str]:
 
 def test_every_command_the_readme_names_exists() -> None:
     tree = command_tree()
-    named = [match.groups() for code in _code(README)
-             for match in re.finditer(r"(?:^|[\s/])phasestream ([a-z][\w-]*)(?: ([\w|-]+))?",
-                                      code)]
+    named = [
+        match.groups()
+        for code in _code(README)
+        for match in re.finditer(r"(?:^|[\s/])phasestream ([a-z][\w-]*)(?: ([\w|-]+))?", code)
+    ]
     assert len(named) >= 10
     for command, sub in named:
         assert command in tree, command
@@ -71,8 +75,7 @@ def _normalise(sql: str) -> list[str]:
 
 def test_the_documented_example_queries_are_the_tested_ones() -> None:
     tested = (DOCS / "example-queries.sql").read_text()
-    blocks = re.findall(r"```sql\n(.*?)```", (DOCS / "analysts.md").read_text(),
-                        flags=re.DOTALL)
+    blocks = re.findall(r"```sql\n(.*?)```", (DOCS / "analysts.md").read_text(), flags=re.DOTALL)
     assert blocks
     assert _normalise(blocks[0]) == _normalise(tested)
 
@@ -92,9 +95,7 @@ def test_readme_is_short() -> None:
 
 def test_readme_leads_to_a_page_for_each_reader() -> None:
     sections = re.findall(r"^## (.+)$", README, flags=re.MULTILINE)
-    for reader in ("What you get", "Producers", "Downstream consumers", "Analysts",
-                   "Operators"):
+    for reader in ("What you get", "Producers", "Downstream consumers", "Analysts", "Operators"):
         assert reader in sections, reader
-    for page in ("configuration", "contracts", "delivery", "operations", "scaling",
-                 "benchmarks"):
+    for page in ("configuration", "contracts", "delivery", "operations", "scaling", "benchmarks"):
         assert f"(docs/{page}.md)" in README, page

@@ -33,8 +33,9 @@ from tests.waiting import eventually
 @contextlib.asynccontextmanager
 async def offsets_reader(servers: str) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group, only to ask for offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
-                                request_timeout_ms=15_000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, request_timeout_ms=15_000
+    )
     await consumer.start()
     try:
         yield consumer
@@ -66,8 +67,10 @@ async def stored_positions(db: str, consumer: str) -> dict[int, int]:
     """The positions a projection stored in Postgres, by partition."""
     conn = await asyncpg.connect(db)
     try:
-        rows = await conn.fetch("SELECT partition, next_offset FROM "
-                                "phasestream_consumer_positions WHERE consumer = $1", consumer)
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM phasestream_consumer_positions WHERE consumer = $1",
+            consumer,
+        )
     finally:
         await conn.close()
     return {r["partition"]: r["next_offset"] for r in rows}
@@ -75,8 +78,9 @@ async def stored_positions(db: str, consumer: str) -> dict[int, int]:
 
 @contextlib.asynccontextmanager
 async def admin_client(servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="phasestream-tests",
-                                request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers, client_id="phasestream-tests", request_timeout_ms=15_000
+    )
     await admin.start()
     try:
         yield admin
@@ -88,7 +92,8 @@ async def topic_configs(servers: str, topics: list[str]) -> dict[str, dict[str, 
     """Every config the broker applies to each topic (describe_configs), by name."""
     async with admin_client(servers) as admin:
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics])
+            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+        )
     found: dict[str, dict[str, str]] = {}
     for response in responses:
         for error_code, message, _type, name, entries, *_ in response.resources:
@@ -118,14 +123,18 @@ async def wait_for_topic(servers: str, topic: str, timeout_s: float) -> None:
             return
         except (KafkaError, OSError, AssertionError, TimeoutError) as exc:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the broker at {servers} did not serve {topic} again "
-                                     f"within {timeout_s:.0f} s: {exc!r}") from exc
+                raise AssertionError(
+                    f"the broker at {servers} did not serve {topic} again "
+                    f"within {timeout_s:.0f} s: {exc!r}"
+                ) from exc
             await asyncio.sleep(1)
 
 
 @contextlib.asynccontextmanager
-async def audit_task(settings: Settings, observer: PipelineObserver | None = None,
-                     ) -> AsyncIterator[tuple[Projector[PhaseEvent], asyncio.Task[None]]]:
+async def audit_task(
+    settings: Settings,
+    observer: PipelineObserver | None = None,
+) -> AsyncIterator[tuple[Projector[PhaseEvent], asyncio.Task[None]]]:
     """The audit projector running in a task the test can watch (did it stop? why?)."""
     async with audit_projector(settings, observer=observer) as projector:
         task = asyncio.create_task(projector.run())
@@ -151,10 +160,14 @@ async def projected_then_behind(settings: Settings, first: int, second: int) -> 
     """Project ``first`` events and stop the projector; then publish ``second`` more, which
     wait unread behind its stored positions."""
     db, group = settings.database_url or "", settings.audit_consumer_group
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as publisher:
+    async with PhaseEventPublisher(
+        settings.bootstrap_servers, settings.phase_events_topic
+    ) as publisher:
         await publisher.publish_many(many_events(first))
         async with audit_task(settings):
-            await eventually(lambda: stored_positions(db, group),
-                             lambda p: sum(p.values()) == first, what="the first events")
+            await eventually(
+                lambda: stored_positions(db, group),
+                lambda p: sum(p.values()) == first,
+                what="the first events",
+            )
         await publisher.publish_many(many_events(second))

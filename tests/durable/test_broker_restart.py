@@ -57,10 +57,11 @@ class SteadyPublisher:
         self.failed_sends = 0
 
     async def run(self) -> None:
-        async with PhaseEventPublisher(self.settings.bootstrap_servers,
-                                       self.settings.phase_events_topic) as publisher:
+        async with PhaseEventPublisher(
+            self.settings.bootstrap_servers, self.settings.phase_events_topic
+        ) as publisher:
             for start in range(0, len(self.events), CHUNK):
-                chunk = self.events[start:start + CHUNK]
+                chunk = self.events[start : start + CHUNK]
                 await self._send(publisher, chunk)
                 self.sent += len(chunk)
                 await asyncio.sleep(CHUNK_PAUSE_S)
@@ -79,7 +80,8 @@ class SteadyPublisher:
 
 
 async def test_broker_restart_mid_stream_every_event_lands_exactly_once(
-        settings: Settings, restart_broker: Callable[[], None]) -> None:
+    settings: Settings, restart_broker: Callable[[], None]
+) -> None:
     db = settings.database_url or ""
     group = settings.audit_consumer_group
     events = many_events(EVENTS)
@@ -88,8 +90,12 @@ async def test_broker_restart_mid_stream_every_event_lands_exactly_once(
         publishing = asyncio.create_task(publisher.run())
         try:
             # Mid-stream: the projector has written some, the publisher is still going.
-            await eventually(lambda: count_rows(db), lambda n: n >= EVENTS // 5, timeout_s=60,
-                             what="the first fifth of the events projected")
+            await eventually(
+                lambda: count_rows(db),
+                lambda n: n >= EVENTS // 5,
+                timeout_s=60,
+                what="the first fifth of the events projected",
+            )
             assert not publishing.done(), "the publisher finished before the restart"
             rows_before = await count_rows(db)
             took = await asyncio.to_thread(timed, restart_broker)
@@ -98,30 +104,42 @@ async def test_broker_restart_mid_stream_every_event_lands_exactly_once(
         finally:
             if not publishing.done():
                 publishing.cancel()
-        rows = await eventually(lambda: count_rows(db), lambda n: n >= EVENTS or task.done(),
-                                timeout_s=180, what="every event projected after the restart")
+        rows = await eventually(
+            lambda: count_rows(db),
+            lambda n: n >= EVENTS or task.done(),
+            timeout_s=180,
+            what="every event projected after the restart",
+        )
         assert not task.done(), f"the projector stopped across the restart: {outcome(task)}"
         ends = await end_offsets(settings.bootstrap_servers, settings.phase_events_topic)
-        await eventually(lambda: stored_positions(db, group), lambda p: p == ends,
-                         timeout_s=60, what=f"stored positions at the end offsets {ends}")
+        await eventually(
+            lambda: stored_positions(db, group),
+            lambda p: p == ends,
+            timeout_s=60,
+            what=f"stored positions at the end offsets {ends}",
+        )
     assert rows_before < EVENTS, "the restart did not fall mid-stream"
     assert rows == EVENTS
     assert await count_rows(db, "SELECT count(DISTINCT id) FROM workflow_phase_logs") == EVENTS
     ids = await _ids(db)
     assert ids == {e.event_id for e in events}, (
         f"{len({e.event_id for e in events} - ids)} events missing, "
-        f"{len(ids - {e.event_id for e in events})} unexpected")
+        f"{len(ids - {e.event_id for e in events})} unexpected"
+    )
     # The log holds every event at least once (more where a chunk was sent twice).
     assert sum(ends.values()) >= EVENTS
     assert projector.stats.events_applied >= EVENTS
-    print(f"restart took {took:.1f} s; {publisher.failed_sends} chunk sends failed and were "
-          f"repeated; {sum(ends.values()) - EVENTS} records in the log twice")
+    print(
+        f"restart took {took:.1f} s; {publisher.failed_sends} chunk sends failed and were "
+        f"repeated; {sum(ends.values()) - EVENTS} records in the log twice"
+    )
 
 
 async def _ids(db: str) -> set[uuid.UUID]:
     conn = await asyncpg.connect(db)
     try:
-        return {uuid.UUID(str(r["id"])) for r in await conn.fetch(
-            "SELECT id FROM workflow_phase_logs")}
+        return {
+            uuid.UUID(str(r["id"])) for r in await conn.fetch("SELECT id FROM workflow_phase_logs")
+        }
     finally:
         await conn.close()

@@ -24,27 +24,40 @@ pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
 
 
 def cli_topics_create(settings: Settings) -> str:
-    done = subprocess.run([sys.executable, "-m", "phasestream", "topics", "create"],
-                          env=settings_env(settings), capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "phasestream", "topics", "create"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
 
 async def test_topics_create_makes_logs_that_are_never_compacted(settings: Settings) -> None:
     tag = settings.phase_events_topic.removesuffix(".phase-events")
-    fresh = settings.model_copy(update={
-        "phase_events_topic": f"{tag}-cli.phase-events", "dlq_topic": f"{tag}-cli.dlq",
-        "sla_violations_topic": f"{tag}-cli.sla-violations",
-        "rollback_commands_topic": f"{tag}-cli.rollback-commands", "topic_partitions": 3})
-    topics = [fresh.phase_events_topic, fresh.dlq_topic, fresh.sla_violations_topic,
-              fresh.rollback_commands_topic]
+    fresh = settings.model_copy(
+        update={
+            "phase_events_topic": f"{tag}-cli.phase-events",
+            "dlq_topic": f"{tag}-cli.dlq",
+            "sla_violations_topic": f"{tag}-cli.sla-violations",
+            "rollback_commands_topic": f"{tag}-cli.rollback-commands",
+            "topic_partitions": 3,
+        }
+    )
+    topics = [
+        fresh.phase_events_topic,
+        fresh.dlq_topic,
+        fresh.sla_violations_topic,
+        fresh.rollback_commands_topic,
+    ]
     cli_topics_create(fresh)
     cli_topics_create(fresh)  # idempotent: the second run changes nothing
 
     layout = await topic_layout(fresh.bootstrap_servers, topics)
-    assert layout == {t: [fresh.topic_replication_factor] * fresh.topic_partitions
-                      for t in topics}
+    assert layout == {t: [fresh.topic_replication_factor] * fresh.topic_partitions for t in topics}
     configs = await topic_configs(fresh.bootstrap_servers, topics)
     assert set(configs) == set(topics)
     for topic, config in configs.items():

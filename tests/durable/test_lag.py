@@ -34,9 +34,10 @@ LAG_METRIC = "phasestream_consumer_lag_records"
 
 
 def gauges(registry: CollectorRegistry, consumer: str, partitions: list[int]) -> dict[int, float]:
-    values = {p: registry.get_sample_value(LAG_METRIC, {"consumer": consumer,
-                                                        "partition": str(p)})
-              for p in partitions}
+    values = {
+        p: registry.get_sample_value(LAG_METRIC, {"consumer": consumer, "partition": str(p)})
+        for p in partitions
+    }
     return {p: v for p, v in values.items() if v is not None}
 
 
@@ -61,16 +62,20 @@ async def test_reported_lag_is_end_offset_minus_stored_position(settings: Settin
         async with audit_task(small_batches, PipelineMetrics(registry)) as (projector, task):
             reported = await eventually(
                 lambda: _gauges_async(registry, group, list(ends)),
-                lambda g: len(g) == len(ends) or task.done(), timeout_s=60,
-                what="a lag gauge for every partition")
+                lambda g: len(g) == len(ends) or task.done(),
+                timeout_s=60,
+                what="a lag gauge for every partition",
+            )
             assert not task.done(), f"the projector stopped: {outcome(task)}"
             assert reported == behind, "lag gauge != end offset - stored position"
             assert {ref.partition: n for ref, n in projector.stats.lag.items()} == behind
             projector.stop()  # ends after the batch(es) in hand
             await hold.rollback()
-            await eventually(lambda: stored_positions(db, group),
-                             lambda p: sum(p.values()) > FIRST or task.done(),
-                             what="a batch written once the lock is gone")
+            await eventually(
+                lambda: stored_positions(db, group),
+                lambda p: sum(p.values()) > FIRST or task.done(),
+                what="a batch written once the lock is gone",
+            )
     finally:
         await holder.close()
 
@@ -79,8 +84,11 @@ async def test_reported_lag_is_end_offset_minus_stored_position(settings: Settin
     conn = await asyncpg.connect(db)
     try:
         rows = await conn.fetch(
-            "SELECT \"partition\", stored_position, highwater, lag FROM "
-            "phasestream_projection_status WHERE consumer = $1 AND topic = $2", group, topic)
+            'SELECT "partition", stored_position, highwater, lag FROM '
+            "phasestream_projection_status WHERE consumer = $1 AND topic = $2",
+            group,
+            topic,
+        )
     finally:
         await conn.close()
     # Partitions written after the second wave was published show that wave's end.
@@ -94,6 +102,7 @@ async def test_reported_lag_is_end_offset_minus_stored_position(settings: Settin
     assert any(row["lag"] > 0 for row in moved), "every moved partition caught up"
 
 
-async def _gauges_async(registry: CollectorRegistry, consumer: str,
-                        partitions: list[int]) -> dict[int, float]:
+async def _gauges_async(
+    registry: CollectorRegistry, consumer: str, partitions: list[int]
+) -> dict[int, float]:
     return gauges(registry, consumer, partitions)

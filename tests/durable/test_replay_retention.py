@@ -30,8 +30,11 @@ EVENTS = 240
 
 
 async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Settings) -> None:
-    db, topic, servers = settings.database_url or "", settings.phase_events_topic, \
-        settings.bootstrap_servers
+    db, topic, servers = (
+        settings.database_url or "",
+        settings.phase_events_topic,
+        settings.bootstrap_servers,
+    )
     async with PhaseEventPublisher(servers, topic) as pub:
         await pub.publish_many(many_events(EVENTS))
     async with consumers_running(settings, "audit"):
@@ -42,13 +45,18 @@ async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Sett
     assert len(cuts) >= 2, f"fewer than two partitions hold two records: {ends}"
     emptied = min(cuts)  # retention took all of this one: the replay has nothing to wait for
     cuts[emptied] = ends[TopicPartition(topic, emptied)]
-    deleted = sum(1 for r in await read_to_highwater(settings, topic)
-                  if r.offset < cuts.get(r.partition, 0))
+    deleted = sum(
+        1 for r in await read_to_highwater(settings, topic) if r.offset < cuts.get(r.partition, 0)
+    )
     async with admin_client(servers) as admin:
         await admin.delete_records(
-            {TopicPartition(topic, p): RecordsToDelete(cut) for p, cut in cuts.items()})
-    assert {tp.partition: s for tp, s in (await log_starts(KafkaCluster(servers), ends)).items()
-            if tp.partition in cuts} == cuts, "the log does not start where records were cut"
+            {TopicPartition(topic, p): RecordsToDelete(cut) for p, cut in cuts.items()}
+        )
+    assert {
+        tp.partition: s
+        for tp, s in (await log_starts(KafkaCluster(servers), ends)).items()
+        if tp.partition in cuts
+    } == cuts, "the log does not start where records were cut"
 
     notices: list[str] = []
     result = await replay(settings, "audit", notice=notices.append)
@@ -58,7 +66,9 @@ async def test_replay_keeps_the_rows_of_records_retention_deleted(settings: Sett
     assert not result.discarded
     assert {p: s for p, s in result.log_starts.items() if s} == cuts
     first = min(cuts)
-    assert notices[0].startswith(f"keeping {deleted} rows older than the log's start "
-                                 f"(offset {cuts[first]:,} on partition {first}")
+    assert notices[0].startswith(
+        f"keeping {deleted} rows older than the log's start "
+        f"(offset {cuts[first]:,} on partition {first}"
+    )
     assert await count_rows(db) == EVENTS
     assert await fetchval(db, AUDIT_SUM) == audit_sum

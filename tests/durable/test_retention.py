@@ -39,7 +39,8 @@ WATCH_S = 30.0  # long enough for a projector to read and write what is left
 
 
 async def test_records_deleted_before_they_were_read_stop_the_projector_loudly(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     db = settings.database_url or ""
     group, topic = settings.audit_consumer_group, settings.phase_events_topic
     servers = settings.bootstrap_servers
@@ -47,15 +48,20 @@ async def test_records_deleted_before_they_were_read_stop_the_projector_loudly(
     await projected_then_behind(settings, FIRST, SECOND)
     stored = await stored_positions(db, group)
     ends = await end_offsets(servers, topic)
-    cuts = {p: stored.get(p, 0) + (end - stored.get(p, 0)) // 2 for p, end in ends.items()
-            if end - stored.get(p, 0) >= 2}
+    cuts = {
+        p: stored.get(p, 0) + (end - stored.get(p, 0)) // 2
+        for p, end in ends.items()
+        if end - stored.get(p, 0) >= 2
+    }
     assert cuts, f"no partition has two unread records: stored {stored}, ends {ends}"
     async with admin_client(servers) as admin:
         starts = await admin.delete_records(
-            {TopicPartition(topic, p): RecordsToDelete(cut) for p, cut in cuts.items()})
+            {TopicPartition(topic, p): RecordsToDelete(cut) for p, cut in cuts.items()}
+        )
     assert {tp.partition: start for tp, start in starts.items()} == cuts
-    assert {p: s for p, s in (await log_start_offsets(servers, topic)).items()
-            if p in cuts} == cuts, "the broker's log does not start where records were deleted"
+    assert {
+        p: s for p, s in (await log_start_offsets(servers, topic)).items() if p in cuts
+    } == cuts, "the broker's log does not start where records were deleted"
     rows_before = await count_rows(db)
 
     async with audit_task(settings) as (_, task):
@@ -71,12 +77,17 @@ async def test_records_deleted_before_they_were_read_stop_the_projector_loudly(
         state = outcome(task)
         failed = task.done() and not task.cancelled() and task.exception() is not None
 
-    skipped = {p: f"stored {stored.get(p, 0)} -> {positions.get(p)}, offsets "
-                  f"{stored.get(p, 0)}..{cut - 1} deleted" for p, cut in cuts.items()
-               if positions.get(p) != stored.get(p)}
+    skipped = {
+        p: f"stored {stored.get(p, 0)} -> {positions.get(p)}, offsets "
+        f"{stored.get(p, 0)}..{cut - 1} deleted"
+        for p, cut in cuts.items()
+        if positions.get(p) != stored.get(p)
+    }
     assert not skipped, (
         f"the audit projector moved past records it never read, without failing "
-        f"(it {state}; {rows - rows_before} rows written): {skipped}")
+        f"(it {state}; {rows - rows_before} rows written): {skipped}"
+    )
     assert failed, (
         f"the audit projector neither failed nor moved on within {WATCH_S:.0f} s of "
-        f"finding offsets {cuts} gone: it {state}")
+        f"finding offsets {cuts} gone: it {state}"
+    )

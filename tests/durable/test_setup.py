@@ -20,21 +20,37 @@ CLUSTER_TEST = "tests/faults/test_kafka_failover.py"
 
 def durable_files() -> list[str]:
     marked = re.compile(r"^pytestmark = .*\bdurable_broker\b", re.MULTILINE)
-    return sorted(path.name for path in HERE.glob("test_*.py")
-                  if marked.search(path.read_text()))
+    return sorted(path.name for path in HERE.glob("test_*.py") if marked.search(path.read_text()))
 
 
-def collect(external: str | None, test_broker: str = "tansu",
-            expect: int = 0) -> tuple[set[str], str]:
+def collect(
+    external: str | None, test_broker: str = "tansu", expect: int = 0
+) -> tuple[set[str], str]:
     """The test ids a run would select, and its output (collection only, no broker)."""
     env = {k: v for k, v in os.environ.items() if k != "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"}
     env["PHASESTREAM_TEST_BROKER"] = test_broker
     if external:
         env["PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"] = external
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         str(HERE), DEV_TEST, CLUSTER_TEST], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(HERE),
+            DEV_TEST,
+            CLUSTER_TEST,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == expect, done.stdout + done.stderr
     ids = {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
     return ids, done.stdout if done.returncode == 0 else done.stdout + done.stderr

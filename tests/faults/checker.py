@@ -72,8 +72,7 @@ class Published:
 
     @property
     def rollback_failures(self) -> list[PhaseEvent]:
-        return [e for e in self.events if e.status is PhaseStatus.FAILED
-                and e.phase_number > 1]
+        return [e for e in self.events if e.status is PhaseStatus.FAILED and e.phase_number > 1]
 
 
 @dataclass(frozen=True)
@@ -108,12 +107,21 @@ class SinkReport:
         return not (self.lost or self.duplicated or self.unexpected or self.differing)
 
     def __str__(self) -> str:
-        head = (f"{self.sink}: expected {self.expected}, found {self.found}: "
-                f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
-                f"unexpected {len(self.unexpected)}, differing {len(self.differing)}")
-        details = [f"  {name} (first {SHOWN}): {list(items[:SHOWN])}" for name, items in (
-            ("lost", self.lost), ("duplicated", self.duplicated),
-            ("unexpected", self.unexpected), ("differing", self.differing)) if items]
+        head = (
+            f"{self.sink}: expected {self.expected}, found {self.found}: "
+            f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
+            f"unexpected {len(self.unexpected)}, differing {len(self.differing)}"
+        )
+        details = [
+            f"  {name} (first {SHOWN}): {list(items[:SHOWN])}"
+            for name, items in (
+                ("lost", self.lost),
+                ("duplicated", self.duplicated),
+                ("unexpected", self.unexpected),
+                ("differing", self.differing),
+            )
+            if items
+        ]
         return "\n".join([head, *details])
 
 
@@ -138,8 +146,9 @@ class Report:
 # --- expectations, from models/ -----------------------------------------------------
 
 
-def expect(published: Published, *, thresholds: Mapping[int, int], grace_ms: int,
-           policy: RollbackPolicy) -> Expected:
+def expect(
+    published: Published, *, thresholds: Mapping[int, int], grace_ms: int, policy: RollbackPolicy
+) -> Expected:
     """What every sink must hold once every deadline has passed and the pipeline is quiet.
 
     Raises AssertionError when the scenario's stated intent (``never_finish``, ``late``)
@@ -153,17 +162,21 @@ def expect(published: Published, *, thresholds: Mapping[int, int], grace_ms: int
     violations = _violations(published.events, thresholds, grace_ms)
     _agree(published, violations)
     violation_rows = {str(v.violation_id): (v.kind.value, v.phase_number) for v in violations}
-    return Expected({
-        AUDIT: {str(e.event_id): _audit_fields(e) for e in transitions},
-        VIOLATIONS: violation_rows,
-        COMMANDS: {str(c.command_id): (c.kind.value, c.attempt) for c in commands},
-        METRICS: {str(e.event_id): _metric_fields(e) for e in transitions},
-        VIOLATION_TOPIC: violation_rows,
-    })
+    return Expected(
+        {
+            AUDIT: {str(e.event_id): _audit_fields(e) for e in transitions},
+            VIOLATIONS: violation_rows,
+            COMMANDS: {str(c.command_id): (c.kind.value, c.attempt) for c in commands},
+            METRICS: {str(e.event_id): _metric_fields(e) for e in transitions},
+            VIOLATION_TOPIC: violation_rows,
+        }
+    )
 
 
-def _rollbacks(events: Iterable[PhaseEvent], policy: RollbackPolicy,
-               ) -> tuple[list[PhaseEvent], list[RollbackCommand]]:
+def _rollbacks(
+    events: Iterable[PhaseEvent],
+    policy: RollbackPolicy,
+) -> tuple[list[PhaseEvent], list[RollbackCommand]]:
     """Fold ``decide`` over each workflow's failures in log order (one workflow's events
     share a partition, so log order is publication order)."""
     histories: dict[str, WorkflowHistory] = {}
@@ -182,8 +195,9 @@ def _rollbacks(events: Iterable[PhaseEvent], policy: RollbackPolicy,
     return rolled_back, commands
 
 
-def _violations(events: Iterable[PhaseEvent], thresholds: Mapping[int, int],
-                grace_ms: int) -> list[SlaViolation]:
+def _violations(
+    events: Iterable[PhaseEvent], thresholds: Mapping[int, int], grace_ms: int
+) -> list[SlaViolation]:
     """Late ends as the monitor's state machine finds them, then every phase left open
     judged at a time past its deadline and grace."""
     state, now = SlaState(), datetime.now(UTC)
@@ -204,12 +218,15 @@ def _violations(events: Iterable[PhaseEvent], thresholds: Mapping[int, int],
 def _agree(published: Published, violations: Sequence[SlaViolation]) -> None:
     overdue = {v.started_event_id for v in violations if v.kind is ViolationKind.OVERDUE}
     late = {v.started_event_id for v in violations if v.kind is not ViolationKind.OVERDUE}
-    for what, stated, decided in (("never finishing", published.never_finish, overdue),
-                                  ("late", published.late, late)):
+    for what, stated, decided in (
+        ("never finishing", published.never_finish, overdue),
+        ("late", published.late, late),
+    ):
         assert stated == decided, (
             f"the scenario's {what} phases and the models disagree: stated only "
             f"{sorted(map(str, stated - decided))[:SHOWN]}, decided only "
-            f"{sorted(map(str, decided - stated))[:SHOWN]}")
+            f"{sorted(map(str, decided - stated))[:SHOWN]}"
+        )
 
 
 def _audit_fields(event: PhaseEvent) -> Fields:
@@ -229,22 +246,26 @@ async def observe(settings: Settings) -> Observed:
     conn = await asyncpg.connect(settings.database_url or "")
     try:
         audit = await conn.fetch(
-            "SELECT id::text AS id, workflow_id, phase_number, status FROM workflow_phase_logs")
+            "SELECT id::text AS id, workflow_id, phase_number, status FROM workflow_phase_logs"
+        )
         violations = await conn.fetch(
             "SELECT violation_id::text AS id, kind, phase_number "
-            "FROM workflow_phase_sla_violation_events")
+            "FROM workflow_phase_sla_violation_events"
+        )
         metrics = await conn.fetch("SELECT id::text AS id, metric_name, value FROM metrics_data")
     finally:
         await conn.close()
     commands = await read_to_highwater(settings, settings.rollback_commands_topic)
     published = await read_to_highwater(settings, settings.sla_violations_topic)
-    return Observed({
-        AUDIT: [(r["id"], (r["workflow_id"], r["phase_number"], r["status"])) for r in audit],
-        VIOLATIONS: [(r["id"], (r["kind"], r["phase_number"])) for r in violations],
-        COMMANDS: [_command_row(r) for r in commands],
-        METRICS: [(r["id"], (r["metric_name"], r["value"])) for r in metrics],
-        VIOLATION_TOPIC: [_violation_row(r) for r in published],
-    })
+    return Observed(
+        {
+            AUDIT: [(r["id"], (r["workflow_id"], r["phase_number"], r["status"])) for r in audit],
+            VIOLATIONS: [(r["id"], (r["kind"], r["phase_number"])) for r in violations],
+            COMMANDS: [_command_row(r) for r in commands],
+            METRICS: [(r["id"], (r["metric_name"], r["value"])) for r in metrics],
+            VIOLATION_TOPIC: [_violation_row(r) for r in published],
+        }
+    )
 
 
 def _command_row(record: Any) -> tuple[str, Fields]:
@@ -271,24 +292,34 @@ def _undecodable(record: Any, error: InvalidEventError) -> tuple[str, Fields]:
 
 
 def compare(expected: Expected, observed: Observed, context: str = "") -> Report:
-    return Report(tuple(_compare_sink(name, expected.rows[name], observed.rows[name])
-                        for name in SINKS), context)
+    return Report(
+        tuple(_compare_sink(name, expected.rows[name], observed.rows[name]) for name in SINKS),
+        context,
+    )
 
 
-def _compare_sink(sink: str, expected: Mapping[str, Fields],
-                  found: Sequence[tuple[str, Fields]]) -> SinkReport:
+def _compare_sink(
+    sink: str, expected: Mapping[str, Fields], found: Sequence[tuple[str, Fields]]
+) -> SinkReport:
     counts = Counter(row_id for row_id, _ in found)
     says: dict[str, Fields] = {}
     for row_id, fields in found:
         says.setdefault(row_id, fields)
     return SinkReport(
-        sink, len(expected), len(found),
+        sink,
+        len(expected),
+        len(found),
         lost=tuple(sorted(i for i in expected if i not in counts)),
         duplicated=tuple(sorted((i, n) for i, n in counts.items() if n > 1)),
         unexpected=tuple(sorted(i for i in counts if i not in expected)),
-        differing=tuple(sorted(f"{i}: expected {want}, found {says[i]}"
-                               for i, want in expected.items()
-                               if i in says and says[i] != want)))
+        differing=tuple(
+            sorted(
+                f"{i}: expected {want}, found {says[i]}"
+                for i, want in expected.items()
+                if i in says and says[i] != want
+            )
+        ),
+    )
 
 
 async def check(settings: Settings, expected: Expected, context: str = "") -> Report:

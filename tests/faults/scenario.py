@@ -48,8 +48,9 @@ class Scenario:
 
     def _workflow(self, workflow: str) -> list[PhaseEvent]:
         rng = self.rng
-        kind = rng.choices(("happy", "late", "fail", "stuck", "reordered"),
-                           weights=(30, 15, 25, 15, 15))[0]
+        kind = rng.choices(
+            ("happy", "late", "fail", "stuck", "reordered"), weights=(30, 15, 25, 15, 15)
+        )[0]
         last = rng.randint(1, 7)
         odd = rng.randint(1, last)  # the phase that is late or out of order
         events: list[PhaseEvent] = []
@@ -60,31 +61,50 @@ class Scenario:
             elif phase == last and kind == "stuck":
                 end = None
             events += self._phase(
-                workflow, phase, end,
-                late=(kind == "late" and phase == odd) or (
-                    kind in ("fail", "reordered") and phase == odd and rng.random() < 0.4),
-                end_first=kind == "reordered" and phase == odd)
+                workflow,
+                phase,
+                end,
+                late=(kind == "late" and phase == odd)
+                or (kind in ("fail", "reordered") and phase == odd and rng.random() < 0.4),
+                end_first=kind == "reordered" and phase == odd,
+            )
         return events
 
-    def _phase(self, workflow: str, phase: int, end: PhaseStatus | None, *,
-               late: bool = False, end_first: bool = False) -> list[PhaseEvent]:
+    def _phase(
+        self,
+        workflow: str,
+        phase: int,
+        end: PhaseStatus | None,
+        *,
+        late: bool = False,
+        end_first: bool = False,
+    ) -> list[PhaseEvent]:
         started = self._event(workflow, phase, PhaseStatus.STARTED)
         if end is None:
             self.never_finish.add(started.event_id)
             return [started]
         threshold = THRESHOLDS[phase]
-        duration = threshold + self.rng.randint(1, 4000) if late else \
-            self.rng.randint(0, threshold)  # exactly the threshold is on time
+        duration = (
+            threshold + self.rng.randint(1, 4000) if late else self.rng.randint(0, threshold)
+        )  # exactly the threshold is on time
         if late:
             self.late.add(started.event_id)
-        finished = replace(self._event(workflow, phase, end), duration_ms=duration,
-                           error_message="boom" if end is PhaseStatus.FAILED else None)
+        finished = replace(
+            self._event(workflow, phase, end),
+            duration_ms=duration,
+            error_message="boom" if end is PhaseStatus.FAILED else None,
+        )
         return [finished, started] if end_first else [started, finished]
 
     def _event(self, workflow: str, phase: int, status: PhaseStatus) -> PhaseEvent:
         self._clock += timedelta(milliseconds=1)
         return PhaseEvent(
             event_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
-            workflow_id=workflow, user_id=USER, phase_number=phase, status=status,
-            timestamp=self._clock, previous_phase=phase - 1 if phase > 1 else None,
-            metadata={"test": "pipeline-storm"})
+            workflow_id=workflow,
+            user_id=USER,
+            phase_number=phase,
+            status=status,
+            timestamp=self._clock,
+            previous_phase=phase - 1 if phase > 1 else None,
+            metadata={"test": "pipeline-storm"},
+        )

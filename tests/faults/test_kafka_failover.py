@@ -69,8 +69,9 @@ WATCHED = ("audit", "metrics")
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
-    with start_kafka(tmp_path / "kafka", brokers=BROKERS,
-                     extra_props={"min.insync.replicas": "2"}) as started:
+    with start_kafka(
+        tmp_path / "kafka", brokers=BROKERS, extra_props={"min.insync.replicas": "2"}
+    ) as started:
         yield started
 
 
@@ -96,8 +97,10 @@ class SteadyPublisher:
 
     async def run(self) -> None:
         async with PhaseEventPublisher(
-                self.settings.bootstrap_servers, self.settings.phase_events_topic,
-                idempotent=self.settings.kafka_idempotent_producer) as publisher:
+            self.settings.bootstrap_servers,
+            self.settings.phase_events_topic,
+            idempotent=self.settings.kafka_idempotent_producer,
+        ) as publisher:
             number = 0
             while not self.stop.is_set():
                 wave = self.scenario.wave(number, WORKFLOWS_PER_WAVE)
@@ -126,12 +129,17 @@ async def partition_states(servers: str, topic: str) -> dict[int, tuple[int, int
     """Each partition's (leader node, in-sync replica count); leader -1 while there is none."""
     async with admin_client(servers) as admin:
         described = await admin.describe_topics([topic])
-    return {p["partition"]: (p["leader"], len(p["isr"]))
-            for t in described if t["topic"] == topic for p in t["partitions"]}
+    return {
+        p["partition"]: (p["leader"], len(p["isr"]))
+        for t in described
+        if t["topic"] == topic
+        for p in t["partitions"]
+    }
 
 
 async def fully_replicated(servers: str, topics: list[str], timeout_s: float = 90) -> None:
     """Until every partition of ``topics`` has a leader and all its replicas in sync."""
+
     async def lagging() -> dict[str, dict[int, tuple[int, int]]]:
         found = {}
         for topic in topics:
@@ -143,8 +151,13 @@ async def fully_replicated(servers: str, topics: list[str], timeout_s: float = 9
             if bad or not states:
                 found[topic] = bad
         return found
-    await eventually(lagging, lambda bad: not bad, timeout_s=timeout_s,
-                     what="every partition led and fully in sync")
+
+    await eventually(
+        lagging,
+        lambda bad: not bad,
+        timeout_s=timeout_s,
+        what="every partition led and fully in sync",
+    )
 
 
 @dataclass(frozen=True)
@@ -159,12 +172,16 @@ class Watch:
         """Each consumer's stored position in ``partition`` (0 before its first batch)."""
         rows = await self.conn.fetch(
             "SELECT consumer, next_offset FROM phasestream_consumer_positions "
-            "WHERE topic = $1 AND partition = $2", self.topic, partition)
+            "WHERE topic = $1 AND partition = $2",
+            self.topic,
+            partition,
+        )
         stored = {r["consumer"]: r["next_offset"] for r in rows}
         return {name: stored.get(group, 0) for name, group in self.groups.items()}
 
-    async def stalls(self, partition: int, began: float,
-                     before: dict[str, int]) -> dict[str, float]:
+    async def stalls(
+        self, partition: int, began: float, before: dict[str, int]
+    ) -> dict[str, float]:
         """Seconds from ``began`` until each consumer stored a position past ``before``."""
         stalls: dict[str, float] = {}
         deadline = time.monotonic() + 90
@@ -175,7 +192,8 @@ class Watch:
                     stalls[name] = time.monotonic() - began
             assert time.monotonic() < deadline, (
                 f"no batch of partition {partition} applied within 90 s of the fault: "
-                f"positions {before} -> {now}")
+                f"positions {before} -> {now}"
+            )
             await asyncio.sleep(0.02)
         return stalls
 
@@ -197,8 +215,9 @@ async def busiest_leader(servers: str, topic: str) -> tuple[int, int]:
     return partition, leader
 
 
-async def fault(cluster: KafkaCluster, node_id: int, partition: int, watch: Watch, *,
-                clean: bool) -> dict[str, float]:
+async def fault(
+    cluster: KafkaCluster, node_id: int, partition: int, watch: Watch, *, clean: bool
+) -> dict[str, float]:
     """Take ``node_id`` down (kill -9, or a clean stop), measure the stalls on
     ``partition``, then start it again."""
     before = await watch.positions(partition)
@@ -213,14 +232,22 @@ async def fault(cluster: KafkaCluster, node_id: int, partition: int, watch: Watc
 
 
 async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
-        settings: Settings, cluster: KafkaCluster, tmp_path: Path) -> None:
+    settings: Settings, cluster: KafkaCluster, tmp_path: Path
+) -> None:
     print(f"seed {SEED}")
-    configured = pipeline_settings(settings).model_copy(update={
-        "kafka_bootstrap_servers": cluster.bootstrap_servers,
-        "topic_replication_factor": BROKERS})
+    configured = pipeline_settings(settings).model_copy(
+        update={
+            "kafka_bootstrap_servers": cluster.bootstrap_servers,
+            "topic_replication_factor": BROKERS,
+        }
+    )
     servers, topic = configured.bootstrap_servers, configured.phase_events_topic
-    topics = [topic, configured.dlq_topic, configured.sla_violations_topic,
-              configured.rollback_commands_topic]
+    topics = [
+        topic,
+        configured.dlq_topic,
+        configured.sla_violations_topic,
+        configured.rollback_commands_topic,
+    ]
     await create_topics(configured)
     await fully_replicated(servers, topics)
     db = configured.database_url or ""
@@ -241,31 +268,46 @@ async def test_leader_kills_and_a_rolling_restart_lose_and_duplicate_nothing(
             for number in range(KILLS):
                 partition, leader = await busiest_leader(servers, topic)
                 stalls = await fault(cluster, leader, partition, watch, clean=False)
-                failovers.append(Failover(
-                    f"kill -9 #{number + 1} of broker {leader} (leader of partition "
-                    f"{partition})", stalls))
+                failovers.append(
+                    Failover(
+                        f"kill -9 #{number + 1} of broker {leader} (leader of partition "
+                        f"{partition})",
+                        stalls,
+                    )
+                )
                 print(failovers[-1], flush=True)
                 await fully_replicated(servers, topics)
                 assert not publishing.done(), publishing
             for node in cluster.nodes:  # the rolling restart
-                led = [p for p, (leader, _) in (await partition_states(servers, topic)).items()
-                       if leader == node.node_id]
+                led = [
+                    p
+                    for p, (leader, _) in (await partition_states(servers, topic)).items()
+                    if leader == node.node_id
+                ]
                 partition = led[0] if led else 0
                 stalls = await fault(cluster, node.node_id, partition, watch, clean=True)
-                failovers.append(Failover(
-                    f"rolling restart of broker {node.node_id} (partition {partition})",
-                    stalls))
+                failovers.append(
+                    Failover(
+                        f"rolling restart of broker {node.node_id} (partition {partition})", stalls
+                    )
+                )
                 print(failovers[-1], flush=True)
                 await fully_replicated(servers, topics)
         publisher.stop.set()
         await asyncio.wait_for(publishing, timeout=RESEND_FOR_S)
-        expected = expect(scenario.published(), thresholds=THRESHOLDS,
-                          grace_ms=configured.sla_grace_ms, policy=rollback_policy(configured))
+        expected = expect(
+            scenario.published(),
+            thresholds=THRESHOLDS,
+            grace_ms=configured.sla_grace_ms,
+            policy=rollback_policy(configured),
+        )
         stuck = await quiet(configured, expected, running, timeout_s=90)
-        context = (f"seed {SEED}, {len(scenario.events)} events published "
-                   f"({publisher.failed_sends} wave sends failed and were repeated); "
-                   f"failovers (stall from the fault to the next applied batch): "
-                   f"{'; '.join(map(str, failovers))}")
+        context = (
+            f"seed {SEED}, {len(scenario.events)} events published "
+            f"({publisher.failed_sends} wave sends failed and were repeated); "
+            f"failovers (stall from the fault to the next applied batch): "
+            f"{'; '.join(map(str, failovers))}"
+        )
         report = await check(configured, expected, context)
         landed = await audit_ids(db)
     finally:

@@ -38,21 +38,21 @@ def worker(settings: Settings, logs_dir: Path, label: str) -> Worker:
 
 
 def tails(logs: list[Path]) -> str:
-    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
-                     for log in logs if log.exists())
+    return "\n".join(
+        f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in logs if log.exists()
+    )
 
 
 async def positions(settings: Settings) -> int:
-    return await count_rows(settings.database_url or "", POSITIONS,
-                            settings.audit_consumer_group)
+    return await count_rows(settings.database_url or "", POSITIONS, settings.audit_consumer_group)
 
 
 async def test_twenty_random_kill_9s_lose_and_duplicate_nothing(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     events = many_events(20_000, workflows=500)
     db = settings.database_url or ""
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
     rng = random.Random(SEED)
     # Each process is killed once the table has grown by a random number of rows (a few
@@ -96,8 +96,12 @@ async def test_twenty_random_kill_9s_lose_and_duplicate_nothing(
         # Ready before its SIGTERM: the storm may already have projected every row, and a
         # SIGTERM while the worker still imports ends it by the signal's default action.
         await process.until_ready()
-        await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60,
-                         what="all events projected after the kills")
+        await eventually(
+            lambda: count_rows(db),
+            lambda n: n >= len(events),
+            timeout_s=60,
+            what="all events projected after the kills",
+        )
         await asyncio.sleep(1)  # anything duplicated would land now
     finally:
         code = await process.stop()
@@ -134,8 +138,9 @@ async def test_rebalance_storm_two_workers(settings: Settings, tmp_path: Path) -
 
     try:
         assert await first.until_assigned(timeout_s=30), f"first not assigned:\n{tails(logs)}"
-        async with PhaseEventPublisher(settings.bootstrap_servers,
-                                       settings.phase_events_topic) as pub:
+        async with PhaseEventPublisher(
+            settings.bootstrap_servers, settings.phase_events_topic
+        ) as pub:
             publishing = asyncio.create_task(publish(pub))
             for round_ in range(4):
                 second = worker(settings, tmp_path, f"second-{round_}")
@@ -160,8 +165,12 @@ async def test_rebalance_storm_two_workers(settings: Settings, tmp_path: Path) -
             storming.set()
             await publishing
         total = len(published)
-        await eventually(lambda: count_rows(db), lambda n: n >= total, timeout_s=60,
-                         what=f"all {total} published events projected")
+        await eventually(
+            lambda: count_rows(db),
+            lambda n: n >= total,
+            timeout_s=60,
+            what=f"all {total} published events projected",
+        )
         await asyncio.sleep(1)  # anything duplicated would land now
         await exact_check(db, {str(e.event_id) for e in published})
         joined = sum(1 for log in logs[1:-1] if ASSIGNED.search(log.read_text()))

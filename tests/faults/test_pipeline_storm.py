@@ -66,14 +66,20 @@ pytestmark = pytest.mark.integration
 KILLS = {"audit": 3, "sla": 3, "metrics": 3, "rollback": 4}
 
 
-async def publish_waves(settings: Settings, scenario: Scenario, rng: random.Random, *,
-                        waves: int, workflows: int, pause_s: tuple[float, float],
-                        until: asyncio.Event | None = None) -> None:
+async def publish_waves(
+    settings: Settings,
+    scenario: Scenario,
+    rng: random.Random,
+    *,
+    waves: int,
+    workflows: int,
+    pause_s: tuple[float, float],
+    until: asyncio.Event | None = None,
+) -> None:
     """Publish ``waves`` waves, then smaller ones (a seventh of the workflows) until
     ``until`` is set: however long the restarts take under load, deadlines are pending and
     retries scheduled whenever a kill lands, for few more events."""
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         for number in itertools.count():
             if number >= waves and (until is None or until.is_set()):
                 return
@@ -86,7 +92,8 @@ async def publish_waves(settings: Settings, scenario: Scenario, rng: random.Rand
 
 
 async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     print(f"seed {SEED}")
     configured = pipeline_settings(settings)
     db = configured.database_url or ""
@@ -101,24 +108,46 @@ async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
     publishing: asyncio.Task[None] | None = None
     try:
         await started(running, timeout_s=30)
-        publishing = asyncio.create_task(publish_waves(
-            configured, scenario, rng, waves=5, workflows=70, pause_s=(1.5, 2.5),
-            until=storms_done))
-        await asyncio.gather(*(kill_storm(
-            worker, at_risk(probe, configured, scenario)[name], random.Random(
-                f"{SEED}-{name}"), KILLS[name], kills,
-            pin=functools.partial(relay_pinned, probe) if name == "rollback" else None)
-            for probe, (name, worker) in zip(probes, running.items(), strict=True)))
+        publishing = asyncio.create_task(
+            publish_waves(
+                configured,
+                scenario,
+                rng,
+                waves=5,
+                workflows=70,
+                pause_s=(1.5, 2.5),
+                until=storms_done,
+            )
+        )
+        await asyncio.gather(
+            *(
+                kill_storm(
+                    worker,
+                    at_risk(probe, configured, scenario)[name],
+                    random.Random(f"{SEED}-{name}"),
+                    KILLS[name],
+                    kills,
+                    pin=functools.partial(relay_pinned, probe) if name == "rollback" else None,
+                )
+                for probe, (name, worker) in zip(probes, running.items(), strict=True)
+            )
+        )
         storms_done.set()
         await publishing
         storm_s = time.monotonic() - began
-        expected = expect(scenario.published(), thresholds=THRESHOLDS,
-                          grace_ms=configured.sla_grace_ms, policy=rollback_policy(configured))
+        expected = expect(
+            scenario.published(),
+            thresholds=THRESHOLDS,
+            grace_ms=configured.sla_grace_ms,
+            policy=rollback_policy(configured),
+        )
         stuck = await quiet(configured, expected, running, timeout_s=60)
-        context = (f"seed {SEED}, {len(scenario.events)} events published, storm "
-                   f"{storm_s:.1f} s, kills (consumer#number{{at risk}}): "
-                   f"{' '.join(map(str, kills))}, batch writes interrupted "
-                   f"{interrupted_writes(running.values())}")
+        context = (
+            f"seed {SEED}, {len(scenario.events)} events published, storm "
+            f"{storm_s:.1f} s, kills (consumer#number{{at risk}}): "
+            f"{' '.join(map(str, kills))}, batch writes interrupted "
+            f"{interrupted_writes(running.values())}"
+        )
         report = await check(configured, expected, context)
     finally:
         if publishing is not None and not publishing.done():
@@ -142,7 +171,8 @@ async def test_kill_9_storm_across_the_pipeline_loses_and_duplicates_nothing(
 
 
 async def test_postgres_connections_cut_across_the_pipeline_lose_and_duplicate_nothing(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     print(f"seed {SEED}")
     configured = pipeline_settings(settings)
     db = configured.database_url or ""
@@ -156,23 +186,33 @@ async def test_postgres_connections_cut_across_the_pipeline_lose_and_duplicate_n
     risks = at_risk(admin, configured, scenario)
     try:
         await started(running, timeout_s=30)
-        async with PhaseEventPublisher(configured.bootstrap_servers,
-                                       configured.phase_events_topic) as pub:
+        async with PhaseEventPublisher(
+            configured.bootstrap_servers, configured.phase_events_topic
+        ) as pub:
             for number in range(5):
                 # Cut while the wave is being sent and consumed, then once more later, when
                 # only the timers (retries, deadlines) and the relays are at work.
                 sending = asyncio.create_task(pub.publish_many(scenario.wave(number, 60)))
-                for pause in (rng.uniform(0.05, 0.4), rng.uniform(0.05, 0.4),
-                              rng.uniform(0.5, 1.5)):
+                for pause in (
+                    rng.uniform(0.05, 0.4),
+                    rng.uniform(0.05, 0.4),
+                    rng.uniform(0.5, 1.5),
+                ):
                     await asyncio.sleep(pause)
                     cuts.append(await cut_connections(admin, database, risks))
                 await sending
-        expected = expect(scenario.published(), thresholds=THRESHOLDS,
-                          grace_ms=configured.sla_grace_ms, policy=rollback_policy(configured))
+        expected = expect(
+            scenario.published(),
+            thresholds=THRESHOLDS,
+            grace_ms=configured.sla_grace_ms,
+            policy=rollback_policy(configured),
+        )
         stuck = await quiet(configured, expected, running, timeout_s=60)
-        context = (f"seed {SEED}, {len(scenario.events)} events published, cuts "
-                   f"(backends terminated): {' '.join(map(str, cuts))}, batch writes "
-                   f"interrupted {interrupted_writes(running.values())}")
+        context = (
+            f"seed {SEED}, {len(scenario.events)} events published, cuts "
+            f"(backends terminated): {' '.join(map(str, cuts))}, batch writes "
+            f"interrupted {interrupted_writes(running.values())}"
+        )
         report = await check(configured, expected, context)
     finally:
         await admin.close()
@@ -194,8 +234,12 @@ def test_the_checker_reports_lost_duplicated_unexpected_and_differing_rows() -> 
     assert published.rollback_failures
     assert published.never_finish
     assert published.late
-    expected = expect(published, thresholds=THRESHOLDS, grace_ms=500,
-                      policy=rollback_policy(pipeline_settings(Settings())))
+    expected = expect(
+        published,
+        thresholds=THRESHOLDS,
+        grace_ms=500,
+        policy=rollback_policy(pipeline_settings(Settings())),
+    )
     perfect = {sink: list(rows.items()) for sink, rows in expected.rows.items()}
     assert compare(expected, Observed(perfect)).ok
 

@@ -26,11 +26,13 @@ async def _logged(worker: Worker, text: str, timeout_s: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_sigterm_while_waiting_for_postgres_exits_0(settings: Settings,
-                                                          tmp_path: Path) -> None:
+async def test_sigterm_while_waiting_for_postgres_exits_0(
+    settings: Settings, tmp_path: Path
+) -> None:
     # Nothing listens on that port: every connection attempt is refused.
-    nowhere = settings.model_copy(update={
-        "database_url": f"postgresql://nobody@127.0.0.1:{free_port()}/none"})
+    nowhere = settings.model_copy(
+        update={"database_url": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
+    )
     worker = Worker("audit", settings.audit_consumer_group, settings_env(nowhere), tmp_path)
     worker.start()
     try:

@@ -47,8 +47,11 @@ class Worker:
         env = self.env | {"PHASESTREAM_HTTP_PORT": str(self.port)}
         with self.logs[-1].open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "phasestream", "run", self.name], env=env,
-                stdout=out, stderr=out)
+                [sys.executable, "-m", "phasestream", "run", self.name],
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -56,8 +59,10 @@ class Worker:
     async def healthy(self) -> bool:
         """Whether /healthz answers 200 (its server is up, Kafka and Postgres reachable)."""
         try:
-            async with aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as http, \
-                    http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+            async with (
+                aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as http,
+                http.get(f"http://127.0.0.1:{self.port}/healthz") as response,
+            ):
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False  # not listening yet
@@ -66,14 +71,22 @@ class Worker:
         """How many partitions of its group this process has read from (0 before it is
         ready or assigned): the partition labels of its lag gauge."""
         try:
-            async with aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as http, \
-                    http.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+            async with (
+                aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as http,
+                http.get(f"http://127.0.0.1:{self.port}/metrics") as response,
+            ):
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError):
             return 0
-        return len({sample.labels["partition"]
-                    for family in text_string_to_metric_families(text) if family.name == LAG
-                    for sample in family.samples if sample.labels.get("consumer") == self.group})
+        return len(
+            {
+                sample.labels["partition"]
+                for family in text_string_to_metric_families(text)
+                if family.name == LAG
+                for sample in family.samples
+                if sample.labels.get("consumer") == self.group
+            }
+        )
 
     async def until_ready(self, timeout_s: float = 60.0) -> None:
         """Wait for /healthz; fail if the process dies or the timeout passes first."""
@@ -114,8 +127,11 @@ class Worker:
             return None
 
     def tail(self, chars: int = 2500) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
-                         for log in self.logs[-2:] if log.exists())
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
+            for log in self.logs[-2:]
+            if log.exists()
+        )
 
 
 def tails(running: Iterable[Worker]) -> str:

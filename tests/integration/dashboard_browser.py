@@ -37,15 +37,32 @@ from tests.conftest import TEST_BROKER
 # One folder per broker: `make test` runs both suites at once.
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / TEST_BROKER
 BROWSER_TIMEOUT_S = 90.0
-VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-                  "source", "track", "wbr"})
+VOID = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
+)
 
 
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.skip("chromium not found: install Debian's 'chromium' package; "
-                    "make test installs it where it can")
+        pytest.skip(
+            "chromium not found: install Debian's 'chromium' package; "
+            "make test installs it where it can"
+        )
     return path
 
 
@@ -82,8 +99,9 @@ class Page:
                 return result
 
     async def js(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                                 awaitPromise=True)
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
 
@@ -102,16 +120,23 @@ class Page:
     async def open(self, url: str) -> None:
         """Navigate and wait for the first successful poll (or the error/sign-in state)."""
         await self.call("Page.navigate", url=url)
-        await self.until("document.readyState === 'complete' && document.body && "
-                         "document.body.dataset.state !== 'loading'")
+        await self.until(
+            "document.readyState === 'complete' && document.body && "
+            "document.body.dataset.state !== 'loading'"
+        )
 
     async def dom(self) -> Dom:
         return Dom(await self.js("document.documentElement.outerHTML"))
 
     async def width(self, width: int, height: int = 900, *, redraw: bool = True) -> None:
         """Resize the viewport (a phone at 390) and wait for the page to redraw at it."""
-        await self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                        deviceScaleFactor=1, mobile=width < 600)
+        await self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=width < 600,
+        )
         await self.until(f"window.innerWidth === {width}")
         if redraw:
             await self.until(f"document.body.dataset.drawnAt === '{width}'")
@@ -120,28 +145,40 @@ class Page:
         params: dict[str, Any] = {"format": "png"}
         if full:
             size = (await self.call("Page.getLayoutMetrics"))["cssContentSize"]
-            params.update(captureBeyondViewport=True, clip={
-                "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+            params.update(
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            )
         shot = await self.call("Page.captureScreenshot", **params)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     async def type_into(self, element_id: str, text: str) -> None:
         """As a person would: focus the field, clear it, type."""
-        await self.js(f"(() => {{ const e = document.getElementById({element_id!r}); "
-                      "e.value = ''; e.focus(); })()")
+        await self.js(
+            f"(() => {{ const e = document.getElementById({element_id!r}); "
+            "e.value = ''; e.focus(); })()"
+        )
         if text:
             await self.call("Input.insertText", text=text)
 
     async def click(self, selector: str) -> None:
         """A real mouse click on the middle of the first element matching ``selector``."""
-        box = await self.js(f"(() => {{ const e = document.querySelector({selector!r}); "
-                            "e.scrollIntoView({block: 'center'}); "
-                            "const r = e.getBoundingClientRect(); "
-                            "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = await self.js(
+            f"(() => {{ const e = document.querySelector({selector!r}); "
+            "e.scrollIntoView({block: 'center'}); "
+            "const r = e.getBoundingClientRect(); "
+            "return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            await self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1],
-                            button="left", clickCount=1)
+            await self.call(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
 
     async def type_token(self, token: str) -> None:
         await self.type_into("signin-token", token)
@@ -152,24 +189,35 @@ class Page:
 async def browser() -> AsyncIterator[Page]:
     with tempfile.TemporaryDirectory(prefix="phasestream-chromium-") as profile:
         process = await asyncio.create_subprocess_exec(
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--hide-scrollbars", f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-            "--window-size=1400,1000", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=profile,
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--window-size=1400,1000",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=profile,
             # Its own process group: its helpers (renderer, crashpad) die with it, before the
             # profile directory they write into is removed.
-            start_new_session=True)
+            start_new_session=True,
+        )
         try:
             port = await _devtools_port(process, Path(profile) / "DevToolsActivePort")
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
                     targets = await response.json()
                 [tab] = [t for t in targets if t["type"] == "page"]
-                async with session.ws_connect(tab["webSocketDebuggerUrl"],
-                                              max_msg_size=0) as ws:
+                async with session.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                     yield Page(ws)
         finally:
             await _kill_group(process)
@@ -246,14 +294,19 @@ class Dom(HTMLParser):
 
     def find(self, **attrs: str) -> list[Node]:
         wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [n for n in self.nodes
-                if all(n.attrs.get(f"data-{k}") == v for k, v in wanted.items())]
+        return [
+            n for n in self.nodes if all(n.attrs.get(f"data-{k}") == v for k, v in wanted.items())
+        ]
 
     def metric(self, where: str, phase: int, metric: str) -> Node:
         key = "data-table" if where in {"analytics", "rollbacks"} else "data-chart"
-        [node] = [n for n in self.nodes if n.attrs.get(key) == where
-                  and n.attrs.get("data-phase") == str(phase)
-                  and n.attrs.get("data-metric") == metric]
+        [node] = [
+            n
+            for n in self.nodes
+            if n.attrs.get(key) == where
+            and n.attrs.get("data-phase") == str(phase)
+            and n.attrs.get("data-metric") == metric
+        ]
         return node
 
     def rows(self, table: str) -> list[dict[str, tuple[str, str]]]:

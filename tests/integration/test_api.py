@@ -32,15 +32,22 @@ pytestmark = pytest.mark.integration
 @contextlib.asynccontextmanager
 async def api(database: str, **options: Any) -> AsyncIterator[aiohttp.ClientSession]:
     settings = Settings(database_url=database, **options)
-    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(settings),
-                    lambda app: attach_api(app, settings))
-    async with serving(app, "127.0.0.1", 0) as port, \
-            aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+    app = build_app(
+        CollectorRegistry(),
+        {},
+        HttpAccess.from_settings(settings),
+        lambda app: attach_api(app, settings),
+    )
+    async with (
+        serving(app, "127.0.0.1", 0) as port,
+        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session,
+    ):
         yield session
 
 
-async def get(session: aiohttp.ClientSession, path: str, token: str | None = None,
-              **params: str) -> tuple[int, dict[str, Any]]:
+async def get(
+    session: aiohttp.ClientSession, path: str, token: str | None = None, **params: str
+) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with session.get(path, params=params, headers=headers) as response:
         body: dict[str, Any] = await response.json()
@@ -52,8 +59,9 @@ async def test_analytics_numbers(seeded: tuple[str, datetime]) -> None:
     async with api(database) as session:
         status, body = await get(session, "/api/analytics")
         assert status == 200
-        assert body["items"] == [dict(zip(ANALYTICS_COLUMNS, row, strict=True))
-                                 for row in ANALYTICS_ALL]
+        assert body["items"] == [
+            dict(zip(ANALYTICS_COLUMNS, row, strict=True)) for row in ANALYTICS_ALL
+        ]
         assert (body["limit"], body["offset"], body["next_offset"]) == (100, 0, None)
         status, body = await get(session, "/api/analytics", phase="3", user=str(USER_B))
         assert [(r["started"], r["p50_ms"]) for r in body["items"]] == [(2, 76000.0)]
@@ -64,12 +72,19 @@ async def test_sla_rollbacks_and_workflow(seeded: tuple[str, datetime]) -> None:
     async with api(database) as session:
         _, sla = await get(session, "/api/sla", since="24h")
         assert [(v["kind"], v["workflow_id"]) for v in sla["items"]] == [
-            ("overdue", "wf-e"), ("late_failed", "wf-d"), ("late_completed", "wf-c")]
+            ("overdue", "wf-e"),
+            ("late_failed", "wf-d"),
+            ("late_completed", "wf-c"),
+        ]
         assert [(k["kind"], k["violations"]) for k in sla["by_kind"]] == [
-            ("late_completed", 1), ("late_failed", 1), ("overdue", 1)]
+            ("late_completed", 1),
+            ("late_failed", 1),
+            ("overdue", 1),
+        ]
         _, rollbacks = await get(session, "/api/rollbacks")
         assert [(c["workflow_id"], c["chain"]) for c in rollbacks["items"]] == [
-            ("wf-d", "3->2 2->1")]
+            ("wf-d", "3->2 2->1")
+        ]
         assert [(p["phase"], p["rollbacks"]) for p in rollbacks["by_phase"]] == [(2, 1), (3, 1)]
         status, timeline = await get(session, "/api/workflows/wf-d", phase="2")
         assert status == 200
@@ -77,7 +92,8 @@ async def test_sla_rollbacks_and_workflow(seeded: tuple[str, datetime]) -> None:
         assert [(t["status"], t["at"]) for t in timeline["items"]] == [
             ("started", iso(t0 + timedelta(minutes=5))),
             ("failed", iso(t0 + timedelta(minutes=5, seconds=70))),
-            ("rolled_back", iso(t0 + timedelta(minutes=7)))]
+            ("rolled_back", iso(t0 + timedelta(minutes=7))),
+        ]
         assert [v["kind"] for v in timeline["violations"]] == ["late_failed"]
         assert [c["kind"] for c in timeline["commands"]] == ["rollback", "gave_up"]
         # The summary is over the whole workflow, whatever the filters (as report workflow).
@@ -92,8 +108,7 @@ async def test_pagination_walks_every_item_once(seeded: tuple[str, datetime]) ->
     async with api(database) as session:
         seen, offset, pages = [], 0, 0
         while offset is not None:
-            status, body = await get(session, "/api/workflows/wf-d", limit="4",
-                                     offset=str(offset))
+            status, body = await get(session, "/api/workflows/wf-d", limit="4", offset=str(offset))
             assert status == 200
             assert body["limit"] == 4
             seen += [t["event_id"] for t in body["items"]]
@@ -103,27 +118,34 @@ async def test_pagination_walks_every_item_once(seeded: tuple[str, datetime]) ->
         assert (beyond["items"], beyond["next_offset"]) == ([], None)
 
 
-@pytest.mark.parametrize(("path", "params", "parameter", "message"), [
-    ("/api/analytics", {"since": "soon"}, "since", "since: expected a duration like 24h"),
-    ("/api/sla", {"phase": "0"}, "phase", "phase: must be a phase from 1 to 7, got '0'"),
-    ("/api/rollbacks", {"user": "x"}, "user", "user: must be a UUID, got 'x'"),
-    ("/api/sla", {"limit": "0"}, "limit", "limit: must be from 1 to 1000, got '0'"),
-    ("/api/sla", {"limit": "1001"}, "limit", "limit: must be from 1 to 1000"),
-    ("/api/sla", {"offset": "-1"}, "offset", "offset: must be 0 or more, got '-1'"),
-    ("/api/sla", {"offset": "1.5"}, "offset", "offset: must be a whole number"),
-    ("/api/analytics", {"phse": "3"}, "phse", "phse: unknown parameter"),
-    ("/api/workflows/wf-d", {"until": "2026-01-01"}, "until", "the timestamp needs an offset"),
-    ("/api/analytics", {"since": "1h", "until": "3h"}, "until", "until: must be after since"),
-    ("/api/sla", {"since": "999999999w"}, "since", "since: at most 9999w back from now"),
-    ("/api/sla", {"since": "800000d"}, "since", "since: at most 99999d back from now"),
-    ("/api/sla", {"until": "999999999w"}, "until", "until: at most 9999w back from now"),
-    ("/api/sla", {"since": "9999-12-31T23:59:59-23:59"}, "since",
-     "since: the year must be from 1000 to 8999"),
-    ("/api/sla", {"offset": "9999999999"}, "offset", "offset: must be a whole number"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "parameter", "message"),
+    [
+        ("/api/analytics", {"since": "soon"}, "since", "since: expected a duration like 24h"),
+        ("/api/sla", {"phase": "0"}, "phase", "phase: must be a phase from 1 to 7, got '0'"),
+        ("/api/rollbacks", {"user": "x"}, "user", "user: must be a UUID, got 'x'"),
+        ("/api/sla", {"limit": "0"}, "limit", "limit: must be from 1 to 1000, got '0'"),
+        ("/api/sla", {"limit": "1001"}, "limit", "limit: must be from 1 to 1000"),
+        ("/api/sla", {"offset": "-1"}, "offset", "offset: must be 0 or more, got '-1'"),
+        ("/api/sla", {"offset": "1.5"}, "offset", "offset: must be a whole number"),
+        ("/api/analytics", {"phse": "3"}, "phse", "phse: unknown parameter"),
+        ("/api/workflows/wf-d", {"until": "2026-01-01"}, "until", "the timestamp needs an offset"),
+        ("/api/analytics", {"since": "1h", "until": "3h"}, "until", "until: must be after since"),
+        ("/api/sla", {"since": "999999999w"}, "since", "since: at most 9999w back from now"),
+        ("/api/sla", {"since": "800000d"}, "since", "since: at most 99999d back from now"),
+        ("/api/sla", {"until": "999999999w"}, "until", "until: at most 9999w back from now"),
+        (
+            "/api/sla",
+            {"since": "9999-12-31T23:59:59-23:59"},
+            "since",
+            "since: the year must be from 1000 to 8999",
+        ),
+        ("/api/sla", {"offset": "9999999999"}, "offset", "offset: must be a whole number"),
+    ],
+)
 async def test_bad_parameters_are_400_with_a_message(
-        database: str, path: str, params: dict[str, str], parameter: str,
-        message: str) -> None:
+    database: str, path: str, params: dict[str, str], parameter: str, message: str
+) -> None:
     async with api(database) as session:
         status, body = await get(session, path, **params)
     assert status == 400
@@ -132,8 +154,7 @@ async def test_bad_parameters_are_400_with_a_message(
 
 
 async def test_repeated_parameter_is_400(database: str) -> None:
-    async with api(database) as session, \
-            session.get("/api/sla?phase=1&phase=2") as response:
+    async with api(database) as session, session.get("/api/sla?phase=1&phase=2") as response:
         assert response.status == 400
         assert (await response.json())["error"] == "phase: given more than once"
 
@@ -147,8 +168,10 @@ async def test_unreachable_database_is_503() -> None:
 
 async def test_windows_at_the_bounds_are_answered(database: str) -> None:
     async with api(database) as session:
-        for since, until in [("9999w", "0s"), ("1000-01-01T00:00:00+23:59",
-                                                "8999-12-31T23:59:59.999999-23:59")]:
+        for since, until in [
+            ("9999w", "0s"),
+            ("1000-01-01T00:00:00+23:59", "8999-12-31T23:59:59.999999-23:59"),
+        ]:
             status, body = await get(session, "/api/sla", since=since, until=until)
             assert (status, body["items"]) == (200, [])
 
@@ -165,17 +188,28 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
         status, document = await get(session, "/api/openapi.json")
     assert status == 200
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {"/api/analytics", "/api/sla", "/api/rollbacks",
-                                      "/api/workflows", "/api/workflows/{workflow_id}",
-                                      "/api/running", "/api/timeseries", "/api/dlq",
-                                      "/api/openapi.json"}
-    names = {p["$ref"].rsplit("/", 1)[-1] for p in
-             document["paths"]["/api/sla"]["get"]["parameters"]}
+    assert set(document["paths"]) == {
+        "/api/analytics",
+        "/api/sla",
+        "/api/rollbacks",
+        "/api/workflows",
+        "/api/workflows/{workflow_id}",
+        "/api/running",
+        "/api/timeseries",
+        "/api/dlq",
+        "/api/openapi.json",
+    }
+    names = {
+        p["$ref"].rsplit("/", 1)[-1] for p in document["paths"]["/api/sla"]["get"]["parameters"]
+    }
     assert names == {"since", "until", "phase", "user", "limit", "offset"}
     assert set(document["components"]["parameters"]) == names
     assert document["components"]["securitySchemes"]["bearer"] == {
         **document["components"]["securitySchemes"]["bearer"],
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     assert document["security"] == [{"bearer": []}, {}]  # none needed on an open server
     assert document["paths"]["/api/openapi.json"]["get"]["security"] == []
 
@@ -183,8 +217,9 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
 def conforms(body: dict[str, Any], schema: str) -> None:
     """``body`` against a schema of the shipped OpenAPI document (jsonschema raises)."""
     document = openapi_document()
-    jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}",
-                                     "components": document["components"]}).validate(body)
+    jsonschema.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+    ).validate(body)
 
 
 @pytest.mark.parametrize("path", ["/api/nothing", "/api/", "/api/sla/extra"])
@@ -192,8 +227,7 @@ async def test_an_unknown_api_path_is_a_json_404(database: str, path: str) -> No
     async with api(database) as session:
         status, body = await get(session, path)
     assert status == 404
-    assert body == {"error": f"no endpoint {path}; the endpoints are listed at "
-                             "/api/openapi.json"}
+    assert body == {"error": f"no endpoint {path}; the endpoints are listed at /api/openapi.json"}
 
 
 async def test_a_known_api_path_with_another_method_is_still_405(database: str) -> None:

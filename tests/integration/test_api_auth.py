@@ -37,15 +37,22 @@ ISSUER, AUDIENCE = "https://idp.test", "phasestream-api"
 
 
 async def test_a_configured_secret_makes_every_data_route_need_an_analyst_token(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, _ = seeded
     analyst = mint_token(SECRET, "ann", 300, role="analyst")
     user = mint_token(SECRET, "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f", 300)
-    expired = jwt.encode({"sub": "ann", "role": "analyst", "exp": int(time.time()) - 5},
-                         SECRET, algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": "ann", "role": "analyst", "exp": int(time.time()) - 5}, SECRET, algorithm="HS256"
+    )
     async with api(database, jwt_secret=SECRET) as session:
-        for path in ("/api/analytics", "/api/sla", "/api/rollbacks", "/api/workflows/wf-d",
-                     "/api/workflows"):
+        for path in (
+            "/api/analytics",
+            "/api/sla",
+            "/api/rollbacks",
+            "/api/workflows/wf-d",
+            "/api/workflows",
+        ):
             async with session.get(path) as response:
                 assert response.status == 401, path
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -65,16 +72,24 @@ async def test_a_configured_secret_makes_every_data_route_need_an_analyst_token(
 
 
 async def test_the_token_command_mints_what_the_api_accepts(
-        seeded: tuple[str, datetime], settings: Settings) -> None:
+    seeded: tuple[str, datetime], settings: Settings
+) -> None:
     database, _ = seeded
-    configured = settings.model_copy(update={"jwt_secret": SECRET, "jwt_issuer": ISSUER,
-                                             "jwt_audience": AUDIENCE})
+    configured = settings.model_copy(
+        update={"jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+    )
 
     async def token(*args: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "phasestream", "token", *args,
-            env=settings_env(configured), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "phasestream",
+            "token",
+            *args,
+            env=settings_env(configured),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await process.communicate()
         return process.returncode or 0, out.decode().strip(), err.decode().strip()
 
@@ -85,13 +100,15 @@ async def test_the_token_command_mints_what_the_api_accepts(
     code, _, error = await token("ann", "--ttl", str(10**6))
     assert code == 2
     assert error.startswith("error: --ttl: at most PHASESTREAM_JWT_MAX_LIFETIME_S")
-    async with api(database, jwt_secret=SECRET, jwt_issuer=ISSUER,
-                   jwt_audience=AUDIENCE) as session:
+    async with api(
+        database, jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE
+    ) as session:
         assert (await get(session, "/api/analytics", token=analyst))[0] == 200
         assert (await get(session, "/api/analytics", token=plain))[0] == 403
         # Another issuer's token, same secret: refused.
-        other = mint_token(SECRET, "ann", 300, role="analyst", issuer="https://other",
-                           audience=AUDIENCE)
+        other = mint_token(
+            SECRET, "ann", 300, role="analyst", issuer="https://other", audience=AUDIENCE
+        )
         status, body = await get(session, "/api/analytics", token=other)
         assert (status, body["error"]) == (401, "wrong_issuer")
 
@@ -118,8 +135,14 @@ class IdentityProvider:
 
     def token(self, alg: str, kid: str | None = None, **claims: Any) -> str:
         key, own = (self.rsa, "rsa-1") if alg == "RS256" else (self.ec, "ec-1")
-        body = {"sub": "ann@example.com", "iss": ISSUER, "aud": AUDIENCE,
-                "exp": int(time.time()) + 300, "roles": ["analyst"], **claims}
+        body = {
+            "sub": "ann@example.com",
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "exp": int(time.time()) + 300,
+            "roles": ["analyst"],
+            **claims,
+        }
         return jwt.encode(body, key, algorithm=alg, headers={"kid": kid or own})
 
 
@@ -133,11 +156,19 @@ async def identity_provider() -> AsyncIterator[tuple[IdentityProvider, str]]:
 
 
 async def test_identity_provider_tokens_with_issuer_audience_and_cached_keys(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, _ = seeded
-    async with identity_provider() as (idp, url), api(
-            database, jwt_jwks_url=url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
-            jwt_role_claim="roles") as session:
+    async with (
+        identity_provider() as (idp, url),
+        api(
+            database,
+            jwt_jwks_url=url,
+            jwt_issuer=ISSUER,
+            jwt_audience=AUDIENCE,
+            jwt_role_claim="roles",
+        ) as session,
+    ):
         for alg in ("RS256", "ES256"):
             status, body = await get(session, "/api/analytics", token=idp.token(alg))
             assert status == 200, (alg, body)
@@ -171,8 +202,9 @@ async def test_other_host_headers_are_refused(database: str) -> None:
             async with session.get("/api/analytics", headers={"Host": host}) as response:
                 assert response.status == 200, host
     async with api(database, http_allowed_hosts="phasestream.internal") as session:
-        async with session.get("/api/sla", headers={"Host": "phasestream.internal:6066"}
-                               ) as response:
+        async with session.get(
+            "/api/sla", headers={"Host": "phasestream.internal:6066"}
+        ) as response:
             assert response.status == 200
         async with session.get("/api/sla", headers={"Host": "localhost"}) as response:
             assert response.status == 421  # not on this list
@@ -183,8 +215,10 @@ async def test_other_host_headers_are_refused(database: str) -> None:
 
 
 async def test_oversized_headers_are_refused(database: str) -> None:
-    async with api(database) as session, session.get(
-            "/api/sla", headers={"X-Padding": "x" * 9000}) as response:
+    async with (
+        api(database) as session,
+        session.get("/api/sla", headers={"X-Padding": "x" * 9000}) as response,
+    ):
         assert response.status in {400, 431}
 
 
@@ -200,11 +234,14 @@ async def consumers_app(settings: Settings, address: str) -> AsyncIterator[str]:
 
 
 async def test_off_loopback_without_auth_the_api_and_dashboard_are_refused(
-        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     open_anywhere = settings.model_copy(update={"http_allowed_hosts": "*"})
     with caplog.at_level(logging.INFO, logger="phasestream.http_auth"):
-        async with consumers_app(open_anywhere, "0.0.0.0") as base, \
-                aiohttp.ClientSession(base) as session:
+        async with (
+            consumers_app(open_anywhere, "0.0.0.0") as base,
+            aiohttp.ClientSession(base) as session,
+        ):
             for path in ("/api/analytics", "/api/sla", "/dashboard"):
                 async with session.get(path) as response:
                     assert response.status == 503, path
@@ -219,8 +256,10 @@ async def test_off_loopback_without_auth_the_api_and_dashboard_are_refused(
     assert "PHASESTREAM_API_AUTH=off" in refusal.getMessage()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="phasestream.http_auth"):
-        async with consumers_app(open_anywhere.model_copy(update={"api_auth": "off"}),
-                                 "0.0.0.0") as base, aiohttp.ClientSession(base) as session:
+        async with (
+            consumers_app(open_anywhere.model_copy(update={"api_auth": "off"}), "0.0.0.0") as base,
+            aiohttp.ClientSession(base) as session,
+        ):
             assert (await get(session, "/api/analytics"))[0] == 200
             async with session.get("/dashboard") as response:
                 assert response.status == 200
@@ -228,8 +267,10 @@ async def test_off_loopback_without_auth_the_api_and_dashboard_are_refused(
     assert warning.getMessage().startswith("PHASESTREAM_API_AUTH=off")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="phasestream.http_auth"):
-        async with consumers_app(settings, "127.0.0.1") as base, \
-                aiohttp.ClientSession(base) as session:
+        async with (
+            consumers_app(settings, "127.0.0.1") as base,
+            aiohttp.ClientSession(base) as session,
+        ):
             assert (await get(session, "/api/analytics"))[0] == 200
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("/api and the dashboard are open on loopback 127.0.0.1")
@@ -237,8 +278,10 @@ async def test_off_loopback_without_auth_the_api_and_dashboard_are_refused(
 
 async def test_the_openapi_document_describes_every_refusal(database: str) -> None:
     document = openapi_document()
-    schema = {**document["components"]["schemas"]["AuthError"],
-              "components": document["components"]}
+    schema = {
+        **document["components"]["schemas"]["AuthError"],
+        "components": document["components"],
+    }
     user = mint_token(SECRET, "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f", 300)
     data_paths = [p for p in document["paths"] if p != "/api/openapi.json"]
     # analytics, sla, rollbacks, the workflow search, one workflow, running, timeseries, dlq
@@ -247,8 +290,7 @@ async def test_the_openapi_document_describes_every_refusal(database: str) -> No
         for path in data_paths:
             responses = document["paths"][path]["get"]["responses"]
             for token, status in ((None, 401), ("not-a-jwt", 401), (user, 403)):
-                code, body = await get(session, path.replace("{workflow_id}", "wf-d"),
-                                       token=token)
+                code, body = await get(session, path.replace("{workflow_id}", "wf-d"), token=token)
                 assert code == status, (path, token)
                 assert str(status) in responses, path
                 jsonschema.validate(body, schema)

@@ -56,8 +56,12 @@ def fuzz(operation: Operation, base_url: str) -> int:
     """Run the examples of one operation; how many requests were sent."""
     sent: list[Any] = []
 
-    @examples(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @examples(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(operation.as_strategy().filter(_one_bound_at_most).filter(_buckets_bounded))
     def check(case: Case[Operation]) -> None:
         sent.append(case.call_and_validate(base_url=base_url))
@@ -75,27 +79,48 @@ def _buckets_bounded(case: Case[Operation]) -> bool:
         return True
     query = case.query or {}
     try:
-        parse_series(metric=query.get("metric"), step=query.get("step"),
-                     since=query.get("since"), until=query.get("until"), phase=None,
-                     user=None, now=datetime.now(UTC))
+        parse_series(
+            metric=query.get("metric"),
+            step=query.get("step"),
+            since=query.get("since"),
+            until=query.get("until"),
+            phase=None,
+            user=None,
+            now=datetime.now(UTC),
+        )
     except InvalidFilterError as exc:
         return exc.name != "since"
     return True
 
 
 async def test_every_operation_keeps_the_documented_contract(
-        seeded: tuple[str, datetime], settings: Settings) -> None:
+    seeded: tuple[str, datetime], settings: Settings
+) -> None:
     database, _ = seeded
     # The test's broker and (empty) dead-letter topic, for /api/dlq.
-    served = Settings(database_url=database, kafka_bootstrap_servers=settings.bootstrap_servers,
-                      dlq_topic=settings.dlq_topic)
-    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(Settings()),
-                    lambda app: attach_api(app, served))
+    served = Settings(
+        database_url=database,
+        kafka_bootstrap_servers=settings.bootstrap_servers,
+        dlq_topic=settings.dlq_topic,
+    )
+    app = build_app(
+        CollectorRegistry(),
+        {},
+        HttpAccess.from_settings(Settings()),
+        lambda app: attach_api(app, served),
+    )
     found = operations()
-    assert {op.path for op in found} == {"/api/analytics", "/api/sla", "/api/rollbacks",
-                                         "/api/workflows", "/api/workflows/{workflow_id}",
-                                         "/api/running", "/api/timeseries",
-                                         "/api/dlq", "/api/openapi.json"}
+    assert {op.path for op in found} == {
+        "/api/analytics",
+        "/api/sla",
+        "/api/rollbacks",
+        "/api/workflows",
+        "/api/workflows/{workflow_id}",
+        "/api/running",
+        "/api/timeseries",
+        "/api/dlq",
+        "/api/openapi.json",
+    }
     async with serving(app, "127.0.0.1", 0) as port:
         for operation in found:
             sent = await asyncio.to_thread(fuzz, operation, f"http://127.0.0.1:{port}")

@@ -25,8 +25,10 @@ class PhaseFailedError(RuntimeError):
 
 async def test_phase_success_gives_started_and_completed_rows(settings: Settings) -> None:
     user = make_event().user_id
-    async with publisher(settings) as pub, pub.phase("wf-ok", user, 3, metadata={"k": "v"},
-                                                     previous_phase=2) as run:
+    async with (
+        publisher(settings) as pub,
+        pub.phase("wf-ok", user, 3, metadata={"k": "v"}, previous_phase=2) as run,
+    ):
         run.metadata["result"] = "built"
     async with audit_running(settings):
         await eventually(lambda: count_rows(settings.database_url or ""), lambda n: n == 2)
@@ -67,17 +69,27 @@ async def test_duplicates_and_replay_leave_one_row_per_event(settings: Settings)
         await pub.publish_many(events[:100])  # a producer retry storm: the same events again
     db = settings.database_url or ""
     async with audit_running(settings):
-        await eventually(lambda: count_rows(db, "SELECT coalesce(sum(next_offset), 0) FROM "
-                                            "phasestream_consumer_positions"),
-                         lambda n: n == 400, what="all 400 records consumed")
+        await eventually(
+            lambda: count_rows(
+                db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
+            ),
+            lambda n: n == 400,
+            what="all 400 records consumed",
+        )
     assert await count_rows(db) == 300
     # Replay from offset 0: forget the positions and run again.
-    await count_rows(db, "WITH d AS (DELETE FROM phasestream_consumer_positions RETURNING 1) "
-                         "SELECT count(*) FROM d")
+    await count_rows(
+        db,
+        "WITH d AS (DELETE FROM phasestream_consumer_positions RETURNING 1) SELECT count(*) FROM d",
+    )
     async with audit_running(settings):
-        await eventually(lambda: count_rows(db, "SELECT coalesce(sum(next_offset), 0) FROM "
-                                            "phasestream_consumer_positions"),
-                         lambda n: n == 400, what="replay consumed all 400 records")
+        await eventually(
+            lambda: count_rows(
+                db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
+            ),
+            lambda n: n == 400,
+            what="replay consumed all 400 records",
+        )
     assert await count_rows(db) == 300
     assert await count_rows(db, "SELECT count(DISTINCT id) FROM workflow_phase_logs") == 300
     wanted = {str(e.event_id) for e in events}
@@ -102,9 +114,18 @@ async def test_restart_resumes_from_stored_positions(settings: Settings) -> None
 
 
 async def test_rolled_back_status_and_all_fields_round_trip(settings: Settings) -> None:
-    event = make_event("wf-rb", 5, PhaseStatus.ROLLED_BACK, previous_phase=5,
-                       rollback_triggered=True, rollback_to_phase=4, duration_ms=12,
-                       error_message="boom", error_stack="trace", metadata={"a": [1, 2]})
+    event = make_event(
+        "wf-rb",
+        5,
+        PhaseStatus.ROLLED_BACK,
+        previous_phase=5,
+        rollback_triggered=True,
+        rollback_to_phase=4,
+        duration_ms=12,
+        error_message="boom",
+        error_stack="trace",
+        metadata={"a": [1, 2]},
+    )
     async with publisher(settings) as pub:
         await pub.publish(event)
     async with audit_running(settings):
@@ -113,6 +134,12 @@ async def test_rolled_back_status_and_all_fields_round_trip(settings: Settings) 
     row = await conn.fetchrow("SELECT * FROM workflow_phase_logs")
     await conn.close()
     assert row is not None
-    assert (row["id"], row["status"], row["rollback_triggered"], row["rollback_to_phase"],
-            row["error_message"], row["duration_ms"], row["timestamp"]) == (
-        event.event_id, "rolled_back", True, 4, "boom", 12, event.timestamp)
+    assert (
+        row["id"],
+        row["status"],
+        row["rollback_triggered"],
+        row["rollback_to_phase"],
+        row["error_message"],
+        row["duration_ms"],
+        row["timestamp"],
+    ) == (event.event_id, "rolled_back", True, 4, "boom", 12, event.timestamp)

@@ -49,15 +49,19 @@ from tests.integration.test_reports import (
 
 pytestmark = pytest.mark.integration
 # Analytics of the last 24 h: wf-old's phase 5 (three days ago) is outside.
-LAST_DAY: list[dict[str, Any]] = [dict(zip(ANALYTICS_COLUMNS, row, strict=True))
-                                  for row in ANALYTICS_ALL if row[0] != 5]
+LAST_DAY: list[dict[str, Any]] = [
+    dict(zip(ANALYTICS_COLUMNS, row, strict=True)) for row in ANALYTICS_ALL if row[0] != 5
+]
 USER_C = uuid.UUID("00000000-0000-4000-8000-00000000000c")
 # Two phases running for 25 h, before the dashboard's default window (so its numbers stay
 # test_reports'), inside a 48 h running lookback: phase 6 with an SLA of 30 h (83 %: at
 # risk for hours), phase 7 with one of 100 h (ok). wf-e's phase 4 is overdue.
 LONG_SLA = {6: 30 * 3_600_000, 7: 100 * 3_600_000}
-OPTIONS: dict[str, Any] = {"running_lookback_hours": 48, "audit_consumer_group": "seed",
-           "sla_violations_consumer_group": "seed-violations"}
+OPTIONS: dict[str, Any] = {
+    "running_lookback_hours": 48,
+    "audit_consumer_group": "seed",
+    "sla_violations_consumer_group": "seed-violations",
+}
 SERIES_STEP = "5m"  # the page's step for its default window (24 h)
 
 
@@ -73,24 +77,31 @@ class Loaded:
 
 async def seed_running(database: str) -> None:
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=25)
-    events = [make_event("wf-live-risk", 6, PhaseStatus.STARTED, timestamp=started,
-                         user_id=USER_C),
-              make_event("wf-live-ok", 7, PhaseStatus.STARTED, timestamp=started,
-                         user_id=USER_C)]
+    events = [
+        make_event("wf-live-risk", 6, PhaseStatus.STARTED, timestamp=started, user_id=USER_C),
+        make_event("wf-live-ok", 7, PhaseStatus.STARTED, timestamp=started, user_id=USER_C),
+    ]
     async with await AuditSink.connect(database) as sink:
-        await sink.apply("seed-live", Batch.single(PartitionRef("seed-live", 0), events,
-                                                   PositionMove(None, len(events))))
+        await sink.apply(
+            "seed-live",
+            Batch.single(PartitionRef("seed-live", 0), events, PositionMove(None, len(events))),
+        )
     conn = await asyncpg.connect(database)
     try:
-        await conn.executemany("UPDATE workflow_phase_sla_thresholds SET threshold_ms = $2 "
-                               "WHERE phase_number = $1", list(LONG_SLA.items()))
+        await conn.executemany(
+            "UPDATE workflow_phase_sla_thresholds SET threshold_ms = $2 WHERE phase_number = $1",
+            list(LONG_SLA.items()),
+        )
     finally:
         await conn.close()
 
 
 # Three dead letters on the dashboard's own DLQ topic: two bad phases, one bad JSON.
-LETTERS = (("phase_number", "must be 1-7, got 9"), ("phase_number", "must be 1-7, got 9"),
-           ("$", "not valid JSON"))
+LETTERS = (
+    ("phase_number", "must be 1-7, got 9"),
+    ("phase_number", "must be 1-7, got 9"),
+    ("$", "not valid JSON"),
+)
 
 
 async def seed_dead_letters(settings: Settings) -> None:
@@ -99,10 +110,22 @@ async def seed_dead_letters(settings: Settings) -> None:
     writer = DeadLetterWriter(cluster, settings.dlq_topic, "seed")
     await writer.start()
     try:
-        await writer.send_all([
-            DeadLetter(settings.phase_events_topic, 0, offset, 1_700_000_000_000 + offset,
-                       b"wf-bad", b"{oops", (), field, reason)
-            for offset, (field, reason) in enumerate(LETTERS)])
+        await writer.send_all(
+            [
+                DeadLetter(
+                    settings.phase_events_topic,
+                    0,
+                    offset,
+                    1_700_000_000_000 + offset,
+                    b"wf-bad",
+                    b"{oops",
+                    (),
+                    field,
+                    reason,
+                )
+                for offset, (field, reason) in enumerate(LETTERS)
+            ]
+        )
     finally:
         await writer.stop()
 
@@ -145,15 +168,20 @@ async def loaded(module_database: str, broker: str) -> AsyncIterator[Loaded]:
     await seed_report_events(module_database, t0)
     await seed_running(module_database)
     tag = uuid.uuid4().hex[:8]
-    options: dict[str, Any] = {**OPTIONS, "kafka_bootstrap_servers": broker,
-               "phase_events_topic": f"test-{tag}.phase-events",
-               "dlq_topic": f"test-{tag}.phase-events.dlq"}
+    options: dict[str, Any] = {
+        **OPTIONS,
+        "kafka_bootstrap_servers": broker,
+        "phase_events_topic": f"test-{tag}.phase-events",
+        "dlq_topic": f"test-{tag}.phase-events.dlq",
+    }
     await seed_dead_letters(Settings(database_url=module_database, **options))
     async with dashboard(module_database, **options) as base, browser() as page:
         await page.width(1280, redraw=False)
         await page.open(f"{base}/dashboard?refresh=2")
-        await page.until("Number(document.body.dataset.refreshes) >= 2 && "
-                         "document.getElementById('dlq').dataset.state !== 'loading'")
+        await page.until(
+            "Number(document.body.dataset.refreshes) >= 2 && "
+            "document.getElementById('dlq').dataset.state !== 'loading'"
+        )
         dom = await page.dom()
         desktop = await page.js(LAYOUT_JS)
         await page.screenshot(ARTIFACTS / "dashboard.png", full=False)
@@ -168,8 +196,10 @@ async def loaded(module_database: str, broker: str) -> AsyncIterator[Loaded]:
 
 
 async def api(base: str, path: str, **params: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{base}/api/{path}", params=params) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/{path}", params=params) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -202,8 +232,13 @@ async def test_throughput_chart_and_per_phase_table(loaded: Loaded) -> None:
     dom = loaded.dom
     api_items = (await api_ok(loaded.base, "analytics", since="24h"))["items"]
     assert api_items == LAST_DAY  # the page asked the same question (default window 24 h)
-    charted = sorted({int(n.attrs["data-phase"]) for n in dom.find(chart="throughput")
-                      if "data-phase" in n.attrs})
+    charted = sorted(
+        {
+            int(n.attrs["data-phase"])
+            for n in dom.find(chart="throughput")
+            if "data-phase" in n.attrs
+        }
+    )
     assert charted == [2, 3, 4]
     for row in LAST_DAY:
         for metric in ("started", "completed", "failed", "rolled_back"):
@@ -211,13 +246,13 @@ async def test_throughput_chart_and_per_phase_table(loaded: Loaded) -> None:
             places = ("throughput", "analytics") if metric != "rolled_back" else ("analytics",)
             for where in places:
                 node = dom.metric(where, row["phase"], metric)
-                assert (node.attrs["data-value"], node.text) == (str(row[metric]),
-                                                                 str(row[metric]))
+                assert (node.attrs["data-value"], node.text) == (str(row[metric]), str(row[metric]))
         for metric in ("completion_rate", "failure_rate", "rollback_rate"):
             places = ("rates", "analytics") if metric != "rollback_rate" else ("analytics",)
             for where in places:
-                assert same(dom.metric(where, row["phase"], metric).attrs["data-value"],
-                            row[metric])
+                assert same(
+                    dom.metric(where, row["phase"], metric).attrs["data-value"], row[metric]
+                )
     # The redundant bars are gone (failure == rollback for phases 2-7).
     assert dom.find(chart="throughput", metric="rolled_back") == []
     assert dom.find(chart="rates", metric="rollback_rate") == []
@@ -232,8 +267,9 @@ async def test_durations_against_the_sla(loaded: Loaded) -> None:
     dom = loaded.dom
     for row in LAST_DAY:
         for metric in ("p50_ms", "p95_ms", "p99_ms", "sla_ms", "over_sla"):
-            assert same(dom.metric("durations", row["phase"], metric).attrs["data-value"],
-                        row[metric])
+            assert same(
+                dom.metric("durations", row["phase"], metric).attrs["data-value"], row[metric]
+            )
     p95 = dom.metric("durations", 3, "p95_ms")
     assert (p95.text, p95.attrs["data-over-sla"]) == ("127.95 s", "true")
     p50 = dom.metric("durations", 3, "p50_ms")
@@ -247,31 +283,60 @@ async def test_durations_against_the_sla(loaded: Loaded) -> None:
 
 async def test_tiles_sum_the_phases(loaded: Loaded) -> None:
     dom = loaded.dom
-    totals = {m: dom.by_id(f"total-{m}").attrs["data-value"]
-              for m in ("started", "completed", "failed", "rolled_back", "over_sla")}
-    assert totals == {"started": "6", "completed": "3", "failed": "2", "rolled_back": "2",
-                      "over_sla": "2"}
-    assert [dom.by_id(f"kind-{k}").text for k in ("late_completed", "late_failed", "overdue")] \
-        == ["1", "1", "1"]
+    totals = {
+        m: dom.by_id(f"total-{m}").attrs["data-value"]
+        for m in ("started", "completed", "failed", "rolled_back", "over_sla")
+    }
+    assert totals == {
+        "started": "6",
+        "completed": "3",
+        "failed": "2",
+        "rolled_back": "2",
+        "over_sla": "2",
+    }
+    assert [dom.by_id(f"kind-{k}").text for k in ("late_completed", "late_failed", "overdue")] == [
+        "1",
+        "1",
+        "1",
+    ]
 
 
 async def test_recent_violations_rollbacks_and_chains(loaded: Loaded) -> None:
     dom = loaded.dom
     violations = dom.rows("violations")
     assert [(v["kind"][1], v["workflow_id"][1], v["phase"][1]) for v in violations] == [
-        ("overdue", "wf-e", "4"), ("late_failed", "wf-d", "2"), ("late_completed", "wf-c", "3")]
+        ("overdue", "wf-e", "4"),
+        ("late_failed", "wf-d", "2"),
+        ("late_completed", "wf-c", "3"),
+    ]
     assert [(v["duration_ms"][0], v["excess_ms"][1]) for v in violations[1:]] == [
-        ("70000", "+10 s"), ("150000", "+30 s")]
+        ("70000", "+10 s"),
+        ("150000", "+30 s"),
+    ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", violations[0]["at"][1])
     by_phase = [{k: v[0] for k, v in row.items()} for row in dom.rows("rollbacks")]
     assert by_phase == [
-        {"phase": "2", "rollbacks": "1", "workflows": "1", "retries": "0", "gave_up": "1",
-         "loops_stopped": "0"},
-        {"phase": "3", "rollbacks": "1", "workflows": "1", "retries": "1", "gave_up": "0",
-         "loops_stopped": "0"}]
+        {
+            "phase": "2",
+            "rollbacks": "1",
+            "workflows": "1",
+            "retries": "0",
+            "gave_up": "1",
+            "loops_stopped": "0",
+        },
+        {
+            "phase": "3",
+            "rollbacks": "1",
+            "workflows": "1",
+            "retries": "1",
+            "gave_up": "0",
+            "loops_stopped": "0",
+        },
+    ]
     chains = dom.rows("chains")
     assert [(c["workflow_id"][1], c["rollbacks"][1], c["chain"][1]) for c in chains] == [
-        ("wf-d", "2", "3->2 2->1")]
+        ("wf-d", "2", "3->2 2->1")
+    ]
 
 
 async def test_running_phases_highlighted_and_live(loaded: Loaded) -> None:
@@ -279,36 +344,54 @@ async def test_running_phases_highlighted_and_live(loaded: Loaded) -> None:
     shown = loaded.dom.rows("running")
     fields = ("workflow_id", "user_id", "phase", "started_at", "threshold_ms", "state")
     assert [tuple(r[f][0] for f in fields) for r in shown] == [
-        tuple(str(item[f]) for f in fields) for item in body["items"]]
+        tuple(str(item[f]) for f in fields) for item in body["items"]
+    ]
     assert [(r["workflow_id"][1], r["state"][1]) for r in shown] == [
-        ("wf-e", "overdue"), ("wf-live-risk", "at risk"), ("wf-live-ok", "ok")]
+        ("wf-e", "overdue"),
+        ("wf-live-risk", "at risk"),
+        ("wf-live-ok", "ok"),
+    ]
     for row in shown:  # each row's time left is its threshold less its elapsed time
         assert int(row["left_ms"][0]) == int(row["threshold_ms"][0]) - int(row["elapsed_ms"][0])
     assert shown[0]["left_ms"][1].startswith("-")
     highlighted = [n.attrs["class"] for n in loaded.dom.row_nodes("running")]
     assert highlighted == ["st-overdue", "st-at_risk", "st-ok"]
-    assert [loaded.dom.by_id(f"running-{s}").attrs["data-value"]
-            for s in ("ok", "at_risk", "overdue")] == ["1", "1", "1"]
+    assert [
+        loaded.dom.by_id(f"running-{s}").attrs["data-value"] for s in ("ok", "at_risk", "overdue")
+    ] == ["1", "1", "1"]
     # Live: the next poll redraws the table with the time elapsed since.
     page = loaded.page
-    first = await page.js("Number(document.querySelector('tr[data-workflow-id=\"wf-live-ok\"] "
-                          "td[data-field=elapsed_ms]').dataset.value)")
-    await page.until("Number(document.querySelector('tr[data-workflow-id=\"wf-live-ok\"] "
-                     f"td[data-field=elapsed_ms]').dataset.value) > {first}")
+    first = await page.js(
+        'Number(document.querySelector(\'tr[data-workflow-id="wf-live-ok"] '
+        "td[data-field=elapsed_ms]').dataset.value)"
+    )
+    await page.until(
+        'Number(document.querySelector(\'tr[data-workflow-id="wf-live-ok"] '
+        f"td[data-field=elapsed_ms]').dataset.value) > {first}"
+    )
 
 
 async def test_time_series_per_phase_against_the_api(loaded: Loaded) -> None:
     dom = loaded.dom
-    cards = sorted({n.attrs["data-phase"] for n in dom.find(chart="series")
-                    if "data-phase" in n.attrs})
+    cards = sorted(
+        {n.attrs["data-phase"] for n in dom.find(chart="series") if "data-phase" in n.attrs}
+    )
     assert cards == ["2", "3", "4"]  # the phases with events in the window
     nonzero = 0
     for phase in (2, 3, 4):
         for metric in ("started", "failed", "p95_duration"):
-            answer = await api_ok(loaded.base, "timeseries", metric=metric, step=SERIES_STEP,
-                                  since="24h", phase=str(phase))
-            drawn = {n.attrs["data-bucket"]: n.attrs["data-value"]
-                     for n in dom.find(chart="series", phase=str(phase), metric=metric)}
+            answer = await api_ok(
+                loaded.base,
+                "timeseries",
+                metric=metric,
+                step=SERIES_STEP,
+                since="24h",
+                phase=str(phase),
+            )
+            drawn = {
+                n.attrs["data-bucket"]: n.attrs["data-value"]
+                for n in dom.find(chart="series", phase=str(phase), metric=metric)
+            }
             # The page asked a moment earlier: its window may start one bucket before.
             common = [b for b in answer["items"] if b["bucket"] in drawn]
             assert len(common) >= len(answer["items"]) - 1
@@ -319,16 +402,21 @@ async def test_time_series_per_phase_against_the_api(loaded: Loaded) -> None:
         assert same(sla.attrs["data-value"], LAST_DAY[phase - 2]["sla_ms"])
     assert nonzero >= 6  # the seeded events are drawn, not only empty buckets
     # p95 over the SLA is marked: phase 3's 150 s execution against 120 s.
-    assert any(n.attrs["class"].endswith("over")
-               for n in dom.find(chart="series", phase="3", metric="p95_duration"))
+    assert any(
+        n.attrs["class"].endswith("over")
+        for n in dom.find(chart="series", phase="3", metric="p95_duration")
+    )
     assert dom.by_id("series-window").text == "last 24 h, 5 min buckets"
 
 
 async def test_violations_over_time_against_the_api(loaded: Loaded) -> None:
-    answer = await api_ok(loaded.base, "timeseries", metric="violations", step=SERIES_STEP,
-                          since="24h")
-    drawn = {n.attrs["data-bucket"]: n.attrs["data-value"]
-             for n in loaded.dom.find(chart="violations-series", metric="violations")}
+    answer = await api_ok(
+        loaded.base, "timeseries", metric="violations", step=SERIES_STEP, since="24h"
+    )
+    drawn = {
+        n.attrs["data-bucket"]: n.attrs["data-value"]
+        for n in loaded.dom.find(chart="violations-series", metric="violations")
+    }
     assert sum(b["value"] for b in answer["items"]) == 2  # wf-c late, wf-d late failed
     assert sum(int(drawn[b["bucket"]]) for b in answer["items"] if b["bucket"] in drawn) == 2
 
@@ -336,8 +424,11 @@ async def test_violations_over_time_against_the_api(loaded: Loaded) -> None:
 async def test_consumer_health_and_dead_letters(loaded: Loaded) -> None:
     body = await api_ok(loaded.base, "running", limit="1")
     shown = loaded.dom.rows("health")
-    assert [r["role"][0] for r in shown] == [f["role"] for f in body["freshness"]] == [
-        "source", "sla_monitor", "sla_violations", "metrics", "rollback"]
+    assert (
+        [r["role"][0] for r in shown]
+        == [f["role"] for f in body["freshness"]]
+        == ["source", "sla_monitor", "sla_violations", "metrics", "rollback"]
+    )
     for row, fresh in zip(shown, body["freshness"], strict=True):
         assert row["consumer"][0] == fresh["consumer"]
         assert same(row["partitions"][0], fresh["partitions"])
@@ -359,17 +450,26 @@ async def test_consumer_health_and_dead_letters(loaded: Loaded) -> None:
         assert total.text == "—"
     elif status == 200:
         assert loaded.dom.by_id("dlq").attrs["data-state"] == "ready"
-        assert (total.attrs["data-value"], total.text) == ("3", "3") == (
-            str(dlq["total"]), str(dlq["total"]))
+        assert (
+            (total.attrs["data-value"], total.text)
+            == ("3", "3")
+            == (str(dlq["total"]), str(dlq["total"]))
+        )
         assert [(r["reason"][0], r["count"][0]) for r in loaded.dom.rows("dlq-reasons")] == [
-            (r["reason"], str(r["count"])) for r in dlq["by_reason"]]
-        assert [(r["field"][0], r["count"][0]) for r in loaded.dom.rows("dlq-fields")] == [
-            (r["field"], str(r["count"])) for r in dlq["by_field"]] == [
-            ("phase_number", "2"), ("$", "1")]
-        assert [(r["topic"][0], r["count"][0], r["oldest"][0], r["newest"][0])
-                for r in loaded.dom.rows("dlq-topics")] == [
+            (r["reason"], str(r["count"])) for r in dlq["by_reason"]
+        ]
+        assert (
+            [(r["field"][0], r["count"][0]) for r in loaded.dom.rows("dlq-fields")]
+            == [(r["field"], str(r["count"])) for r in dlq["by_field"]]
+            == [("phase_number", "2"), ("$", "1")]
+        )
+        assert [
+            (r["topic"][0], r["count"][0], r["oldest"][0], r["newest"][0])
+            for r in loaded.dom.rows("dlq-topics")
+        ] == [
             (t["topic"], str(t["count"]), t["oldest"] or "", t["newest"] or "")
-            for t in dlq["topics"]]
+            for t in dlq["topics"]
+        ]
         assert note == f"{dlq['scanned']} letters scanned"
     else:
         assert loaded.dom.by_id("dlq").attrs["data-state"] == "error"
@@ -379,8 +479,7 @@ async def test_consumer_health_and_dead_letters(loaded: Loaded) -> None:
 async def test_every_workflow_id_is_a_link(loaded: Loaded) -> None:
     links = [n for n in loaded.dom.nodes if "data-workflow-link" in n.attrs]
     found = {n.attrs["data-workflow-link"] for n in links}
-    assert {"wf-a", "wf-b", "wf-c", "wf-d", "wf-e", "wf-old", "wf-live-ok",
-            "wf-live-risk"} <= found
+    assert {"wf-a", "wf-b", "wf-c", "wf-d", "wf-e", "wf-old", "wf-live-ok", "wf-live-risk"} <= found
     for node in links:
         assert node.tag == "a"
         assert node.attrs["href"] == f"#workflow={node.attrs['data-workflow-link']}"
@@ -409,31 +508,48 @@ async def test_readable_at_1280_and_390(loaded: Loaded) -> None:
 async def test_workflow_page_shows_a_known_workflow(loaded: Loaded) -> None:
     page = loaded.page
     await page.click('#table-chains a[data-workflow-link="wf-d"]')
-    await page.until("document.body.dataset.view === 'workflow' && document.getElementById("
-                     "'workflow-page').dataset.state === 'ready'")
+    await page.until(
+        "document.body.dataset.view === 'workflow' && document.getElementById("
+        "'workflow-page').dataset.state === 'ready'"
+    )
     assert await page.js("location.hash") == "#workflow=wf-d"
     assert await page.js("document.getElementById('overview').hidden") is True
     dom = await page.dom()
     await page.screenshot(ARTIFACTS / "dashboard-workflow.png")
     body = await api_ok(loaded.base, "workflows/wf-d", limit="1000")
-    bars = [(n.attrs["data-phase"], n.attrs["data-status"], n.attrs["data-duration-ms"],
-             n.attrs["data-threshold-ms"], n.attrs["data-over-sla"])
-            for n in dom.find(chart="timeline")]
-    assert bars == [("3", "failed", "2000", "120000", "false"),
-                    ("2", "failed", "70000", "60000", "true")]
+    bars = [
+        (
+            n.attrs["data-phase"],
+            n.attrs["data-status"],
+            n.attrs["data-duration-ms"],
+            n.attrs["data-threshold-ms"],
+            n.attrs["data-over-sla"],
+        )
+        for n in dom.find(chart="timeline")
+    ]
+    assert bars == [
+        ("3", "failed", "2000", "120000", "false"),
+        ("2", "failed", "70000", "60000", "true"),
+    ]
     starts = [n.attrs["data-start"] for n in dom.find(chart="timeline")]
     assert starts == [t["at"] for t in body["items"] if t["status"] == "started"]
-    rollbacks = [(n.attrs["data-phase"], n.attrs["data-value"])
-                 for n in dom.find(chart="timeline-rollback")]
+    rollbacks = [
+        (n.attrs["data-phase"], n.attrs["data-value"]) for n in dom.find(chart="timeline-rollback")
+    ]
     assert rollbacks == [("3", "2"), ("2", "1")]
-    commands = [(n.attrs["data-kind"], n.attrs["data-phase"])
-                for n in dom.find(chart="timeline-command")]
-    assert commands == [(c["kind"], str(c["failed_phase"])) for c in body["commands"]] == [
-        ("rollback", "3"), ("retry", "3"), ("rollback", "2"), ("gave_up", "2")]
+    commands = [
+        (n.attrs["data-kind"], n.attrs["data-phase"]) for n in dom.find(chart="timeline-command")
+    ]
+    assert (
+        commands
+        == [(c["kind"], str(c["failed_phase"])) for c in body["commands"]]
+        == [("rollback", "3"), ("retry", "3"), ("rollback", "2"), ("gave_up", "2")]
+    )
     violations = dom.rows("wf-violations")
     assert [(v["kind"][0], v["excess_ms"][0]) for v in violations] == [("late_failed", "10000")]
     assert [(r["phase"][0], r["status"][0]) for r in dom.rows("transitions")] == [
-        (str(t["phase"]), t["status"]) for t in body["items"]]
+        (str(t["phase"]), t["status"]) for t in body["items"]
+    ]
     summary = {n.attrs["data-summary"]: n.text for n in dom.nodes if "data-summary" in n.attrs}
     assert (summary["rollbacks"], summary["retries"], summary["violations"]) == ("2", "1", "1")
     assert summary["last"] == "phase 2 rolled back"
@@ -454,12 +570,17 @@ async def test_workflow_page_shows_a_known_workflow(loaded: Loaded) -> None:
 async def test_a_running_workflow_page_and_an_unknown_one(loaded: Loaded) -> None:
     page = loaded.page
     await page.js("location.hash = '#workflow=wf-live-risk'")
-    await page.until("document.getElementById('workflow-page').dataset.state === 'ready' && "
-                     "document.getElementById('workflow-page').dataset.workflowId === "
-                     "'wf-live-risk'")
+    await page.until(
+        "document.getElementById('workflow-page').dataset.state === 'ready' && "
+        "document.getElementById('workflow-page').dataset.workflowId === "
+        "'wf-live-risk'"
+    )
     [bar] = (await page.dom()).find(chart="timeline")
     assert (bar.attrs["data-status"], bar.attrs["data-end"], bar.attrs["data-over-sla"]) == (
-        "running", "", "false")
+        "running",
+        "",
+        "false",
+    )
     await page.js("location.hash = '#workflow=wf-none'")
     await page.until("document.getElementById('workflow-page').dataset.state === 'error'")
     text = await page.js("document.getElementById('workflow-body').textContent")
@@ -477,11 +598,15 @@ async def test_search_by_prefix_and_user(loaded: Loaded) -> None:
         await page.type_into("search-user", user)
         await page.click("#search-submit")
         params = {k: v for k, v in (("prefix", prefix), ("user", user)) if v}
-        wanted = [w["workflow_id"] for w in
-                  (await api_ok(loaded.base, "workflows", limit="10", **params))["items"]]
-        await page.until("JSON.stringify([...document.querySelectorAll('#table-workflows "
-                         "tr[data-workflow-id]')].map((r) => r.dataset.workflowId)) === "
-                         f"{json.dumps(json.dumps(wanted, separators=(',', ':')))}")
+        wanted = [
+            w["workflow_id"]
+            for w in (await api_ok(loaded.base, "workflows", limit="10", **params))["items"]
+        ]
+        await page.until(
+            "JSON.stringify([...document.querySelectorAll('#table-workflows "
+            "tr[data-workflow-id]')].map((r) => r.dataset.workflowId)) === "
+            f"{json.dumps(json.dumps(wanted, separators=(',', ':')))}"
+        )
         return wanted
 
     assert await search("wf-d", "") == ["wf-d"]
@@ -490,7 +615,8 @@ async def test_search_by_prefix_and_user(loaded: Loaded) -> None:
     assert sorted(await search("wf-live", str(USER_C))) == ["wf-live-ok", "wf-live-risk"]
     assert await search("nothing-", "") == []
     assert "no workflow matches" in await page.js(
-        "document.getElementById('table-workflows').textContent")
+        "document.getElementById('table-workflows').textContent"
+    )
     # A bad user is refused by the API, and the page says so beside the search.
     await page.type_into("search-prefix", "")
     await page.type_into("search-user", "not-a-uuid")
@@ -516,8 +642,9 @@ async def test_bad_url_parameters_are_named_on_the_page(loaded: Loaded) -> None:
     assert "colour=red: unknown parameter" in warning.text
     # What is shown instead: the defaults, as said.
     assert dom.by_id("total-started").attrs["data-value"] == "6"
-    assert await page.js("document.getElementById('param-warning').getBoundingClientRect()"
-                         ".height") > 0  # visible, not only in the DOM
+    assert (
+        await page.js("document.getElementById('param-warning').getBoundingClientRect().height") > 0
+    )  # visible, not only in the DOM
 
 
 async def test_dashboard_filters_go_to_the_api(loaded: Loaded) -> None:
@@ -530,7 +657,8 @@ async def test_dashboard_filters_go_to_the_api(loaded: Loaded) -> None:
     p50 = dom.metric("durations", 5, "p50_ms")
     assert (p50.text, p50.attrs["data-over-sla"]) == ("25 s", "true")
     assert [(v["workflow_id"][1], v["kind"][1]) for v in dom.rows("violations")] == [
-        ("wf-old", "late_completed")]
+        ("wf-old", "late_completed")
+    ]
     assert dom.by_id("kind-late_completed").attrs["data-value"] == "1"
     [chains_empty] = [n for n in dom.nodes if n.attrs.get("id") == "table-chains"]
     assert "no workflow was rolled back more than once" in chains_empty.text

@@ -44,8 +44,9 @@ async def send_in_order(settings: Settings, records: list[Sent]) -> None:
     await producer.start()
     try:
         for key, value, headers in records:
-            await producer.send_and_wait(settings.phase_events_topic, value, key=key,
-                                         headers=headers or None)
+            await producer.send_and_wait(
+                settings.phase_events_topic, value, key=key, headers=headers or None
+            )
     finally:
         await producer.stop()
 
@@ -59,14 +60,17 @@ async def projected(settings: Settings, rows: int) -> Projector[PhaseEvent]:
 
 
 async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     bad = bad_records()
     good = [make_event("wf-x", metadata={"i": i}) for i in range(len(bad) + 1)]
     # Interleave on one partition (same key): good, bad, good, bad, ..., good.
     records: list[Sent] = []
     for index, (key, value, _) in enumerate(bad):
-        records += [(b"wf-x", encode_event(good[index]), []),
-                    (key, value, [("trace", b"t-%d" % index)])]
+        records += [
+            (b"wf-x", encode_event(good[index]), []),
+            (key, value, [("trace", b"t-%d" % index)]),
+        ]
     await send_in_order(settings, [*records, (b"wf-x", encode_event(good[-1]), [])])
     projector = await projected(settings, len(good))
     assert projector.stats.dead_letters == len(bad)
@@ -86,18 +90,23 @@ async def test_invalid_records_are_dead_lettered_and_valid_ones_projected(
     assert offsets == [1, 3, 5, 7, 9, 11, 13, 15]
 
 
-async def test_a_letter_too_large_for_the_dlq_is_cut_and_never_blocks(
-        settings: Settings) -> None:
+async def test_a_letter_too_large_for_the_dlq_is_cut_and_never_blocks(settings: Settings) -> None:
     """A value over PHASESTREAM_DLQ_MAX_VALUE_BYTES is cut (size and SHA-256 in headers);
     a letter whose headers alone exceed what the DLQ producer sends goes without value."""
     settings = settings.model_copy(update={"dlq_max_value_bytes": 1000})
     long_value = b"{" + b"x" * 5000  # invalid JSON, 5,001 bytes
     huge_header = [("trace", b"h" * 60_000)]  # more than the letter's headers room
     good = [make_event("wf-x", metadata={"i": i}) for i in range(3)]
-    await send_in_order(settings, [
-        (b"wf-x", encode_event(good[0]), []), (b"wf-x", long_value, []),
-        (b"wf-x", encode_event(good[1]), []), (b"wf-x", b"[]", huge_header),
-        (b"wf-x", encode_event(good[2]), [])])
+    await send_in_order(
+        settings,
+        [
+            (b"wf-x", encode_event(good[0]), []),
+            (b"wf-x", long_value, []),
+            (b"wf-x", encode_event(good[1]), []),
+            (b"wf-x", b"[]", huge_header),
+            (b"wf-x", encode_event(good[2]), []),
+        ],
+    )
     projector = await projected(settings, len(good))
     assert projector.stats.dead_letters == 2
     cut, bare = await read_records(settings, settings.dlq_topic, 2)

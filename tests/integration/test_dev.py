@@ -35,27 +35,37 @@ def wait_for_line(log: Path, pattern: str, timeout_s: float = 60) -> re.Match[st
 
 def dev_env(data_dir: Path, kafka_port: int, http_port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
-    return env | {"PHASESTREAM_DATA_DIR": str(data_dir),
-                  "PHASESTREAM_EMBEDDED_KAFKA_PORT": str(kafka_port),
-                  "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": "2000",
-                  "PHASESTREAM_HTTP_PORT": str(http_port)}
+    return env | {
+        "PHASESTREAM_DATA_DIR": str(data_dir),
+        "PHASESTREAM_EMBEDDED_KAFKA_PORT": str(kafka_port),
+        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+        "PHASESTREAM_HTTP_PORT": str(http_port),
+    }
 
 
 def start_dev(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "phasestream", "dev", "--demo", "--demo-rate", "3"],
-            env=env, stdout=out, stderr=out)
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
 
 
 def refused(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """A `phasestream dev` expected to refuse at once."""
-    return subprocess.run([sys.executable, "-m", "phasestream", "dev"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "phasestream", "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
-        tmp_path: Path) -> None:
+async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "dev.log"
     env = dev_env(tmp_path / "data", port) | {"PHASESTREAM_PROGRESS_INTERVAL_S": "1"}
@@ -64,8 +74,12 @@ async def test_dev_demo_starts_everything_shows_rows_and_stops_on_ctrl_c(
         url = wait_for_line(log, r"embedded Postgres listens at (\S+)").group(1)
         wait_for_line(log, rf"embedded Kafka broker .* listens on 127\.0\.0\.1:{port}")
         wait_for_line(log, r"database schema is current")
-        rows = await eventually(lambda: count_rows(url), lambda n: n >= 20, timeout_s=60,
-                                what="demo rows in workflow_phase_logs")
+        rows = await eventually(
+            lambda: count_rows(url),
+            lambda n: n >= 20,
+            timeout_s=60,
+            what="demo rows in workflow_phase_logs",
+        )
         await check_guided_start(log, tmp_path / "data")
         # With a 1 s interval, the audit projector's progress shows while the demo runs.
         wait_for_line(log, r"audit\S*: \d+ events applied")
@@ -92,9 +106,14 @@ async def check_guided_start(log: Path, data: Path) -> None:
     assert http, block
     base, bound = http.group(1), http.group(2)
     assert bound != "0"
-    for line in (f"  API        {base}/api/analytics", f"(OpenAPI: {base}/api/openapi.json)",
-                 f"  metrics    {base}/metrics", f"  WebSocket  ws://127.0.0.1:{bound}/ws",
-                 "  stop       Ctrl-C", f"  reset      stop, then delete {data}"):
+    for line in (
+        f"  API        {base}/api/analytics",
+        f"(OpenAPI: {base}/api/openapi.json)",
+        f"  metrics    {base}/metrics",
+        f"  WebSocket  ws://127.0.0.1:{bound}/ws",
+        "  stop       Ctrl-C",
+        f"  reset      stop, then delete {data}",
+    ):
         assert line in block, block
     cli = re.search(r"  CLI        (\S+) report analytics", block)
     assert cli, block
@@ -112,8 +131,10 @@ async def check_guided_start(log: Path, data: Path) -> None:
             assert (await missing.json())["error"].startswith("no endpoint /api/no-such-report")
 
 
-POSITIONS = ("SELECT consumer || '/' || topic || '/' || partition AS k, next_offset "
-             "FROM phasestream_consumer_positions")
+POSITIONS = (
+    "SELECT consumer || '/' || topic || '/' || partition AS k, next_offset "
+    "FROM phasestream_consumer_positions"
+)
 
 
 async def positions(url: str) -> dict[str, int]:
@@ -125,14 +146,14 @@ async def positions(url: str) -> dict[str, int]:
 
 
 async def test_a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     data, log = tmp_path / "data", tmp_path / "dev.log"
     first = start_dev(dev_env(data, free_port()), log)
     try:
         url = wait_for_line(log, r"embedded Postgres listens at (\S+)").group(1)
         wait_for_line(log, r"database schema is current")
-        await eventually(lambda: count_rows(url), lambda n: n >= 10, timeout_s=60,
-                         what="demo rows")
+        await eventually(lambda: count_rows(url), lambda n: n >= 10, timeout_s=60, what="demo rows")
         before = await positions(url)
         second_kafka = free_port()
         done = refused(dev_env(data, second_kafka))
@@ -146,7 +167,8 @@ async def test_a_second_dev_on_the_same_data_dir_refuses_and_changes_nothing(
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: another phasestream dev (pid {first.pid}) is running on {data}; stop it, "
-        "or give this one its own PHASESTREAM_DATA_DIR"]
+        "or give this one its own PHASESTREAM_DATA_DIR"
+    ]
     assert not port_open("127.0.0.1", second_kafka), "the second one started a broker"
     # The running stack's consumers were not reset: every position stayed or moved on.
     assert before
@@ -166,6 +188,7 @@ async def test_dev_refuses_a_busy_http_port_before_starting_anything(tmp_path: P
     assert done.stderr.strip().splitlines() == [
         f"error: something already listens on 127.0.0.1:{http}, the HTTP port (Address "
         "already in use); stop it, or set PHASESTREAM_HTTP_PORT to another port "
-        "(0: any free one)"]
+        "(0: any free one)"
+    ]
     assert not port_open("127.0.0.1", kafka), "a broker was started"
     assert not (tmp_path / "data" / "postgres").exists(), "Postgres was started"

@@ -23,9 +23,14 @@ pytestmark = pytest.mark.integration
 
 
 def dlq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "phasestream", "dlq", *args],
-                          env=settings_env(settings), capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "phasestream", "dlq", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -40,10 +45,14 @@ async def rejected(settings: Settings) -> list[Sent]:
     good = orjson.loads(encode_event(make_event("wf-d")))
     bad_phase: list[Sent] = [
         (b"wf-d", orjson.dumps({**good, "event_id": str(uuid.uuid4()), "phase_number": 9}), [])
-        for _ in range(3)]
-    records: list[Sent] = [(b"wf-d", encode_event(make_event("wf-d")), []), *bad_phase,
-                           (b"wf-d", b"{oops", [("trace", b"t-1")]),
-                           (b"wf-d", encode_event(make_event("wf-d", phase=2)), [])]
+        for _ in range(3)
+    ]
+    records: list[Sent] = [
+        (b"wf-d", encode_event(make_event("wf-d")), []),
+        *bad_phase,
+        (b"wf-d", b"{oops", [("trace", b"t-1")]),
+        (b"wf-d", encode_event(make_event("wf-d", phase=2)), []),
+    ]
     await send_in_order(settings, records)
     await projected(settings, 2)
     return records
@@ -55,8 +64,7 @@ async def test_summary_and_list_say_what_was_rejected_and_why(settings: Settings
     assert summary["total"] == 4
     lines = {(line["field"], line["count"]) for line in summary["items"]}
     assert lines == {("phase_number", 3), ("$", 1)}
-    listed = json_of(dlq(settings, "list", "--reason", "PHASE", "--limit", "2",
-                         "--format", "json"))
+    listed = json_of(dlq(settings, "list", "--reason", "PHASE", "--limit", "2", "--format", "json"))
     assert (listed["matched"], listed["shown"]) == (3, 2)
     sources = [item["source"] for item in listed["items"]]
     # Newest first: the bad phases sat at offsets 1-3 of partition the key hashes to.
@@ -74,9 +82,13 @@ async def test_show_gives_the_original_bytes_and_headers(settings: Settings) -> 
     listed = json_of(dlq(settings, "list", "--field", "$", "--format", "json"))
     (item,) = listed["items"]
     topic, partition, offset = item["source"].rsplit("/", 2)
-    raw = subprocess.run([sys.executable, "-m", "phasestream", "dlq", "show", topic, partition,
-                          offset, "--raw"], env=settings_env(settings), capture_output=True,
-                         timeout=120, check=False)
+    raw = subprocess.run(
+        [sys.executable, "-m", "phasestream", "dlq", "show", topic, partition, offset, "--raw"],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert raw.returncode == 0, raw.stderr
     assert raw.stdout == records[4][1] == b"{oops"
     whole = json_of(dlq(settings, "show", topic, partition, offset))
@@ -116,6 +128,7 @@ async def test_redrive_sends_fixed_letters_once(settings: Settings, tmp_path: Pa
     db = settings.database_url or ""
     async with audit_running(settings):
         await eventually(lambda: count_rows(db), lambda n: n == 5, what="the redriven rows")
-    assert await count_rows(db, "SELECT count(*) FROM workflow_phase_logs "
-                                "WHERE phase_number = 3") == 3
+    assert (
+        await count_rows(db, "SELECT count(*) FROM workflow_phase_logs WHERE phase_number = 3") == 3
+    )
     assert await count_rows(db, "SELECT count(*) FROM dlq_redrives") == 3

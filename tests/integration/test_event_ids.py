@@ -64,19 +64,29 @@ async def test_an_id_reused_by_a_different_event_is_dead_lettered(settings: Sett
     same_time = dataclasses.replace(first, metadata={"v": 2})
     later = dataclasses.replace(first, timestamp=first.timestamp + timedelta(seconds=5))
     neighbour = make_event("wf-c", phase=2)
-    values = [encode_event(first), encode_event(first), reordered(first),
-              encode_event(same_time), encode_event(later), encode_event(neighbour)]
+    values = [
+        encode_event(first),
+        encode_event(first),
+        reordered(first),
+        encode_event(same_time),
+        encode_event(later),
+        encode_event(neighbour),
+    ]
     await publish(settings, values)
 
     db = settings.database_url or ""
     async with audit_running(settings) as projector:
-        await eventually(lambda: count_rows(
-            db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"),
-            lambda n: n == len(values))
+        await eventually(
+            lambda: count_rows(
+                db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
+            ),
+            lambda n: n == len(values),
+        )
     assert projector.stats.dead_letters == 2
     rows = await stored(db, first.event_id)
-    assert [(r["timestamp"], orjson.loads(r["metadata"])) for r in rows] == \
-        [(first.timestamp, {"v": 1})]
+    assert [(r["timestamp"], orjson.loads(r["metadata"])) for r in rows] == [
+        (first.timestamp, {"v": 1})
+    ]
     assert len(await stored(db, neighbour.event_id)) == 1
     letters = await read_records(settings, settings.dlq_topic, 2)
     assert [m.value for m in letters] == [encode_event(same_time), encode_event(later)]
@@ -93,19 +103,23 @@ async def test_conflicts_within_one_batch_and_against_stored_rows(database: str)
     clash = dataclasses.replace(first, status=first.status, duration_ms=7)
     async with await AuditSink.connect(database) as sink:
         with pytest.raises(ConflictingEventsError) as within:
-            await sink.apply("c", Batch.single(REF, [first, other, first, clash],
-                                               PositionMove(None, 4)))
+            await sink.apply(
+                "c", Batch.single(REF, [first, other, first, clash], PositionMove(None, 4))
+            )
         assert within.value.refused == frozenset({(REF, 3)})
         await sink.apply("c", Batch.single(REF, [first, other, first], PositionMove(None, 3)))
         with pytest.raises(ConflictingEventsError) as stored_before:
-            await sink.apply("c", Batch.single(REF, [make_event("wf-c"), clash, first],
-                                               PositionMove(3, 6)))
+            await sink.apply(
+                "c", Batch.single(REF, [make_event("wf-c"), clash, first], PositionMove(3, 6))
+            )
         assert stored_before.value.refused == frozenset({(REF, 1)})
     # Refused batches left nothing behind: no row, no claimed id, no position move.
     assert await count_rows(database) == 2
     assert await count_rows(database, "SELECT count(*) FROM workflow_phase_event_ids") == 2
-    assert await count_rows(database, "SELECT max(next_offset) FROM "
-                            "phasestream_consumer_positions") == 3
+    assert (
+        await count_rows(database, "SELECT max(next_offset) FROM phasestream_consumer_positions")
+        == 3
+    )
 
 
 async def test_a_replay_keeps_the_first_event_of_an_id(settings: Settings) -> None:

@@ -30,8 +30,9 @@ def start_audit_process(settings: Settings, log: Path) -> subprocess.Popen[bytes
     # Small batches: many transactions, so a kill lands mid-stream and often mid-batch.
     env = settings_env(settings) | {"PHASESTREAM_BATCH_MAX_RECORDS": "200"}
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "phasestream", "run", "audit"],
-                                env=env, stdout=out, stderr=out)
+        return subprocess.Popen(
+            [sys.executable, "-m", "phasestream", "run", "audit"], env=env, stdout=out, stderr=out
+        )
 
 
 def at_least(count: int) -> Callable[[int], bool]:
@@ -50,17 +51,21 @@ async def exact_check(db: str, expected: set[str]) -> None:
 
 
 async def test_kill_9_mid_stream_then_restart_projects_every_event_once(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     events = many_events(20_000, workflows=500)
     db = settings.database_url or ""
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
     log = tmp_path / "audit.log"
     for kill_at in (2_000, 9_000):
         process = start_audit_process(settings, log)
-        await eventually(lambda: count_rows(db), at_least(kill_at), timeout_s=60,
-                         what=f"{kill_at} rows before the kill")
+        await eventually(
+            lambda: count_rows(db),
+            at_least(kill_at),
+            timeout_s=60,
+            what=f"{kill_at} rows before the kill",
+        )
         process.kill()  # SIGKILL: no cleanup, possibly inside a transaction
         process.wait()
         assert process.returncode == -signal.SIGKILL
@@ -73,8 +78,9 @@ async def test_kill_9_mid_stream_then_restart_projects_every_event_once(
         process.terminate()
         process.wait(timeout=30)
     await exact_check(db, {str(e.event_id) for e in events})
-    assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
-                            ) == len(events)
+    assert await count_rows(
+        db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
+    ) == len(events)
 
 
 async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Settings) -> None:
@@ -83,14 +89,18 @@ async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Se
     dbname = urlsplit(db).path.lstrip("/")
     admin = await asyncpg.connect(db)
     terminated = 0
-    async with audit_running(settings), PhaseEventPublisher(
-            settings.bootstrap_servers, settings.phase_events_topic) as pub:
+    async with (
+        audit_running(settings),
+        PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub,
+    ):
         for chunk in range(6):
-            await pub.publish_many(events[chunk * 1000:(chunk + 1) * 1000])
+            await pub.publish_many(events[chunk * 1000 : (chunk + 1) * 1000])
             # Cut every other session to this database: the projector's pool connections.
             terminated += await admin.fetchval(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                dbname,
+            )
             await asyncio.sleep(0.2)
         await eventually(lambda: count_rows(db), lambda n: n >= len(events), timeout_s=60)
     await admin.close()
@@ -101,12 +111,10 @@ async def test_postgres_connections_dropped_mid_stream_lose_nothing(settings: Se
     await exact_check(db, {str(e.event_id) for e in events})
 
 
-async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings,
-                                                         tmp_path: Path) -> None:
+async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings, tmp_path: Path) -> None:
     events = many_events(500)
     db = settings.database_url or ""
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
     log = tmp_path / "audit.log"
     process = start_audit_process(settings, log)
@@ -115,8 +123,9 @@ async def test_sigterm_stops_cleanly_and_keeps_position(settings: Settings,
     assert process.wait(timeout=30) == 0
     text = log.read_text()
     assert f"{settings.audit_consumer_group}: stopped after 500 events" in text, text[-2000:]
-    assert await count_rows(db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
-                            ) == len(events)
+    assert await count_rows(
+        db, "SELECT sum(next_offset) FROM phasestream_consumer_positions"
+    ) == len(events)
 
 
 async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: Path) -> None:
@@ -126,23 +135,29 @@ async def test_postgres_restart_mid_stream_loses_nothing(broker: str, tmp_path: 
     with embedded_postgres(data) as url:
         await run_migrations(Settings(database_url=url))
         configured = Settings(
-            kafka_bootstrap_servers=broker, database_url=url,
+            kafka_bootstrap_servers=broker,
+            database_url=url,
             phase_events_topic=f"restart-{data.name}-{os.getpid()}-{id(events)}",
-            audit_consumer_group=f"restart-{id(events)}", consumer_session_timeout_ms=2000,
-            batch_max_records=200, batch_max_wait_ms=50, db_retry_initial_ms=100,
-            db_retry_max_ms=500)
+            audit_consumer_group=f"restart-{id(events)}",
+            consumer_session_timeout_ms=2000,
+            batch_max_records=200,
+            batch_max_wait_ms=50,
+            db_retry_initial_ms=100,
+            db_retry_max_ms=500,
+        )
         await create_topics(configured)
         try:
-            async with audit_running(configured), PhaseEventPublisher(
-                    broker, configured.phase_events_topic) as pub:
+            async with (
+                audit_running(configured),
+                PhaseEventPublisher(broker, configured.phase_events_topic) as pub,
+            ):
                 await pub.publish_many(events[:2_000])
                 await eventually(lambda: count_rows(url), lambda n: n > 0)
                 await asyncio.to_thread(pg_ctl, data, "stop", "-m", "fast")
                 await pub.publish_many(events[2_000:])  # Kafka accepts them while Postgres is down
                 await asyncio.sleep(2)
                 await asyncio.to_thread(pg_ctl, data, "start", "-w")
-                await eventually(lambda: count_rows(url), lambda n: n >= len(events),
-                                 timeout_s=60)
+                await eventually(lambda: count_rows(url), lambda n: n >= len(events), timeout_s=60)
             await exact_check(url, {str(e.event_id) for e in events})
         finally:
             # The helper only stops the server process it started, not the restarted one.
@@ -157,5 +172,4 @@ def pg_ctl(data: Path, *args: str) -> None:
     options = ["-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data / "log")]
     user = "embedded_postgres" if os.geteuid() == 0 else None
     run = _commands.pg_ctl  # type: ignore[attr-defined]  # defined at import, per binary
-    run([*(options if args[0] == "start" else []), *args], pgdata=data,
-                     user=user, timeout=30)
+    run([*(options if args[0] == "start" else []), *args], pgdata=data, user=user, timeout=30)

@@ -17,14 +17,14 @@ pytestmark = pytest.mark.integration
 POSITIONS = "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
 
 
-async def test_status_view_shows_position_highwater_lag_and_last_event(
-        settings: Settings) -> None:
+async def test_status_view_shows_position_highwater_lag_and_last_event(settings: Settings) -> None:
     db = settings.database_url or ""
     base = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    events = [make_event(f"wf-{i % 10}", 1 + i % 7, timestamp=base + timedelta(minutes=i))
-              for i in range(80)]
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    events = [
+        make_event(f"wf-{i % 10}", 1 + i % 7, timestamp=base + timedelta(minutes=i))
+        for i in range(80)
+    ]
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
         async with audit_running(settings):
             await eventually(lambda: count_rows(db, POSITIONS), lambda n: n == 80)
@@ -34,7 +34,8 @@ async def test_status_view_shows_position_highwater_lag_and_last_event(
     try:
         rows = await conn.fetch(
             "SELECT * FROM phasestream_projection_status WHERE consumer = $1",
-            settings.audit_consumer_group)
+            settings.audit_consumer_group,
+        )
     finally:
         await conn.close()
     assert rows
@@ -56,9 +57,12 @@ async def test_lag_is_highwater_minus_position(settings: Settings) -> None:
         await conn.execute(
             "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
             "next_offset, highwater, last_event_at) VALUES ('c', 't', 0, 40, 100, now()), "
-            "('c', 't', 1, 7, NULL, NULL)")
-        rows = await conn.fetch("SELECT \"partition\", lag FROM phasestream_projection_status "
-                                "WHERE consumer = 'c' ORDER BY 1")
+            "('c', 't', 1, 7, NULL, NULL)"
+        )
+        rows = await conn.fetch(
+            'SELECT "partition", lag FROM phasestream_projection_status '
+            "WHERE consumer = 'c' ORDER BY 1"
+        )
     finally:
         await conn.close()
     assert [(r["partition"], r["lag"]) for r in rows] == [(0, 60), (1, None)]

@@ -38,7 +38,8 @@ async def partitions(db: str) -> list[str]:
     try:
         rows = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'workflow_phase_logs'::regclass ORDER BY 1")
+            "WHERE i.inhparent = 'workflow_phase_logs'::regclass ORDER BY 1"
+        )
     finally:
         await conn.close()
     return [r["relname"] for r in rows]
@@ -48,8 +49,9 @@ async def placed(db: str) -> dict[uuid.UUID, str]:
     """Each row's id and the partition that holds it."""
     conn = await asyncpg.connect(db)
     try:
-        rows = await conn.fetch("SELECT id, tableoid::regclass::text AS part "
-                                "FROM workflow_phase_logs")
+        rows = await conn.fetch(
+            "SELECT id, tableoid::regclass::text AS part FROM workflow_phase_logs"
+        )
     finally:
         await conn.close()
     return {uuid.UUID(str(r["id"])): r["part"] for r in rows}
@@ -69,52 +71,78 @@ async def bare_database(postgres_server: str) -> AsyncIterator[str]:
 
 
 async def test_migration_moves_rows_into_month_partitions_and_keeps_the_views(
-        bare_database: str) -> None:
+    bare_database: str,
+) -> None:
     before = [m for m in bundled_migrations() if m.version < 7]
-    old = [make_event("wf-old", 3, timestamp=datetime(2024, 1, 31, 23, 59, 59, tzinfo=UTC)),
-           make_event("wf-old", 3, timestamp=datetime(2024, 2, 1, 0, 0, tzinfo=UTC)),
-           make_event("wf-new", 5)]
+    old = [
+        make_event("wf-old", 3, timestamp=datetime(2024, 1, 31, 23, 59, 59, tzinfo=UTC)),
+        make_event("wf-old", 3, timestamp=datetime(2024, 2, 1, 0, 0, tzinfo=UTC)),
+        make_event("wf-new", 5),
+    ]
     conn = await asyncpg.connect(bare_database)
     try:
         await migrate(conn, before)
         await conn.executemany(
             "INSERT INTO workflow_phase_logs (id, workflow_id, user_id, phase_number, "
             "status, timestamp) VALUES ($1, $2, $3, $4, $5, $6)",
-            [(e.event_id, e.workflow_id, e.user_id, e.phase_number, e.status.value,
-              e.timestamp) for e in old])
+            [
+                (e.event_id, e.workflow_id, e.user_id, e.phase_number, e.status.value, e.timestamp)
+                for e in old
+            ],
+        )
         analytics_before = await conn.fetch("SELECT * FROM workflow_phase_analytics")
         await migrate(conn)
         kind = await conn.fetchval(
-            "SELECT relkind::text FROM pg_class WHERE oid = 'workflow_phase_logs'::regclass")
+            "SELECT relkind::text FROM pg_class WHERE oid = 'workflow_phase_logs'::regclass"
+        )
         key = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = 'workflow_phase_logs'::regclass AND contype = 'p'")
-        indexes = {r["relname"] for r in await conn.fetch(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = 'workflow_phase_logs'::regclass")}
+            "WHERE conrelid = 'workflow_phase_logs'::regclass AND contype = 'p'"
+        )
+        indexes = {
+            r["relname"]
+            for r in await conn.fetch(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'workflow_phase_logs'::regclass"
+            )
+        }
         analytics_after = await conn.fetch("SELECT * FROM workflow_phase_analytics")
         violations = await conn.fetchval("SELECT count(*) FROM workflow_phase_sla_violations")
         leftovers = await conn.fetch(
             "SELECT relname FROM pg_class WHERE relname LIKE 'workflow_phase_logs_partitioned%'"
-            " OR relname LIKE 'workflow_phase_logs_retired%' OR relname LIKE '%unpartitioned%'")
-        part_indexes = {r["relname"] for r in await conn.fetch(
-            "SELECT c.relname FROM pg_inherits h JOIN pg_index i ON i.indrelid = h.inhrelid "
-            "JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE h.inhparent = 'workflow_phase_logs'::regclass")}
+            " OR relname LIKE 'workflow_phase_logs_retired%' OR relname LIKE '%unpartitioned%'"
+        )
+        part_indexes = {
+            r["relname"]
+            for r in await conn.fetch(
+                "SELECT c.relname FROM pg_inherits h JOIN pg_index i ON i.indrelid = h.inhrelid "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE h.inhparent = 'workflow_phase_logs'::regclass"
+            )
+        }
     finally:
         await conn.close()
     assert kind == "p"
     assert key == 'PRIMARY KEY (id, "timestamp")'
-    assert indexes == {"workflow_phase_logs_pkey", "workflow_phase_logs_workflow_idx",
-                       "workflow_phase_logs_timestamp_idx",
-                       "workflow_phase_logs_phase_status_idx", "workflow_phase_logs_user_idx",
-                       "workflow_phase_logs_finished_time_idx"}  # 0011: time series
+    assert indexes == {
+        "workflow_phase_logs_pkey",
+        "workflow_phase_logs_workflow_idx",
+        "workflow_phase_logs_timestamp_idx",
+        "workflow_phase_logs_phase_status_idx",
+        "workflow_phase_logs_user_idx",
+        "workflow_phase_logs_finished_time_idx",
+    }  # 0011: time series
     assert analytics_after == analytics_before
     assert violations == 0
     assert leftovers == [], leftovers
-    assert {name[len("workflow_phase_logs_p202401"):] for name in part_indexes} == {
-        "_pkey", "_workflow_idx", "_timestamp_idx", "_phase_status_idx", "_user_idx",
-        "_finished_time_idx"}
+    assert {name[len("workflow_phase_logs_p202401") :] for name in part_indexes} == {
+        "_pkey",
+        "_workflow_idx",
+        "_timestamp_idx",
+        "_phase_status_idx",
+        "_user_idx",
+        "_finished_time_idx",
+    }
     assert await placed(bare_database) == {e.event_id: partition_of(e.timestamp) for e in old}
 
 
@@ -126,8 +154,13 @@ async def test_partitions_ahead_exist_after_migration(database: str) -> None:
 
 async def test_duplicates_across_months_are_one_row_each_in_its_month(database: str) -> None:
     now = datetime.now(UTC)
-    times = [datetime(2023, 12, 31, 23, 30, tzinfo=UTC), datetime(2024, 1, 1, 0, 0, tzinfo=UTC),
-             now - timedelta(days=40), now, datetime(2031, 6, 15, tzinfo=UTC)]
+    times = [
+        datetime(2023, 12, 31, 23, 30, tzinfo=UTC),
+        datetime(2024, 1, 1, 0, 0, tzinfo=UTC),
+        now - timedelta(days=40),
+        now,
+        datetime(2031, 6, 15, tzinfo=UTC),
+    ]
     events = [make_event(f"wf-{i}", 1 + i % 7, timestamp=t) for i, t in enumerate(times)]
     async with await AuditSink.connect(database) as sink:
         await sink.apply("c", Batch.single(REF, events, PositionMove(None, 5)))
@@ -142,16 +175,19 @@ async def test_duplicates_across_months_are_one_row_each_in_its_month(database: 
 async def test_pipeline_replay_across_months_leaves_one_row_per_event(settings: Settings) -> None:
     db = settings.database_url or ""
     base = datetime(2025, 1, 15, tzinfo=UTC)
-    events = [make_event(f"wf-{i % 9}", 1 + i % 7, timestamp=base + timedelta(days=13 * i))
-              for i in range(60)]
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    events = [
+        make_event(f"wf-{i % 9}", 1 + i % 7, timestamp=base + timedelta(days=13 * i))
+        for i in range(60)
+    ]
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
         await pub.publish_many(events[:20])
     async with audit_running(settings):
         await eventually(lambda: count_rows(db, POSITIONS), lambda n: n == 80)
-    await count_rows(db, "WITH d AS (DELETE FROM phasestream_consumer_positions RETURNING 1) "
-                         "SELECT count(*) FROM d")
+    await count_rows(
+        db,
+        "WITH d AS (DELETE FROM phasestream_consumer_positions RETURNING 1) SELECT count(*) FROM d",
+    )
     async with audit_running(settings) as projector:
         await eventually(lambda: count_rows(db, POSITIONS), lambda n: n == 80)
     assert projector.stats.dead_letters == 0
@@ -161,16 +197,21 @@ async def test_pipeline_replay_across_months_leaves_one_row_per_event(settings: 
 async def test_retention_drops_only_partitions_older_than_the_setting(database: str) -> None:
     now = datetime.now(UTC)
     this_month = month_start(now.date())
-    old = [make_event("wf-r", 1, timestamp=datetime.combine(
-        month_start(this_month, -k), datetime.min.time(), UTC) + timedelta(days=3))
-        for k in (0, 1, 2, 3, 6)]
+    old = [
+        make_event(
+            "wf-r",
+            1,
+            timestamp=datetime.combine(month_start(this_month, -k), datetime.min.time(), UTC)
+            + timedelta(days=3),
+        )
+        for k in (0, 1, 2, 3, 6)
+    ]
     async with await AuditSink.connect(database) as sink:
         await sink.apply("c", Batch.single(REF, old, PositionMove(None, len(old))))
         dropped = await maintain_partitions(sink.pool, retention_months=2)
     # Kept: every month that may hold a row younger than 2 months.
     assert sorted(dropped) == sorted({partition_of(e.timestamp) for e in old[3:]})
-    assert set((await placed(database)).values()) == {partition_of(e.timestamp)
-                                                    for e in old[:3]}
+    assert set((await placed(database)).values()) == {partition_of(e.timestamp) for e in old[:3]}
     async with await AuditSink.connect(database) as sink:
         assert await maintain_partitions(sink.pool, retention_months=0) == []
     assert len(await placed(database)) == 3

@@ -38,9 +38,10 @@ class CrashingRelay(OutboxRelay):
         super().__init__(*args, **kwargs)
         self._sent = sent
 
-    async def _deliver(self, items: Sequence[OutboxItem],
-                       targets: Sequence[TopicPartition]) -> None:
-        await super()._deliver(items[:self._sent], targets[:self._sent])
+    async def _deliver(
+        self, items: Sequence[OutboxItem], targets: Sequence[TopicPartition]
+    ) -> None:
+        await super()._deliver(items[: self._sent], targets[: self._sent])
         raise Crash
 
 
@@ -50,7 +51,8 @@ async def put_items(db: str, topic: str, count: int) -> list[uuid.UUID]:
     try:
         await conn.executemany(
             "INSERT INTO phasestream_outbox (id, topic, key, payload) VALUES ($1, $2, $3, $4)",
-            [(i, topic, f"wf-{n % 17}".encode(), b'{"n": %d}' % n) for n, i in enumerate(ids)])
+            [(i, topic, f"wf-{n % 17}".encode(), b'{"n": %d}' % n) for n, i in enumerate(ids)],
+        )
     finally:
         await conn.close()
     return ids
@@ -61,17 +63,25 @@ async def published(settings: Settings, topic: str) -> Counter[str]:
     return Counter(dict(r.headers)[ID_HEADER].decode() for r in records)
 
 
-async def relay_until_empty(settings: Settings, relay_type: type[OutboxRelay] = OutboxRelay,
-                            **options: Any) -> OutboxRelay:
+async def relay_until_empty(
+    settings: Settings, relay_type: type[OutboxRelay] = OutboxRelay, **options: Any
+) -> OutboxRelay:
     db = settings.database_url or ""
     pool = await open_pool(db)
-    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings),
-                                                  client_id="relay-test", linger_ms=5))
+    producer = AIOKafkaProducer(
+        **producer_config(kafka_cluster(settings), client_id="relay-test", linger_ms=5)
+    )
     await producer.start()
     try:
-        relay = relay_type(outbox(pool), producer, settings.rollback_commands_topic,
-                           cluster=kafka_cluster(settings), interval_s=0.05,
-                           batch=options.pop("batch", 100), **options)
+        relay = relay_type(
+            outbox(pool),
+            producer,
+            settings.rollback_commands_topic,
+            cluster=kafka_cluster(settings),
+            interval_s=0.05,
+            batch=options.pop("batch", 100),
+            **options,
+        )
         while await relay.relay_once():
             pass
         return relay
@@ -86,8 +96,9 @@ async def test_every_item_once_with_its_id_on_its_keys_partition(settings: Setti
     relay = await relay_until_empty(settings)
     assert relay.published == 250
     records = await read_to_highwater(settings, topic)
-    assert Counter(dict(r.headers)[ID_HEADER].decode() for r in records) == \
-        Counter(str(i) for i in ids)
+    assert Counter(dict(r.headers)[ID_HEADER].decode() for r in records) == Counter(
+        str(i) for i in ids
+    )
     partitions = list(range(settings.topic_partitions))
     for record in records:  # where Kafka's default partitioner puts the key
         assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
@@ -98,7 +109,8 @@ async def test_every_item_once_with_its_id_on_its_keys_partition(settings: Setti
 
 @pytest.mark.parametrize("sent", [0, 37, 100])
 async def test_a_send_interrupted_before_forgetting_is_not_repeated(
-        settings: Settings, sent: int) -> None:
+    settings: Settings, sent: int
+) -> None:
     topic = settings.rollback_commands_topic
     db = settings.database_url or ""
     ids = await put_items(db, topic, 100)

@@ -26,18 +26,25 @@ from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 
-AUDIT_SUM = ("SELECT md5(string_agg(row(id, workflow_id, user_id, phase_number, status, "
-             '"timestamp", duration_ms, previous_phase, error_message, error_stack, metadata, '
-             "rollback_triggered, rollback_to_phase)::text, ',' ORDER BY id)) "
-             "FROM workflow_phase_logs")
-METRICS_SUM = ("SELECT md5(string_agg(row(id, metric_name, metric_type, value, labels, "
-               "error_message, metadata, recorded_at)::text, ',' ORDER BY id)) FROM metrics_data")
-VIOLATIONS_SUM = ("SELECT md5(string_agg(row(violation_id, kind, workflow_id, user_id, "
-                  "phase_number, started_event_id, started_at, detected_at, elapsed_ms, "
-                  "threshold_ms)::text, ',' ORDER BY violation_id)) "
-                  "FROM workflow_phase_sla_violation_events")
-POSITIONS = ("SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions "
-             "WHERE consumer = $1")
+AUDIT_SUM = (
+    "SELECT md5(string_agg(row(id, workflow_id, user_id, phase_number, status, "
+    '"timestamp", duration_ms, previous_phase, error_message, error_stack, metadata, '
+    "rollback_triggered, rollback_to_phase)::text, ',' ORDER BY id)) "
+    "FROM workflow_phase_logs"
+)
+METRICS_SUM = (
+    "SELECT md5(string_agg(row(id, metric_name, metric_type, value, labels, "
+    "error_message, metadata, recorded_at)::text, ',' ORDER BY id)) FROM metrics_data"
+)
+VIOLATIONS_SUM = (
+    "SELECT md5(string_agg(row(violation_id, kind, workflow_id, user_id, "
+    "phase_number, started_event_id, started_at, detected_at, elapsed_ms, "
+    "threshold_ms)::text, ',' ORDER BY violation_id)) "
+    "FROM workflow_phase_sla_violation_events"
+)
+POSITIONS = (
+    "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions WHERE consumer = $1"
+)
 
 
 async def fetchval(db: str, sql: str, *args: object) -> object:
@@ -57,17 +64,24 @@ async def fetch(db: str, sql: str, *args: object) -> list[asyncpg.Record]:
 
 
 async def consumed(db: str, group: str, records: int) -> None:
-    await eventually(lambda: count_rows(db, POSITIONS, group), lambda n: n == records,
-                     what=f"{group} consumed {records} records")
+    await eventually(
+        lambda: count_rows(db, POSITIONS, group),
+        lambda n: n == records,
+        what=f"{group} consumed {records} records",
+    )
 
 
 async def test_replay_equals_incremental_and_readers_keep_the_live_table(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     db = settings.database_url or ""
-    events = [*many_events(300), make_event("wf-x", 4, PhaseStatus.FAILED, duration_ms=9,
-                                            timestamp=datetime(2025, 2, 3, tzinfo=UTC))]
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    events = [
+        *many_events(300),
+        make_event(
+            "wf-x", 4, PhaseStatus.FAILED, duration_ms=9, timestamp=datetime(2025, 2, 3, tzinfo=UTC)
+        ),
+    ]
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(events)
         await pub.publish_many(events[:50])  # duplicates: still one row each
         async with consumers_running(settings, "audit", "metrics"):
@@ -76,16 +90,21 @@ async def test_replay_equals_incremental_and_readers_keep_the_live_table(
     audit_sum, metrics_sum = await fetchval(db, AUDIT_SUM), await fetchval(db, METRICS_SUM)
     analytics = await fetch(db, "SELECT * FROM workflow_phase_analytics ORDER BY 1")
     # Damage both projections; the replay must restore exactly the incremental content.
-    await fetchval(db, "WITH d AS (DELETE FROM workflow_phase_logs WHERE id IN (SELECT id "
-                       "FROM workflow_phase_logs ORDER BY id LIMIT 10) RETURNING 1) "
-                       "SELECT count(*) FROM d")
-    await fetchval(db, "UPDATE metrics_data SET value = -1 WHERE id IN "
-                       "(SELECT id FROM metrics_data ORDER BY id LIMIT 5)")
+    await fetchval(
+        db,
+        "WITH d AS (DELETE FROM workflow_phase_logs WHERE id IN (SELECT id "
+        "FROM workflow_phase_logs ORDER BY id LIMIT 10) RETURNING 1) "
+        "SELECT count(*) FROM d",
+    )
+    await fetchval(
+        db,
+        "UPDATE metrics_data SET value = -1 WHERE id IN "
+        "(SELECT id FROM metrics_data ORDER BY id LIMIT 5)",
+    )
 
     seen: list[int] = []
     progress: list[tuple[int, int]] = []
-    replaying = asyncio.create_task(replay(settings, "audit",
-                                           lambda d, t: progress.append((d, t))))
+    replaying = asyncio.create_task(replay(settings, "audit", lambda d, t: progress.append((d, t))))
     while not replaying.done():  # a reader during the replay sees the live table, whole
         seen.append(await count_rows(db))
         await asyncio.sleep(0.01)
@@ -100,16 +119,26 @@ async def test_replay_equals_incremental_and_readers_keep_the_live_table(
     await replay(settings, "metrics")
     assert await fetchval(db, METRICS_SUM) == metrics_sum
     # The replay's own positions and shadow tables are gone; the live consumers own theirs.
-    assert await fetchval(db, "SELECT count(*) FROM phasestream_consumer_positions "
-                              "WHERE consumer LIKE '%-replay-%'") == 0
-    assert await fetch(db, "SELECT relname FROM pg_class WHERE relname "
-                           "LIKE ANY('{workflow_phase_logs_shadow%,metrics_data_shadow%}')") == []
+    assert (
+        await fetchval(
+            db,
+            "SELECT count(*) FROM phasestream_consumer_positions WHERE consumer LIKE '%-replay-%'",
+        )
+        == 0
+    )
+    assert (
+        await fetch(
+            db,
+            "SELECT relname FROM pg_class WHERE relname "
+            "LIKE ANY('{workflow_phase_logs_shadow%,metrics_data_shadow%}')",
+        )
+        == []
+    )
     assert await count_rows(db, POSITIONS, settings.audit_consumer_group) == 351
 
     # The live consumers resume from the replayed positions.
     more = many_events(20)
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(more)
     async with consumers_running(settings, "audit"):
         await consumed(db, settings.audit_consumer_group, 371)
@@ -117,19 +146,34 @@ async def test_replay_equals_incremental_and_readers_keep_the_live_table(
 
 
 async def test_replay_of_sla_violations_restores_the_projection_and_its_view(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     db = settings.database_url or ""
     start = datetime.now(UTC) - timedelta(hours=1)
-    violations = [SlaViolation(uuid.uuid4(), ViolationKind.OVERDUE, f"wf-{i}", uuid.uuid4(),
-                               1 + i % 7, uuid.uuid4(), start, start + timedelta(minutes=5),
-                               300_000, 30_000) for i in range(40)]
-    producer = AIOKafkaProducer(**producer_config(kafka_cluster(settings), client_id="t",
-                                                  linger_ms=5))
+    violations = [
+        SlaViolation(
+            uuid.uuid4(),
+            ViolationKind.OVERDUE,
+            f"wf-{i}",
+            uuid.uuid4(),
+            1 + i % 7,
+            uuid.uuid4(),
+            start,
+            start + timedelta(minutes=5),
+            300_000,
+            30_000,
+        )
+        for i in range(40)
+    ]
+    producer = AIOKafkaProducer(
+        **producer_config(kafka_cluster(settings), client_id="t", linger_ms=5)
+    )
     await producer.start()
     try:
         for v in [*violations, *violations[:10]]:
-            await producer.send_and_wait(settings.sla_violations_topic, encode_violation(v),
-                                         key=v.key)
+            await producer.send_and_wait(
+                settings.sla_violations_topic, encode_violation(v), key=v.key
+            )
     finally:
         await producer.stop()
     async with consumers_running(settings, "sla"):
@@ -145,19 +189,27 @@ async def test_replay_of_sla_violations_restores_the_projection_and_its_view(
 async def test_replay_fires_no_side_effects_again(settings: Settings) -> None:
     db = settings.database_url or ""
     failed = make_event("wf-r", 3, PhaseStatus.FAILED, duration_ms=50, error_message="boom")
-    async with consumers_running(settings, "rollback", "audit"), PhaseEventPublisher(
-            settings.bootstrap_servers, settings.phase_events_topic) as pub:
+    async with (
+        consumers_running(settings, "rollback", "audit"),
+        PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub,
+    ):
         await pub.publish(failed)
-        await eventually(lambda: count_rows(
-            db, "SELECT count(*) FROM workflow_phase_logs WHERE status = 'rolled_back'"),
-            lambda n: n == 1)
+        await eventually(
+            lambda: count_rows(
+                db, "SELECT count(*) FROM workflow_phase_logs WHERE status = 'rolled_back'"
+            ),
+            lambda n: n == 1,
+        )
         await consumed(db, settings.audit_consumer_group, 2)
         await consumed(db, settings.rollback_consumer_group, 2)
     issued = commands(await read_topic(settings, settings.rollback_commands_topic))
     ledger = await fetch(db, "SELECT * FROM rollback_commands ORDER BY command_id")
     rollback_positions = await fetch(
-        db, "SELECT topic, partition, next_offset FROM phasestream_consumer_positions "
-            "WHERE consumer = $1 ORDER BY 1, 2", settings.rollback_consumer_group)
+        db,
+        "SELECT topic, partition, next_offset FROM phasestream_consumer_positions "
+        "WHERE consumer = $1 ORDER BY 1, 2",
+        settings.rollback_consumer_group,
+    )
     assert len(issued) == 1
 
     await replay(settings, "audit")
@@ -166,10 +218,15 @@ async def test_replay_fires_no_side_effects_again(settings: Settings) -> None:
     again = commands(await read_topic(settings, settings.rollback_commands_topic))
     assert [c.command_id for c in again] == [issued[0].command_id]
     assert await fetch(db, "SELECT * FROM rollback_commands ORDER BY command_id") == ledger
-    assert await fetch(
-        db, "SELECT topic, partition, next_offset FROM phasestream_consumer_positions "
-            "WHERE consumer = $1 ORDER BY 1, 2", settings.rollback_consumer_group,
-    ) == rollback_positions
+    assert (
+        await fetch(
+            db,
+            "SELECT topic, partition, next_offset FROM phasestream_consumer_positions "
+            "WHERE consumer = $1 ORDER BY 1, 2",
+            settings.rollback_consumer_group,
+        )
+        == rollback_positions
+    )
     assert await fetchval(db, "SELECT count(*) FROM phasestream_outbox") == 0
     assert await count_rows(db) == 2
 
@@ -182,15 +239,14 @@ async def test_unknown_projection_is_refused_and_changes_nothing(settings: Setti
 async def test_replay_while_the_live_consumer_runs_loses_nothing(settings: Settings) -> None:
     db = settings.database_url or ""
     first, during = many_events(400), many_events(200)
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(first)
         async with consumers_running(settings, "audit"):
             await consumed(db, settings.audit_consumer_group, 400)
 
             async def trickle() -> None:  # the live consumer keeps projecting new events
                 for i in range(0, len(during), 20):
-                    await pub.publish_many(during[i:i + 20])
+                    await pub.publish_many(during[i : i + 20])
                     await asyncio.sleep(0.05)
 
             _, result = await asyncio.gather(trickle(), replay(settings, "audit"))

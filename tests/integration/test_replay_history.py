@@ -44,18 +44,19 @@ IDS = "SELECT count(*) FROM workflow_phase_event_ids"
 
 async def restarted(settings: Settings, **topics: str) -> Settings:
     """The same consumers and database, reading a new, empty topic (a restarted broker)."""
-    fresh = settings.model_copy(update={
-        name: f"{getattr(settings, name)}-{uuid.uuid4().hex[:6]}" for name in topics})
+    fresh = settings.model_copy(
+        update={name: f"{getattr(settings, name)}-{uuid.uuid4().hex[:6]}" for name in topics}
+    )
     await create_topics(fresh)
     return fresh
 
 
 async def test_a_replay_after_the_log_was_lost_keeps_every_row_it_cannot_rebuild(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     db = settings.database_url or ""
     before, again, after = many_events(200), many_events(30), many_events(40)
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many([*before, *again])
     async with consumers_running(settings, "audit", "metrics"):
         await consumed(db, settings.audit_consumer_group, 230)
@@ -79,8 +80,10 @@ async def test_a_replay_after_the_log_was_lost_keeps_every_row_it_cannot_rebuild
     assert not result.discarded
     assert result.log_starts == dict.fromkeys(range(fresh.topic_partitions), 0)
     assert len(notices) == 1
-    assert notices[0].startswith("keeping 200 rows not in the log (it starts at offset 0 on "
-                                 f"all {fresh.topic_partitions} partitions")
+    assert notices[0].startswith(
+        "keeping 200 rows not in the log (it starts at offset 0 on "
+        f"all {fresh.topic_partitions} partitions"
+    )
     oldest = min(e.timestamp for e in before).astimezone(UTC)
     assert f"event times {oldest:%Y-%m-%d %H:%M}" in notices[0]
     # Kept unchanged: the table is exactly what it was, its event ids too.
@@ -113,11 +116,9 @@ async def ids_of(db: str) -> list[object]:
         await conn.close()
 
 
-async def test_the_replay_command_says_how_many_rows_it_kept_and_why(
-        settings: Settings) -> None:
+async def test_the_replay_command_says_how_many_rows_it_kept_and_why(settings: Settings) -> None:
     db = settings.database_url or ""
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as pub:
+    async with PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
         await pub.publish_many(many_events(120))
     async with consumers_running(settings, "audit"):
         await consumed(db, settings.audit_consumer_group, 120)
@@ -127,8 +128,10 @@ async def test_the_replay_command_says_how_many_rows_it_kept_and_why(
     code, out, err = await cli(fresh, "replay", "audit")
     assert code == 0, err
     assert "audit: keeping 120 rows not in the log (it starts at offset 0" in out + err
-    assert "audit: replayed 0 events, kept 120 rows the log no longer holds and swapped " \
-           "the rebuilt table in" in out
+    assert (
+        "audit: replayed 0 events, kept 120 rows the log no longer holds and swapped "
+        "the rebuilt table in" in out
+    )
     assert await fetchval(db, AUDIT_SUM) == audit_sum
 
     code, out, err = await cli(fresh, "replay", "audit", "--discard-unreplayable")
@@ -141,9 +144,21 @@ async def test_the_replay_command_says_how_many_rows_it_kept_and_why(
 async def test_sla_violations_the_log_no_longer_holds_are_kept(settings: Settings) -> None:
     db = settings.database_url or ""
     start = datetime.now(UTC) - timedelta(hours=1)
-    violations = [SlaViolation(uuid.uuid4(), ViolationKind.OVERDUE, f"wf-{i}", uuid.uuid4(),
-                               1 + i % 7, uuid.uuid4(), start, start + timedelta(minutes=i),
-                               300_000, 30_000) for i in range(30)]
+    violations = [
+        SlaViolation(
+            uuid.uuid4(),
+            ViolationKind.OVERDUE,
+            f"wf-{i}",
+            uuid.uuid4(),
+            1 + i % 7,
+            uuid.uuid4(),
+            start,
+            start + timedelta(minutes=i),
+            300_000,
+            30_000,
+        )
+        for i in range(30)
+    ]
     await send_violations(settings, violations[:20])
     async with consumers_running(settings, "sla"):
         await consumed(db, settings.sla_violations_consumer_group, 20)
@@ -159,25 +174,30 @@ async def test_sla_violations_the_log_no_longer_holds_are_kept(settings: Setting
 
 
 async def eventually_rows(db: str, count: int) -> None:
-    await eventually(lambda: count_rows(
-        db, "SELECT count(*) FROM workflow_phase_sla_violation_events"),
-        lambda n: n == count, what=f"{count} violations projected")
+    await eventually(
+        lambda: count_rows(db, "SELECT count(*) FROM workflow_phase_sla_violation_events"),
+        lambda n: n == count,
+        what=f"{count} violations projected",
+    )
 
 
 async def send_violations(settings: Settings, violations: list[SlaViolation]) -> None:
-    producer = AIOKafkaProducer(**producer_config(KafkaCluster(settings.bootstrap_servers),
-                                                  client_id="t", linger_ms=5))
+    producer = AIOKafkaProducer(
+        **producer_config(KafkaCluster(settings.bootstrap_servers), client_id="t", linger_ms=5)
+    )
     await producer.start()
     try:
         for v in violations:
-            await producer.send_and_wait(settings.sla_violations_topic, encode_violation(v),
-                                         key=v.key)
+            await producer.send_and_wait(
+                settings.sla_violations_topic, encode_violation(v), key=v.key
+            )
     finally:
         await producer.stop()
 
 
 async def test_the_swap_keeps_what_the_live_consumer_committed_during_the_replay(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     """A live batch committed after the replay's carry-over and before its swap: its rows
     reach the new table and its position stands (the consumer will not write it again)."""
     db, topic = settings.database_url or "", settings.phase_events_topic
@@ -188,33 +208,55 @@ async def test_the_swap_keeps_what_the_live_consumer_committed_during_the_replay
         began: datetime = await conn.fetchval("SELECT now() - interval '1 minute'")
         shadow = await create_shadow(conn, "metrics_data")
         old, replayed, during = (uuid.uuid4() for _ in range(3))
-        for table, ident, projected in (("metrics_data", old, "now() - interval '1 hour'"),
-                                        ("metrics_data", replayed, "now()"),
-                                        (shadow, replayed, "now()"),
-                                        ("metrics_data", during, "now()")):
+        for table, ident, projected in (
+            ("metrics_data", old, "now() - interval '1 hour'"),
+            ("metrics_data", replayed, "now()"),
+            (shadow, replayed, "now()"),
+            ("metrics_data", during, "now()"),
+        ):
             await conn.execute(
                 f"INSERT INTO {table} (id, metric_name, metric_type, value, labels, "
                 f"recorded_at, projected_at) VALUES ($1, 'm', 'counter', 1, '{{}}', now(), "
-                f"{projected})", ident)
+                f"{projected})",
+                ident,
+            )
         # Partition 0: the live consumer moved past the replay during it; partition 1: a
         # stale position from before the replay (the replay's replaces it).
         await conn.executemany(
             "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
             "next_offset, updated_at) VALUES ($1, $2, $3, $4, $5)",
-            [(replaying, topic, 0, 5, began), (live, topic, 0, 7, began + timedelta(seconds=30)),
-             (replaying, topic, 1, 3, began), (live, topic, 1, 9, began - timedelta(hours=1))])
+            [
+                (replaying, topic, 0, 5, began),
+                (live, topic, 0, 7, began + timedelta(seconds=30)),
+                (replaying, topic, 1, 3, began),
+                (live, topic, 1, 9, began - timedelta(hours=1)),
+            ],
+        )
 
         async def top_up(c: Connection) -> object:
-            return await carry_over(c, table="metrics_data", shadow=shadow, keys=keys,
-                                    before=began, discard=False)
+            return await carry_over(
+                c, table="metrics_data", shadow=shadow, keys=keys, before=began, discard=False
+            )
 
-        await swap_in(conn, table="metrics_data", shadow=shadow, topic=topic,
-                      live_consumer=live, replay_consumer=replaying, top_up=top_up,
-                      live_since=began)
+        await swap_in(
+            conn,
+            table="metrics_data",
+            shadow=shadow,
+            topic=topic,
+            live_consumer=live,
+            replay_consumer=replaying,
+            top_up=top_up,
+            live_since=began,
+        )
         ids = {r["id"] for r in await conn.fetch("SELECT id FROM metrics_data")}
-        positions = {r["partition"]: r["next_offset"] for r in await conn.fetch(
-            "SELECT partition, next_offset FROM phasestream_consumer_positions "
-            "WHERE consumer = $1", live)}
+        positions = {
+            r["partition"]: r["next_offset"]
+            for r in await conn.fetch(
+                "SELECT partition, next_offset FROM phasestream_consumer_positions "
+                "WHERE consumer = $1",
+                live,
+            )
+        }
     finally:
         await conn.close()
     assert ids == {old, replayed, during}

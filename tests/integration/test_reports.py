@@ -30,8 +30,12 @@ pytestmark = pytest.mark.integration
 USER_A = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 USER_B = uuid.UUID("00000000-0000-4000-8000-00000000000b")
 REF = PartitionRef("seed", 0)
-S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,
-              PhaseStatus.ROLLED_BACK)
+S, C, F, R = (
+    PhaseStatus.STARTED,
+    PhaseStatus.COMPLETED,
+    PhaseStatus.FAILED,
+    PhaseStatus.ROLLED_BACK,
+)
 
 
 def anchor() -> datetime:
@@ -51,51 +55,119 @@ async def seed_report_events(database: str, t0: datetime) -> None:
     """
     m = timedelta(minutes=1)
     events = []
-    for i, (wf, user, status, ms) in enumerate([("wf-a", USER_A, C, 1000),
-                                               ("wf-b", USER_A, C, 3000),
-                                               ("wf-c", USER_B, C, 150_000),
-                                               ("wf-d", USER_B, F, 2000)]):
+    for i, (wf, user, status, ms) in enumerate(
+        [
+            ("wf-a", USER_A, C, 1000),
+            ("wf-b", USER_A, C, 3000),
+            ("wf-c", USER_B, C, 150_000),
+            ("wf-d", USER_B, F, 2000),
+        ]
+    ):
         start = t0 + i * m
-        events += [make_event(wf, 3, S, timestamp=start, user_id=user),
-                   make_event(wf, 3, status, duration_ms=ms, user_id=user,
-                              timestamp=start + timedelta(milliseconds=ms))]
+        events += [
+            make_event(wf, 3, S, timestamp=start, user_id=user),
+            make_event(
+                wf,
+                3,
+                status,
+                duration_ms=ms,
+                user_id=user,
+                timestamp=start + timedelta(milliseconds=ms),
+            ),
+        ]
     events += [
-        make_event("wf-d", 3, R, timestamp=t0 + 4 * m, user_id=USER_B, previous_phase=3,
-                   rollback_triggered=True, rollback_to_phase=2),
+        make_event(
+            "wf-d",
+            3,
+            R,
+            timestamp=t0 + 4 * m,
+            user_id=USER_B,
+            previous_phase=3,
+            rollback_triggered=True,
+            rollback_to_phase=2,
+        ),
         make_event("wf-d", 2, S, timestamp=t0 + 5 * m, user_id=USER_B),
-        make_event("wf-d", 2, F, timestamp=t0 + 5 * m + timedelta(seconds=70),
-                   duration_ms=70_000, user_id=USER_B, error_message="boom"),
-        make_event("wf-d", 2, R, timestamp=t0 + 7 * m, user_id=USER_B, previous_phase=2,
-                   rollback_triggered=True, rollback_to_phase=1),
+        make_event(
+            "wf-d",
+            2,
+            F,
+            timestamp=t0 + 5 * m + timedelta(seconds=70),
+            duration_ms=70_000,
+            user_id=USER_B,
+            error_message="boom",
+        ),
+        make_event(
+            "wf-d",
+            2,
+            R,
+            timestamp=t0 + 7 * m,
+            user_id=USER_B,
+            previous_phase=2,
+            rollback_triggered=True,
+            rollback_to_phase=1,
+        ),
         make_event("wf-old", 5, S, timestamp=t0 - timedelta(days=3), user_id=USER_A),
-        make_event("wf-old", 5, C, timestamp=t0 - timedelta(days=3) + timedelta(seconds=25),
-                   duration_ms=25_000, user_id=USER_A)]
+        make_event(
+            "wf-old",
+            5,
+            C,
+            timestamp=t0 - timedelta(days=3) + timedelta(seconds=25),
+            duration_ms=25_000,
+            user_id=USER_A,
+        ),
+    ]
     overdue_start = make_event("wf-e", 4, S, timestamp=t0 + 10 * m, user_id=USER_A)
     events.append(overdue_start)
     async with await AuditSink.connect(database) as sink:
         await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
     overdue = SlaViolation(
-        violation_id(overdue_start.event_id, ViolationKind.OVERDUE), ViolationKind.OVERDUE,
-        "wf-e", USER_A, 4, overdue_start.event_id, overdue_start.timestamp,
-        t0 + 12 * m, 120_000, 90_000)
+        violation_id(overdue_start.event_id, ViolationKind.OVERDUE),
+        ViolationKind.OVERDUE,
+        "wf-e",
+        USER_A,
+        4,
+        overdue_start.event_id,
+        overdue_start.timestamp,
+        t0 + 12 * m,
+        120_000,
+        90_000,
+    )
     async with await ViolationSink.connect(database) as violations:
-        await violations.apply("seed-violations",
-                               Batch.single(REF, [overdue], PositionMove(None, 1)))
+        await violations.apply(
+            "seed-violations", Batch.single(REF, [overdue], PositionMove(None, 1))
+        )
     await _seed_commands(database, t0)
 
 
 async def _seed_commands(database: str, t0: datetime) -> None:
     m = timedelta(minutes=1)
-    rows = [("rollback", 3, 2, 0, t0 + 4 * m, None), ("retry", 3, 2, 1, t0 + 4 * m, t0 + 5 * m),
-            ("rollback", 2, 1, 0, t0 + 7 * m, None), ("gave_up", 2, 1, 1, t0 + 7 * m, None)]
+    rows = [
+        ("rollback", 3, 2, 0, t0 + 4 * m, None),
+        ("retry", 3, 2, 1, t0 + 4 * m, t0 + 5 * m),
+        ("rollback", 2, 1, 0, t0 + 7 * m, None),
+        ("gave_up", 2, 1, 1, t0 + 7 * m, None),
+    ]
     conn = await asyncpg.connect(database)
     try:
         await conn.executemany(
             "INSERT INTO rollback_commands (command_id, kind, workflow_id, user_id, "
             "failed_event_id, failed_phase, rollback_to_phase, attempt, reason, decided_at, "
             "due_at, issued_at) VALUES ($1, $2, 'wf-d', $3, $4, $5, $6, $7, 'boom', $8, $9, $8)",
-            [(uuid.uuid5(uuid.NAMESPACE_OID, f"{kind}{phase}"), kind, USER_B, uuid.uuid4(),
-              phase, to, attempt, at, due) for kind, phase, to, attempt, at, due in rows])
+            [
+                (
+                    uuid.uuid5(uuid.NAMESPACE_OID, f"{kind}{phase}"),
+                    kind,
+                    USER_B,
+                    uuid.uuid4(),
+                    phase,
+                    to,
+                    attempt,
+                    at,
+                    due,
+                )
+                for kind, phase, to, attempt, at, due in rows
+            ],
+        )
     finally:
         await conn.close()
 
@@ -116,14 +188,27 @@ async def run_report(database: str, report: Any, *args: Any) -> Report:
         await conn.close()
 
 
-ANALYTICS_COLUMNS = ("phase", "started", "completed", "failed", "rolled_back", "completion_rate",
-                     "failure_rate", "rollback_rate", "p50_ms", "p95_ms", "p99_ms", "sla_ms",
-                     "over_sla")
+ANALYTICS_COLUMNS = (
+    "phase",
+    "started",
+    "completed",
+    "failed",
+    "rolled_back",
+    "completion_rate",
+    "failure_rate",
+    "rollback_rate",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "sla_ms",
+    "over_sla",
+)
 ANALYTICS_ALL = [
     (2, 1, 0, 1, 1, 0.0, 100.0, 100.0, 70000.0, 70000.0, 70000.0, 60000, 1),
     (3, 4, 3, 1, 1, 75.0, 25.0, 25.0, 2500.0, 127950.0, 145590.0, 120000, 1),
     (4, 1, 0, 0, 0, None, None, 0.0, None, None, None, 90000, 0),
-    (5, 1, 1, 0, 0, 100.0, 0.0, 0.0, 25000.0, 25000.0, 25000.0, 10000, 1)]
+    (5, 1, 1, 0, 0, 100.0, 0.0, 0.0, 25000.0, 25000.0, 25000.0, 10000, 1),
+]
 
 
 async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetime]) -> None:
@@ -131,21 +216,25 @@ async def test_analytics_counts_rates_and_percentiles(seeded: tuple[str, datetim
     report = await run_report(database, analytics.analytics, ReportFilters())
     assert report.items.columns == ANALYTICS_COLUMNS
     assert list(report.items.rows) == ANALYTICS_ALL
-    recent = await run_report(database, analytics.analytics,
-                              ReportFilters(since=t0 - timedelta(hours=1)))
+    recent = await run_report(
+        database, analytics.analytics, ReportFilters(since=t0 - timedelta(hours=1))
+    )
     assert [r[0] for r in recent.items.rows] == [2, 3, 4]
     # Phase 3 of user B only: wf-c (150 s) and wf-d (failed after 2 s, rolled back).
     mine = await run_report(database, analytics.analytics, ReportFilters(phase=3, user=USER_B))
     assert list(mine.items.rows) == [
-        (3, 2, 1, 1, 1, 50.0, 50.0, 50.0, 76000.0, 142600.0, 148520.0, 120000, 1)]
+        (3, 2, 1, 1, 1, 50.0, 50.0, 50.0, 76000.0, 142600.0, 148520.0, 120000, 1)
+    ]
     # until is exclusive: wf-a's start at t0 is in, its end a second later is not.
-    first = await run_report(database, analytics.analytics,
-                             ReportFilters(since=t0, until=t0 + timedelta(seconds=1)))
+    first = await run_report(
+        database, analytics.analytics, ReportFilters(since=t0, until=t0 + timedelta(seconds=1))
+    )
     assert [r[:5] for r in first.items.rows] == [(3, 1, 0, 0, 0)]
 
 
 async def test_sla_lists_violations_newest_first_with_counts_by_kind(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, t0 = seeded
     report = await run_report(database, sla.sla, ReportFilters())
     rows = report.items.dicts()
@@ -153,13 +242,18 @@ async def test_sla_lists_violations_newest_first_with_counts_by_kind(
         ("overdue", "wf-e", iso(t0 + timedelta(minutes=10))),
         ("late_failed", "wf-d", iso(t0 + timedelta(minutes=6, seconds=10))),
         ("late_completed", "wf-c", iso(t0 + timedelta(minutes=4, seconds=30))),
-        ("late_completed", "wf-old", iso(t0 - timedelta(days=3) + timedelta(seconds=25)))]
+        ("late_completed", "wf-old", iso(t0 - timedelta(days=3) + timedelta(seconds=25))),
+    ]
     assert [(r["duration_ms"], r["excess_ms"]) for r in rows[1:]] == [
-        (70000, 10000), (150000, 30000), (25000, 15000)]
+        (70000, 10000),
+        (150000, 30000),
+        (25000, 15000),
+    ]
     assert report.extra[0].rows == (
         ("late_completed", 2, iso(t0 + timedelta(minutes=4, seconds=30))),
         ("late_failed", 1, iso(t0 + timedelta(minutes=6, seconds=10))),
-        ("overdue", 1, iso(t0 + timedelta(minutes=10))))
+        ("overdue", 1, iso(t0 + timedelta(minutes=10))),
+    )
     paged = await run_report(database, sla.sla, ReportFilters(), Page(2, 1))
     assert [r["workflow_id"] for r in paged.items.dicts()] == ["wf-d", "wf-c"]
     assert paged.next_offset == 3
@@ -171,13 +265,33 @@ async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> N
     database, t0 = seeded
     report = await run_report(database, history.rollbacks, ReportFilters())
     assert report.extra[0].dicts() == [
-        {"phase": 2, "rollbacks": 1, "workflows": 1, "retries": 0, "gave_up": 1,
-         "loops_stopped": 0},
-        {"phase": 3, "rollbacks": 1, "workflows": 1, "retries": 1, "gave_up": 0,
-         "loops_stopped": 0}]
+        {
+            "phase": 2,
+            "rollbacks": 1,
+            "workflows": 1,
+            "retries": 0,
+            "gave_up": 1,
+            "loops_stopped": 0,
+        },
+        {
+            "phase": 3,
+            "rollbacks": 1,
+            "workflows": 1,
+            "retries": 1,
+            "gave_up": 0,
+            "loops_stopped": 0,
+        },
+    ]
     assert report.items.dicts() == [
-        {"workflow_id": "wf-d", "user_id": str(USER_B), "rollbacks": 2, "chain": "3->2 2->1",
-         "first_at": iso(t0 + timedelta(minutes=4)), "last_at": iso(t0 + timedelta(minutes=7))}]
+        {
+            "workflow_id": "wf-d",
+            "user_id": str(USER_B),
+            "rollbacks": 2,
+            "chain": "3->2 2->1",
+            "first_at": iso(t0 + timedelta(minutes=4)),
+            "last_at": iso(t0 + timedelta(minutes=7)),
+        }
+    ]
     only_3 = await run_report(database, history.rollbacks, ReportFilters(phase=3))
     assert only_3.items.rows == ()  # one rollback of phase 3 is no chain
     assert [r[0] for r in only_3.extra[0].rows] == [3]
@@ -186,17 +300,27 @@ async def test_rollbacks_per_phase_and_chains(seeded: tuple[str, datetime]) -> N
 async def test_workflow_timeline(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
     report = await run_report(database, history.workflow, "wf-d", ReportFilters())
-    steps = [(r["phase"], r["status"], r["duration_ms"], r["over_sla"])
-             for r in report.items.dicts()]
-    assert steps == [(3, "started", None, False), (3, "failed", 2000, False),
-                     (3, "rolled_back", None, False), (2, "started", None, False),
-                     (2, "failed", 70000, True), (2, "rolled_back", None, False)]
+    steps = [
+        (r["phase"], r["status"], r["duration_ms"], r["over_sla"]) for r in report.items.dicts()
+    ]
+    assert steps == [
+        (3, "started", None, False),
+        (3, "failed", 2000, False),
+        (3, "rolled_back", None, False),
+        (2, "started", None, False),
+        (2, "failed", 70000, True),
+        (2, "rolled_back", None, False),
+    ]
     assert report.items.dicts()[0]["at"] == iso(t0 + timedelta(minutes=3))
     summary, violations, commands = report.extra
     assert report.as_json()["summary"] == wf_d_summary(t0) == summary.dicts()[0]
     assert [(v["kind"], v["excess_ms"]) for v in violations.dicts()] == [("late_failed", 10000)]
     assert [(c["kind"], c["failed_phase"], c["attempt"]) for c in commands.dicts()] == [
-        ("rollback", 3, 0), ("retry", 3, 1), ("rollback", 2, 0), ("gave_up", 2, 1)]
+        ("rollback", 3, 0),
+        ("retry", 3, 1),
+        ("rollback", 2, 0),
+        ("gave_up", 2, 1),
+    ]
     assert report.as_json()["workflow_id"] == "wf-d"
     with pytest.raises(UnknownWorkflowError):
         await run_report(database, history.workflow, "wf-none", ReportFilters())
@@ -216,10 +340,21 @@ async def test_cli_json_is_exact(seeded: tuple[str, datetime]) -> None:
     event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
     expected = {
         "by_kind": [{"kind": "late_completed", "violations": 1, "latest": at}],
-        "items": [{"kind": "late_completed", "at": at, "workflow_id": "wf-c",
-                   "user_id": str(USER_B), "phase": 3, "status": "completed",
-                   "duration_ms": 150000, "threshold_ms": 120000, "excess_ms": 30000,
-                   "event_id": event}]}
+        "items": [
+            {
+                "kind": "late_completed",
+                "at": at,
+                "workflow_id": "wf-c",
+                "user_id": str(USER_B),
+                "phase": 3,
+                "status": "completed",
+                "duration_ms": 150000,
+                "threshold_ms": 120000,
+                "excess_ms": 30000,
+                "event_id": event,
+            }
+        ],
+    }
     assert result.stdout == orjson.dumps(expected, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
@@ -233,7 +368,8 @@ async def test_cli_csv_is_exact(seeded: tuple[str, datetime]) -> None:
         "2,1,0,1,1,0.0,100.0,100.0,70000.0,70000.0,70000.0,60000,1\n"
         "3,4,3,1,1,75.0,25.0,25.0,2500.0,127950.0,145590.0,120000,1\n"
         "4,1,0,0,0,,,0.0,,,,90000,0\n"
-        "5,1,1,0,0,100.0,0.0,0.0,25000.0,25000.0,25000.0,10000,1\n")
+        "5,1,1,0,0,100.0,0.0,0.0,25000.0,25000.0,25000.0,10000,1\n"
+    )
     recent = await cli(database, "analytics", "--since", "24h", "--format", "csv")
     assert [line.split(",")[0] for line in recent.stdout.splitlines()] == ["phase", "2", "3", "4"]
 
@@ -252,15 +388,18 @@ async def test_cli_table_rollbacks_and_workflow(seeded: tuple[str, datetime]) ->
     assert "no events of workflow 'wf-none'" in missing.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["analytics", "--since", "yesterday"], "--since: expected a duration like 24h"),
-    (["sla", "--until", "2026-01-01T10:00:00"], "--until: the timestamp needs an offset"),
-    (["rollbacks", "--phase", "8"], "--phase: must be a phase from 1 to 7, got '8'"),
-    (["workflow", "wf-d", "--user", "bob"], "--user: must be a UUID, got 'bob'"),
-    (["analytics", "--since", "1h", "--until", "2h"], "--until: must be after since"),
-    (["analytics", "--format", "xml"], "xml"),
-    (["workflow", "x" * 256], "workflow_id: must be 1-255 characters"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analytics", "--since", "yesterday"], "--since: expected a duration like 24h"),
+        (["sla", "--until", "2026-01-01T10:00:00"], "--until: the timestamp needs an offset"),
+        (["rollbacks", "--phase", "8"], "--phase: must be a phase from 1 to 7, got '8'"),
+        (["workflow", "wf-d", "--user", "bob"], "--user: must be a UUID, got 'bob'"),
+        (["analytics", "--since", "1h", "--until", "2h"], "--until: must be after since"),
+        (["analytics", "--format", "xml"], "xml"),
+        (["workflow", "x" * 256], "workflow_id: must be 1-255 characters"),
+    ],
+)
 async def test_cli_bad_filters_exit_2(database: str, args: list[str], message: str) -> None:
     result = await cli(database, *args)
     assert result.exit_code == 2
@@ -269,17 +408,26 @@ async def test_cli_bad_filters_exit_2(database: str, args: list[str], message: s
 
 async def narrow_cli(database: str, columns: int, *args: str) -> Result:
     """The sub-app as a terminal of ``columns`` columns would run it (rich reads COLUMNS)."""
-    env = {"PHASESTREAM_DATABASE_URL": database, "PHASESTREAM_LOG_LEVEL": "WARNING",
-           "COLUMNS": str(columns)}
+    env = {
+        "PHASESTREAM_DATABASE_URL": database,
+        "PHASESTREAM_LOG_LEVEL": "WARNING",
+        "COLUMNS": str(columns),
+    }
     return await asyncio.to_thread(CliRunner().invoke, report_app, list(args), env=env)
 
 
-@pytest.mark.parametrize("args", [
-    ["analytics"], ["sla"], ["rollbacks"], ["workflow", "wf-d"], ["running"],
-    ["timeseries", "--metric", "started", "--step", "1h"],
-])
-async def test_every_table_fits_100_columns(seeded: tuple[str, datetime],
-                                            args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["analytics"],
+        ["sla"],
+        ["rollbacks"],
+        ["workflow", "wf-d"],
+        ["running"],
+        ["timeseries", "--metric", "started", "--step", "1h"],
+    ],
+)
+async def test_every_table_fits_100_columns(seeded: tuple[str, datetime], args: list[str]) -> None:
     database, _ = seeded
     wide = await cli(database, *args)
     narrow = await narrow_cli(database, 100, *args)
@@ -291,7 +439,8 @@ async def test_every_table_fits_100_columns(seeded: tuple[str, datetime],
 
 
 async def test_a_narrow_console_gets_short_ids_then_fewer_columns_then_vertical_rows(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, _ = seeded
     event = (await run_report(database, sla.sla, ReportFilters(phase=3))).items.rows[0][-1]
     assert isinstance(event, str)
@@ -311,7 +460,8 @@ async def test_a_narrow_console_gets_short_ids_then_fewer_columns_then_vertical_
 
 
 async def test_limit_pages_like_the_api_and_says_how_many_more(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, _ = seeded
     first = await cli(database, "sla", "--limit", "2", "--format", "csv")
     assert first.exit_code == 0, first.output
@@ -324,6 +474,7 @@ async def test_limit_pages_like_the_api_and_says_how_many_more(
 
     def keys(result: Result) -> list[str]:  # an overdue row's duration grows with the clock
         return [line.split(",")[-1] for line in result.stdout.splitlines()[1:]]
+
     assert keys(everything) == keys(first) + keys(rest)
     table = await cli(database, "workflow", "wf-d", "--limit", "4")
     assert "2 more transitions not shown: --offset 4" in table.stdout
@@ -336,14 +487,20 @@ async def test_limit_pages_like_the_api_and_says_how_many_more(
 def wf_d_summary(t0: datetime) -> dict[str, Any]:
     """wf-d's summary: phases 2 and 3; it ended with phase 2 rolled back; from t0+3m to
     t0+7m; 2 rollbacks, 1 violation (phase 2 failed late)."""
-    return {"phases": "2,3", "status": "phase 2 rolled_back",
-            "first_at": iso(t0 + timedelta(minutes=3)),
-            "last_at": iso(t0 + timedelta(minutes=7)), "duration_ms": 240_000,
-            "rollbacks": 2, "violations": 1}
+    return {
+        "phases": "2,3",
+        "status": "phase 2 rolled_back",
+        "first_at": iso(t0 + timedelta(minutes=3)),
+        "last_at": iso(t0 + timedelta(minutes=7)),
+        "duration_ms": 240_000,
+        "rollbacks": 2,
+        "violations": 1,
+    }
 
 
 async def test_workflow_json_carries_the_summary_the_table_opens_with(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, t0 = seeded
     result = await cli(database, "workflow", "wf-d", "--phase", "3", "--format", "json")
     assert result.exit_code == 0, result.output
@@ -359,15 +516,24 @@ async def test_workflow_table_opens_with_a_summary(seeded: tuple[str, datetime])
     result = await cli(database, "workflow", "wf-d")
     assert result.exit_code == 0, result.output
     lines = [line.strip() for line in result.stdout.splitlines()]
-    titles = [n for n, line in enumerate(lines) if line in {"summary", "violations",
-                                                             "commands", "transitions"}]
+    titles = [
+        n
+        for n, line in enumerate(lines)
+        if line in {"summary", "violations", "commands", "transitions"}
+    ]
     assert [lines[n] for n in titles] == ["summary", "violations", "commands", "transitions"]
     row = lines[titles[0] + 4].strip("│").split("│")
     # Phases 2 and 3; it ended with phase 2 rolled back; from t0+3m to t0+7m; 2 rollbacks,
     # 1 violation (phase 2 failed late).
     assert [cell.strip() for cell in row] == [
-        "2,3", "phase 2 rolled_back", iso(t0 + timedelta(minutes=3)),
-        iso(t0 + timedelta(minutes=7)), "240000", "2", "1"]
+        "2,3",
+        "phase 2 rolled_back",
+        iso(t0 + timedelta(minutes=3)),
+        iso(t0 + timedelta(minutes=7)),
+        "240000",
+        "2",
+        "1",
+    ]
     quiet = await cli(database, "workflow", "wf-a")
     quiet_titles = {line.strip() for line in quiet.stdout.splitlines()}
     # wf-a has neither violations nor commands: those sections are left out.
@@ -378,26 +544,41 @@ async def test_workflow_table_opens_with_a_summary(seeded: tuple[str, datetime])
 async def test_workflow_orders_one_instant_by_phase_then_status(database: str) -> None:
     t = anchor()
     # Published out of order, all at one instant: the report puts them in their natural order.
-    events = [make_event("wf-t", 2, R, timestamp=t), make_event("wf-t", 2, F, timestamp=t,
-                                                                duration_ms=5),
-              make_event("wf-t", 2, S, timestamp=t), make_event("wf-t", 1, C, timestamp=t,
-                                                                duration_ms=5)]
+    events = [
+        make_event("wf-t", 2, R, timestamp=t),
+        make_event("wf-t", 2, F, timestamp=t, duration_ms=5),
+        make_event("wf-t", 2, S, timestamp=t),
+        make_event("wf-t", 1, C, timestamp=t, duration_ms=5),
+    ]
     async with await AuditSink.connect(database) as sink:
         await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
     report = await run_report(database, history.workflow, "wf-t", ReportFilters())
     assert [(r["phase"], r["status"]) for r in report.items.dicts()] == [
-        (1, "completed"), (2, "started"), (2, "failed"), (2, "rolled_back")]
+        (1, "completed"),
+        (2, "started"),
+        (2, "failed"),
+        (2, "rolled_back"),
+    ]
 
 
 async def test_the_installed_command_fits_a_100_column_terminal(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     """`phasestream report workflow` as its own process, as a shell with COLUMNS=100 runs it."""
     database, _ = seeded
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHASESTREAM_")}
     env |= {"PHASESTREAM_DATABASE_URL": database, "COLUMNS": "100"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phasestream", "report", "workflow", "wf-d", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "phasestream",
+        "report",
+        "workflow",
+        "wf-d",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     text = out.decode()

@@ -59,10 +59,13 @@ WRITES = [
 
 def role_settings(database: str) -> Settings:
     tag = uuid.uuid4().hex[:8]
-    return Settings(database_url=database, db_role_prefix=f"ps_{tag}",
-                    db_owner_password=SecretStr(PASSWORDS["owner"]),
-                    db_writer_password=SecretStr(PASSWORDS["writer"]),
-                    db_reader_password=SecretStr(PASSWORDS["reader"]))
+    return Settings(
+        database_url=database,
+        db_role_prefix=f"ps_{tag}",
+        db_owner_password=SecretStr(PASSWORDS["owner"]),
+        db_writer_password=SecretStr(PASSWORDS["writer"]),
+        db_reader_password=SecretStr(PASSWORDS["reader"]),
+    )
 
 
 def as_role(url: str, settings: Settings, kind: str) -> str:
@@ -83,8 +86,14 @@ def role_env(settings: Settings) -> dict[str, str]:
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phasestream", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "phasestream",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -116,20 +125,25 @@ class _Undo(Exception):
 
 
 @contextlib.asynccontextmanager
-async def api_as_reader(database: str, settings: Settings) -> AsyncIterator[
-        aiohttp.ClientSession]:
+async def api_as_reader(database: str, settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
     # The consumers' URL points nowhere: the API must use only the reader's.
-    api = Settings(database_url="postgresql://nobody@127.0.0.1:1/none",
-                   api_database_url=as_role(database, settings, "reader"))
-    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(api),
-                    lambda app: attach_api(app, api))
-    async with serving(app, "127.0.0.1", 0) as port, \
-            aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+    api = Settings(
+        database_url="postgresql://nobody@127.0.0.1:1/none",
+        api_database_url=as_role(database, settings, "reader"),
+    )
+    app = build_app(
+        CollectorRegistry(), {}, HttpAccess.from_settings(api), lambda app: attach_api(app, api)
+    )
+    async with (
+        serving(app, "127.0.0.1", 0) as port,
+        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session,
+    ):
         yield session
 
 
 async def test_db_roles_then_api_and_report_as_the_reader_which_cannot_write(
-        seeded: tuple[str, datetime]) -> None:
+    seeded: tuple[str, datetime],
+) -> None:
     database, _ = seeded
     settings = role_settings(database)
     code, out, err = await cli(role_env(settings), "db", "roles")
@@ -138,16 +152,24 @@ async def test_db_roles_then_api_and_report_as_the_reader_which_cannot_write(
     assert f"role {prefix}_reader: created (password set)" in out
     assert not any(p in out for p in PASSWORDS.values())
 
-    async with api_as_reader(database, settings) as session, \
-            session.get("/api/analytics") as response:
+    async with (
+        api_as_reader(database, settings) as session,
+        session.get("/api/analytics") as response,
+    ):
         assert response.status == 200
         body = await response.json()
-    assert body["items"] == [dict(zip(ANALYTICS_COLUMNS, row, strict=True))
-                             for row in ANALYTICS_ALL]
+    assert body["items"] == [
+        dict(zip(ANALYTICS_COLUMNS, row, strict=True)) for row in ANALYTICS_ALL
+    ]
 
-    env = settings_env(settings.model_copy(update={
-        "database_url": "postgresql://nobody@127.0.0.1:1/none",
-        "api_database_url": as_role(database, settings, "reader")}))
+    env = settings_env(
+        settings.model_copy(
+            update={
+                "database_url": "postgresql://nobody@127.0.0.1:1/none",
+                "api_database_url": as_role(database, settings, "reader"),
+            }
+        )
+    )
     code, out, err = await cli(env, "report", "analytics", "--format", "csv")
     assert (code, err) == (0, "")
     assert len(out.splitlines()) == 1 + len(ANALYTICS_ALL)
@@ -156,8 +178,10 @@ async def test_db_roles_then_api_and_report_as_the_reader_which_cannot_write(
     assert await refused(reader, DDL + WRITES) == []
     conn = await asyncpg.connect(reader)
     try:  # reading is all it may do: tables, views, and a month partition directly
-        part = await conn.fetchval("SELECT min(inhrelid::regclass::text) FROM pg_inherits "
-                                   "WHERE inhparent = 'workflow_phase_logs'::regclass")
+        part = await conn.fetchval(
+            "SELECT min(inhrelid::regclass::text) FROM pg_inherits "
+            "WHERE inhparent = 'workflow_phase_logs'::regclass"
+        )
         assert await conn.fetchval(f"SELECT count(*) FROM {part}") >= 0
         assert await conn.fetchval("SELECT count(*) FROM workflow_phase_analytics") > 0
     finally:
@@ -201,18 +225,27 @@ async def test_the_writer_runs_the_consumers_but_changes_no_schema(settings: Set
     future = make_event("wf-future", 2, timestamp=datetime(2031, 5, 4, 3, 2, 1, tzinfo=UTC))
     failed = make_event("wf-r", 3, PhaseStatus.FAILED, duration_ms=5, error_message="boom")
     as_writer = settings.model_copy(update={"database_url": writer})
-    async with consumers_running(as_writer, "audit", "rollback", "metrics", "sla"), \
-            PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub:
+    async with (
+        consumers_running(as_writer, "audit", "rollback", "metrics", "sla"),
+        PhaseEventPublisher(settings.bootstrap_servers, settings.phase_events_topic) as pub,
+    ):
         await pub.publish_many([future, make_event("wf-r", 3), failed])
-        await eventually(lambda: count_rows(database), lambda n: n == 4,
-                         what="three events and the rolled_back one, projected")
-        await eventually(lambda: count_rows(database, "SELECT count(*) FROM metrics_data"),
-                         lambda n: n > 0, what="metrics_data rows")
+        await eventually(
+            lambda: count_rows(database),
+            lambda n: n == 4,
+            what="three events and the rolled_back one, projected",
+        )
+        await eventually(
+            lambda: count_rows(database, "SELECT count(*) FROM metrics_data"),
+            lambda n: n > 0,
+            what="metrics_data rows",
+        )
     conn = await asyncpg.connect(database)
     try:
         owner = await conn.fetchval(
             "SELECT pg_get_userbyid(relowner) FROM pg_class "
-            "WHERE relname = 'workflow_phase_logs_p203105'")
+            "WHERE relname = 'workflow_phase_logs_p203105'"
+        )
         commands = await conn.fetchval("SELECT count(*) FROM rollback_commands")
     finally:
         await conn.close()

@@ -28,12 +28,21 @@ from tests.integration.test_sla import publisher, set_threshold
 from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
-S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,
-              PhaseStatus.ROLLED_BACK)
+S, C, F, R = (
+    PhaseStatus.STARTED,
+    PhaseStatus.COMPLETED,
+    PhaseStatus.FAILED,
+    PhaseStatus.ROLLED_BACK,
+)
 OTHER_USER = uuid.UUID("00000000-0000-4000-8000-000000000002")
 #: By deadline (started_at + threshold): the order of time left, least first.
-EXPECTED = [("wf-late", 2, "overdue"), ("wf-risk", 4, "at_risk"), ("wf-retry", 6, "ok"),
-            ("wf-other", 3, "ok"), ("wf-ok", 3, "ok")]
+EXPECTED = [
+    ("wf-late", 2, "overdue"),
+    ("wf-risk", 4, "at_risk"),
+    ("wf-retry", 6, "ok"),
+    ("wf-other", 3, "ok"),
+    ("wf-ok", 3, "ok"),
+]
 
 
 def stream(base: datetime) -> list[Any]:
@@ -56,8 +65,10 @@ def stream(base: datetime) -> list[Any]:
 
 
 async def api_get(port: int | None, **params: str) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session, \
-            session.get("/api/running", params=params) as response:
+    async with (
+        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session,
+        session.get("/api/running", params=params) as response,
+    ):
         body: dict[str, Any] = await response.json()
         return response.status, body
 
@@ -70,8 +81,7 @@ def with_lookback(settings: Settings) -> Settings:
     return settings.model_copy(update={"running_lookback_hours": 1})
 
 
-async def test_running_phases_from_the_audit_log_without_the_monitor(
-        settings: Settings) -> None:
+async def test_running_phases_from_the_audit_log_without_the_monitor(settings: Settings) -> None:
     settings = with_lookback(settings)
     db = settings.database_url or ""
     base = datetime.now(UTC)
@@ -89,7 +99,8 @@ async def test_running_phases_from_the_audit_log_without_the_monitor(
         assert 100_000 <= late["elapsed_ms"] < 130_000
         assert late["left_ms"] == late["threshold_ms"] - late["elapsed_ms"] < 0
         assert body["items"][2]["started_at"].startswith(
-            (base - timedelta(seconds=2)).astimezone(UTC).isoformat()[:19])
+            (base - timedelta(seconds=2)).astimezone(UTC).isoformat()[:19]
+        )
         assert (body["at_risk_share"], body["lookback_s"]) == (0.8, 3600.0)
         fresh = {f["role"]: f for f in body["freshness"]}
         assert fresh["source"]["consumer"] == settings.audit_consumer_group
@@ -108,14 +119,19 @@ async def test_running_phases_from_the_audit_log_without_the_monitor(
         assert (listed(first), first["next_offset"]) == (EXPECTED[:2], 2)
         _, rest = await api_get(rt.http_port, limit="2", offset="4")
         assert (listed(rest), rest["next_offset"]) == (EXPECTED[4:], None)
-        for params, name in (({"phase": "9"}, "phase"), ({"at_risk": "maybe"}, "at_risk"),
-                             ({"since": "1h"}, "since"), ({"limit": "0"}, "limit")):
+        for params, name in (
+            ({"phase": "9"}, "phase"),
+            ({"at_risk": "maybe"}, "at_risk"),
+            ({"since": "1h"}, "since"),
+            ({"limit": "0"}, "limit"),
+        ):
             status, error = await api_get(rt.http_port, **params)
             assert (status, error["parameter"]) == (400, name), error
 
 
 async def test_a_phase_reported_overdue_leaves_the_list_when_it_finishes(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     settings = with_lookback(settings)
     db = settings.database_url or ""
     await set_threshold(db, 5, 1500)
@@ -123,31 +139,53 @@ async def test_a_phase_reported_overdue_leaves_the_list_when_it_finishes(
     async with consumers_running(settings, "audit", "sla") as rt, publisher(settings) as pub:
         await pub.publish_many([slow])
         # While in time it is listed as ok or at risk; the monitor then reports it overdue.
-        await eventually(lambda: count_rows(
-            db, "SELECT count(*) FROM workflow_phase_sla_violation_events "
-                "WHERE workflow_id = 'wf-slow' AND kind = 'overdue'"), lambda n: n == 1,
-            timeout_s=20, what="the overdue report")
+        await eventually(
+            lambda: count_rows(
+                db,
+                "SELECT count(*) FROM workflow_phase_sla_violation_events "
+                "WHERE workflow_id = 'wf-slow' AND kind = 'overdue'",
+            ),
+            lambda n: n == 1,
+            timeout_s=20,
+            what="the overdue report",
+        )
         _, body = await api_get(rt.http_port)
         assert listed(body) == [("wf-slow", 5, "overdue")]
         assert body["items"][0]["left_ms"] < -500  # reported after deadline + 500 ms grace
         fresh = {f["role"]: f for f in body["freshness"]}
         assert fresh["sla_monitor"]["partitions"] >= 1
         elapsed = int((datetime.now(UTC) - slow.timestamp) / timedelta(milliseconds=1))
-        await pub.publish_many([make_event("wf-slow", 5, C, duration_ms=elapsed,
-                                           timestamp=slow.timestamp
-                                           + timedelta(milliseconds=elapsed))])
-        await eventually(lambda: api_get(rt.http_port), lambda r: r[1]["items"] == [],
-                         what="wf-slow gone from the running list")
+        await pub.publish_many(
+            [
+                make_event(
+                    "wf-slow",
+                    5,
+                    C,
+                    duration_ms=elapsed,
+                    timestamp=slow.timestamp + timedelta(milliseconds=elapsed),
+                )
+            ]
+        )
+        await eventually(
+            lambda: api_get(rt.http_port),
+            lambda r: r[1]["items"] == [],
+            what="wf-slow gone from the running list",
+        )
         # Both stay on record: reported overdue on the way, then finished late.
-        kinds = await eventually(lambda: count_rows(
-            db, "SELECT count(DISTINCT kind) FROM workflow_phase_sla_violation_events "
-                "WHERE workflow_id = 'wf-slow'"), lambda n: n == 2, what="late_completed")
+        kinds = await eventually(
+            lambda: count_rows(
+                db,
+                "SELECT count(DISTINCT kind) FROM workflow_phase_sla_violation_events "
+                "WHERE workflow_id = 'wf-slow'",
+            ),
+            lambda n: n == 2,
+            what="late_completed",
+        )
         assert kinds == 2
         assert await count_rows(db, "SELECT count(*) FROM sla_open_phases") == 0
 
 
-async def test_the_list_comes_from_the_monitor_while_it_has_caught_up(
-        settings: Settings) -> None:
+async def test_the_list_comes_from_the_monitor_while_it_has_caught_up(settings: Settings) -> None:
     """The same list, filters and pages from the SLA monitor's state while it is level
     with the audit projector, and from the log again once the monitor falls behind."""
     settings = with_lookback(settings)
@@ -155,14 +193,20 @@ async def test_the_list_comes_from_the_monitor_while_it_has_caught_up(
 
     def from_(source: str, expected: list[Any]) -> Any:
         return lambda r: (r[1]["source"], listed(r[1])) == (source, expected)
+
     async with publisher(settings) as pub:
         async with consumers_running(settings, "audit", "sla") as rt:
             await pub.publish_many(stream(base))
-            await eventually(lambda: api_get(rt.http_port),
-                             from_("sla_open_phases", EXPECTED), what="the monitor's list")
-            for params, expected in (({"at_risk": "true"}, EXPECTED[:2]),
-                                     ({"phase": "3"}, EXPECTED[3:]),
-                                     ({"user": str(OTHER_USER)}, [("wf-other", 3, "ok")])):
+            await eventually(
+                lambda: api_get(rt.http_port),
+                from_("sla_open_phases", EXPECTED),
+                what="the monitor's list",
+            )
+            for params, expected in (
+                ({"at_risk": "true"}, EXPECTED[:2]),
+                ({"phase": "3"}, EXPECTED[3:]),
+                ({"user": str(OTHER_USER)}, [("wf-other", 3, "ok")]),
+            ):
                 _, body = await api_get(rt.http_port, **params)
                 assert (body["source"], listed(body)) == ("sla_open_phases", expected), params
             _, first = await api_get(rt.http_port, limit="2")
@@ -170,17 +214,21 @@ async def test_the_list_comes_from_the_monitor_while_it_has_caught_up(
             conforms(first, "RunningPage")
         # The monitor stopped: the projector moves past it, so the log answers.
         async with consumers_running(settings, "audit") as rt:
-            await pub.publish_many([make_event("wf-ok", 3, C, timestamp=base,
-                                               duration_ms=1000)])
-            await eventually(lambda: api_get(rt.http_port),
-                             from_("workflow_phase_logs", EXPECTED[:-1]),
-                             what="the log's list without wf-ok")
+            await pub.publish_many([make_event("wf-ok", 3, C, timestamp=base, duration_ms=1000)])
+            await eventually(
+                lambda: api_get(rt.http_port),
+                from_("workflow_phase_logs", EXPECTED[:-1]),
+                what="the log's list without wf-ok",
+            )
 
 
 async def cli(settings: Settings, *args: str) -> Any:
-    env = {"PHASESTREAM_DATABASE_URL": settings.database_url or "",
-           "PHASESTREAM_LOG_LEVEL": "WARNING", "PHASESTREAM_RUNNING_LOOKBACK_HOURS": "1",
-           "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group}
+    env = {
+        "PHASESTREAM_DATABASE_URL": settings.database_url or "",
+        "PHASESTREAM_LOG_LEVEL": "WARNING",
+        "PHASESTREAM_RUNNING_LOOKBACK_HOURS": "1",
+        "PHASESTREAM_AUDIT_CONSUMER_GROUP": settings.audit_consumer_group,
+    }
     return await asyncio.to_thread(CliRunner().invoke, report_app, list(args), env=env)
 
 
@@ -197,8 +245,10 @@ async def test_report_running_cli(settings: Settings) -> None:
     assert body["freshness"][0]["role"] == "source"
     risky = await cli(settings, "running", "--at-risk", "--format", "csv")
     lines = risky.stdout.splitlines()
-    assert lines[0] == ("workflow_id,user_id,phase,started_at,elapsed_ms,threshold_ms,"
-                        "left_ms,state,started_event_id")
+    assert lines[0] == (
+        "workflow_id,user_id,phase,started_at,elapsed_ms,threshold_ms,"
+        "left_ms,state,started_event_id"
+    )
     assert [line.split(",")[0] for line in lines[1:]] == ["wf-late", "wf-risk"]
     table = await cli(settings, "running", "--limit", "1")
     assert "wf-late" in table.stdout

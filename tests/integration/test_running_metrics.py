@@ -38,10 +38,15 @@ async def test_running_gauges_and_the_past_deadline_histogram(settings: Settings
 
         def settled(text: str) -> bool:
             found = samples(text)
-            return (value(found, "workflow_phase_running", phase="phase_5", state="overdue") == 1
-                    and value(found, "workflow_phase_running", phase="phase_3", state="ok") == 1
-                    and value(found, "workflow_phase_ended_past_deadline_seconds_count",
-                              phase="phase_1") == 1)
+            return (
+                value(found, "workflow_phase_running", phase="phase_5", state="overdue") == 1
+                and value(found, "workflow_phase_running", phase="phase_3", state="ok") == 1
+                and value(
+                    found, "workflow_phase_ended_past_deadline_seconds_count", phase="phase_1"
+                )
+                == 1
+            )
+
         found = samples(await eventually(lambda: scrape(port), settled, what="the gauges"))
     assert value(found, "workflow_phase_running", phase="phase_4", state="at_risk") == 1
     assert value(found, "workflow_phase_running", phase="phase_4", state="ok") == 0
@@ -50,7 +55,11 @@ async def test_running_gauges_and_the_past_deadline_histogram(settings: Settings
     assert 80 <= value(found, "workflow_phase_oldest_running_age_seconds", phase="phase_4") < 130
     assert value(found, "workflow_phase_oldest_running_age_seconds", phase="phase_1") == 0
     assert value(found, "workflow_phase_ended_past_deadline_seconds_sum", phase="phase_1") == 10.0
-    assert value(found, "workflow_phase_ended_past_deadline_seconds_bucket", phase="phase_1",
-                 le="10.0") == 1
+    assert (
+        value(
+            found, "workflow_phase_ended_past_deadline_seconds_bucket", phase="phase_1", le="10.0"
+        )
+        == 1
+    )
     # The on-time phase 2 is not in the histogram.
     assert value(found, "workflow_phase_ended_past_deadline_seconds_count", phase="phase_2") == 0

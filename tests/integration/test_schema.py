@@ -35,13 +35,18 @@ async def test_migrate_twice_and_concurrently_applies_each_file_once(database: s
         assert await migrate(conn) == []
         extra = Migration(9999, "probe", "CREATE TABLE probe_table (id int)")
         others = [await asyncpg.connect(database) for _ in range(3)]
-        results = await asyncio.gather(*(migrate(c, [*bundled_migrations(), extra])
-                                         for c in others))
+        results = await asyncio.gather(
+            *(migrate(c, [*bundled_migrations(), extra]) for c in others)
+        )
         for other in others:
             await other.close()
         assert sorted(len(r) for r in results) == [0, 0, 1]
-        versions = [r["version"] for r in await conn.fetch(
-            "SELECT version FROM phasestream_schema_migrations ORDER BY version")]
+        versions = [
+            r["version"]
+            for r in await conn.fetch(
+                "SELECT version FROM phasestream_schema_migrations ORDER BY version"
+            )
+        ]
         assert versions == [m.version for m in bundled_migrations()] + [9999]
     finally:
         await conn.close()
@@ -81,21 +86,48 @@ async def seed_known_events(database: str) -> None:
     now = datetime.now(UTC)
     events = []
     # Phase 3 (SLA 120 s): 4 executions: 3 completed (one late by 30 s), 1 failed and rolled back.
-    for i, (status, duration) in enumerate([(PhaseStatus.COMPLETED, 1000),
-                                            (PhaseStatus.COMPLETED, 3000),
-                                            (PhaseStatus.COMPLETED, 150_000),
-                                            (PhaseStatus.FAILED, 2000)]):
+    for i, (status, duration) in enumerate(
+        [
+            (PhaseStatus.COMPLETED, 1000),
+            (PhaseStatus.COMPLETED, 3000),
+            (PhaseStatus.COMPLETED, 150_000),
+            (PhaseStatus.FAILED, 2000),
+        ]
+    ):
         start = now - timedelta(hours=1, minutes=i)
         events.append(make_event(f"wf-{i}", 3, PhaseStatus.STARTED, timestamp=start))
-        events.append(make_event(f"wf-{i}", 3, status, duration_ms=duration,
-                                 timestamp=start + timedelta(milliseconds=duration)))
-    events.append(make_event("wf-3", 3, PhaseStatus.ROLLED_BACK, timestamp=now,
-                             rollback_triggered=True, rollback_to_phase=2, previous_phase=3))
+        events.append(
+            make_event(
+                f"wf-{i}",
+                3,
+                status,
+                duration_ms=duration,
+                timestamp=start + timedelta(milliseconds=duration),
+            )
+        )
+    events.append(
+        make_event(
+            "wf-3",
+            3,
+            PhaseStatus.ROLLED_BACK,
+            timestamp=now,
+            rollback_triggered=True,
+            rollback_to_phase=2,
+            previous_phase=3,
+        )
+    )
     # Phase 5 (SLA 10 s): one slow completion 3 days ago: outside 24 h, inside 7 days.
     old = now - timedelta(days=3)
     events.append(make_event("wf-9", 5, PhaseStatus.STARTED, timestamp=old))
-    events.append(make_event("wf-9", 5, PhaseStatus.COMPLETED, duration_ms=25_000,
-                             timestamp=old + timedelta(seconds=25)))
+    events.append(
+        make_event(
+            "wf-9",
+            5,
+            PhaseStatus.COMPLETED,
+            duration_ms=25_000,
+            timestamp=old + timedelta(seconds=25),
+        )
+    )
     async with await AuditSink.connect(database) as sink:
         await sink.apply("seed", Batch.single(REF, events, PositionMove(None, len(events))))
 
@@ -103,12 +135,17 @@ async def seed_known_events(database: str) -> None:
 async def test_analytics_view_counts_rates_and_percentiles(database: str) -> None:
     await seed_known_events(database)
     conn = await asyncpg.connect(database)
-    rows = {r["phase_number"]: r for r in await conn.fetch(
-        "SELECT * FROM workflow_phase_analytics")}
+    rows = {
+        r["phase_number"]: r for r in await conn.fetch("SELECT * FROM workflow_phase_analytics")
+    }
     await conn.close()
     p3 = rows[3]
-    assert (p3["started_count"], p3["completed_count"], p3["failed_count"],
-            p3["rolled_back_count"]) == (4, 3, 1, 1)
+    assert (
+        p3["started_count"],
+        p3["completed_count"],
+        p3["failed_count"],
+        p3["rolled_back_count"],
+    ) == (4, 3, 1, 1)
     assert float(p3["completion_rate"]) == 75.0
     assert float(p3["failure_rate"]) == 25.0
     assert float(p3["rollback_rate"]) == 25.0
@@ -124,8 +161,9 @@ async def test_sla_violations_view(database: str) -> None:
     conn = await asyncpg.connect(database)
     rows = await conn.fetch("SELECT * FROM workflow_phase_sla_violations ORDER BY phase_number")
     await conn.close()
-    assert [(r["workflow_id"], r["phase_number"], r["threshold_ms"], r["excess_ms"])
-            for r in rows] == [("wf-2", 3, 120_000, 30_000), ("wf-9", 5, 10_000, 15_000)]
+    assert [
+        (r["workflow_id"], r["phase_number"], r["threshold_ms"], r["excess_ms"]) for r in rows
+    ] == [("wf-2", 3, 120_000, 30_000), ("wf-9", 5, 10_000, 15_000)]
 
 
 async def test_example_queries_run_unchanged_with_exact_answers(database: str) -> None:
@@ -139,17 +177,27 @@ async def test_example_queries_run_unchanged_with_exact_answers(database: str) -
         rollbacks = await conn.fetch(queries["rollback statistics"])
     finally:
         await conn.close()
-    assert [(r["phase_number"], r["completed"], r["failed"], float(r["completion_rate"]))
-            for r in rates] == [(3, 3, 1, 75.0), (5, 1, 0, 100.0)]
+    assert [
+        (r["phase_number"], r["completed"], r["failed"], float(r["completion_rate"])) for r in rates
+    ] == [(3, 3, 1, 75.0), (5, 1, 0, 100.0)]
     assert [(r["workflow_id"], r["excess_ms"]) for r in violations] == [("wf-2", 30_000)]
-    assert [(r["phase_number"], r["rollback_to_phase"], r["rollbacks"])
-            for r in rollbacks] == [(3, 2, 1)]
+    assert [(r["phase_number"], r["rollback_to_phase"], r["rollbacks"]) for r in rollbacks] == [
+        (3, 2, 1)
+    ]
 
 
 async def test_sla_thresholds_are_seeded(database: str) -> None:
     conn = await asyncpg.connect(database)
-    rows = await conn.fetch("SELECT phase_number, threshold_ms FROM "
-                            "workflow_phase_sla_thresholds ORDER BY phase_number")
+    rows = await conn.fetch(
+        "SELECT phase_number, threshold_ms FROM workflow_phase_sla_thresholds ORDER BY phase_number"
+    )
     await conn.close()
-    assert [(r[0], r[1]) for r in rows] == [(1, 30_000), (2, 60_000), (3, 120_000),
-                                            (4, 90_000), (5, 10_000), (6, 15_000), (7, 60_000)]
+    assert [(r[0], r[1]) for r in rows] == [
+        (1, 30_000),
+        (2, 60_000),
+        (3, 120_000),
+        (4, 90_000),
+        (5, 10_000),
+        (6, 15_000),
+        (7, 60_000),
+    ]

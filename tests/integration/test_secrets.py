@@ -56,8 +56,13 @@ def alert() -> Notification:
 
 
 def alert_sink(sender: SlackSender | EmailSender) -> AlertSink:
-    return AlertSink(sender, dedup=Deduplicator(600), limiter=RateLimiter(100),
-                     metrics=NotifyMetrics(CollectorRegistry()), max_attempts=1)
+    return AlertSink(
+        sender,
+        dedup=Deduplicator(600),
+        limiter=RateLimiter(100),
+        metrics=NotifyMetrics(CollectorRegistry()),
+        max_attempts=1,
+    )
 
 
 def assert_clean(text: str, *secrets: str) -> None:
@@ -69,13 +74,17 @@ def logged(caplog: pytest.LogCaptureFixture) -> str:
     """Every captured record, rendered as a handler would (message, args, traceback),
     but those of this test's own indiscreet SMTP server (aiosmtpd logs what it receives)."""
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return "\n".join(formatter.format(record) for record in caplog.records
-                     if not record.name.startswith(TEST_SERVER_LOGGERS))
+    return "\n".join(
+        formatter.format(record)
+        for record in caplog.records
+        if not record.name.startswith(TEST_SERVER_LOGGERS)
+    )
 
 
 @contextlib.asynccontextmanager
 async def indiscreet_webhook() -> AsyncIterator[str]:
     """A webhook host whose paths loop, redirect to ftp, or fail quoting themselves."""
+
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect(request.path)  # 307: POST again
 
@@ -93,17 +102,21 @@ async def indiscreet_webhook() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize(("case", "failure"), [
-    ("loop", "TooManyRedirects"),
-    ("ftp", "NonHttpUrlRedirectClientError"),
-    ("error", "HTTP 500"),
-    ("invalid", "InvalidUrlClientError"),
-    ("no-scheme", "InvalidUrlClientError"),
-    ("non-http", "NonHttpUrlClientError"),
-    ("refused", "ClientConnectorError"),
-])
+@pytest.mark.parametrize(
+    ("case", "failure"),
+    [
+        ("loop", "TooManyRedirects"),
+        ("ftp", "NonHttpUrlRedirectClientError"),
+        ("error", "HTTP 500"),
+        ("invalid", "InvalidUrlClientError"),
+        ("no-scheme", "InvalidUrlClientError"),
+        ("non-http", "NonHttpUrlClientError"),
+        ("refused", "ClientConnectorError"),
+    ],
+)
 async def test_slack_failures_log_no_webhook_path(
-        caplog: pytest.LogCaptureFixture, case: str, failure: str) -> None:
+    caplog: pytest.LogCaptureFixture, case: str, failure: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with indiscreet_webhook() as base:
         url = {
@@ -124,20 +137,33 @@ async def test_slack_failures_log_no_webhook_path(
 @contextlib.asynccontextmanager
 async def refusing_smtp() -> AsyncIterator[int]:
     """An SMTP server that refuses every login, quoting the password it was given."""
-    def authenticator(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
+
+    def authenticator(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
-        return AuthResult(success=False, handled=False,
-                          message=f"535 5.7.8 bad password {auth_data.password.decode()}")
+        return AuthResult(
+            success=False,
+            handled=False,
+            message=f"535 5.7.8 bad password {auth_data.password.decode()}",
+        )
 
     class Handler:
-        async def handle_DATA(self, server: SMTP, session: Session,  # aiosmtpd names it
-                              envelope: Envelope) -> str:
+        async def handle_DATA(
+            self,
+            server: SMTP,
+            session: Session,  # aiosmtpd names it
+            envelope: Envelope,
+        ) -> str:
             return "250 OK"
 
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(Handler(), hostname="localhost", authenticator=authenticator,
-                     auth_require_tls=False), "127.0.0.1", 0)
+        lambda: SMTP(
+            Handler(), hostname="localhost", authenticator=authenticator, auth_require_tls=False
+        ),
+        "127.0.0.1",
+        0,
+    )
     try:
         yield int(server.sockets[0].getsockname()[1])
     finally:
@@ -149,9 +175,15 @@ async def test_smtp_failures_log_no_password(caplog: pytest.LogCaptureFixture) -
     caplog.set_level(logging.DEBUG)
 
     def config(port: int) -> SmtpConfig:
-        return SmtpConfig("127.0.0.1", port, starttls=False, username="alerts",
-                          password=SMTP_PASSWORD, sender="a@example.com",
-                          recipients=("ops@example.com",))
+        return SmtpConfig(
+            "127.0.0.1",
+            port,
+            starttls=False,
+            username="alerts",
+            password=SMTP_PASSWORD,
+            sender="a@example.com",
+            recipients=("ops@example.com",),
+        )
 
     async with refusing_smtp() as port:
         refused_login = await alert_sink(EmailSender(config(port), 5)).deliver(alert())
@@ -169,19 +201,20 @@ async def test_refused_tokens_log_no_jwt_secret(caplog: pytest.LogCaptureFixture
     hub = WebSocketHub(settings, CollectorRegistry())
     now = int(time.time())
     tokens = {
-        "forged": jwt.encode({"sub": ALICE, "exp": now + 60}, "another-secret-" * 3,
-                             algorithm="HS256"),
+        "forged": jwt.encode(
+            {"sub": ALICE, "exp": now + 60}, "another-secret-" * 3, algorithm="HS256"
+        ),
         "expired": jwt.encode({"sub": ALICE, "exp": now - 60}, JWT_SECRET, algorithm="HS256"),
         "malformed": "not.a.token",
         "unsigned": jwt.encode({"sub": ALICE, "exp": now + 60}, "", algorithm="none"),
     }
     bodies = []
     app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(settings), hub.attach)
-    async with serving(app, "127.0.0.1", 0) as port, \
-            aiohttp.ClientSession() as session:
+    async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as session:
         for token in tokens.values():
-            async with session.get(f"http://127.0.0.1:{port}/ws", headers={
-                    "Authorization": f"Bearer {token}"}) as response:
+            async with session.get(
+                f"http://127.0.0.1:{port}/ws", headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 assert response.status == 401
                 bodies.append(await response.text())
     assert_clean(logged(caplog) + "\n".join(bodies), JWT_SECRET)
@@ -193,14 +226,23 @@ def unreachable_database() -> str:
 
 
 async def test_database_password_stays_out_of_api_and_consumer_logs(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = Settings(database_url=unreachable_database(), db_retry_initial_ms=50,
-                        db_retry_max_ms=100)
-    app = build_app(CollectorRegistry(), {}, HttpAccess.from_settings(settings),
-                    lambda app: attach_api(app, settings))
-    async with serving(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as session, \
-            session.get(f"http://127.0.0.1:{port}/api/analytics") as response:
+    settings = Settings(
+        database_url=unreachable_database(), db_retry_initial_ms=50, db_retry_max_ms=100
+    )
+    app = build_app(
+        CollectorRegistry(),
+        {},
+        HttpAccess.from_settings(settings),
+        lambda app: attach_api(app, settings),
+    )
+    async with (
+        serving(app, "127.0.0.1", 0) as port,
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/api/analytics") as response,
+    ):
         assert response.status == 503
         body = await response.text()
     with pytest.raises(TimeoutError):  # a consumer waits for its database, retrying
@@ -211,14 +253,23 @@ async def test_database_password_stays_out_of_api_and_consumer_logs(
     assert_clean(text + body, DB_PASSWORD)
 
 
-async def run_cli(env: dict[str, str], *args: str, until: str | None = None,
-                  ) -> tuple[int, str]:
+async def run_cli(
+    env: dict[str, str],
+    *args: str,
+    until: str | None = None,
+) -> tuple[int, str]:
     """Run the CLI; its exit code and stderr. A long-running command is killed once its
     stderr shows ``until`` (a consumer waiting for its database does not heed SIGTERM
     before it connects)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phasestream", *args, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "phasestream",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert process.stderr is not None
     err = b""
     async with asyncio.timeout(120):
@@ -234,12 +285,22 @@ async def run_cli(env: dict[str, str], *args: str, until: str | None = None,
 async def test_database_password_stays_out_of_the_cli_stderr(settings: Settings) -> None:
     unreachable = unreachable_database()
     malformed = f"postgresql://phasestream:{DB_PASSWORD}@127.0.0.1:notaport/phasestream"
-    env = settings_env(settings.model_copy(update={
-        "database_url": unreachable, "api_database_url": malformed,
-        "db_retry_initial_ms": 50, "db_retry_max_ms": 200}))
+    env = settings_env(
+        settings.model_copy(
+            update={
+                "database_url": unreachable,
+                "api_database_url": malformed,
+                "db_retry_initial_ms": 50,
+                "db_retry_max_ms": 200,
+            }
+        )
+    )
     code, report = await run_cli(env, "report", "analytics")
-    assert (code, report) == (1, "error: the database URL is malformed: invalid literal "
-                                 "for int() with base 10: 'notaport'\n")
+    assert (code, report) == (
+        1,
+        "error: the database URL is malformed: invalid literal "
+        "for int() with base 10: 'notaport'\n",
+    )
     code, migrate = await run_cli(env, "migrate")
     assert code == 1
     assert "Connect call failed" in migrate
@@ -252,8 +313,11 @@ async def test_database_password_stays_out_of_the_cli_stderr(settings: Settings)
 
 async def test_the_notifier_cli_logs_no_webhook_path_nor_jwt_secret(settings: Settings) -> None:
     env = settings_env(settings)
-    env |= {"PHASESTREAM_SLACK_WEBHOOK_URL": f"ftp://127.0.0.1/services/T0/B0/{TOKEN}",
-            "PHASESTREAM_JWT_SECRET": JWT_SECRET, "PHASESTREAM_LOG_LEVEL": "DEBUG"}
+    env |= {
+        "PHASESTREAM_SLACK_WEBHOOK_URL": f"ftp://127.0.0.1/services/T0/B0/{TOKEN}",
+        "PHASESTREAM_JWT_SECRET": JWT_SECRET,
+        "PHASESTREAM_LOG_LEVEL": "DEBUG",
+    }
 
     async def keep_publishing() -> None:
         # A new notifier group starts at the end of the log: publish until it has joined.

@@ -43,8 +43,15 @@ def as_records(values: list[Any]) -> list[tuple[bytes, bytes]]:
 
 async def start_cli(settings: Settings, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phasestream", "subscribe", *args, env=settings_env(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "phasestream",
+        "subscribe",
+        *args,
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def positioned(process: asyncio.subprocess.Process) -> str:
@@ -66,12 +73,24 @@ async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
 
 
 async def test_from_beginning_as_json_shows_each_record_decoded_and_invalid_ones_as_such(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     sent = events(("wf-a", PhaseStatus.STARTED), ("wf-a", PhaseStatus.COMPLETED))
-    await send_records(settings, settings.phase_events_topic,
-                  [*as_records(sent), (b"wf-a", b'{"schema_version": 1}')])
-    code, out, err = await run_cli(settings, settings.phase_events_topic, "--from",
-                                   "beginning", "--format", "json", "--count", "3")
+    await send_records(
+        settings,
+        settings.phase_events_topic,
+        [*as_records(sent), (b"wf-a", b'{"schema_version": 1}')],
+    )
+    code, out, err = await run_cli(
+        settings,
+        settings.phase_events_topic,
+        "--from",
+        "beginning",
+        "--format",
+        "json",
+        "--count",
+        "3",
+    )
     assert code == 0, err
     rows = [orjson.loads(line) for line in out.splitlines()]
     assert [r["value"]["event_id"] for r in rows[:2]] == [str(e.event_id) for e in sent]
@@ -83,10 +102,14 @@ async def test_from_beginning_as_json_shows_each_record_decoded_and_invalid_ones
 async def test_from_end_shows_only_what_comes_after_it_started(settings: Settings) -> None:
     # One workflow, so every record is on one partition, in one batch: on the embedded
     # broker the end offset lands inside that batch, and its rest must still be hidden.
-    await send_records(settings, settings.phase_events_topic, as_records(events(
-        *[("wf-end", PhaseStatus.STARTED)] * 5)))
-    process = await start_cli(settings, settings.phase_events_topic, "--from", "end",
-                              "--format", "json", "--count", "2")
+    await send_records(
+        settings,
+        settings.phase_events_topic,
+        as_records(events(*[("wf-end", PhaseStatus.STARTED)] * 5)),
+    )
+    process = await start_cli(
+        settings, settings.phase_events_topic, "--from", "end", "--format", "json", "--count", "2"
+    )
     await positioned(process)
     later = events(("wf-end", PhaseStatus.COMPLETED), ("wf-end", PhaseStatus.FAILED))
     await send_records(settings, settings.phase_events_topic, as_records(later))
@@ -97,17 +120,33 @@ async def test_from_end_shows_only_what_comes_after_it_started(settings: Setting
 
 
 async def test_from_a_time_with_workflow_and_kind_filters(settings: Settings) -> None:
-    await send_records(settings, settings.phase_events_topic,
-                  as_records(events(("wf-t", PhaseStatus.FAILED))))
+    await send_records(
+        settings, settings.phase_events_topic, as_records(events(("wf-t", PhaseStatus.FAILED)))
+    )
     await asyncio.sleep(0.2)
     since = datetime.now(UTC)
     await asyncio.sleep(0.05)
-    later = events(("wf-t", PhaseStatus.STARTED), ("wf-other", PhaseStatus.FAILED),
-                   ("wf-t", PhaseStatus.FAILED), ("wf-t", PhaseStatus.FAILED))
+    later = events(
+        ("wf-t", PhaseStatus.STARTED),
+        ("wf-other", PhaseStatus.FAILED),
+        ("wf-t", PhaseStatus.FAILED),
+        ("wf-t", PhaseStatus.FAILED),
+    )
     await send_records(settings, settings.phase_events_topic, as_records(later))
-    code, out, _ = await run_cli(settings, settings.phase_events_topic, "--from",
-                                 since.isoformat(), "--workflow", "wf-t", "--kind", "failed",
-                                 "--format", "json", "--count", "2")
+    code, out, _ = await run_cli(
+        settings,
+        settings.phase_events_topic,
+        "--from",
+        since.isoformat(),
+        "--workflow",
+        "wf-t",
+        "--kind",
+        "failed",
+        "--format",
+        "json",
+        "--count",
+        "2",
+    )
     assert code == 0
     shown = [orjson.loads(line)["value"]["event_id"] for line in out.splitlines()]
     assert shown == [str(later[2].event_id), str(later[3].event_id)]
@@ -115,10 +154,14 @@ async def test_from_a_time_with_workflow_and_kind_filters(settings: Settings) ->
 
 async def test_commands_as_a_table(settings: Settings) -> None:
     issued = command("wf-table")
-    await send_records(settings, settings.rollback_commands_topic,
-                  [(issued.key, encode_command(issued)), (b"wf-table", b"[]")])
-    code, out, _ = await run_cli(settings, settings.rollback_commands_topic, "--from",
-                                 "beginning", "--count", "2")
+    await send_records(
+        settings,
+        settings.rollback_commands_topic,
+        [(issued.key, encode_command(issued)), (b"wf-table", b"[]")],
+    )
+    code, out, _ = await run_cli(
+        settings, settings.rollback_commands_topic, "--from", "beginning", "--count", "2"
+    )
     assert code == 0
     header, first, second = out.splitlines()
     assert header.split() == ["position", "time", "workflow", "kind", "phase", "id", "detail"]
@@ -135,34 +178,66 @@ async def test_an_unreachable_broker_is_one_line_and_exit_1(settings: Settings) 
     assert (code, out) == (1, "")
     # aiokafka logs its own connection errors first; ours is the last line, with no traceback.
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: the broker at {nowhere.kafka_bootstrap_servers} cannot be "
-                           "read (KafkaConnectionError"), err
+    assert last.startswith(
+        f"error: the broker at {nowhere.kafka_bootstrap_servers} cannot be "
+        "read (KafkaConnectionError"
+    ), err
     assert "Traceback" not in err
 
 
 async def test_violations_with_a_kind_filter_as_a_table(settings: Settings) -> None:
     now = datetime.now(UTC)
-    late, overdue = (SlaViolation(uuid.uuid4(), kind, "wf-sla", uuid.UUID(int=1), 4,
-                                  uuid.uuid4(), now, now, 95_000, 90_000)
-                     for kind in (ViolationKind.LATE_COMPLETED, ViolationKind.OVERDUE))
-    await send_records(settings, settings.sla_violations_topic,
-                  [(v.key, encode_violation(v)) for v in (late, overdue)])
-    code, out, _ = await run_cli(settings, settings.sla_violations_topic, "--from",
-                                 "beginning", "--kind", "overdue", "--count", "1")
+    late, overdue = (
+        SlaViolation(
+            uuid.uuid4(),
+            kind,
+            "wf-sla",
+            uuid.UUID(int=1),
+            4,
+            uuid.uuid4(),
+            now,
+            now,
+            95_000,
+            90_000,
+        )
+        for kind in (ViolationKind.LATE_COMPLETED, ViolationKind.OVERDUE)
+    )
+    await send_records(
+        settings,
+        settings.sla_violations_topic,
+        [(v.key, encode_violation(v)) for v in (late, overdue)],
+    )
+    code, out, _ = await run_cli(
+        settings,
+        settings.sla_violations_topic,
+        "--from",
+        "beginning",
+        "--kind",
+        "overdue",
+        "--count",
+        "1",
+    )
     assert code == 0
     _, row = out.splitlines()
     assert row.split()[2:6] == ["wf-sla", "overdue", "4", str(overdue.violation_id)]
     assert row.endswith("95000 ms > 90000 ms")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["no-such-topic"], "error: TOPIC: no-such-topic is none of phasestream's topics"),
-    (["{events}", "--from", "yesterday"], "error: --from: expected a duration like 24h"),
-    (["{events}", "--kind", "rollback"], "error: --kind: phase-event kinds are completed, "
-                                         "failed, rolled_back, started, got 'rollback'"),
-])
-async def test_bad_input_exits_2_with_one_line(settings: Settings, args: list[str],
-                                                message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no-such-topic"], "error: TOPIC: no-such-topic is none of phasestream's topics"),
+        (["{events}", "--from", "yesterday"], "error: --from: expected a duration like 24h"),
+        (
+            ["{events}", "--kind", "rollback"],
+            "error: --kind: phase-event kinds are completed, "
+            "failed, rolled_back, started, got 'rollback'",
+        ),
+    ],
+)
+async def test_bad_input_exits_2_with_one_line(
+    settings: Settings, args: list[str], message: str
+) -> None:
     filled = [a.format(events=settings.phase_events_topic) for a in args]
     code, out, err = await run_cli(settings, *filled)
     assert (code, out) == (2, "")

@@ -43,10 +43,16 @@ FAST = Backoff(initial_s=0.02, max_s=0.1)
 def command(workflow: str = "wf-1", phase: int = 3, **fields: Any) -> RollbackCommand:
     failed = uuid.uuid4()
     base: dict[str, Any] = {
-        "command_id": command_id(failed, CommandKind.ROLLBACK), "kind": CommandKind.ROLLBACK,
-        "workflow_id": workflow, "user_id": uuid.UUID(int=1), "failed_event_id": failed,
-        "failed_phase": phase, "rollback_to_phase": phase - 1, "reason": "boom",
-        "issued_at": datetime.now(UTC)}
+        "command_id": command_id(failed, CommandKind.ROLLBACK),
+        "kind": CommandKind.ROLLBACK,
+        "workflow_id": workflow,
+        "user_id": uuid.UUID(int=1),
+        "failed_event_id": failed,
+        "failed_phase": phase,
+        "rollback_to_phase": phase - 1,
+        "reason": "boom",
+        "issued_at": datetime.now(UTC),
+    }
     return RollbackCommand(**(base | fields))
 
 
@@ -61,12 +67,21 @@ async def dlq(settings: Settings) -> str:
     return name
 
 
-def subscriber(settings: Settings, dlq: str, handled: Any, group: str | None = None,
-               **options: Any) -> Subscriber[RollbackCommand, Any]:
-    return Subscriber(settings.bootstrap_servers, settings.rollback_commands_topic,
-                      group_id=group or f"engine-{uuid.uuid4().hex[:6]}", contract=COMMANDS,
-                      handled=handled, dlq_topic=dlq, session_timeout_ms=2000,
-                      max_wait_ms=50, backoff=FAST, **options)
+def subscriber(
+    settings: Settings, dlq: str, handled: Any, group: str | None = None, **options: Any
+) -> Subscriber[RollbackCommand, Any]:
+    return Subscriber(
+        settings.bootstrap_servers,
+        settings.rollback_commands_topic,
+        group_id=group or f"engine-{uuid.uuid4().hex[:6]}",
+        contract=COMMANDS,
+        handled=handled,
+        dlq_topic=dlq,
+        session_timeout_ms=2000,
+        max_wait_ms=50,
+        backoff=FAST,
+        **options,
+    )
 
 
 async def running(sub: Subscriber[Any, Any], handler: Any) -> asyncio.Task[None]:
@@ -80,7 +95,8 @@ async def stopped(task: asyncio.Task[None]) -> None:
 
 
 async def test_a_raising_handler_ends_in_the_dlq_after_n_attempts_and_the_stream_goes_on(
-        settings: Settings, dlq: str) -> None:
+    settings: Settings, dlq: str
+) -> None:
     poison, fine = command("wf-poison"), command("wf-poison")
     attempts: list[uuid.UUID] = []
     handled: list[uuid.UUID] = []
@@ -102,12 +118,14 @@ async def test_a_raising_handler_ends_in_the_dlq_after_n_attempts_and_the_stream
     assert letters[0].value == encode_command(poison)
     assert headers["phasestream.field"] == b"handler"
     assert headers["phasestream.reason"] == (
-        b"handler: failed 3 times; last error: RuntimeError: engine cannot re-queue")
+        b"handler: failed 3 times; last error: RuntimeError: engine cannot re-queue"
+    )
     assert (sub.stats.dead_lettered, sub.stats.retries, sub.stats.handled) == (1, 2, 1)
 
 
 async def test_an_unavailable_sink_spends_no_attempt_and_stop_leaves_the_record_uncommitted(
-        settings: Settings, dlq: str) -> None:
+    settings: Settings, dlq: str
+) -> None:
     waiting = command("wf-away")
     group = f"engine-{uuid.uuid4().hex[:6]}"
 
@@ -133,20 +151,28 @@ async def test_an_unavailable_sink_spends_no_attempt_and_stop_leaves_the_record_
 
 
 async def test_phase_events_come_typed_and_in_order_per_partition(
-        settings: Settings, dlq: str) -> None:
+    settings: Settings, dlq: str
+) -> None:
     sent = [make_event("wf-order", 1 + i % 7, metadata={"n": i}) for i in range(20)]
     got: list[PhaseEvent] = []
 
     async def handler(delivery: Delivery[PhaseEvent, None]) -> None:
         got.append(delivery.value)
 
-    async with PhaseEventPublisher(settings.bootstrap_servers,
-                                   settings.phase_events_topic) as publisher:
+    async with PhaseEventPublisher(
+        settings.bootstrap_servers, settings.phase_events_topic
+    ) as publisher:
         await publisher.publish_many(sent)
-    async with Subscriber(settings.bootstrap_servers, settings.phase_events_topic,
-                          group_id=f"engine-{uuid.uuid4().hex[:6]}", contract=PHASE_EVENTS,
-                          handled=MemoryHandledIds(), dlq_topic=dlq, session_timeout_ms=2000,
-                          max_wait_ms=50) as sub:
+    async with Subscriber(
+        settings.bootstrap_servers,
+        settings.phase_events_topic,
+        group_id=f"engine-{uuid.uuid4().hex[:6]}",
+        contract=PHASE_EVENTS,
+        handled=MemoryHandledIds(),
+        dlq_topic=dlq,
+        session_timeout_ms=2000,
+        max_wait_ms=50,
+    ) as sub:
         task = await running(sub, handler)
         await eventually(lambda: asyncio.sleep(0, got), lambda g: len(g) == 20)
         await stopped(task)
@@ -154,8 +180,7 @@ async def test_phase_events_come_typed_and_in_order_per_partition(
     assert got == sent
 
 
-async def test_invalid_commands_go_to_the_dlq_with_the_reason(
-        settings: Settings, dlq: str) -> None:
+async def test_invalid_commands_go_to_the_dlq_with_the_reason(settings: Settings, dlq: str) -> None:
     good = command("wf-bad")
     bad = orjson_replace(encode_command(command("wf-bad")), b'"rollback"', b'"undo"')
     handled: list[RollbackCommand] = []
@@ -163,8 +188,11 @@ async def test_invalid_commands_go_to_the_dlq_with_the_reason(
     async def handler(delivery: Delivery[RollbackCommand, None]) -> None:
         handled.append(delivery.value)
 
-    await send_records(settings, settings.rollback_commands_topic,
-               [(b"wf-bad", bad), (b"wf-bad", b"not json"), *encoded([good])])
+    await send_records(
+        settings,
+        settings.rollback_commands_topic,
+        [(b"wf-bad", bad), (b"wf-bad", b"not json"), *encoded([good])],
+    )
     async with subscriber(settings, dlq, MemoryHandledIds()) as sub:
         task = await running(sub, handler)
         letters = await read_records(settings, dlq, 2)
@@ -182,7 +210,8 @@ def orjson_replace(payload: bytes, old: bytes, new: bytes) -> bytes:
 
 
 async def test_the_same_command_twice_is_handled_once_with_a_store(
-        settings: Settings, dlq: str) -> None:
+    settings: Settings, dlq: str
+) -> None:
     once = command("wf-twice")
     handled: list[uuid.UUID] = []
 
@@ -198,7 +227,8 @@ async def test_the_same_command_twice_is_handled_once_with_a_store(
 
 
 async def test_cancel_mid_handler_commits_nothing_and_the_next_member_gets_it_again(
-        settings: Settings, dlq: str) -> None:
+    settings: Settings, dlq: str
+) -> None:
     stuck = command("wf-cancel")
     entered = asyncio.Event()
     group = f"engine-{uuid.uuid4().hex[:6]}"
@@ -225,7 +255,8 @@ async def test_cancel_mid_handler_commits_nothing_and_the_next_member_gets_it_ag
 
 
 async def test_the_postgres_store_records_the_id_in_the_handlers_transaction(
-        settings: Settings, database: str) -> None:
+    settings: Settings, database: str
+) -> None:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
         store = PostgresHandledIds(pool)
@@ -252,7 +283,8 @@ async def fail_inside_a_claim(store: PostgresHandledIds, message: uuid.UUID) -> 
 
 
 async def test_a_second_claim_of_the_same_id_waits_for_the_first_and_finds_it_handled(
-        database: str) -> None:
+    database: str,
+) -> None:
     pool = await asyncpg.create_pool(database, min_size=2, max_size=3)
     try:
         store = PostgresHandledIds(pool)
@@ -289,23 +321,41 @@ async def effects(database: str) -> str:
     return database
 
 
-def start_engine(settings: Settings, dlq: str, db: str, *, group: str, mode: str,
-                 log: Path) -> subprocess.Popen[bytes]:
+def start_engine(
+    settings: Settings, dlq: str, db: str, *, group: str, mode: str, log: Path
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.subscriber_worker", settings.bootstrap_servers,
-             settings.rollback_commands_topic, group, dlq, db, mode], stdout=out, stderr=out)
+            [
+                sys.executable,
+                "-m",
+                "tests.subscriber_worker",
+                settings.bootstrap_servers,
+                settings.rollback_commands_topic,
+                group,
+                dlq,
+                db,
+                mode,
+            ],
+            stdout=out,
+            stderr=out,
+        )
 
 
-async def kill_mid_stream_and_restart(settings: Settings, dlq: str, db: str, *, mode: str,
-                                      log: Path, total: int) -> dict[uuid.UUID, int]:
+async def kill_mid_stream_and_restart(
+    settings: Settings, dlq: str, db: str, *, mode: str, log: Path, total: int
+) -> dict[uuid.UUID, int]:
     sent = [command(f"wf-{i % 13}") for i in range(total)]
     await send_records(settings, settings.rollback_commands_topic, encoded(sent))
     group = f"engine-{uuid.uuid4().hex[:6]}"
     first = start_engine(settings, dlq, db, group=group, mode=mode, log=log)
     try:
-        await eventually(lambda: count_rows(db, "SELECT count(*) FROM engine_effects"),
-                         lambda n: n >= total // 4, what="a quarter handled", timeout_s=60)
+        await eventually(
+            lambda: count_rows(db, "SELECT count(*) FROM engine_effects"),
+            lambda n: n >= total // 4,
+            what="a quarter handled",
+            timeout_s=60,
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         halfway = await count_rows(db, "SELECT count(*) FROM engine_effects")
@@ -316,7 +366,10 @@ async def kill_mid_stream_and_restart(settings: Settings, dlq: str, db: str, *, 
     try:
         await eventually(
             lambda: count_rows(db, "SELECT count(DISTINCT command_id) FROM engine_effects"),
-            lambda n: n == total, what="every command handled", timeout_s=90)
+            lambda n: n == total,
+            what="every command handled",
+            timeout_s=90,
+        )
         await asyncio.sleep(1.5)  # anything still to come would come now
     finally:
         second.terminate()
@@ -330,17 +383,21 @@ async def kill_mid_stream_and_restart(settings: Settings, dlq: str, db: str, *, 
 
 
 async def test_kill_9_mid_stream_with_the_postgres_store_handles_every_command_once(
-        settings: Settings, dlq: str, effects: str, tmp_path: Path) -> None:
-    counts = await kill_mid_stream_and_restart(settings, dlq, effects, mode="postgres",
-                                               log=tmp_path / "engine.log", total=1500)
+    settings: Settings, dlq: str, effects: str, tmp_path: Path
+) -> None:
+    counts = await kill_mid_stream_and_restart(
+        settings, dlq, effects, mode="postgres", log=tmp_path / "engine.log", total=1500
+    )
     assert sorted(set(counts.values())) == [1]
     handled = await count_rows(effects, "SELECT count(*) FROM phasestream_handled_ids")
     assert handled == 1500
 
 
 async def test_kill_9_mid_stream_without_a_store_handles_every_command_at_least_once(
-        settings: Settings, dlq: str, effects: str, tmp_path: Path) -> None:
-    counts = await kill_mid_stream_and_restart(settings, dlq, effects, mode="none",
-                                               log=tmp_path / "engine.log", total=1500)
+    settings: Settings, dlq: str, effects: str, tmp_path: Path
+) -> None:
+    counts = await kill_mid_stream_and_restart(
+        settings, dlq, effects, mode="none", log=tmp_path / "engine.log", total=1500
+    )
     assert min(counts.values()) >= 1
     print(f"handled twice or more without a store: {sum(n > 1 for n in counts.values())}")

@@ -20,8 +20,12 @@ from tests.integration.test_api import api, conforms, get
 from tests.integration.test_reports import REF, iso
 
 pytestmark = pytest.mark.integration
-S, C, F, R = (PhaseStatus.STARTED, PhaseStatus.COMPLETED, PhaseStatus.FAILED,
-              PhaseStatus.ROLLED_BACK)
+S, C, F, R = (
+    PhaseStatus.STARTED,
+    PhaseStatus.COMPLETED,
+    PhaseStatus.FAILED,
+    PhaseStatus.ROLLED_BACK,
+)
 M = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
 
@@ -61,12 +65,14 @@ def values(body: dict[str, Any]) -> list[Any]:
     return [b["value"] for b in body["items"]]
 
 
-EXPECTED = {"started": [3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            "completed": [1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-            "failed": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
-            "rolled_back": [0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
-            "violations": [0, 1, 0, 1, 0, 0, 0, 0, 0, 0],
-            "p95_duration": [1000.0, 90000.0, None, 50000.0, *[None] * 6]}
+EXPECTED = {
+    "started": [3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    "completed": [1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+    "failed": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+    "rolled_back": [0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+    "violations": [0, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+    "p95_duration": [1000.0, 90000.0, None, 50000.0, *[None] * 6],
+}
 
 
 async def test_every_metric_per_minute_zero_filled(seeded: tuple[str, datetime]) -> None:
@@ -80,27 +86,43 @@ async def test_every_metric_per_minute_zero_filled(seeded: tuple[str, datetime])
             assert values(body) == expected, metric
         assert [b["bucket"] for b in body["items"]] == [iso(t0 + i * M) for i in range(10)]
         assert (body["metric"], body["step"], body["since"], body["sla_ms"]) == (
-            "p95_duration", "1m", iso(t0), None)
+            "p95_duration",
+            "1m",
+            iso(t0),
+            None,
+        )
         _, phase2 = await get(session, "/api/timeseries", metric="started", phase="2", **window)
         assert (values(phase2)[:2], phase2["sla_ms"]) == ([1, 0], 60_000)
-        _, hourly = await get(session, "/api/timeseries", metric="started", step="1h",
-                              since=iso(t0 + 30 * M), until=iso(t0 + 2 * timedelta(hours=1)))
+        _, hourly = await get(
+            session,
+            "/api/timeseries",
+            metric="started",
+            step="1h",
+            since=iso(t0 + 30 * M),
+            until=iso(t0 + 2 * timedelta(hours=1)),
+        )
         # since is rounded down to its hour, so the first bucket is whole.
         assert [(b["bucket"], b["value"]) for b in hourly["items"]] == [
-            (iso(t0), 4), (iso(t0 + timedelta(hours=1)), 0)]
+            (iso(t0), 4),
+            (iso(t0 + timedelta(hours=1)), 0),
+        ]
 
 
-@pytest.mark.parametrize(("params", "name"), [
-    ({}, "metric"),
-    ({"metric": "throughput"}, "metric"),
-    ({"metric": "started", "step": "10m"}, "step"),
-    ({"metric": "started", "step": "1m", "since": "30d"}, "since"),
-    ({"metric": "started", "since": "yesterday"}, "since"),
-    ({"metric": "started", "phase": "9"}, "phase"),
-    ({"metric": "started", "limit": "5"}, "limit"),
-])
-async def test_bad_parameters_are_400_naming_them(database: str, params: dict[str, str],
-                                                  name: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({}, "metric"),
+        ({"metric": "throughput"}, "metric"),
+        ({"metric": "started", "step": "10m"}, "step"),
+        ({"metric": "started", "step": "1m", "since": "30d"}, "since"),
+        ({"metric": "started", "since": "yesterday"}, "since"),
+        ({"metric": "started", "phase": "9"}, "phase"),
+        ({"metric": "started", "limit": "5"}, "limit"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_them(
+    database: str, params: dict[str, str], name: str
+) -> None:
     async with api(database) as session:
         status, body = await get(session, "/api/timeseries", **params)
     assert (status, body["parameter"]) == (400, name), body
@@ -114,17 +136,15 @@ async def cli(database: str, *args: str) -> Any:
 async def test_report_timeseries_csv_and_json(seeded: tuple[str, datetime]) -> None:
     database, t0 = seeded
     window = ["--since", iso(t0), "--until", iso(t0 + 4 * M), "--step", "1m"]
-    result = await cli(database, "timeseries", "--metric", "violations", *window,
-                       "--format", "csv")
+    result = await cli(database, "timeseries", "--metric", "violations", *window, "--format", "csv")
     assert result.exit_code == 0, result.output
     assert result.stdout == "bucket,value\n" + "".join(
-        f"{iso(t0 + i * M)},{v}\n" for i, v in enumerate([0, 1, 0, 1]))
-    p95 = await cli(database, "timeseries", "--metric", "p95_duration", *window,
-                    "--format", "json")
+        f"{iso(t0 + i * M)},{v}\n" for i, v in enumerate([0, 1, 0, 1])
+    )
+    p95 = await cli(database, "timeseries", "--metric", "p95_duration", *window, "--format", "json")
     assert '"value": null' in p95.stdout
     assert '"value": 90000.0' in p95.stdout
-    bad = await cli(database, "timeseries", "--metric", "started", "--step", "1m",
-                    "--since", "3d")
+    bad = await cli(database, "timeseries", "--metric", "started", "--step", "1m", "--since", "3d")
     assert bad.exit_code == 2
     assert "--since: the window holds" in bad.stderr
 
@@ -139,22 +159,27 @@ async def test_report_timeseries_is_bounded_by_its_buckets_like_the_api(database
 
     def flags(buckets: int) -> list[str]:
         return [f"--{k}={v}" for k, v in window(buckets).items()]
-    fits = await cli(database, "timeseries", "--metric", "started", *flags(MAX_BUCKETS),
-                     "--format", "json")
+
+    fits = await cli(
+        database, "timeseries", "--metric", "started", *flags(MAX_BUCKETS), "--format", "json"
+    )
     assert fits.exit_code == 0, fits.output
     assert len(orjson.loads(fits.stdout)["items"]) == MAX_BUCKETS
     over = await cli(database, "timeseries", "--metric", "started", *flags(MAX_BUCKETS + 1))
     async with api(database) as session:
-        status, body = await get(session, "/api/timeseries", metric="started",
-                                 **window(MAX_BUCKETS + 1))
+        status, body = await get(
+            session, "/api/timeseries", metric="started", **window(MAX_BUCKETS + 1)
+        )
     assert (status, body["parameter"]) == (400, "since"), body
     assert (over.exit_code, over.stdout) == (2, "")
     assert over.stderr == f"error: --{body['error']}\n"
     assert f"{MAX_BUCKETS + 1} buckets of 1m, at most {MAX_BUCKETS}" in over.stderr
 
 
-@pytest.mark.parametrize(("path", "params"), [
-    ("/api/timeseries", {"metric": "started"}), ("/api/running", {"at_risk": "true"})])
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [("/api/timeseries", {"metric": "started"}), ("/api/running", {"at_risk": "true"})],
+)
 async def test_unreachable_database_is_503(path: str, params: dict[str, str]) -> None:
     async with api("postgresql://nobody@127.0.0.1:1/none") as session:
         status, body = await get(session, path, **params)

@@ -37,15 +37,22 @@ async def sdk_build_lock() -> AsyncIterator[None]:
 
 
 async def test_the_typescript_sdk_passes_its_tests_against_broker_and_projector(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     npm = shutil.which("npm")
     assert npm is not None, "npm is missing: install Node.js 20 (docs/development.md)"
     assert (SDK / "node_modules").is_dir(), (
-        "sdk/typescript/node_modules is missing: run `make sdk` (npm ci) first")
+        "sdk/typescript/node_modules is missing: run `make sdk` (npm ci) first"
+    )
     async with sdk_build_lock(), consumers_running(settings, "audit", "rollback"):
         process = await asyncio.create_subprocess_exec(
-            npm, "test", cwd=SDK, env=settings_env(settings),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            npm,
+            "test",
+            cwd=SDK,
+            env=settings_env(settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-6000:]

@@ -21,11 +21,23 @@ async def test_search_by_prefix_and_user(seeded: tuple[str, datetime]) -> None:
         conforms(every, "WorkflowSearchPage")
         # Most recently active first: wf-e's start at +10 min, wf-d's rollback at +7 min...
         assert [w["workflow_id"] for w in every["items"]] == [
-            "wf-e", "wf-d", "wf-c", "wf-b", "wf-a", "wf-old"]
+            "wf-e",
+            "wf-d",
+            "wf-c",
+            "wf-b",
+            "wf-a",
+            "wf-old",
+        ]
         wf_d = every["items"][1]
-        assert wf_d == {"workflow_id": "wf-d", "user_id": str(USER_B), "events": 6,
-                        "last_phase": 2, "last_status": "rolled_back",
-                        "first_at": wf_d["first_at"], "last_at": iso(t0 + timedelta(minutes=7))}
+        assert wf_d == {
+            "workflow_id": "wf-d",
+            "user_id": str(USER_B),
+            "events": 6,
+            "last_phase": 2,
+            "last_status": "rolled_back",
+            "first_at": wf_d["first_at"],
+            "last_at": iso(t0 + timedelta(minutes=7)),
+        }
 
         _, found = await get(session, "/api/workflows", prefix="wf-o")
         assert [w["workflow_id"] for w in found["items"]] == ["wf-old"]
@@ -34,7 +46,9 @@ async def test_search_by_prefix_and_user(seeded: tuple[str, datetime]) -> None:
         assert [w["workflow_id"] for w in found["items"]] == ["wf-e", "wf-b", "wf-a"]
         _, found = await get(session, "/api/workflows", prefix="wf-", limit="2", offset="2")
         assert ([w["workflow_id"] for w in found["items"]], found["next_offset"]) == (
-            ["wf-c", "wf-b"], 4)
+            ["wf-c", "wf-b"],
+            4,
+        )
         _, found = await get(session, "/api/workflows", prefix="%")  # no LIKE pattern
         assert found["items"] == []
 
@@ -42,8 +56,12 @@ async def test_search_by_prefix_and_user(seeded: tuple[str, datetime]) -> None:
 async def test_search_refuses_bad_parameters(seeded: tuple[str, datetime]) -> None:
     database, _ = seeded
     async with api(database) as session:
-        for params, name in (({"prefix": "x" * 256}, "prefix"), ({"limit": "100000"}, "limit"),
-                             ({"user": "bob"}, "user"), ({"q": "wf"}, "q")):
+        for params, name in (
+            ({"prefix": "x" * 256}, "prefix"),
+            ({"limit": "100000"}, "limit"),
+            ({"user": "bob"}, "user"),
+            ({"q": "wf"}, "q"),
+        ):
             status, body = await get(session, "/api/workflows", **params)
             assert (status, body["parameter"]) == (400, name), params
             assert body["error"].startswith(f"{name}: ")

@@ -38,14 +38,20 @@ class Fixture:
         self.now = 0.0
         self.registry = CollectorRegistry()
         self.recorder = Recorder()
-        self.sink = AlertSink(self.recorder, dedup=Deduplicator(600),
-                              limiter=RateLimiter(per_minute, burst),
-                              metrics=NotifyMetrics(self.registry), max_attempts=1,
-                              queue_size=queue_size, clock=lambda: self.now)
+        self.sink = AlertSink(
+            self.recorder,
+            dedup=Deduplicator(600),
+            limiter=RateLimiter(per_minute, burst),
+            metrics=NotifyMetrics(self.registry),
+            max_attempts=1,
+            queue_size=queue_size,
+            clock=lambda: self.now,
+        )
 
     def suppressed(self, reason: str) -> float | None:
-        return self.registry.get_sample_value("phasestream_notify_suppressed_total",
-                                              {"sink": "recorder", "reason": reason})
+        return self.registry.get_sample_value(
+            "phasestream_notify_suppressed_total", {"sink": "recorder", "reason": reason}
+        )
 
     def deliver_queued(self) -> None:
         stop = asyncio.Event()

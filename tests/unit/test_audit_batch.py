@@ -16,8 +16,7 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def event(n: int, workflow_id: str = "wf-1") -> PhaseEvent:
-    return PhaseEvent(uuid.UUID(int=n), workflow_id, uuid.UUID(int=99), 1,
-                      PhaseStatus.STARTED, T0)
+    return PhaseEvent(uuid.UUID(int=n), workflow_id, uuid.UUID(int=99), 1, PhaseStatus.STARTED, T0)
 
 
 def test_an_exact_repeat_is_not_a_conflict() -> None:
@@ -46,13 +45,16 @@ A, B = PartitionRef("events", 0), PartitionRef("events", 3)
 
 
 def test_flat_indexes_become_positions_within_each_partition() -> None:
-    batch = Batch({A: [event(1), event(2)], B: [event(3), event(4), event(5)]},
-                  {A: PositionMove(None, 2), B: PositionMove(7, 10)})
+    batch = Batch(
+        {A: [event(1), event(2)], B: [event(3), event(4), event(5)]},
+        {A: PositionMove(None, 2), B: PositionMove(7, 10)},
+    )
     assert refused_positions(batch, {1, 2, 4}) == frozenset({(A, 1), (B, 0), (B, 2)})
     assert refused_positions(batch, set()) == frozenset()
 
 
 def test_an_empty_partition_shifts_nothing() -> None:
-    batch = Batch({A: [], B: [event(1), event(2)]},
-                  {A: PositionMove(None, 0), B: PositionMove(None, 2)})
+    batch = Batch(
+        {A: [], B: [event(1), event(2)]}, {A: PositionMove(None, 0), B: PositionMove(None, 2)}
+    )
     assert refused_positions(batch, {0, 1}) == frozenset({(B, 0), (B, 1)})

@@ -20,8 +20,13 @@ LATER = 2**31
 
 
 def verifier(secret: str | None = SECRET, **options: Any) -> TokenVerifier:
-    defaults: dict[str, Any] = {"jwks_url": None, "issuer": None, "audience": None,
-                                "max_lifetime_s": 86_400, "role_claim": "role"}
+    defaults: dict[str, Any] = {
+        "jwks_url": None,
+        "issuer": None,
+        "audience": None,
+        "max_lifetime_s": 86_400,
+        "role_claim": "role",
+    }
     return TokenVerifier(secret=secret, **{**defaults, **options})
 
 
@@ -31,37 +36,42 @@ def forged(claims: dict[str, object], secret: str = SECRET) -> str:
 
 async def test_a_minted_token_names_its_user_role_and_expiry() -> None:
     before = time.time()
-    principal = await verifier().verify(mint_token(SECRET, str(USER).upper(), 60,
-                                                   role="analyst"))
+    principal = await verifier().verify(mint_token(SECRET, str(USER).upper(), 60, role="analyst"))
     assert principal.subject == str(USER)  # canonical: tokens may carry an upper-case UUID
     assert principal.roles == {"analyst"}
     assert before + 59 <= principal.expires_at <= time.time() + 61
     plain = await verifier().verify(mint_token(SECRET, "u", 60))
     assert plain.roles == frozenset()
     listed = await verifier(role_claim="groups").verify(
-        forged({"sub": "u", "exp": int(time.time()) + 60, "groups": ["analyst", 3, "x"]}))
+        forged({"sub": "u", "exp": int(time.time()) + 60, "groups": ["analyst", 3, "x"]})
+    )
     assert listed.roles == {"analyst", "x"}
 
 
 IN_A_MINUTE, IN_A_DAY_AND_AN_HOUR = 60, 86_400 + 3600
 
 
-@pytest.mark.parametrize(("secret", "claims", "code"), [
-    (None, "x", "not_configured"),
-    (SECRET, None, "missing"),
-    (SECRET, "", "missing"),
-    (SECRET, "not-a-jwt", "invalid"),
-    (SECRET, ({"sub": "u", "exp": LATER}, "another-secret-of-at-least-32-bytes"),
-     "bad_signature"),
-    (SECRET, {"sub": "u", "exp": 1}, "expired"),
-    (SECRET, {"sub": "u"}, "invalid"),
-    (SECRET, {"exp": LATER}, "no_subject"),
-    (SECRET, {"sub": "", "exp": IN_A_MINUTE}, "no_subject"),
-    (SECRET, {"sub": "u", "exp": IN_A_DAY_AND_AN_HOUR}, "too_long"),
-    (SECRET, ({"sub": "u", "exp": LATER}, "none"), "bad_algorithm"),
-])
-async def test_tokens_are_refused_with_a_reason(secret: str | None, claims: Any,
-                                                code: str) -> None:
+@pytest.mark.parametrize(
+    ("secret", "claims", "code"),
+    [
+        (None, "x", "not_configured"),
+        (SECRET, None, "missing"),
+        (SECRET, "", "missing"),
+        (SECRET, "not-a-jwt", "invalid"),
+        (
+            SECRET,
+            ({"sub": "u", "exp": LATER}, "another-secret-of-at-least-32-bytes"),
+            "bad_signature",
+        ),
+        (SECRET, {"sub": "u", "exp": 1}, "expired"),
+        (SECRET, {"sub": "u"}, "invalid"),
+        (SECRET, {"exp": LATER}, "no_subject"),
+        (SECRET, {"sub": "", "exp": IN_A_MINUTE}, "no_subject"),
+        (SECRET, {"sub": "u", "exp": IN_A_DAY_AND_AN_HOUR}, "too_long"),
+        (SECRET, ({"sub": "u", "exp": LATER}, "none"), "bad_algorithm"),
+    ],
+)
+async def test_tokens_are_refused_with_a_reason(secret: str | None, claims: Any, code: str) -> None:
     with pytest.raises(TokenRefusedError) as refused:
         await verifier(secret).verify(token_of(claims))
     assert refused.value.code == code
@@ -88,10 +98,12 @@ async def test_issuer_and_audience_are_checked_when_configured() -> None:
     now = int(time.time())
     good = mint_token(SECRET, "u", 60, issuer="https://idp.example", audience="phasestream")
     assert (await strict.verify(good)).subject == "u"
-    for claims, code in [({"iss": "https://evil.example", "aud": "phasestream"}, "wrong_issuer"),
-                         ({"iss": "https://idp.example", "aud": "grafana"}, "wrong_audience"),
-                         ({"aud": "phasestream"}, "invalid"),
-                         ({"iss": "https://idp.example"}, "invalid")]:
+    for claims, code in [
+        ({"iss": "https://evil.example", "aud": "phasestream"}, "wrong_issuer"),
+        ({"iss": "https://idp.example", "aud": "grafana"}, "wrong_audience"),
+        ({"aud": "phasestream"}, "invalid"),
+        ({"iss": "https://idp.example"}, "invalid"),
+    ]:
         with pytest.raises(TokenRefusedError) as refused:
             await strict.verify(forged({"sub": "u", "exp": now + 60, **claims}))
         assert refused.value.code == code, claims
@@ -113,9 +125,12 @@ async def test_an_asymmetric_token_needs_a_jwks_url_and_hs256_needs_the_secret()
         await only_idp.verify(mint_token(SECRET, "u", 60))
     assert refused.value.code == "bad_algorithm"
     # A provider that cannot be reached: 503, not "your token is bad".
-    es256 = jwt.encode({"sub": "u", "exp": int(time.time()) + 60},
-                       ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
-                       headers={"kid": "k1"})
+    es256 = jwt.encode(
+        {"sub": "u", "exp": int(time.time()) + 60},
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
     with pytest.raises(TokenRefusedError) as refused:
         await only_idp.verify(es256)
     assert (refused.value.code, refused.value.status) == ("keys_unavailable", 503)
@@ -127,34 +142,55 @@ def test_a_jwt_secret_shorter_than_32_bytes_is_refused() -> None:
     assert Settings(jwt_secret="x" * 32).jwt_secret is not None
 
 
-@pytest.mark.parametrize(("host", "secret", "auth", "mode"), [
-    ("127.0.0.1", None, "auto", ApiMode.OPEN),
-    ("::1", None, "auto", ApiMode.OPEN),
-    ("localhost", None, "auto", ApiMode.OPEN),
-    ("0.0.0.0", None, "auto", ApiMode.REFUSED),
-    ("10.1.2.3", None, "auto", ApiMode.REFUSED),
-    ("0.0.0.0", None, "off", ApiMode.OFF),
-    ("127.0.0.1", SECRET, "auto", ApiMode.REQUIRED),
-    ("0.0.0.0", SECRET, "auto", ApiMode.REQUIRED),
-])
-def test_the_api_mode_follows_the_address_and_settings(host: str, secret: str | None,
-                                                       auth: str, mode: ApiMode) -> None:
+@pytest.mark.parametrize(
+    ("host", "secret", "auth", "mode"),
+    [
+        ("127.0.0.1", None, "auto", ApiMode.OPEN),
+        ("::1", None, "auto", ApiMode.OPEN),
+        ("localhost", None, "auto", ApiMode.OPEN),
+        ("0.0.0.0", None, "auto", ApiMode.REFUSED),
+        ("10.1.2.3", None, "auto", ApiMode.REFUSED),
+        ("0.0.0.0", None, "off", ApiMode.OFF),
+        ("127.0.0.1", SECRET, "auto", ApiMode.REQUIRED),
+        ("0.0.0.0", SECRET, "auto", ApiMode.REQUIRED),
+    ],
+)
+def test_the_api_mode_follows_the_address_and_settings(
+    host: str, secret: str | None, auth: str, mode: ApiMode
+) -> None:
     settings = Settings(http_host=host, jwt_secret=secret, api_auth=auth)
     assert HttpAccess.from_settings(settings).mode is mode
 
 
-@pytest.mark.parametrize(("header", "name"), [
-    ("127.0.0.1:6066", "127.0.0.1"), ("LOCALHOST", "localhost"), ("[::1]:6066", "::1"),
-    ("localhost.:80", "localhost"), ("evil.example:6066", "evil.example"), ("::1", "::1"),
-])
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("127.0.0.1:6066", "127.0.0.1"),
+        ("LOCALHOST", "localhost"),
+        ("[::1]:6066", "::1"),
+        ("localhost.:80", "localhost"),
+        ("evil.example:6066", "evil.example"),
+        ("::1", "::1"),
+    ],
+)
 def test_host_names_are_read_without_their_port(header: str, name: str) -> None:
     assert host_name(header) == name
 
 
 def test_loopback_addresses() -> None:
-    assert [is_loopback(a) for a in ("127.0.0.1", "127.8.0.1", "[::1]", "localhost",
-                                     "0.0.0.0", "::", "192.168.1.1", "example.com")] == [
-        True, True, True, True, False, False, False, False]
+    assert [
+        is_loopback(a)
+        for a in (
+            "127.0.0.1",
+            "127.8.0.1",
+            "[::1]",
+            "localhost",
+            "0.0.0.0",
+            "::",
+            "192.168.1.1",
+            "example.com",
+        )
+    ] == [True, True, True, True, False, False, False, False]
 
 
 def test_the_bound_address_is_an_allowed_host_unless_a_wildcard() -> None:

@@ -58,8 +58,14 @@ def test_good_corpus_takes_the_compiled_path(case: Any) -> None:
 
 
 #: The size limit is decode_event's, before either path.
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in BAD
-                                  if c.payload and c.max_bytes == DEFAULT_MAX_EVENT_BYTES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.name)
+        for c in BAD
+        if c.payload and c.max_bytes == DEFAULT_MAX_EVENT_BYTES
+    ],
+)
 def test_compiled_path_never_accepts_a_bad_event(case: Any) -> None:
     assert PHASE_EVENTS.compiled(case.payload) is None
     with pytest.raises(InvalidEventError):
@@ -78,10 +84,20 @@ def test_realistic_and_generated_events_take_the_compiled_path() -> None:
 
 def mutate(rng: random.Random, payload: dict[str, Any]) -> bytes:
     name = rng.choice([*payload, "unknown_field"])
-    extra: list[Any] = ["2026-01-31 12:00:00Z", "2026-01-31T12:00:00.1234567Z",
-                        "2026-01-31T12:00:00+0530", "2026-02-30T12:00:00Z", 2**63, 2**64,
-                        -(2**63) - 1, 1.0, "6f1c2a3e8b4d4c5e9f607a8b9c0d1e2f", "x\x00",
-                        {"n": 2**70}, {"n": [1e308, -0.0, "\u2028"]}]
+    extra: list[Any] = [
+        "2026-01-31 12:00:00Z",
+        "2026-01-31T12:00:00.1234567Z",
+        "2026-01-31T12:00:00+0530",
+        "2026-02-30T12:00:00Z",
+        2**63,
+        2**64,
+        -(2**63) - 1,
+        1.0,
+        "6f1c2a3e8b4d4c5e9f607a8b9c0d1e2f",
+        "x\x00",
+        {"n": 2**70},
+        {"n": [1e308, -0.0, "\u2028"]},
+    ]
     if rng.random() < 0.1:
         payload.pop(name, None)
     else:
@@ -99,26 +115,36 @@ def test_compiled_and_reference_agree_on_mutated_events() -> None:
 
 
 def commands() -> list[bytes]:
-    policies = [RollbackPolicy(max_per_workflow=9, retry=RetryPolicy(enabled=True,
-                                                                       max_attempts=1))]
-    decisions = [decide(failure(phase), WorkflowHistory(retries=r), policy, NOW, 0.5)
-                 for phase in (2, 5) for r in (0, 1) for policy in policies]
+    policies = [RollbackPolicy(max_per_workflow=9, retry=RetryPolicy(enabled=True, max_attempts=1))]
+    decisions = [
+        decide(failure(phase), WorkflowHistory(retries=r), policy, NOW, 0.5)
+        for phase in (2, 5)
+        for r in (0, 1)
+        for policy in policies
+    ]
     decisions.append(decide(failure(3), FRESH, RollbackPolicy(), NOW, 0.5))
     return [encode_command(c) for d in decisions for c in d.commands]
 
 
 def violations() -> list[bytes]:
-    found = [judge_open(PHASE, threshold, T0 + timedelta(seconds=s), 0)
-             for threshold in (10, 1000) for s in (5, 50)]
+    found = [
+        judge_open(PHASE, threshold, T0 + timedelta(seconds=s), 0)
+        for threshold in (10, 1000)
+        for s in (5, 50)
+    ]
     return [encode_violation(v) for v in found if v is not None]
 
 
-@pytest.mark.parametrize(("contract", "payloads"), [
-    pytest.param(COMMANDS, commands, id="rollback-commands"),
-    pytest.param(VIOLATIONS, violations, id="sla-violations"),
-])
+@pytest.mark.parametrize(
+    ("contract", "payloads"),
+    [
+        pytest.param(COMMANDS, commands, id="rollback-commands"),
+        pytest.param(VIOLATIONS, violations, id="sla-violations"),
+    ],
+)
 def test_commands_and_violations_agree_with_their_reference(
-        contract: CompiledContract[Any, Any], payloads: Any) -> None:
+    contract: CompiledContract[Any, Any], payloads: Any
+) -> None:
     good = payloads()
     assert len(good) >= 2
     rng = random.Random(23)
@@ -153,14 +179,21 @@ def test_compiled_timestamp_pattern_is_the_schemas() -> None:
 
 def test_nul_anywhere_and_deep_metadata_defer_to_the_reference() -> None:
     base = orjson.loads(encode_event(next(random_events(2, 1))))
-    for payload in ({**base, "metadata": {"note": "a\x00"}}, {**base, "error_stack": "\x00"},
-                    {**base, "metadata": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]
-                                                    ]]]]]]]]]]]]]]]]]]]]}}):
+    for payload in (
+        {**base, "metadata": {"note": "a\x00"}},
+        {**base, "error_stack": "\x00"},
+        {
+            **base,
+            "metadata": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+        },
+    ):
         wire = orjson.dumps(payload)
         assert PHASE_EVENTS.compiled(wire) is None
         assert isinstance(reference_verdict(PHASE_EVENTS, wire), InvalidEventError)
-    just_deep_enough = {**base, "metadata": {"k": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]
-                                                    ]]]]]]]]]]]]]]]]}}
+    just_deep_enough = {
+        **base,
+        "metadata": {"k": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+    }
     assert PHASE_EVENTS.compiled(orjson.dumps(just_deep_enough)) is not None
 
 
@@ -178,10 +211,19 @@ def test_uuid_tokens_accept_exactly_the_uuid_pattern() -> None:
     rng = random.Random(8)
     canonical = "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f"
     alphabet = "0123456789abcdefABCDEFgG-_{} \u0661xX+\n"
-    texts = [canonical, canonical.upper(), canonical.replace("-", ""), "{" + canonical[1:-1] + "}",
-             canonical[:-1] + "\n", "0" * 32 + "----", canonical.replace("-", "_")]
-    texts += ["".join(rng.choice(alphabet) if rng.random() < 0.06 else c for c in canonical)
-              for _ in range(5000)]
+    texts = [
+        canonical,
+        canonical.upper(),
+        canonical.replace("-", ""),
+        "{" + canonical[1:-1] + "}",
+        canonical[:-1] + "\n",
+        "0" * 32 + "----",
+        canonical.replace("-", "_"),
+    ]
+    texts += [
+        "".join(rng.choice(alphabet) if rng.random() < 0.06 else c for c in canonical)
+        for _ in range(5000)
+    ]
     for text in texts:
         wire = orjson.loads(encode_event(next(random_events(9, 1)))) | {"event_id": text}
         decoded = PHASE_EVENTS.compiled(orjson.dumps(wire))

@@ -109,8 +109,13 @@ def good(name: str, payload: dict[str, Any]) -> Case:
     return Case(name, dumps(payload))
 
 
-def bad(name: str, payload: object, field: str, validator_only: str | None = None,
-        max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Case:
+def bad(
+    name: str,
+    payload: object,
+    field: str,
+    validator_only: str | None = None,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> Case:
     raw = payload if payload is None or isinstance(payload, bytes) else dumps(payload)
     return Case(name, raw, field, validator_only, max_bytes)
 
@@ -127,10 +132,19 @@ GOOD: list[Case] = [
     good("all-fields", FULL),
     good("status-started", event(status="started")),
     good("status-completed", event(status="completed", duration_ms=0)),
-    good("status-failed", event(status="failed", duration_ms=5, error_message="boom",
-                                error_stack="Traceback (most recent call last):\n  ...")),
-    good("status-rolled-back", event(status="rolled_back", rollback_triggered=True,
-                                     rollback_to_phase=1, previous_phase=3)),
+    good(
+        "status-failed",
+        event(
+            status="failed",
+            duration_ms=5,
+            error_message="boom",
+            error_stack="Traceback (most recent call last):\n  ...",
+        ),
+    ),
+    good(
+        "status-rolled-back",
+        event(status="rolled_back", rollback_triggered=True, rollback_to_phase=1, previous_phase=3),
+    ),
     good("fraction-1-digit", event(timestamp="2026-01-31T12:00:00.5Z")),
     good("fraction-9-digits", event(timestamp="2026-01-31T12:00:00.123456789Z")),
     good("offset-plus-0530", event(timestamp="2026-01-31T17:30:00+05:30")),
@@ -151,8 +165,10 @@ GOOD: list[Case] = [
     good("metadata-at-max-depth", event(metadata=nested(MAX_METADATA_DEPTH))),
     good("optional-fields-null", event(**dict.fromkeys(OPTIONAL))),
     good("duration-max", event(status="completed", duration_ms=MAX_DURATION_MS)),
-    good("phases-at-bounds", event(phase_number=LAST_PHASE, previous_phase=1,
-                                   rollback_to_phase=LAST_PHASE)),
+    good(
+        "phases-at-bounds",
+        event(phase_number=LAST_PHASE, previous_phase=1, rollback_to_phase=LAST_PHASE),
+    ),
 ]
 
 BAD: list[Case] = [
@@ -194,8 +210,13 @@ BAD: list[Case] = [
     bad("phase-integral-float", event(phase_number=3.0), "phase_number", INTEGRAL),
     bad("phase-0", event(phase_number=0), "phase_number"),
     bad("phase-8", event(phase_number=8), "phase_number"),
-    bad("phase-huge", dumps(event(phase_number=MISSING)).replace(
-        b"{", b'{"phase_number":123456789012345678901234567890,', 1), "phase_number"),
+    bad(
+        "phase-huge",
+        dumps(event(phase_number=MISSING)).replace(
+            b"{", b'{"phase_number":123456789012345678901234567890,', 1
+        ),
+        "phase_number",
+    ),
     bad("previous-phase-0", event(previous_phase=0), "previous_phase"),
     bad("previous-phase-string", event(previous_phase="2"), "previous_phase"),
     bad("rollback-to-phase-8", event(rollback_to_phase=8), "rollback_to_phase"),
@@ -207,28 +228,35 @@ BAD: list[Case] = [
     bad("timestamp-naive", event(timestamp="2026-01-31T12:00:00"), "timestamp"),
     bad("timestamp-year-1999", event(timestamp="1999-12-31T23:59:59Z"), "timestamp"),
     bad("timestamp-year-2100", event(timestamp="2100-01-01T00:00:00Z"), "timestamp"),
-    bad("timestamp-1999-as-written", event(timestamp="1999-12-31T23:30:00-01:00"),
-        "timestamp"),
+    bad("timestamp-1999-as-written", event(timestamp="1999-12-31T23:30:00-01:00"), "timestamp"),
     bad("timestamp-date-only", event(timestamp="2026-01-31"), "timestamp"),
     bad("timestamp-space-separator", event(timestamp="2026-01-31 12:00:00Z"), "timestamp"),
-    bad("timestamp-10-fraction-digits", event(timestamp="2026-01-31T12:00:00.1234567890Z"),
-        "timestamp"),
+    bad(
+        "timestamp-10-fraction-digits",
+        event(timestamp="2026-01-31T12:00:00.1234567890Z"),
+        "timestamp",
+    ),
     bad("timestamp-hour-24", event(timestamp="2026-01-31T24:00:00Z"), "timestamp"),
     bad("timestamp-leap-second", event(timestamp="2026-12-31T23:59:60Z"), "timestamp"),
     bad("timestamp-month-13", event(timestamp="2026-13-01T12:00:00Z"), "timestamp"),
-    bad("timestamp-offset-minute-60", event(timestamp="2026-01-31T12:00:00+05:60"),
-        "timestamp"),
+    bad("timestamp-offset-minute-60", event(timestamp="2026-01-31T12:00:00+05:60"), "timestamp"),
     bad("timestamp-offset-hour-24", event(timestamp="2026-01-31T12:00:00+24:00"), "timestamp"),
     bad("timestamp-offset-no-colon", event(timestamp="2026-01-31T12:00:00+0530"), "timestamp"),
-    bad("timestamp-non-ascii-digit", event(timestamp="2026-01-31T12:00:00.123456\u0661Z"),
-        "timestamp"),
+    bad(
+        "timestamp-non-ascii-digit",
+        event(timestamp="2026-01-31T12:00:00.123456\u0661Z"),
+        "timestamp",
+    ),
     bad("timestamp-epoch-number", event(timestamp=1_769_860_800), "timestamp"),
     bad("timestamp-feb-30", event(timestamp="2026-02-30T12:00:00Z"), "timestamp", CALENDAR),
     bad("timestamp-apr-31", event(timestamp="2026-04-31T12:00:00Z"), "timestamp", CALENDAR),
-    bad("timestamp-feb-29-no-leap", event(timestamp="2026-02-29T12:00:00Z"), "timestamp",
-        CALENDAR),
-    bad("timestamp-trailing-newline", event(timestamp="2026-01-31T12:00:00Z\n"), "timestamp",
-        NEWLINE),
+    bad("timestamp-feb-29-no-leap", event(timestamp="2026-02-29T12:00:00Z"), "timestamp", CALENDAR),
+    bad(
+        "timestamp-trailing-newline",
+        event(timestamp="2026-01-31T12:00:00Z\n"),
+        "timestamp",
+        NEWLINE,
+    ),
     # Durations.
     bad("duration-negative", event(duration_ms=-1), "duration_ms"),
     bad("duration-2-pow-31", event(duration_ms=2**31), "duration_ms"),
@@ -243,13 +271,20 @@ BAD: list[Case] = [
     bad("rollback-triggered-int", event(rollback_triggered=1), "rollback_triggered"),
     bad("metadata-list", event(metadata=["a", "b"]), "metadata"),
     bad("metadata-string", event(metadata="{}"), "metadata"),
-    bad("metadata-40-deep", event(metadata=nested(40)),
-        "metadata" + ".a" * MAX_METADATA_DEPTH, DEPTH),
-    bad("metadata-one-too-deep", event(metadata=nested(MAX_METADATA_DEPTH + 1)),
-        "metadata" + ".a" * MAX_METADATA_DEPTH, DEPTH),
+    bad(
+        "metadata-40-deep",
+        event(metadata=nested(40)),
+        "metadata" + ".a" * MAX_METADATA_DEPTH,
+        DEPTH,
+    ),
+    bad(
+        "metadata-one-too-deep",
+        event(metadata=nested(MAX_METADATA_DEPTH + 1)),
+        "metadata" + ".a" * MAX_METADATA_DEPTH,
+        DEPTH,
+    ),
     bad("metadata-nul-value", event(metadata={"note": "a\x00b"}), "metadata.note", NUL),
-    bad("metadata-nul-in-list", event(metadata={"tags": ["ok", "\x00"]}), "metadata.tags[1]",
-        NUL),
+    bad("metadata-nul-in-list", event(metadata={"tags": ["ok", "\x00"]}), "metadata.tags[1]", NUL),
     bad("metadata-nul-key", event(metadata={"k\x00": 1}), "metadata", NUL),
 ]
 
@@ -452,7 +487,7 @@ def test_good_event_round_trips(case: Case, validator: Draft202012Validator) -> 
     assert validator.is_valid(orjson.loads(wire))
 
 
-_ALPHABET = "abcXYZ019-_./:é漢🚀 \t\n\"\\"
+_ALPHABET = 'abcXYZ019-_./:é漢🚀 \t\n"\\'
 
 
 def random_text(rng: random.Random, low: int, high: int) -> str:
@@ -471,8 +506,10 @@ def random_json(rng: random.Random, depth: int) -> Any:
     if depth < 4:
         makers += [
             lambda: [random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))],
-            lambda: {random_text(rng, 1, 6): random_json(rng, depth + 1)
-                     for _ in range(rng.randint(0, 3))},
+            lambda: {
+                random_text(rng, 1, 6): random_json(rng, depth + 1)
+                for _ in range(rng.randint(0, 3))
+            },
         ]
     return rng.choice(makers)()
 
@@ -484,9 +521,14 @@ def maybe(rng: random.Random, make: Callable[[], Any]) -> Any:
 def random_event(rng: random.Random) -> PhaseEvent:
     offset = timedelta(minutes=rng.randint(-(24 * 60 - 1), 24 * 60 - 1))
     moment = datetime(
-        rng.randint(2000, 2099), rng.randint(1, 12), rng.randint(1, 28),
-        rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59),
-        rng.choice([0, rng.randint(0, 999_999)]), tzinfo=timezone(offset),
+        rng.randint(2000, 2099),
+        rng.randint(1, 12),
+        rng.randint(1, 28),
+        rng.randint(0, 23),
+        rng.randint(0, 59),
+        rng.randint(0, 59),
+        rng.choice([0, rng.randint(0, 999_999)]),
+        tzinfo=timezone(offset),
     )
     return PhaseEvent(
         event_id=UUID(int=rng.getrandbits(128)),
@@ -495,8 +537,9 @@ def random_event(rng: random.Random) -> PhaseEvent:
         phase_number=rng.randint(1, LAST_PHASE),
         status=rng.choice(list(PhaseStatus)),
         timestamp=moment,
-        duration_ms=maybe(rng, lambda: rng.choice([0, MAX_DURATION_MS,
-                                                   rng.randint(0, MAX_DURATION_MS)])),
+        duration_ms=maybe(
+            rng, lambda: rng.choice([0, MAX_DURATION_MS, rng.randint(0, MAX_DURATION_MS)])
+        ),
         previous_phase=maybe(rng, lambda: rng.randint(1, LAST_PHASE)),
         error_message=maybe(rng, lambda: random_text(rng, 0, 40)),
         error_stack=maybe(rng, lambda: random_text(rng, 0, 200)),
@@ -527,9 +570,33 @@ def test_generated_events_round_trip(seed: int, validator: Draft202012Validator)
 
 #: Values that either side judges the same way in any field (no NUL, no integral floats).
 _MUTATIONS: list[Any] = [
-    None, True, False, -1, 0, 1, 2, 7, 8, 2**31 - 1, 2**31, 3.5, "", "x", "started",
-    "rolled_back", "1", EVENT_ID, EVENT_ID.upper(), "2026-01-31T12:00:00Z",
-    "2026-01-31T12:00:00", "1999-01-01T00:00:00+00:00", "w" * 256, [], [1], {}, {"k": "v"},
+    None,
+    True,
+    False,
+    -1,
+    0,
+    1,
+    2,
+    7,
+    8,
+    2**31 - 1,
+    2**31,
+    3.5,
+    "",
+    "x",
+    "started",
+    "rolled_back",
+    "1",
+    EVENT_ID,
+    EVENT_ID.upper(),
+    "2026-01-31T12:00:00Z",
+    "2026-01-31T12:00:00",
+    "1999-01-01T00:00:00+00:00",
+    "w" * 256,
+    [],
+    [1],
+    {},
+    {"k": "v"},
 ]
 
 
@@ -597,8 +664,18 @@ def test_decode_record_still_validates_the_value() -> None:
 
 # --- purity of models/ ---------------------------------------------------------------
 
-BANNED = frozenset({"aiokafka", "asyncpg", "faust", "prometheus_client", "aiohttp", "streams",
-                    "projections", "phasestream"})
+BANNED = frozenset(
+    {
+        "aiokafka",
+        "asyncpg",
+        "faust",
+        "prometheus_client",
+        "aiohttp",
+        "streams",
+        "projections",
+        "phasestream",
+    }
+)
 
 
 def imported_packages(source: str) -> set[str]:
@@ -626,8 +703,14 @@ def test_import_scanner_sees_nested_and_from_imports() -> None:
 def test_models_import_no_adapter_or_io_library() -> None:
     modules = sorted(MODELS_DIR.rglob("*.py"))  # the subpackages (sla/, notifications/) too
     names = {m.relative_to(MODELS_DIR).as_posix() for m in modules}
-    assert {"events.py", "validation.py", "event_codec.py", "schema.py",
-            "sla/violation_codec.py", "notifications/value.py"} <= names
+    assert {
+        "events.py",
+        "validation.py",
+        "event_codec.py",
+        "schema.py",
+        "sla/violation_codec.py",
+        "notifications/value.py",
+    } <= names
     allowed = set(sys.stdlib_module_names) | {"orjson", "msgspec", "models"}
     for module in modules:
         packages = imported_packages(module.read_text(encoding="utf-8"))
@@ -639,9 +722,17 @@ def test_uuid_check_accepts_exactly_the_uuid_pattern() -> None:
     """The fast UUID check must accept the same strings as UUID_PATTERN, no more, no less."""
     rng = random.Random(7)
     canonical = "6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f"
-    tricky = ["{" + canonical[1:-1] + "}", "urn:uuid:" + canonical, canonical.replace("-", ""),
-              canonical.upper(), canonical[:-1] + "\u0661", " " + canonical[1:],
-              canonical[:8] + "_" + canonical[9:], "0" * 32 + "----", canonical + "\n"]
+    tricky = [
+        "{" + canonical[1:-1] + "}",
+        "urn:uuid:" + canonical,
+        canonical.replace("-", ""),
+        canonical.upper(),
+        canonical[:-1] + "\u0661",
+        " " + canonical[1:],
+        canonical[:8] + "_" + canonical[9:],
+        "0" * 32 + "----",
+        canonical + "\n",
+    ]
     alphabet = "0123456789abcdefABCDEFg-_{} \u0661"
     for text in tricky + [
         "".join(rng.choice(alphabet) if rng.random() < 0.05 else c for c in canonical)
@@ -659,10 +750,17 @@ def test_uuid_check_accepts_exactly_the_uuid_pattern() -> None:
 def test_uuids_built_without_reparsing_equal_those_uuid_parses() -> None:
     rng = random.Random(6)
     texts = [str(UUID(int=rng.getrandbits(128))) for _ in range(2000)]
-    texts += [t.upper() for t in texts[:200]] + ["00000000-0000-0000-0000-000000000000",
-                                                 "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    texts += [t.upper() for t in texts[:200]] + [
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    ]
     for text in texts:
         built, parsed = uuid_from_checked(text), UUID(text)
-        assert (built, hash(built), str(built), built.version, built.is_safe) == \
-            (parsed, hash(parsed), str(parsed), parsed.version, parsed.is_safe)
+        assert (built, hash(built), str(built), built.version, built.is_safe) == (
+            parsed,
+            hash(parsed),
+            str(parsed),
+            parsed.version,
+            parsed.is_safe,
+        )
         assert pickle.loads(pickle.dumps(built)) == parsed

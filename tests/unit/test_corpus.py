@@ -27,7 +27,8 @@ def payload(case: dict[str, Any]) -> bytes | None:
 
 def test_the_corpus_file_is_the_python_corpus() -> None:
     assert PATH.read_bytes() == corpus_json(), (
-        "tests/corpus/phase-events.json is stale: run `python -m tests.corpus`")
+        "tests/corpus/phase-events.json is stale: run `python -m tests.corpus`"
+    )
     assert len(CASES) > 100
     assert {c["field"] is None for c in CASES} == {True, False}
 

@@ -17,8 +17,11 @@ def letter(value: bytes | None = VALUE) -> DeadLetter:
 
 
 def ours(dead: DeadLetter) -> dict[str, bytes]:
-    return {k.removeprefix(HEADER_PREFIX): v for k, v in dead.dlq_headers("audit")
-            if k.startswith(HEADER_PREFIX)}
+    return {
+        k.removeprefix(HEADER_PREFIX): v
+        for k, v in dead.dlq_headers("audit")
+        if k.startswith(HEADER_PREFIX)
+    }
 
 
 def test_a_letter_that_fits_is_left_as_it_is() -> None:
@@ -31,8 +34,11 @@ def test_a_letter_that_fits_is_left_as_it_is() -> None:
 def test_a_long_value_is_cut_and_says_its_original_size_and_hash() -> None:
     cut = letter().within(len(VALUE) - 1)
     assert (cut.value, cut.cut, cut.headers) == (VALUE[:-1], (len(VALUE), SHA), letter().headers)
-    assert (ours(cut)["value.truncated"], ours(cut)["value.size"],
-            ours(cut)["value.sha256"]) == (b"true", b"40", SHA.encode())
+    assert (ours(cut)["value.truncated"], ours(cut)["value.size"], ours(cut)["value.sha256"]) == (
+        b"true",
+        b"40",
+        SHA.encode(),
+    )
 
 
 def test_a_bare_letter_keeps_only_where_the_record_is() -> None:

@@ -28,7 +28,8 @@ def test_each_workflow_is_started_end_pairs_in_time_order() -> None:
             assert ended.status in {PhaseStatus.COMPLETED, PhaseStatus.FAILED}
             assert ended.phase_number == started.phase_number
             assert ended.duration_ms == (ended.timestamp - started.timestamp) / timedelta(
-                milliseconds=1)
+                milliseconds=1
+            )
 
 
 def test_a_failed_phase_is_followed_by_the_phase_before_again() -> None:

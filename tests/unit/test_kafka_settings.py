@@ -21,9 +21,14 @@ PASSWORD = "hunter2-not-shown"
 
 
 def scram(**extra: Any) -> dict[str, Any]:
-    return {"kafka_bootstrap_servers": SERVERS, "kafka_security_protocol": "SASL_SSL",
-            "kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "app",
-            "kafka_sasl_password": PASSWORD, **extra}
+    return {
+        "kafka_bootstrap_servers": SERVERS,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": "app",
+        "kafka_sasl_password": PASSWORD,
+        **extra,
+    }
 
 
 def problem(**fields: Any) -> str:
@@ -32,28 +37,48 @@ def problem(**fields: Any) -> str:
     return settings_problems(refused.value)
 
 
-@pytest.mark.parametrize(("fields", "expected"), [
-    ({"kafka_security_protocol": "SASL_SSL"},
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS"),
-    (scram(kafka_sasl_username=None),
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL logs in: set PHASESTREAM_KAFKA_SASL_USERNAME"),
-    (scram(kafka_sasl_password=None),
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL logs in: set PHASESTREAM_KAFKA_SASL_PASSWORD"),
-    (scram(kafka_security_protocol="SSL"),
-     "PHASESTREAM_KAFKA_SASL_USERNAME/PASSWORD are set but "
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SSL does not log in"),
-    (scram(kafka_security_protocol="SASL_PLAINTEXT", kafka_ssl_ca_file="/ca.pem"),
-     "PHASESTREAM_KAFKA_SSL_CA_FILE is set but "
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT uses no TLS"),
-    (scram(kafka_ssl_key_file="/client.key"),
-     "set PHASESTREAM_KAFKA_SSL_CERT_FILE too"),
-    ({"kafka_bootstrap_servers": SERVERS, "kafka_security_protocol": "TLS"},
-     "PHASESTREAM_KAFKA_SECURITY_PROTOCOL: Input should be 'PLAINTEXT', 'SSL', "),
-    (scram(kafka_sasl_mechanism="GSSAPI"),
-     "PHASESTREAM_KAFKA_SASL_MECHANISM: Input should be 'PLAIN', 'SCRAM-SHA-256' or "),
-])
-def test_a_bad_combination_is_one_line_naming_the_variable(fields: dict[str, Any],
-                                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"kafka_security_protocol": "SASL_SSL"},
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs "
+            "PHASESTREAM_KAFKA_BOOTSTRAP_SERVERS",
+        ),
+        (
+            scram(kafka_sasl_username=None),
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL logs in: "
+            "set PHASESTREAM_KAFKA_SASL_USERNAME",
+        ),
+        (
+            scram(kafka_sasl_password=None),
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL logs in: "
+            "set PHASESTREAM_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            scram(kafka_security_protocol="SSL"),
+            "PHASESTREAM_KAFKA_SASL_USERNAME/PASSWORD are set but "
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SSL does not log in",
+        ),
+        (
+            scram(kafka_security_protocol="SASL_PLAINTEXT", kafka_ssl_ca_file="/ca.pem"),
+            "PHASESTREAM_KAFKA_SSL_CA_FILE is set but "
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT uses no TLS",
+        ),
+        (scram(kafka_ssl_key_file="/client.key"), "set PHASESTREAM_KAFKA_SSL_CERT_FILE too"),
+        (
+            {"kafka_bootstrap_servers": SERVERS, "kafka_security_protocol": "TLS"},
+            "PHASESTREAM_KAFKA_SECURITY_PROTOCOL: Input should be 'PLAINTEXT', 'SSL', ",
+        ),
+        (
+            scram(kafka_sasl_mechanism="GSSAPI"),
+            "PHASESTREAM_KAFKA_SASL_MECHANISM: Input should be 'PLAIN', 'SCRAM-SHA-256' or ",
+        ),
+    ],
+)
+def test_a_bad_combination_is_one_line_naming_the_variable(
+    fields: dict[str, Any], expected: str
+) -> None:
     message = problem(**fields)
     assert expected in message
     assert "\n" not in message
@@ -68,23 +93,24 @@ def test_the_default_is_plaintext_to_the_embedded_broker() -> None:
 
 def test_scram_over_tls_gives_every_client_the_login_and_a_verifying_context() -> None:
     cluster = kafka_cluster(Settings(**scram()))
-    for config in (producer_config(cluster, client_id="p", linger_ms=5),
-                   consumer_config(cluster, group_id="g", session_timeout_ms=6000,
-                                   max_wait_ms=100, max_records=10),
-                   cluster.client_kwargs("admin")):
+    for config in (
+        producer_config(cluster, client_id="p", linger_ms=5),
+        consumer_config(
+            cluster, group_id="g", session_timeout_ms=6000, max_wait_ms=100, max_records=10
+        ),
+        cluster.client_kwargs("admin"),
+    ):
         assert config["bootstrap_servers"] == SERVERS
         assert config["security_protocol"] == "SASL_SSL"
         assert config["sasl_mechanism"] == "SCRAM-SHA-512"
-        assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("app",
-                                                                                  PASSWORD)
+        assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("app", PASSWORD)
         context = config["ssl_context"]
         assert context.check_hostname
         assert context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_hostname_verification_can_be_turned_off_but_the_chain_is_still_verified() -> None:
-    context = kafka_cluster(Settings(**scram(kafka_ssl_check_hostname=False))
-                            ).security.ssl_context
+    context = kafka_cluster(Settings(**scram(kafka_ssl_check_hostname=False))).security.ssl_context
     assert context is not None
     assert not context.check_hostname
     assert context.verify_mode == ssl.CERT_REQUIRED
@@ -117,14 +143,28 @@ def test_a_client_key_with_the_wrong_password_names_the_settings(tmp_path: Path)
     ca = Authority(tmp_path)
     leaf = ca.issue("client", "DNS:client", usage="clientAuth", key_password="right-one")
     with pytest.raises(KafkaSetupError) as refused:
-        kafka_cluster(Settings(**scram(kafka_ssl_ca_file=ca.cert, kafka_ssl_cert_file=leaf.cert,
-                                       kafka_ssl_key_file=leaf.key,
-                                       kafka_ssl_key_password="wrong-one")))
+        kafka_cluster(
+            Settings(
+                **scram(
+                    kafka_ssl_ca_file=ca.cert,
+                    kafka_ssl_cert_file=leaf.cert,
+                    kafka_ssl_key_file=leaf.key,
+                    kafka_ssl_key_password="wrong-one",
+                )
+            )
+        )
     message = str(refused.value)
     assert "the client certificate and its key could not be loaded" in message
     assert "PHASESTREAM_KAFKA_SSL_KEY_PASSWORD" in message
     assert "wrong-one" not in message
-    loaded = kafka_cluster(Settings(**scram(
-        kafka_ssl_ca_file=ca.cert, kafka_ssl_cert_file=leaf.cert, kafka_ssl_key_file=leaf.key,
-        kafka_ssl_key_password="right-one")))
+    loaded = kafka_cluster(
+        Settings(
+            **scram(
+                kafka_ssl_ca_file=ca.cert,
+                kafka_ssl_cert_file=leaf.cert,
+                kafka_ssl_key_file=leaf.key,
+                kafka_ssl_key_password="right-one",
+            )
+        )
+    )
     assert loaded.security.ssl_context is not None

@@ -40,10 +40,16 @@ class LogStart:
 
 def projector(log_start: int, policy: str) -> Projector[Any]:
     config: ProjectorConfig[Any] = ProjectorConfig(
-        "audit", TP.topic, 100, 50, lambda k, v: v, lambda e: e, on_lost_records=policy)
+        "audit", TP.topic, 100, 50, lambda k, v: v, lambda e: e, on_lost_records=policy
+    )
     running: Projector[Any] = Projector(
-        consumer=LogStart(log_start), sink=None, dead_letters=None,  # type: ignore[arg-type]
-        config=config, backoff=Backoff(0.01, 0.01), stats=ProjectorStats("audit"))
+        consumer=LogStart(log_start),
+        sink=None,  # type: ignore[arg-type]
+        dead_letters=None,  # type: ignore[arg-type]
+        config=config,
+        backoff=Backoff(0.01, 0.01),
+        stats=ProjectorStats("audit"),
+    )
     running._expected[TP] = 10  # as seek_to_stored leaves it
     running._fetch_next[TP] = 10
     return running

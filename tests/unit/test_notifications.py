@@ -21,51 +21,79 @@ USER = uuid.UUID("6f1c1d2e-8a4b-4c4f-9f6e-1a2b3c4d5e6f")
 FAILED = uuid.UUID(int=7)
 
 
-def command(kind: CommandKind = CommandKind.ROLLBACK, workflow: str = "wf-1",
-            attempt: int = 0, reason: str | None = "TimeoutError: upstream",
-            failed: uuid.UUID = FAILED) -> RollbackCommand:
-    return RollbackCommand(command_id(failed, kind, attempt), kind, workflow, USER, failed,
-                           3, 2, reason, T0, attempt)
+def command(
+    kind: CommandKind = CommandKind.ROLLBACK,
+    workflow: str = "wf-1",
+    attempt: int = 0,
+    reason: str | None = "TimeoutError: upstream",
+    failed: uuid.UUID = FAILED,
+) -> RollbackCommand:
+    return RollbackCommand(
+        command_id(failed, kind, attempt), kind, workflow, USER, failed, 3, 2, reason, T0, attempt
+    )
 
 
-def violation(kind: ViolationKind = ViolationKind.OVERDUE, workflow: str = "wf-1",
-              ) -> SlaViolation:
+def violation(
+    kind: ViolationKind = ViolationKind.OVERDUE,
+    workflow: str = "wf-1",
+) -> SlaViolation:
     started = uuid.UUID(int=9)
-    return SlaViolation(violation_id(started, kind), kind, workflow, USER, 5, started, T0,
-                        T0, 12_500, 10_000)
+    return SlaViolation(
+        violation_id(started, kind), kind, workflow, USER, 5, started, T0, T0, 12_500, 10_000
+    )
 
 
-@pytest.mark.parametrize(("kind", "title"), [
-    (CommandKind.ROLLBACK, "wf-1: phase 3 failed, rolled back to phase 2"),
-    (CommandKind.RETRY, "wf-1: retrying phase 2 (attempt 2)"),
-    (CommandKind.GAVE_UP, "wf-1: gave up after phase 3 failed"),
-    (CommandKind.LOOP_STOPPED, "wf-1: rollback loop stopped at phase 3"),
-])
+@pytest.mark.parametrize(
+    ("kind", "title"),
+    [
+        (CommandKind.ROLLBACK, "wf-1: phase 3 failed, rolled back to phase 2"),
+        (CommandKind.RETRY, "wf-1: retrying phase 2 (attempt 2)"),
+        (CommandKind.GAVE_UP, "wf-1: gave up after phase 3 failed"),
+        (CommandKind.LOOP_STOPPED, "wf-1: rollback loop stopped at phase 3"),
+    ],
+)
 def test_a_command_becomes_a_notification_of_its_kind(kind: CommandKind, title: str) -> None:
     attempt = 2 if kind is CommandKind.RETRY else 0
     cmd = command(kind, attempt=attempt)
     n = from_command(cmd)
     assert (n.id, n.user_id, n.workflow_id, n.kind.value) == (
-        cmd.command_id, str(USER), "wf-1", kind.value)
+        cmd.command_id,
+        str(USER),
+        "wf-1",
+        kind.value,
+    )
     assert n.title == title
     assert n.text.endswith("Reason: TimeoutError: upstream")
     assert n.occurred_at == T0
-    assert n.details == {"command_id": str(cmd.command_id), "failed_event_id": str(FAILED),
-                         "failed_phase": 3, "rollback_to_phase": 2, "attempt": attempt,
-                         "reason": "TimeoutError: upstream"}
+    assert n.details == {
+        "command_id": str(cmd.command_id),
+        "failed_event_id": str(FAILED),
+        "failed_phase": 3,
+        "rollback_to_phase": 2,
+        "attempt": attempt,
+        "reason": "TimeoutError: upstream",
+    }
 
 
-@pytest.mark.parametrize(("kind", "title", "took"), [
-    (ViolationKind.LATE_COMPLETED, "wf-1: phase 5 completed late", "took 12.5 s"),
-    (ViolationKind.LATE_FAILED, "wf-1: phase 5 failed late", "took 12.5 s"),
-    (ViolationKind.OVERDUE, "wf-1: phase 5 is overdue", "has been running for 12.5 s"),
-])
-def test_a_violation_becomes_a_notification_of_its_kind(kind: ViolationKind, title: str,
-                                                        took: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "title", "took"),
+    [
+        (ViolationKind.LATE_COMPLETED, "wf-1: phase 5 completed late", "took 12.5 s"),
+        (ViolationKind.LATE_FAILED, "wf-1: phase 5 failed late", "took 12.5 s"),
+        (ViolationKind.OVERDUE, "wf-1: phase 5 is overdue", "has been running for 12.5 s"),
+    ],
+)
+def test_a_violation_becomes_a_notification_of_its_kind(
+    kind: ViolationKind, title: str, took: str
+) -> None:
     v = violation(kind)
     n = from_violation(v)
-    assert (n.id, n.user_id, n.kind.value, n.title) == (v.violation_id, str(USER),
-                                                        kind.value, title)
+    assert (n.id, n.user_id, n.kind.value, n.title) == (
+        v.violation_id,
+        str(USER),
+        kind.value,
+        title,
+    )
     assert n.text == f"Phase 5 {took}; its SLA is 10.0 s."
     assert n.details["elapsed_ms"] == 12_500
     assert n.details["threshold_ms"] == 10_000
@@ -74,19 +102,31 @@ def test_a_violation_becomes_a_notification_of_its_kind(kind: ViolationKind, tit
 def test_the_json_form_is_plain_json_with_every_field() -> None:
     n = from_command(command(reason=None))
     decoded = orjson.loads(encode_notification(n))
-    assert decoded == {"id": str(n.id), "user_id": str(USER), "workflow_id": "wf-1",
-                       "kind": "rollback", "title": n.title, "text": n.text,
-                       "occurred_at": "2026-11-27T08:00:00+00:00", "details": dict(n.details)}
+    assert decoded == {
+        "id": str(n.id),
+        "user_id": str(USER),
+        "workflow_id": "wf-1",
+        "kind": "rollback",
+        "title": n.title,
+        "text": n.text,
+        "occurred_at": "2026-11-27T08:00:00+00:00",
+        "details": dict(n.details),
+    }
     assert "Reason" not in n.text
 
 
 def test_every_kind_but_retry_is_an_alert() -> None:
     kinds = {k: is_alert(from_command(command(k, attempt=1))) for k in CommandKind}
-    assert kinds == {CommandKind.ROLLBACK: True, CommandKind.RETRY: False,
-                     CommandKind.GAVE_UP: True, CommandKind.LOOP_STOPPED: True}
+    assert kinds == {
+        CommandKind.ROLLBACK: True,
+        CommandKind.RETRY: False,
+        CommandKind.GAVE_UP: True,
+        CommandKind.LOOP_STOPPED: True,
+    }
     assert all(is_alert(from_violation(violation(k))) for k in ViolationKind)
     assert {k.value for k in NotificationKind} == {k.value for k in CommandKind} | {
-        k.value for k in ViolationKind}
+        k.value for k in ViolationKind
+    }
 
 
 def test_recent_ids_recognise_a_redelivery_and_forget_the_least_recently_seen() -> None:
@@ -101,8 +141,11 @@ def test_recent_ids_recognise_a_redelivery_and_forget_the_least_recently_seen() 
     assert recent.add(b)
 
 
-def alert(workflow: str = "wf-1", kind: CommandKind = CommandKind.ROLLBACK,
-          failed: uuid.UUID | None = None) -> Notification:
+def alert(
+    workflow: str = "wf-1",
+    kind: CommandKind = CommandKind.ROLLBACK,
+    failed: uuid.UUID | None = None,
+) -> Notification:
     return from_command(command(kind, workflow, failed=failed or uuid.uuid4()))
 
 

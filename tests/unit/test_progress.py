@@ -27,7 +27,8 @@ async def until_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]
 
 
 async def test_a_line_only_when_applied_dead_letters_or_lag_changed(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="streams.progress")
     stats = ProjectorStats("audit")
     # Behind, but not moving: the old loop logged this every interval.

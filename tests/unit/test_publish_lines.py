@@ -25,28 +25,34 @@ def padded(size: int) -> bytes:
 
 
 def kinds(data: bytes, max_bytes: int) -> list[tuple[int, str]]:
-    return [(number, "bad" if isinstance(item, BadLine) else "event")
-            for number, item in read_lines(io.BytesIO(data), max_bytes)]
+    return [
+        (number, "bad" if isinstance(item, BadLine) else "event")
+        for number, item in read_lines(io.BytesIO(data), max_bytes)
+    ]
 
 
 def test_a_line_at_the_limit_is_read_with_either_line_end() -> None:
     line = padded(1000)
     assert kinds(line + b"\n" + line + b"\r\n" + line, 1000) == [
-        (1, "event"), (2, "event"), (3, "event")]
+        (1, "event"),
+        (2, "event"),
+        (3, "event"),
+    ]
 
 
 def test_a_line_over_the_limit_is_skipped_and_the_next_one_read() -> None:
     long = padded(1500)
     data = long + b"\n" + GOOD + b"\n" + b"y" * 5000 + b"\n\n" + GOOD + b"\n" + b"z" * 3000
-    assert kinds(data, 1000) == [(1, "bad"), (2, "event"), (3, "bad"), (5, "event"),
-                                 (6, "bad")]
+    assert kinds(data, 1000) == [(1, "bad"), (2, "event"), (3, "bad"), (5, "event"), (6, "bad")]
     (_, first), *_ = read_lines(io.BytesIO(data), 1000)
-    assert str(first) == ("line 1: $: is longer than 1000 bytes, the event size limit "
-                          "(PHASESTREAM_MAX_EVENT_BYTES); skipped unread")
+    assert str(first) == (
+        "line 1: $: is longer than 1000 bytes, the event size limit "
+        "(PHASESTREAM_MAX_EVENT_BYTES); skipped unread"
+    )
 
 
 def test_one_byte_over_the_limit_is_refused_by_the_size_check() -> None:
-    (_, item), = read_lines(io.BytesIO(padded(1001) + b"\n"), 1000)
+    ((_, item),) = read_lines(io.BytesIO(padded(1001) + b"\n"), 1000)
     assert str(item) == "line 1: $: is 1001 bytes, over the limit of 1000"
 
 

@@ -22,8 +22,16 @@ FRESH = WorkflowHistory()
 
 
 def failure(phase: int, status: PhaseStatus = PhaseStatus.FAILED) -> PhaseEvent:
-    return PhaseEvent(uuid.uuid4(), "wf-1", uuid.UUID(int=5), phase, status, NOW,
-                      duration_ms=10, error_message="disk full")
+    return PhaseEvent(
+        uuid.uuid4(),
+        "wf-1",
+        uuid.UUID(int=5),
+        phase,
+        status,
+        NOW,
+        duration_ms=10,
+        error_message="disk full",
+    )
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -34,14 +42,21 @@ def test_only_a_failure_after_phase_1_rolls_back(phase: int, status: PhaseStatus
     if status is PhaseStatus.FAILED and phase > 1:
         (command,) = decision.commands
         assert (command.kind, command.failed_phase, command.rollback_to_phase) == (
-            CommandKind.ROLLBACK, phase, phase - 1)
+            CommandKind.ROLLBACK,
+            phase,
+            phase - 1,
+        )
         assert command.command_id == command_id(event.event_id, CommandKind.ROLLBACK)
         assert command.reason == "disk full"
         rolled = decision.rolled_back
         assert rolled is not None
-        assert (rolled.status, rolled.phase_number, rolled.previous_phase,
-                rolled.rollback_triggered, rolled.rollback_to_phase) == (
-            PhaseStatus.ROLLED_BACK, phase, phase, True, phase - 1)
+        assert (
+            rolled.status,
+            rolled.phase_number,
+            rolled.previous_phase,
+            rolled.rollback_triggered,
+            rolled.rollback_to_phase,
+        ) == (PhaseStatus.ROLLED_BACK, phase, phase, True, phase - 1)
         assert decision.history == WorkflowHistory(1, 0)
     else:
         assert decision.commands == ()
@@ -71,8 +86,9 @@ def test_a_rollback_loop_is_stopped_and_reported() -> None:
 
 
 def test_retries_are_scheduled_with_backoff_then_give_up() -> None:
-    policy = RollbackPolicy(retry=RetryPolicy(enabled=True, interval_ms=1000, max_attempts=3,
-                                              full_jitter=False))
+    policy = RollbackPolicy(
+        retry=RetryPolicy(enabled=True, interval_ms=1000, max_attempts=3, full_jitter=False)
+    )
     history, delays = FRESH, []
     for _ in range(3):
         decision = decide(failure(3), history, policy, NOW, 0.5)
@@ -91,8 +107,10 @@ def test_retries_are_scheduled_with_backoff_then_give_up() -> None:
 
 def test_backoff_is_monotone_capped_and_jitter_stays_within_bounds() -> None:
     policy = RetryPolicy(interval_ms=1000, backoff_rate=2.0, max_delay_ms=10_000)
-    caps = [RetryPolicy(interval_ms=1000, max_delay_ms=10_000, full_jitter=False).delay_ms(n, 0)
-            for n in range(1, 9)]
+    caps = [
+        RetryPolicy(interval_ms=1000, max_delay_ms=10_000, full_jitter=False).delay_ms(n, 0)
+        for n in range(1, 9)
+    ]
     assert caps == sorted(caps)
     assert caps[-1] == 10_000
     assert caps[:4] == [1000, 2000, 4000, 8000]
@@ -114,15 +132,27 @@ def test_command_schema_agrees_with_the_decoder() -> None:
     schema = rollback_command_schema()
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema)
-    decisions = [decide(failure(3), WorkflowHistory(retries=r), RollbackPolicy(
-        max_per_workflow=9, retry=RetryPolicy(enabled=True, max_attempts=1)), NOW, 0.5)
-        for r in (0, 1)]
+    decisions = [
+        decide(
+            failure(3),
+            WorkflowHistory(retries=r),
+            RollbackPolicy(max_per_workflow=9, retry=RetryPolicy(enabled=True, max_attempts=1)),
+            NOW,
+            0.5,
+        )
+        for r in (0, 1)
+    ]
     good = [orjson.loads(encode_command(c)) for d in decisions for c in d.commands]
     assert {g["kind"] for g in good} == {"rollback", "retry", "gave_up"}
-    bad = [{**good[0], "kind": "undo"}, {**good[0], "failed_phase": 8},
-           {**good[0], "extra": 1}, {k: v for k, v in good[0].items() if k != "reason"},
-           {**good[0], "issued_at": "2026-11-27T09:00:00"}, {**good[0], "attempt": -1},
-           {**good[0], "command_id": "not-a-uuid"}]
+    bad = [
+        {**good[0], "kind": "undo"},
+        {**good[0], "failed_phase": 8},
+        {**good[0], "extra": 1},
+        {k: v for k, v in good[0].items() if k != "reason"},
+        {**good[0], "issued_at": "2026-11-27T09:00:00"},
+        {**good[0], "attempt": -1},
+        {**good[0], "command_id": "not-a-uuid"},
+    ]
     for payload in good:
         assert validator.is_valid(payload)
         decode_command(None, orjson.dumps(payload))

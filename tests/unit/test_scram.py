@@ -10,8 +10,9 @@ import hmac
 from projections.roles import scram_verifier
 
 CLIENT_FIRST_BARE = "n=user,r=rOprNGfwEbeRWgbNEkqO"
-SERVER_FIRST = ("r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-                "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+SERVER_FIRST = (
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
 CLIENT_FINAL_BARE = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
 PROOF = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
 SERVER_SIGNATURE = "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
@@ -28,8 +29,10 @@ def test_the_verifier_accepts_the_rfc_client_and_signs_as_the_rfc_server() -> No
     signature = hmac.digest(stored_key, auth_message, "sha256")
     client_key = bytes(a ^ b for a, b in zip(base64.b64decode(PROOF), signature, strict=True))
     assert hashlib.sha256(client_key).digest() == stored_key  # the server would let it in
-    assert base64.b64encode(hmac.digest(server_key, auth_message, "sha256")).decode() == \
-        SERVER_SIGNATURE
+    assert (
+        base64.b64encode(hmac.digest(server_key, auth_message, "sha256")).decode()
+        == SERVER_SIGNATURE
+    )
 
 
 def test_each_verifier_has_its_own_salt() -> None:

@@ -21,28 +21,43 @@ MS = timedelta(milliseconds=1)
 
 
 def finished(status: PhaseStatus, after_ms: int, duration_ms: int | None) -> PhaseEvent:
-    return PhaseEvent(uuid.uuid4(), "wf-1", STARTED.user_id, 3, status, T0 + after_ms * MS,
-                      duration_ms=duration_ms)
+    return PhaseEvent(
+        uuid.uuid4(),
+        "wf-1",
+        STARTED.user_id,
+        3,
+        status,
+        T0 + after_ms * MS,
+        duration_ms=duration_ms,
+    )
 
 
-@pytest.mark.parametrize(("status", "after_ms", "duration_ms", "threshold", "expected"), [
-    (PhaseStatus.COMPLETED, 1000, 1000, 1000, None),  # exactly at the threshold: within
-    (PhaseStatus.COMPLETED, 1001, 1001, 1000, ViolationKind.LATE_COMPLETED),
-    (PhaseStatus.FAILED, 5000, 5000, 1000, ViolationKind.LATE_FAILED),
-    (PhaseStatus.FAILED, 500, 500, 1000, None),
-    # The producer's own duration wins over the event-time difference.
-    (PhaseStatus.COMPLETED, 5000, 900, 1000, None),
-    (PhaseStatus.COMPLETED, 900, 5000, 1000, ViolationKind.LATE_COMPLETED),
-    # No duration sent: the event-time difference is the duration.
-    (PhaseStatus.COMPLETED, 1500, None, 1000, ViolationKind.LATE_COMPLETED),
-    (PhaseStatus.COMPLETED, 1000, None, 1000, None),
-    # An end stamped before its start (clock skew) counts as zero, never negative.
-    (PhaseStatus.COMPLETED, -50, None, 1000, None),
-    # rolled_back is not an end of execution for the SLA.
-    (PhaseStatus.ROLLED_BACK, 9000, 9000, 1000, None),
-])
-def test_judge_finished(status: PhaseStatus, after_ms: int, duration_ms: int | None,
-                        threshold: int, expected: ViolationKind | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "after_ms", "duration_ms", "threshold", "expected"),
+    [
+        (PhaseStatus.COMPLETED, 1000, 1000, 1000, None),  # exactly at the threshold: within
+        (PhaseStatus.COMPLETED, 1001, 1001, 1000, ViolationKind.LATE_COMPLETED),
+        (PhaseStatus.FAILED, 5000, 5000, 1000, ViolationKind.LATE_FAILED),
+        (PhaseStatus.FAILED, 500, 500, 1000, None),
+        # The producer's own duration wins over the event-time difference.
+        (PhaseStatus.COMPLETED, 5000, 900, 1000, None),
+        (PhaseStatus.COMPLETED, 900, 5000, 1000, ViolationKind.LATE_COMPLETED),
+        # No duration sent: the event-time difference is the duration.
+        (PhaseStatus.COMPLETED, 1500, None, 1000, ViolationKind.LATE_COMPLETED),
+        (PhaseStatus.COMPLETED, 1000, None, 1000, None),
+        # An end stamped before its start (clock skew) counts as zero, never negative.
+        (PhaseStatus.COMPLETED, -50, None, 1000, None),
+        # rolled_back is not an end of execution for the SLA.
+        (PhaseStatus.ROLLED_BACK, 9000, 9000, 1000, None),
+    ],
+)
+def test_judge_finished(
+    status: PhaseStatus,
+    after_ms: int,
+    duration_ms: int | None,
+    threshold: int,
+    expected: ViolationKind | None,
+) -> None:
     verdict = judge_finished(PHASE, finished(status, after_ms, duration_ms), threshold, T0)
     assert (verdict.kind if verdict else None) == expected
     if verdict is not None:
@@ -51,14 +66,17 @@ def test_judge_finished(status: PhaseStatus, after_ms: int, duration_ms: int | N
         assert (verdict.started_event_id, verdict.started_at) == (STARTED.event_id, T0)
 
 
-@pytest.mark.parametrize(("now_ms", "threshold", "grace", "overdue"), [
-    (999, 1000, 0, False),
-    (1000, 1000, 0, False),  # exactly at the deadline: not yet exceeded
-    (1001, 1000, 0, True),
-    (1500, 1000, 2000, False),  # past the deadline but within grace: wait for late ends
-    (3000, 1000, 2000, False),
-    (3001, 1000, 2000, True),
-])
+@pytest.mark.parametrize(
+    ("now_ms", "threshold", "grace", "overdue"),
+    [
+        (999, 1000, 0, False),
+        (1000, 1000, 0, False),  # exactly at the deadline: not yet exceeded
+        (1001, 1000, 0, True),
+        (1500, 1000, 2000, False),  # past the deadline but within grace: wait for late ends
+        (3000, 1000, 2000, False),
+        (3001, 1000, 2000, True),
+    ],
+)
 def test_judge_open(now_ms: int, threshold: int, grace: int, overdue: bool) -> None:
     verdict = judge_open(PHASE, threshold, T0 + now_ms * MS, grace)
     assert (verdict is not None) == overdue
@@ -83,7 +101,8 @@ def test_violation_ids_are_deterministic_and_distinct_per_kind() -> None:
     ids = {violation_id(STARTED.event_id, kind) for kind in ViolationKind}
     assert len(ids) == 3
     assert violation_id(STARTED.event_id, ViolationKind.OVERDUE) == violation_id(
-        uuid.UUID(int=1), ViolationKind.OVERDUE)
+        uuid.UUID(int=1), ViolationKind.OVERDUE
+    )
     other = OpenPhase(uuid.UUID(int=9), "wf-1", STARTED.user_id, 3, T0)
     assert judge_open(other, 1, T0 + MS * 5, 0) != judge_open(PHASE, 1, T0 + MS * 5, 0)
 

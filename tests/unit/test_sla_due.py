@@ -15,7 +15,8 @@ S = timedelta(seconds=1)
 
 def test_one_row_per_partition_and_phase_with_its_cutoff_and_mark() -> None:
     parts, phases, cutoffs, marks, limit = due_query_args(
-        {0: T0, 2: T0 + S}, {1: 1000, 4: 5000}, grace_ms=500, limit=10)
+        {0: T0, 2: T0 + S}, {1: 1000, 4: 5000}, grace_ms=500, limit=10
+    )
     assert (parts, phases, limit) == ([0, 0, 2, 2], [1, 4, 1, 4], 10)
     assert cutoffs == [T0 - 1.5 * S, T0 - 5.5 * S, T0 - 0.5 * S, T0 - 4.5 * S]
     assert marks == [T0, T0, T0 + S, T0 + S]

@@ -15,10 +15,18 @@ USER = uuid.UUID(int=7)
 THRESHOLDS = dict.fromkeys(range(1, 8), 1000)
 
 
-def event(status: PhaseStatus, at_ms: int, duration: int | None = None,
-          workflow: str = "wf") -> PhaseEvent:
-    return PhaseEvent(uuid.uuid4(), workflow, USER, 2, status,
-                      T0 + timedelta(milliseconds=at_ms), duration_ms=duration)
+def event(
+    status: PhaseStatus, at_ms: int, duration: int | None = None, workflow: str = "wf"
+) -> PhaseEvent:
+    return PhaseEvent(
+        uuid.uuid4(),
+        workflow,
+        USER,
+        2,
+        status,
+        T0 + timedelta(milliseconds=at_ms),
+        duration_ms=duration,
+    )
 
 
 def fold(*events: PhaseEvent) -> tuple[SlaState, list[ViolationKind]]:
