@@ -17,6 +17,7 @@ from typing import Final, Protocol
 from models.errors import PhasestreamError
 from models.notifications.dedup import Deduplicator
 from models.notifications.rate_limit import RateLimiter
+from models.notifications.suppression import suppression
 from models.notifications.value import Notification
 from phasestream.delivery.metrics import NotifyMetrics
 from streams.backoff import Backoff
@@ -77,7 +78,13 @@ class AlertSink:
     def offer(self, notification: Notification) -> bool:
         """Queue ``notification`` unless it is suppressed; whether it was queued. Never waits."""
         now = self._clock()
-        reason = self._suppression(notification, now)
+        reason = suppression(
+            notification,
+            now,
+            dedup=self._dedup,
+            queue_full=self._queue.full(),
+            limiter=self._limiter,
+        )
         if reason is not None:
             self.suppressed += 1
             self._metrics.suppressed.labels(self.name, reason).inc()
@@ -86,16 +93,6 @@ class AlertSink:
         self._dedup.record(notification, now)
         self._queue.put_nowait(notification)
         return True
-
-    def _suppression(self, notification: Notification, now: float) -> str | None:
-        # Duplicates first: they must not spend a token of the rate limit.
-        if self._dedup.is_duplicate(notification, now):
-            return "duplicate"
-        if self._queue.full():
-            return "queue_full"
-        if not self._limiter.allow(now):
-            return "rate_limited"
-        return None
 
     async def run(self, stop: asyncio.Event, drain_s: float = DRAIN_S) -> None:
         """Deliver queued alerts until ``stop`` is set, then what is left for ``drain_s``."""

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from models.notifications.dedup import Deduplicator
 from models.notifications.rate_limit import RateLimiter
+from models.notifications.suppression import suppression
 from models.notifications.value import Notification, NotificationKind
 from phasestream.delivery.metrics import NotifyMetrics
 from phasestream.delivery.sink import AlertSink
@@ -106,3 +107,19 @@ def test_an_incident_may_alert_again_once_its_window_has_passed() -> None:
     assert not f.sink.offer(alert("wf-1"))
     f.now = 600.0
     assert f.sink.offer(alert("wf-1"))
+
+
+def test_the_decision_spends_a_token_only_on_what_it_lets_through() -> None:
+    dedup, limiter = Deduplicator(window_s=60), RateLimiter(per_minute=60, burst=1)
+    first, again = alert("wf-1"), alert("wf-1")
+    assert suppression(first, 0.0, dedup=dedup, queue_full=False, limiter=limiter) is None
+    dedup.record(first, 0.0)  # what the sink does with an alert it queues
+    # The bucket is empty now: a duplicate and a full queue are named as such, not as
+    # rate-limited, and neither takes a token the next distinct alert would need.
+    assert suppression(again, 0.5, dedup=dedup, queue_full=False, limiter=limiter) == ("duplicate")
+    other = alert("wf-2")
+    assert suppression(other, 0.5, dedup=dedup, queue_full=True, limiter=limiter) == ("queue_full")
+    assert suppression(other, 0.5, dedup=dedup, queue_full=False, limiter=limiter) == (
+        "rate_limited"
+    )
+    assert suppression(other, 1.5, dedup=dedup, queue_full=False, limiter=limiter) is None
