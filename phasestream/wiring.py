@@ -25,6 +25,7 @@ from projections.migrate import migrate
 from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
+from streams.consumer_stop import stop_consumer
 from streams.dead_letters import DeadLetterWriter
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
@@ -146,7 +147,7 @@ async def projector(settings: Settings, *, name: str, topic: str, sink: Postgres
             running.subscribe()
             yield running
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer, name)
     finally:
         await dlq.stop()
 

@@ -16,6 +16,7 @@ its seek is done (aiokafka itself discards what it fetched before a seek).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,8 +108,7 @@ class Projector(Generic[T]):
                     await _settle(writing)
                     writing = None
                     await self.seek_to_stored(self._pending)
-                fetched = await self._consumer.getmany(timeout_ms=self._config.max_wait_ms,
-                                                       max_records=self._config.max_records)
+                fetched = await self._fetch()
                 await self._check_continuity(fetched)
                 batch = {tp: await decode_records(recs, self._config.decoder)
                          for tp, recs in fetched.items() if recs and tp in self._expected}
@@ -121,6 +121,23 @@ class Projector(Generic[T]):
                 self.stats.observe_lag(self._lag())
         finally:
             await _settle(writing)
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """The next records, or none once a stop is asked: while its group rebalances,
+        aiokafka's getmany waits for the new assignment whatever its timeout (a join the
+        broker holds can last the rebalance timeout), and a stop must not wait for that."""
+        fetching = asyncio.ensure_future(self._consumer.getmany(
+            timeout_ms=self._config.max_wait_ms, max_records=self._config.max_records))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not fetching.done():
+            fetching.cancel()  # nothing is drained before the wait ends: nothing is lost
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetching
+            return {}
+        fetched: dict[TopicPartition, list[Any]] = fetching.result()
+        return fetched
 
     async def write(self, batch: dict[TopicPartition, Decoded[T]]) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
