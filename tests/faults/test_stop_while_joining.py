@@ -1,9 +1,10 @@
-"""A worker told to stop while its group join is held by the broker stops anyway.
+"""A worker told to stop while the broker holds its group join stops anyway, exit code 0.
 
-A member that does not answer a rebalance (SIGSTOPped, with a long rebalance timeout) makes
-the broker hold every other member's JoinGroup until it rejoins or its timeout ends. aiokafka's
-stop() waits for that join to finish (up to its 40 s request timeout): a SIGTERM there must
-still end the process promptly, with exit code 0.
+While a join is in flight aiokafka's getmany waits for the assignment whatever its timeout,
+and its stop() waits for the join to end (up to its 40 s request timeout): both outlast
+Worker.stop's 30 s before the fix. On Apache Kafka a member that does not answer the
+rebalance (SIGSTOPped, with a 60 s rebalance timeout) holds the others' JoinGroup; Tansu
+holds even a lone member's first join for its rebalance timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def group_state(settings: Settings) -> str:
     return str(state)
 
 
+@pytest.mark.durable_broker  # Tansu's DescribeGroups never shows the rebalance
 async def test_sigterm_while_the_group_join_is_held_stops_the_worker(
         settings: Settings, tmp_path: Path) -> None:
     env = settings_env(settings)
@@ -66,3 +68,25 @@ async def test_sigterm_while_the_group_join_is_held_stops_the_worker(
             holder.process.send_signal(signal.SIGCONT)
         codes = [await w.stop() for w in (holder, joiner)]
     assert codes[0] == 0, tails([holder])
+
+
+@pytest.mark.embedded_broker
+async def test_sigterm_while_tansu_holds_the_first_join_stops_the_worker(
+        settings: Settings, tmp_path: Path) -> None:
+    env = settings_env(settings) | {
+        "PHASESTREAM_CONSUMER_SESSION_TIMEOUT_MS": str(HOLDER_SESSION_MS)}
+    joiner = Worker("audit", settings.audit_consumer_group, env, tmp_path, label="lone")
+    joiner.start()
+    try:
+        await joiner.until_ready()
+        # drive() logs this once the consumer is started and subscribed: its join is sent.
+        await eventually(lambda: consuming(joiner), bool, timeout_s=30, what="consuming")
+        code = await joiner.stop()
+        assert code == 0, tails([joiner])
+        assert "stopped before it was assigned" in joiner.logs[-1].read_text(), joiner.tail()
+    finally:
+        await joiner.stop()
+
+
+async def consuming(worker: Worker) -> bool:
+    return ": consuming " in worker.logs[-1].read_text(errors="replace")
