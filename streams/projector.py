@@ -16,7 +16,6 @@ its seek is done (aiokafka itself discards what it fetched before a seek).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from models.errors import (
 )
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
+from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetterWriter
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ProjectorStats
@@ -108,7 +108,9 @@ class Projector(Generic[T]):
                     await _settle(writing)
                     writing = None
                     await self.seek_to_stored(self._pending)
-                fetched = await self._fetch()
+                fetched = await getmany_or_stop(self._consumer, self._stop,
+                                                timeout_ms=self._config.max_wait_ms,
+                                                max_records=self._config.max_records)
                 await self._check_continuity(fetched)
                 batch = {tp: await decode_records(recs, self._config.decoder)
                          for tp, recs in fetched.items() if recs and tp in self._expected}
@@ -121,23 +123,6 @@ class Projector(Generic[T]):
                 self.stats.observe_lag(self._lag())
         finally:
             await _settle(writing)
-
-    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
-        """The next records, or none once a stop is asked: while its group rebalances,
-        aiokafka's getmany waits for the new assignment whatever its timeout (a join the
-        broker holds can last the rebalance timeout), and a stop must not wait for that."""
-        fetching = asyncio.ensure_future(self._consumer.getmany(
-            timeout_ms=self._config.max_wait_ms, max_records=self._config.max_records))
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not fetching.done():
-            fetching.cancel()  # nothing is drained before the wait ends: nothing is lost
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetching
-            return {}
-        fetched: dict[TopicPartition, list[Any]] = fetching.result()
-        return fetched
 
     async def write(self, batch: dict[TopicPartition, Decoded[T]]) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).

@@ -19,6 +19,7 @@ from phasestream.notify.sink import AlertSink, Sender
 from phasestream.notify.slack import SlackSender
 from phasestream.settings import Settings
 from phasestream.wiring import Runtime
+from streams.consumer_stop import stop_consumer
 from streams.dead_letters import DeadLetterWriter
 from streams.kafka import consumer_config
 from streams.notifier import NotificationConsumer, kafka_consumer, notifier_decoders
@@ -92,7 +93,7 @@ async def _consumer(s: Settings, rt: Runtime, dispatcher: Dispatcher, metrics: N
     # streams/notifier.py for why nothing is skipped after that).
     consumer = kafka_consumer(**{**config, "auto_offset_reset": "latest"})
     await consumer.start()
-    stack.push_async_callback(consumer.stop)
+    stack.push_async_callback(stop_consumer, consumer, name)
     running = NotificationConsumer(
         consumer, dead_letters=dlq,
         decoders=notifier_decoders(s.rollback_commands_topic, s.sla_violations_topic),
