@@ -62,6 +62,7 @@ from projections.sla.monitor import SlaMonitor
 from projections.sla.thresholds import load_thresholds
 from projections.sla.violations import ViolationSink
 from streams.consumer_core import kafka_consumer
+from streams.consumer_stop import stop_consumer
 from streams.kafka import producer_config
 from streams.notifier import NotificationConsumer, notifier_decoders
 from streams.progress import PipelineObserver, ProjectorStats
@@ -292,7 +293,7 @@ async def _consumer(
     # streams/notifier.py for why nothing is skipped after that).
     consumer = kafka_consumer(**{**consumer_options(s, name), "auto_offset_reset": "latest"})
     await consumer.start()
-    stack.push_async_callback(consumer.stop)
+    stack.push_async_callback(stop_consumer, consumer, name)
     running = NotificationConsumer(
         consumer,
         dead_letters=dlq,

@@ -26,6 +26,7 @@ from projections.positions import forget_topics
 from projections.sink_base import PostgresSink
 from streams.backoff import Backoff, retry_unavailable
 from streams.consumer_core import groupless_consumer, kafka_consumer
+from streams.consumer_stop import stop_consumer
 from streams.dead_letters import DeadLetters, DeadLetterWriter, NoDeadLetters
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
@@ -163,7 +164,7 @@ async def projector(
         dlq = await dead_letters(settings, name, stack, live=replaying is None)
         consumer = kafka_consumer(**options) if replaying is None else groupless_consumer(**options)
         await consumer.start()
-        stack.push_async_callback(consumer.stop)
+        stack.push_async_callback(stop_consumer, consumer, name)
         running = Projector(
             consumer=consumer,
             sink=sink,

@@ -28,6 +28,7 @@ from models.notifications.wording import from_command, from_violation
 from models.ports import PartitionRef
 from models.sla.violation_codec import decode_violation
 from streams.consumer_core import Rebalance, lag, send_dead_letters
+from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, decode_records
 from streams.progress import ProjectorStats
@@ -69,6 +70,7 @@ class NotificationConsumer:
         self._on_assigned = on_assigned
         self._pending: set[TopicPartition] = set()  # assigned, start not committed yet
         self._next: dict[TopicPartition, int] = {}
+        self._stop = asyncio.Event()  # run's; a fetch gives way to it (even mid-rebalance)
 
     def subscribe(self) -> None:
         self._consumer.subscribe(
@@ -76,14 +78,15 @@ class NotificationConsumer:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         while not stop.is_set():
             await self.step()
 
     async def step(self) -> None:
         if self._pending:
             await self._pin_starts()
-        fetched = await self._consumer.getmany(
-            timeout_ms=self._max_wait_ms, max_records=self._max_records
+        fetched = await getmany_or_stop(
+            self._consumer, self._stop, timeout_ms=self._max_wait_ms, max_records=self._max_records
         )
         batch = {
             tp: await decode_records(records, self._decoders[tp.topic])

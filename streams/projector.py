@@ -37,6 +37,7 @@ from models.errors import (
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
 from streams.consumer_core import Rebalance, lag
+from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ProjectorStats
@@ -117,8 +118,11 @@ class Projector(Generic[T]):
                     await _settle(writing)
                     writing = None
                     await self.seek_to_stored(self._pending)
-                fetched = await self._consumer.getmany(
-                    timeout_ms=self._config.max_wait_ms, max_records=self._config.max_records
+                fetched = await getmany_or_stop(
+                    self._consumer,
+                    self._stop,
+                    timeout_ms=self._config.max_wait_ms,
+                    max_records=self._config.max_records,
                 )
                 await self._check_continuity(fetched)
                 batch = {
