@@ -65,7 +65,7 @@ from streams.consumer_core import kafka_consumer
 from streams.consumer_stop import stop_consumer
 from streams.kafka import producer_config
 from streams.notifier import NotificationConsumer, notifier_decoders
-from streams.progress import PipelineObserver, ProjectorStats
+from streams.progress import ConsumerStats, PipelineObserver
 from streams.projector import Projector
 from streams.prometheus import CommandMetrics, PhaseMetrics, ViolationMetrics
 from streams.relay import OutboxRelay
@@ -299,7 +299,7 @@ async def _consumer(
         dead_letters=dlq,
         decoders=notifier_decoders(s.rollback_commands_topic, s.sla_violations_topic),
         handler=dispatcher,
-        stats=ProjectorStats(name, rt.pipeline),
+        stats=ConsumerStats(name, rt.pipeline),
         max_records=s.batch_max_records,
         max_wait_ms=s.batch_max_wait_ms,
         on_invalid=lambda topic, count: metrics.invalid.labels(topic).inc(count),

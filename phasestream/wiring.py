@@ -30,7 +30,7 @@ from streams.consumer_stop import stop_consumer
 from streams.dead_letters import DeadLetters, DeadLetterWriter, NoDeadLetters
 from streams.decoding import Decoder
 from streams.kafka import consumer_config
-from streams.progress import PipelineObserver, ProjectorStats, log_progress
+from streams.progress import ConsumerStats, PipelineObserver, log_progress
 from streams.projector import Projector, ProjectorConfig
 from streams.prometheus import PipelineMetrics
 from streams.topics import ensure_topics
@@ -171,7 +171,7 @@ async def projector(
             dead_letters=dlq,
             config=config,
             backoff=backoff(settings),
-            stats=ProjectorStats(name, observer),
+            stats=ConsumerStats(name, observer),
         )
         if replaying is None:
             running.subscribe()

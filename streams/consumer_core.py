@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from models.ports import PartitionRef
 from streams.dead_letters import DeadLetter, DeadLetters
-from streams.progress import ProjectorStats
+from streams.progress import ConsumerStats
 
 #: What a consumer does with partitions when they are assigned or revoked.
 OnPartitions = Callable[[Iterable[TopicPartition]], None]
@@ -73,7 +73,7 @@ def lag(
 
 
 async def send_dead_letters(
-    dlq: DeadLetters, stats: ProjectorStats, letters: Sequence[DeadLetter]
+    dlq: DeadLetters, stats: ConsumerStats, letters: Sequence[DeadLetter]
 ) -> None:
     """Send ``letters`` (awaited: the broker has them all) and count them."""
     if letters:

@@ -31,7 +31,7 @@ from streams.consumer_core import Rebalance, lag, send_dead_letters
 from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, decode_records
-from streams.progress import ProjectorStats
+from streams.progress import ConsumerStats
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[Notification]], Awaitable[None]]
@@ -53,7 +53,7 @@ class NotificationConsumer:
         dead_letters: DeadLetters,
         decoders: Mapping[str, Decoder[Notification]],
         handler: Handler,
-        stats: ProjectorStats,
+        stats: ConsumerStats,
         max_records: int,
         max_wait_ms: int,
         on_invalid: Callable[[str, int], None] | None = None,

@@ -30,7 +30,7 @@ class PipelineObserver(Protocol):
 
 
 @dataclass
-class ProjectorStats:
+class ConsumerStats:
     name: str
     observer: PipelineObserver | None = None
     events_applied: int = 0
@@ -68,7 +68,7 @@ class ProjectorStats:
         return sum(self.lag.values())
 
 
-async def log_progress(stats: ProjectorStats, interval_s: float) -> None:
+async def log_progress(stats: ConsumerStats, interval_s: float) -> None:
     """Every interval, one line (events applied and their rate, dead letters, lag), and only
     when one of those changed since the last line: an idle pipeline stays quiet."""
     before, since = stats.events_applied, time.monotonic()

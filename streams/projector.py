@@ -40,7 +40,7 @@ from streams.consumer_core import Rebalance, lag
 from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
-from streams.progress import ProjectorStats
+from streams.progress import ConsumerStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +80,7 @@ class Projector(Generic[T]):
         dead_letters: DeadLetters,
         config: ProjectorConfig[T],
         backoff: Backoff,
-        stats: ProjectorStats,
+        stats: ConsumerStats,
     ) -> None:
         self._consumer = consumer
         self._sink = sink

@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 
 from models.errors import LostRecordsError
 from streams.backoff import Backoff
-from streams.progress import ProjectorStats
+from streams.progress import ConsumerStats
 from streams.projector import Projector, ProjectorConfig
 
 TP = TopicPartition("events", 3)
@@ -48,7 +48,7 @@ def projector(log_start: int, policy: str) -> Projector[Any]:
         dead_letters=None,  # type: ignore[arg-type]
         config=config,
         backoff=Backoff(0.01, 0.01),
-        stats=ProjectorStats("audit"),
+        stats=ConsumerStats("audit"),
     )
     running._expected[TP] = 10  # as seek_to_stored leaves it
     running._fetch_next[TP] = 10

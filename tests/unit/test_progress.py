@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from models.ports import PartitionRef
-from streams.progress import ProjectorStats, log_progress
+from streams.progress import ConsumerStats, log_progress
 
 INTERVAL_S = 0.005
 
@@ -30,7 +30,7 @@ async def test_a_line_only_when_applied_dead_letters_or_lag_changed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="streams.progress")
-    stats = ProjectorStats("audit")
+    stats = ConsumerStats("audit")
     # Behind, but not moving: the old loop logged this every interval.
     stats.observe_lag({PartitionRef("t", 0): 5})
     task = asyncio.create_task(log_progress(stats, INTERVAL_S))
