@@ -34,7 +34,7 @@ from typing import Any, Final
 import asyncpg
 
 from bench import measure, scratch
-from bench.timeseries import admin_database, scans_of
+from bench.timeseries import admin_database, load, scans_of
 from models.report_filters import Page
 from models.running import RunningQuery
 from phasestream.settings import Settings
@@ -42,7 +42,6 @@ from phasestream.wiring import run_migrations
 from projections.reports import running
 
 log = logging.getLogger("bench.running")
-CHUNK: Final = 500_000
 LOOKBACKS_H: Final = (24, 168, 720)
 CONSUMERS: Final = {"source": "phasestream-audit", "sla_monitor": "phasestream-sla"}
 LOG, MONITOR = "workflow_phase_logs", "sla_open_phases"
@@ -60,25 +59,6 @@ SELECT gen_random_uuid(), 'wf-' || (i / 14), '00000000-0000-4000-8000-0000000000
        $1::timestamptz + (i * $2::float8) * interval '1 second',
        CASE WHEN i % 2 = 1 AND i % 100 < 97 THEN ((i * 7919) % 1000) * 60 END
 FROM generate_series($3::bigint, $4::bigint) AS i"""
-
-
-async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[str, Any]:
-    start = now - timedelta(days=30)
-    await conn.execute(
-        "SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)", start.date()
-    )
-    began = time.monotonic()
-    for first in range(0, rows, CHUNK):
-        last = min(rows, first + CHUNK) - 1
-        await conn.execute(_LOAD, start, 30 * 86_400 / rows, first, last)
-        log.info("loaded %d of %d rows", last + 1, rows)
-    loaded_s = time.monotonic() - began
-    await conn.execute("VACUUM ANALYZE workflow_phase_logs")
-    size = await conn.fetchval(
-        "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits "
-        "WHERE inhparent = 'workflow_phase_logs'::regclass"
-    )
-    return {"rows": rows, "load_s": round(loaded_s, 1), "table_and_indexes": size}
 
 
 # What the monitor's fold leaves open: per (workflow, phase) the latest start with no end
@@ -180,7 +160,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "postgres": await measure.postgres_facts(conn),
                 "jit": await conn.fetchval("SHOW jit"),
             }
-            figures["data"] = await load(conn, args.rows, now)
+            figures["data"] = await load(conn, args.rows, now, _LOAD)
             figures["data"]["open_phases"] = await fill_monitor_state(conn, args.rows)
             figures["load_before"] = measure.wait_until_quiet(
                 args.quiet_pct, timeout_s=args.quiet_timeout

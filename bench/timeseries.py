@@ -102,7 +102,11 @@ async def admin_database(url: str | None) -> AsyncIterator[str]:
         yield embedded
 
 
-async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[str, Any]:
+async def load(
+    conn: asyncpg.Connection[Any], rows: int, now: datetime, sql: str = _LOAD
+) -> dict[str, Any]:
+    """``rows`` synthetic rows over the 30 days before ``now``, by ``sql`` (an INSERT taking
+    the start, the seconds between rows, and the first and last row number), in chunks."""
     start = now - timedelta(days=30)
     await conn.execute(
         "SELECT phasestream_ensure_log_partition('workflow_phase_logs', $1)", start.date()
@@ -110,7 +114,7 @@ async def load(conn: asyncpg.Connection[Any], rows: int, now: datetime) -> dict[
     began = time.monotonic()
     for first in range(0, rows, CHUNK):
         last = min(rows, first + CHUNK) - 1
-        await conn.execute(_LOAD, start, 30 * 86_400 / rows, first, last)
+        await conn.execute(sql, start, 30 * 86_400 / rows, first, last)
         log.info("loaded %d of %d rows", last + 1, rows)
     loaded_s = time.monotonic() - began
     await conn.execute("VACUUM ANALYZE workflow_phase_logs")
