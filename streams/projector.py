@@ -36,7 +36,7 @@ from models.errors import (
 )
 from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
 from streams.backoff import Backoff, retry_unavailable
-from streams.consumer_core import Rebalance, lag
+from streams.consumer_core import Rebalance, lag, send_dead_letters
 from streams.consumer_stop import getmany_or_stop
 from streams.dead_letters import DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
@@ -147,9 +147,7 @@ class Projector(Generic[T]):
         then the Kafka commit (best effort, for lag monitoring only).
         """
         letters = [letter for d in batch.values() for letter in d.letters]
-        if letters:
-            await self._dlq.send_all(letters)
-            self.stats.dead_lettered(len(letters))
+        await send_dead_letters(self._dlq, self.stats, letters)
         began = time.monotonic()
         try:
             decoded = await self._apply_refusing(batch)
@@ -216,8 +214,7 @@ class Projector(Generic[T]):
             len(letters),
             refusal.reason,
         )
-        await self._dlq.send_all(letters)
-        self.stats.dead_lettered(len(letters))
+        await send_dead_letters(self._dlq, self.stats, letters)
         return kept
 
     async def _check_continuity(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -295,10 +292,8 @@ class Projector(Generic[T]):
                     await self._apply(Batch.single(_ref(tp), single.events, move))
                     self._applied(single.events, 0.0)
                 except RejectedRecordError as exc:
-                    await self._dlq.send_all(
-                        [dead_letter(record, InvalidEventError("$", f"refused by the sink: {exc}"))]
-                    )
-                    self.stats.dead_lettered(1)
+                    refused = InvalidEventError("$", f"refused by the sink: {exc}")
+                    await send_dead_letters(self._dlq, self.stats, [dead_letter(record, refused)])
                     move = replace(move, last_event_at=None)  # nothing of it was applied
                     await self._apply(Batch.single(_ref(tp), [], move))
                 self._advance({_ref(tp): move})
