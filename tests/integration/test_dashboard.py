@@ -558,6 +558,13 @@ async def test_workflow_page_shows_a_known_workflow(loaded: Loaded) -> None:
     await page.width(390, 844)
     await page.until(f"{timeline_width} <= 390")
     assert await page.js("document.documentElement.scrollWidth") <= 390
+    # Its tables fit too: none has to be scrolled sideways to read a row.
+    cut = await page.js(
+        "[...document.querySelectorAll('#workflow-body .scroll')]"
+        ".filter((box) => box.scrollWidth > box.clientWidth + 1)"
+        ".map((box) => box.querySelector('table').dataset.table)"
+    )
+    assert cut == [], f"tables wider than a phone: {cut}"
     await page.screenshot(ARTIFACTS / "dashboard-workflow-390.png")
     await page.width(1280)
     await page.until(f"{timeline_width} > 390")
