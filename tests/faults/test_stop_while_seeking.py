@@ -105,5 +105,10 @@ async def test_sigterm_while_positions_cannot_be_read_exits_0(
     assert code == 0, log
     said = [line for line in log.splitlines() if STOPPED in line]
     assert len(said) == 1, log
-    # (asyncpg's pool logs its failed reconnections with their tracebacks, as warnings.)
-    assert not [line for line in log.splitlines() if " ERROR " in line], log
+    # Our own errors only: asyncpg's pool logs its failed reconnections with tracebacks, and
+    # aiokafka an error while Kafka's group coordinator is still loading.
+    ours = ("streams.", "projections.", "phasestream.")
+    errors = [
+        line for line in log.splitlines() if " ERROR " in line and any(o in line for o in ours)
+    ]
+    assert not errors, log
