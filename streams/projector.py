@@ -314,11 +314,20 @@ class Projector(Generic[T]):
     async def seek_to_stored(self, partitions: Iterable[TopicPartition]) -> None:
         tps = list(partitions)
         self._pending.difference_update(tps)
-        stored = await retry_unavailable(
-            lambda: self._sink.positions(self._config.name, [_ref(tp) for tp in tps]),
-            self._backoff,
-            f"{self._config.name}: reading stored positions",
-        )
+        try:
+            stored = await retry_unavailable(
+                lambda: self._sink.positions(self._config.name, [_ref(tp) for tp in tps]),
+                self._backoff,
+                f"{self._config.name}: reading stored positions",
+                self._stop,
+            )
+        except SinkUnavailableError:
+            if not self._stop.is_set():
+                raise
+            # Stopping: the partitions stay pending (nothing is read from them unsought).
+            self._pending.update(tps)
+            log.info("%s: stopping; positions not read, Postgres unavailable", self._config.name)
+            return
         assignment = self._consumer.assignment()
         for tp in tps:
             if tp not in assignment:  # revoked while we read the positions

@@ -32,6 +32,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from models.dedup import HandledIds
 from models.errors import InvalidEventError, PhasestreamError
 from streams.backoff import Backoff
+from streams.consumer_stop import stop_consumer
 from streams.dead_letters import DeadLetter, DeadLetterWriter
 from streams.decoding import dead_letter
 from streams.kafka import KafkaCluster, as_cluster, consumer_config
@@ -125,9 +126,10 @@ class Subscriber(Generic[T, C]):
         await self.close()
 
     async def close(self) -> None:
-        """Leave the group and flush the dead-letter producer; safe to call twice."""
+        """Leave the group (a held group join is given up after a bound, as the consumers
+        do) and flush the dead-letter producer; safe to call twice."""
         try:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer, self.group_id)
         finally:
             await self._letters.stop()
 
