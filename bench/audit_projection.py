@@ -270,21 +270,27 @@ class SteadyLoad:
     seed: int
 
 
-def steady_load_process(load: SteadyLoad, results: multiprocessing.Queue[dict[str, Any]]) -> None:
+def steady_load_process(
+    load: SteadyLoad, results: multiprocessing.Queue[dict[str, Any]], ready: Any
+) -> None:
     scratch.setup_logging(LOG_FORMAT)
-    results.put(asyncio.run(_steady_load(load)))
+    results.put(asyncio.run(_steady_load(load, ready)))
 
 
-async def _steady_load(load: SteadyLoad) -> dict[str, Any]:
+async def _steady_load(load: SteadyLoad, ready: Any) -> dict[str, Any]:
     watch: dict[uuid.UUID, float] = {}  # sampled ids not yet seen -> published_at
     publishing = asyncio.Event()
     publishing.set()
+    # Made before the clock starts: the load process then spends its CPU on publishing
+    # (stamp, validate, encode, send), as a producer would, not on inventing workflows.
+    events = _steady_events(int(load.rate * load.seconds), load.seed)
     async with PhaseEventPublisher(
         load.bootstrap, load.topic, linger_ms=load.linger_ms, client_id="bench-steady"
     ) as publisher:
         poller = asyncio.create_task(_poll_visibility(load, watch, publishing))
+        ready.set()  # the parent's CPU meter starts now
         began_cpu = time.process_time()
-        published, elapsed = await _publish_steadily(load, publisher, watch)
+        published, elapsed = await _publish_steadily(load, publisher, events, watch)
         cpu_s = time.process_time() - began_cpu
     publishing.clear()
     seen = await poller
@@ -296,11 +302,12 @@ async def _steady_load(load: SteadyLoad) -> dict[str, Any]:
 
 
 async def _publish_steadily(
-    load: SteadyLoad, publisher: PhaseEventPublisher, watch: dict[uuid.UUID, float]
+    load: SteadyLoad,
+    publisher: PhaseEventPublisher,
+    events: Sequence[PhaseEvent],
+    watch: dict[uuid.UUID, float],
 ) -> tuple[int, float]:
-    rng = random.Random(load.seed)
-    total = int(load.rate * load.seconds)
-    spare: list[PhaseEvent] = []
+    total = len(events)
     inflight: set[asyncio.Task[Any]] = set()
     sent = 0
     began = time.monotonic()
@@ -311,9 +318,7 @@ async def _publish_steadily(
             stamp = time.time()
             batch = []
             for seq in range(sent, due):
-                if not spare:
-                    spare = workflow_events(rng, datetime.now(UTC))
-                event = spare.pop()
+                event = events[seq]
                 batch.append(
                     replace(
                         event, metadata={**event.metadata, "published_at": stamp, "bench_seq": seq}
@@ -331,6 +336,15 @@ async def _publish_steadily(
         await asyncio.sleep(0.005)
     await asyncio.gather(*inflight)
     return sent, time.monotonic() - began
+
+
+def _steady_events(total: int, seed: int) -> list[PhaseEvent]:
+    rng = random.Random(seed)
+    events: list[PhaseEvent] = []
+    while len(events) < total:
+        events += workflow_events(rng, datetime.now(UTC))
+    log.info("steady load: %d events made; publishing", total)
+    return events[:total]
 
 
 async def _poll_visibility(
@@ -517,8 +531,9 @@ async def steady_phase(
     )
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[dict[str, Any]] = context.Queue()
+    ready = context.Event()
     process = context.Process(
-        target=steady_load_process, args=(load, results), name="bench-steady-load"
+        target=steady_load_process, args=(load, results, ready), name="bench-steady-load"
     )
     log.info(
         "phase 2: %.0f events/s for %.0f s from a separate process; polling 1 id in %d every %d ms",
@@ -527,8 +542,11 @@ async def steady_phase(
         args.sample_every,
         args.poll_ms,
     )
-    await meter.start()
     process.start()
+    while not await asyncio.to_thread(ready.wait, 0.5):
+        if not process.is_alive():
+            raise RuntimeError(f"the load process exited with {process.exitcode}")
+    await meter.start()
     try:
         outcome: dict[str, Any] | None = None
         next_log = time.monotonic() + 5

@@ -7,7 +7,12 @@ benchmark publishes them), in one process and one run, interleaved, best of R ro
   (``models.event_codec.reference_decode_event``, what ``decode_record`` was before the
   compiled decoder), plus the key check;
 - ``compiled``: ``models.event_codec.decode_record``, msgspec first (what the consumers run);
-- ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either.
+- ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either;
+- ``frozen msgspec Struct as the value``: msgspec decoding straight into a frozen Struct of
+  the same fields with typed ids, time and metadata (``DomainStruct``), no rule it cannot
+  state: what decoding would cost if the domain value were built in C, the ceiling of what
+  re-typing ``PhaseEvent`` as a Struct could save (today's step from the wire form to the
+  frozen dataclass, with ``uuid.UUID`` made in Python, is most of ``compiled``).
 
 The machine may be shared: compare the lines of one run with each other (ratios), not with
 another run's. ``--quick`` (``make bench-quick``) uses N = 20,000 and 3 rounds.
@@ -20,14 +25,39 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from bench import scratch
 from models.errors import InvalidEventError
 from models.event_codec import PHASE_EVENTS, decode_record, encode_event, reference_decode_event
+from models.phases import PhaseStatus
+
+_Phase = Annotated[int, msgspec.Meta(ge=1, le=7)]
+
+
+class DomainStruct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """The phase event as a frozen Struct with typed fields (not used by the product)."""
+
+    schema_version: Literal[1]
+    event_id: uuid.UUID
+    workflow_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    user_id: uuid.UUID
+    phase_number: _Phase
+    status: PhaseStatus
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    previous_phase: _Phase | None = None
+    error_message: str | None = None
+    error_stack: str | None = None
+    metadata: dict[str, Any] = {}
+    rollback_triggered: bool | None = None
+    rollback_to_phase: _Phase | None = None
 
 
 def reference_record(key: bytes, value: bytes) -> Any:
@@ -39,6 +69,7 @@ def reference_record(key: bytes, value: bytes) -> Any:
 
 def lines(records: Sequence[tuple[bytes, bytes]]) -> dict[str, Callable[[], None]]:
     wire = PHASE_EVENTS.decoder.decode
+    domain = msgspec.json.Decoder(DomainStruct).decode
 
     def reference() -> None:
         for key, value in records:
@@ -56,11 +87,16 @@ def lines(records: Sequence[tuple[bytes, bytes]]) -> dict[str, Callable[[], None
         for _, value in records:
             wire(value)
 
+    def domain_struct() -> None:
+        for _, value in records:
+            domain(value)
+
     return {
         "reference (orjson + hand-written checks)": reference,
         "compiled (msgspec + raw-byte checks)": compiled,
         "orjson.loads alone": orjson_alone,
         "msgspec wire decode alone": msgspec_alone,
+        "frozen msgspec Struct as the value": domain_struct,
     }
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import asyncpg
 import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: bench extra
@@ -121,8 +121,10 @@ def with_database(url: str, name: str) -> str:
 def libpq_parts(url: str) -> dict[str, Any]:
     """host, port, dbname, user, password of a postgresql:// URL (for psycopg2 clients)."""
     parts = urlsplit(url)
+    # A Unix-socket server (the embedded Postgres) is named in the query: ?host=/dir.
+    socket_dir = parse_qs(parts.query).get("host", [None])[0]
     return {
-        "host": parts.hostname or HOST,
+        "host": socket_dir or parts.hostname or HOST,
         "port": parts.port or 5432,
         "dbname": unquote(parts.path.lstrip("/")) or "postgres",
         "user": unquote(parts.username or "postgres"),

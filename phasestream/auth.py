@@ -20,7 +20,6 @@ from uuid import UUID
 import jwt
 
 from models.errors import PhasestreamError
-from phasestream.settings import Settings
 
 HS256: Final = "HS256"
 IDP_ALGORITHMS: Final = ("RS256", "ES256")
@@ -29,6 +28,8 @@ JWKS_CACHE_S: Final = 300.0
 JWKS_COOLDOWN_S: Final = 30.0
 #: Clocks differ: a token minted for exactly the longest lifetime must still pass.
 LIFETIME_LEEWAY_S: Final = 60
+#: The answer to a request without a usable token (RFC 6750).
+CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="phasestream"'}
 
 
 class TokenRefusedError(PhasestreamError):
@@ -55,6 +56,14 @@ def canonical_user_id(text: str) -> str:
         return str(UUID(text))
     except ValueError:
         return text
+
+
+def bearer(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
 
 
 def mint_token(
@@ -109,18 +118,6 @@ class TokenVerifier:
         self._audience = audience
         self._max_lifetime_s = max_lifetime_s
         self._role_claim = role_claim
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier:
-        secret = settings.jwt_secret
-        return cls(
-            secret=secret.get_secret_value() if secret is not None else None,
-            jwks_url=settings.jwt_jwks_url,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            max_lifetime_s=settings.jwt_max_lifetime_s,
-            role_claim=settings.jwt_role_claim,
-        )
 
     @property
     def configured(self) -> bool:

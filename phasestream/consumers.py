@@ -39,7 +39,7 @@ from phasestream.delivery.sink import AlertSink, Sender
 from phasestream.delivery.slack import SlackSender
 from phasestream.guide import RUN_RESET, ready_block
 from phasestream.http import build_app, serving
-from phasestream.http_auth import HttpAccess, attach_refusal
+from phasestream.http_auth import HttpAccess, attach_refusal, token_verifier
 from phasestream.kafka_cluster import check_kafka, kafka_cluster
 from phasestream.logs import tune_gc
 from phasestream.settings import Settings
@@ -250,6 +250,33 @@ async def notify(rt: Runtime, hub: WebSocketHub) -> None:
         )
 
 
+def smtp_config(s: Settings) -> SmtpConfig | None:
+    """None when e-mail alerts are not configured (no host or no recipients)."""
+    recipients = tuple(r.strip() for r in s.smtp_to.split(",") if r.strip())
+    if not s.smtp_host or not recipients:
+        return None
+    password = s.smtp_password
+    return SmtpConfig(
+        s.smtp_host,
+        s.smtp_port,
+        s.smtp_starttls,
+        s.smtp_username,
+        password.get_secret_value() if password is not None else None,
+        s.smtp_from,
+        recipients,
+    )
+
+
+def websocket_hub(s: Settings, registry: CollectorRegistry) -> WebSocketHub:
+    """The /ws hub, checking tokens and bounding connections as the settings say."""
+    return WebSocketHub(
+        token_verifier(s),
+        registry,
+        max_connections=s.ws_max_connections,
+        max_per_user=s.ws_max_connections_per_user,
+    )
+
+
 async def _senders(s: Settings, stack: contextlib.AsyncExitStack) -> list[Sender]:
     """The configured alert senders, opened on ``stack``."""
     senders: list[Sender] = []
@@ -257,7 +284,7 @@ async def _senders(s: Settings, stack: contextlib.AsyncExitStack) -> list[Sender
         senders.append(
             await stack.enter_async_context(SlackSender(s.slack_webhook_url.get_secret_value()))
         )
-    smtp = SmtpConfig.from_settings(s)
+    smtp = smtp_config(s)
     if smtp is not None:
         senders.append(EmailSender(smtp))
     elif s.smtp_host:
@@ -458,7 +485,7 @@ async def run_consumers(rt: Runtime, names: Sequence[str], *, reset: str = RUN_R
     s = rt.settings
     await check_kafka(s)  # a refused login or certificate stops here, in one line
     tune_gc()
-    hub = WebSocketHub(s, rt.registry) if "notify" in names else None
+    hub = websocket_hub(s, rt.registry) if "notify" in names else None
 
     access = HttpAccess.from_settings(s)
     access.log_mode()

@@ -16,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from phasestream.http_auth import CHALLENGE, HttpAccess, guard
+from phasestream.auth import CHALLENGE
+from phasestream.http_auth import HttpAccess, guard
 
 log = logging.getLogger(__name__)
 Check = Callable[[], Awaitable[None]]

@@ -19,13 +19,12 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from phasestream.auth import Principal, TokenRefusedError, TokenVerifier
+from phasestream.auth import CHALLENGE, Principal, TokenRefusedError, TokenVerifier, bearer
 from phasestream.settings import Settings
 
 log = logging.getLogger(__name__)
 OPEN_PATHS: Final = frozenset({"/healthz", "/api/openapi.json"})
 PRINCIPAL: Final = web.RequestKey("phasestream_principal", Principal)
-CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="phasestream"'}
 WILDCARDS: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
@@ -50,7 +49,7 @@ class HttpAccess:
     def from_settings(cls, settings: Settings, address: str | None = None) -> HttpAccess:
         """The policy of a server bound to ``address`` (default: the settings' http_host)."""
         host = settings.http_host if address is None else address
-        verifier = TokenVerifier.from_settings(settings)
+        verifier = token_verifier(settings)
         if settings.api_auth == "off":
             mode = ApiMode.OFF
         elif verifier.configured:
@@ -107,7 +106,7 @@ class HttpAccess:
         """The principal of a data request (None where no token is needed)."""
         if self.mode is not ApiMode.REQUIRED:
             return None
-        principal = await self.verifier.verify(bearer(request))
+        principal = await self.verifier.verify(bearer(request.headers.get("Authorization", "")))
         if not principal.roles & self.api_roles:
             held = ", ".join(sorted(principal.roles)) or "none"
             raise TokenRefusedError(
@@ -122,7 +121,7 @@ class HttpAccess:
         """True or False when /metrics has a token (given or not); None when it has none."""
         if self.metrics_token is None:
             return None
-        given = bearer(request) or ""
+        given = bearer(request.headers.get("Authorization", "")) or ""
         return hmac.compare_digest(given.encode(), self.metrics_token.encode())
 
 
@@ -142,13 +141,6 @@ def host_name(header: str) -> str:
         return header[1:].split("]", 1)[0]
     name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
     return name.rstrip(".")
-
-
-def bearer(request: web.Request) -> str | None:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credentials.strip() or None
 
 
 def refused(exc: TokenRefusedError) -> web.Response:
@@ -210,3 +202,16 @@ def _hosts(text: str, address: str) -> frozenset[str] | None:
     if address not in WILDCARDS:
         names.add(host_name(address))
     return frozenset(names)
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The verifier of the tokens the settings accept."""
+    secret = settings.jwt_secret
+    return TokenVerifier(
+        secret=secret.get_secret_value() if secret is not None else None,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        max_lifetime_s=settings.jwt_max_lifetime_s,
+        role_claim=settings.jwt_role_claim,
+    )

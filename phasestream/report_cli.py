@@ -26,6 +26,7 @@ from phasestream.report_output import Format, emit
 from phasestream.settings import Settings
 from projections.database import Connection, connection, translate_errors
 from projections.reports import analytics, history, running, sla, timeseries
+from projections.reports.core import Report
 
 T = TypeVar("T")
 report_app = typer.Typer(
@@ -90,49 +91,40 @@ def query(
         raise fail(str(exc)) from None
 
 
-@report_app.command("analytics")
-def analytics_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None,
-    until: Until = None,
-    phase: PhaseOpt = None,
-    user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT,
-    offset: OffsetOpt = "0",
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA."""
-    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
-    emit(query(load_settings(), lambda c: analytics.analytics(c, filters, page)), fmt)
+#: A report over the filtered window, one page of it.
+ListReport = Callable[[Connection, ReportFilters, Page], Awaitable[Report]]
 
 
-@report_app.command("sla")
-def sla_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None,
-    until: Until = None,
-    phase: PhaseOpt = None,
-    user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT,
-    offset: OffsetOpt = "0",
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """SLA violations, newest first, and their count per kind."""
-    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
-    emit(query(load_settings(), lambda c: sla.sla(c, filters, page)), fmt)
+def _list_report(name: str, report: ListReport, summary: str) -> None:
+    """Register ``report`` as `phasestream report <name>`, with the window's flags."""
+
+    def command(  # noqa: PLR0917  # typer maps each parameter to a flag
+        since: Since = None,
+        until: Until = None,
+        phase: PhaseOpt = None,
+        user: UserOpt = None,
+        limit: LimitOpt = CLI_LIMIT,
+        offset: OffsetOpt = "0",
+        fmt: FormatOpt = Format.TABLE,
+    ) -> None:
+        filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
+        emit(query(load_settings(), lambda c: report(c, filters, page)), fmt)
+
+    command.__doc__ = summary
+    report_app.command(name)(command)
 
 
-@report_app.command("rollbacks")
-def rollbacks_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
-    since: Since = None,
-    until: Until = None,
-    phase: PhaseOpt = None,
-    user: UserOpt = None,
-    limit: LimitOpt = CLI_LIMIT,
-    offset: OffsetOpt = "0",
-    fmt: FormatOpt = Format.TABLE,
-) -> None:
-    """Rollbacks per phase, and workflows rolled back more than once (chains)."""
-    filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
-    emit(query(load_settings(), lambda c: history.rollbacks(c, filters, page)), fmt)
+_list_report(
+    "analytics",
+    analytics.analytics,
+    "Per phase: counts, completion/failure/rollback rates, p50/p95/p99 against the SLA.",
+)
+_list_report("sla", sla.sla, "SLA violations, newest first, and their count per kind.")
+_list_report(
+    "rollbacks",
+    history.rollbacks,
+    "Rollbacks per phase, and workflows rolled back more than once (chains).",
+)
 
 
 @report_app.command("workflow")
@@ -146,8 +138,7 @@ def workflow_cmd(  # noqa: PLR0917  # typer maps each parameter to a flag
     offset: OffsetOpt = "0",
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
-    """One workflow's summary and timeline: every transition, its SLA violations, its
-    rollbacks."""
+    """One workflow's summary and timeline: transitions, SLA violations, rollbacks."""
     filters, page = filters_or_exit(since, until, phase, user), page_or_exit(limit, offset)
     try:
         parse_workflow_id(workflow_id)

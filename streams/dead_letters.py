@@ -46,6 +46,21 @@ class DeadLetter:
     #: Set when the value was cut: (original size in bytes, its SHA-256 in hex).
     cut: tuple[int, str] | None = None
 
+    @classmethod
+    def of(cls, record: Any, field: str, reason: str) -> DeadLetter:
+        """The letter for a consumed ``record`` (an aiokafka ConsumerRecord), refused so."""
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            list(record.headers or ()),
+            field,
+            reason,
+        )
+
     def dlq_headers(self, consumer: str) -> list[tuple[str, bytes]]:
         ours = {
             "reason": f"{self.field}: {self.reason}",

@@ -35,17 +35,7 @@ class Decoded(Generic[T]):
 
 
 def dead_letter(record: Any, error: InvalidEventError) -> DeadLetter:
-    return DeadLetter(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        list(record.headers or ()),
-        error.field,
-        error.reason,
-    )
+    return DeadLetter.of(record, error.field, error.reason)
 
 
 def decode_one(record: Any, decoded: Decoded[T], decoder: Decoder[T]) -> None:

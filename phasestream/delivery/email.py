@@ -6,7 +6,7 @@ import asyncio
 import base64
 import smtplib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Final
@@ -14,7 +14,6 @@ from typing import Final
 from models.notifications.value import Notification
 from phasestream.delivery.sink import DeliveryError
 from phasestream.redact import scrub
-from phasestream.settings import Settings
 
 TIMEOUT_S: Final = 10.0
 SUBJECT_PREFIX: Final = "[phasestream] "
@@ -26,26 +25,9 @@ class SmtpConfig:
     port: int
     starttls: bool
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # a secret: never in a repr or log
     sender: str
     recipients: tuple[str, ...]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpConfig | None:
-        """None when e-mail alerts are not configured (no host or no recipients)."""
-        recipients = tuple(r.strip() for r in settings.smtp_to.split(",") if r.strip())
-        if not settings.smtp_host or not recipients:
-            return None
-        password = settings.smtp_password
-        return cls(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_starttls,
-            settings.smtp_username,
-            password.get_secret_value() if password is not None else None,
-            settings.smtp_from,
-            recipients,
-        )
 
 
 def email_message(notification: Notification, config: SmtpConfig) -> EmailMessage:

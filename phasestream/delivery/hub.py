@@ -24,10 +24,15 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
 from models.notifications.value import Notification, as_json
-from phasestream.auth import Principal, TokenRefusedError, TokenVerifier, canonical_user_id
+from phasestream.auth import (
+    CHALLENGE,
+    Principal,
+    TokenRefusedError,
+    TokenVerifier,
+    bearer,
+    canonical_user_id,
+)
 from phasestream.delivery.metrics import HubMetrics
-from phasestream.http_auth import CHALLENGE, bearer
-from phasestream.settings import Settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S: Final = 30.0
@@ -50,10 +55,17 @@ class _Connection:
 
 
 class WebSocketHub:
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
-        self._verifier = TokenVerifier.from_settings(settings)
-        self._max_total = settings.ws_max_connections
-        self._max_per_user = settings.ws_max_connections_per_user
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        registry: CollectorRegistry,
+        *,
+        max_connections: int,
+        max_per_user: int,
+    ) -> None:
+        self._verifier = verifier
+        self._max_total = max_connections
+        self._max_per_user = max_per_user
         self._metrics = HubMetrics(registry)
         self._sockets: dict[str, set[_Connection]] = {}
         self._closing_tasks: set[asyncio.Task[None]] = set()
@@ -137,7 +149,7 @@ class WebSocketHub:
     async def _authenticate(self, request: web.Request) -> Principal:
         # Browsers cannot set headers on a WebSocket: the token may come in the query.
         principal = await self._verifier.verify(
-            bearer(request) or request.query.get("token") or None
+            bearer(request.headers.get("Authorization", "")) or request.query.get("token") or None
         )
         wanted = request.query.get("user_id")
         if wanted is not None and canonical_user_id(wanted) != principal.subject:

@@ -245,14 +245,4 @@ def _retriable(exc: Exception) -> bool:
 
 def _handler_letter(record: Any, failures: int, exc: Exception) -> DeadLetter:
     reason = f"failed {failures} times; last error: {type(exc).__name__}: {exc}"
-    return DeadLetter(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        list(record.headers or ()),
-        "handler",
-        reason,
-    )
+    return DeadLetter.of(record, "handler", reason)

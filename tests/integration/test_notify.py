@@ -29,7 +29,7 @@ from models.notifications.wording import from_command, from_violation
 from models.sla.violation import SlaViolation, ViolationKind, violation_id
 from models.sla.violation_codec import encode_violation
 from phasestream.auth import mint_token
-from phasestream.consumers import notify
+from phasestream.consumers import notify, websocket_hub
 from phasestream.delivery.hub import SEND_TIMEOUT_S, WebSocketHub
 from phasestream.delivery.slack import slack_text
 from phasestream.http import build_app, serving
@@ -92,7 +92,7 @@ def polled(read: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 async def hub_serving(settings: Settings) -> AsyncIterator[Notifier]:
     """/ws served as `phasestream run notify` serves it, without the consumer yet."""
     rt = Runtime(settings)
-    hub = WebSocketHub(settings, rt.registry)
+    hub = websocket_hub(settings, rt.registry)
     async with serving(
         build_app(rt.registry, {}, HttpAccess.from_settings(settings), hub.attach), "127.0.0.1", 0
     ) as port:
@@ -296,7 +296,7 @@ async def test_refused_connections_get_401_with_the_reason(settings: Settings) -
         )
     unconfigured = s.model_copy(update={"jwt_secret": None})
     rt = Runtime(unconfigured)
-    hub = WebSocketHub(unconfigured, rt.registry)
+    hub = websocket_hub(unconfigured, rt.registry)
     async with (
         serving(
             build_app(rt.registry, {}, HttpAccess.from_settings(unconfigured), hub.attach),

@@ -30,8 +30,8 @@ from models.notifications.rate_limit import RateLimiter
 from models.notifications.value import Notification
 from models.notifications.wording import from_command
 from phasestream.api import attach_api
+from phasestream.consumers import websocket_hub
 from phasestream.delivery.email import EmailSender, SmtpConfig
-from phasestream.delivery.hub import WebSocketHub
 from phasestream.delivery.metrics import NotifyMetrics
 from phasestream.delivery.sink import AlertSink
 from phasestream.delivery.slack import SlackSender
@@ -198,7 +198,7 @@ async def test_smtp_failures_log_no_password(caplog: pytest.LogCaptureFixture) -
 async def test_refused_tokens_log_no_jwt_secret(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     settings = Settings(jwt_secret=SecretStr(JWT_SECRET))
-    hub = WebSocketHub(settings, CollectorRegistry())
+    hub = websocket_hub(settings, CollectorRegistry())
     now = int(time.time())
     tokens = {
         "forged": jwt.encode(

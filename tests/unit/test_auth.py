@@ -10,8 +10,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from phasestream.auth import TokenRefusedError, TokenVerifier, mint_token
-from phasestream.http_auth import ApiMode, HttpAccess, host_name, is_loopback
+from phasestream.auth import TokenRefusedError, TokenVerifier, bearer, mint_token
+from phasestream.http_auth import ApiMode, HttpAccess, host_name, is_loopback, token_verifier
 from phasestream.settings import Settings
 
 SECRET = "unit-test-secret-of-at-least-32-bytes!"
@@ -203,3 +203,27 @@ def test_the_bound_address_is_an_allowed_host_unless_a_wildcard() -> None:
     assert not anywhere.host_allowed("phasestream.internal")
     listed = Settings(http_host="0.0.0.0", http_allowed_hosts="*", jwt_secret=SECRET)
     assert HttpAccess.from_settings(listed).host_allowed("phasestream.internal")
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc.def", "abc.def"),
+        ("bearer  abc.def ", "abc.def"),  # the scheme is case-insensitive (RFC 7235)
+        ("Bearer ", None),
+        ("Basic dXNlcjpwdw==", None),
+        ("", None),
+    ],
+)
+def test_the_bearer_token_is_read_from_the_authorization_header(
+    header: str, token: str | None
+) -> None:
+    assert bearer(header) == token
+
+
+async def test_the_settings_verifier_checks_with_the_configured_secret() -> None:
+    configured = token_verifier(Settings(jwt_secret=SECRET, jwt_role_claim="groups"))
+    claims = {"sub": str(USER), "exp": int(time.time()) + 60, "groups": "ops"}
+    principal = await configured.verify(forged(claims))
+    assert (principal.subject, principal.roles) == (str(USER), frozenset({"ops"}))
+    assert not token_verifier(Settings()).configured
