@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
-import os
 import random
 import re
 import sys
@@ -43,7 +42,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import measure, scratch
-from bench.timeseries import admin_database
 from phasestream.consumers import ALL
 from phasestream.demo import workflow_events
 from phasestream.settings import Settings
@@ -372,8 +370,7 @@ def mode_figures(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with scratch.scratch_directory("phasestream-bench-pipeline-", keep=args.keep) as workdir:
         async with (
-            admin_database(args.database_url) as admin,
-            scratch.scratch_database(admin) as (db_name, db_url),
+            scratch.scratch_database(args.database_url) as (db_name, db_url),
         ):
             with scratch.local_broker(workdir, args.broker) as bootstrap:
                 base = scratch.bench_settings(
@@ -465,8 +462,6 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="rates 200,400 for 5 s each: a check that it runs"
     )
     scratch.add_common_arguments(parser)
-    # No URL (nor PHASESTREAM_TEST_DATABASE_URL): the embedded Postgres, as bench.timeseries.
-    parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args(None if argv is None else list(argv))
     if args.quick:
         args.rates, args.seconds = [200.0, 400.0], 5.0

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from typing import Any, Final
 import asyncpg
 
 from bench import measure, scratch
-from bench.timeseries import admin_database, load, scans_of
+from bench.timeseries import load, scans_of
 from models.report_filters import Page
 from models.running import RunningQuery
 from phasestream.settings import Settings
@@ -148,8 +147,7 @@ async def measure_lookback(
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with (
-        admin_database(args.database_url) as admin,
-        scratch.scratch_database(admin, prefix="phasestream_bench_run") as (_, url),
+        scratch.scratch_database(args.database_url, prefix="phasestream_bench_run") as (_, url),
     ):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
@@ -204,7 +202,6 @@ def cli() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     scratch.add_common_arguments(parser)
-    parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
     scratch.setup_logging()
     figures = scratch.run_timed(main(args))

@@ -38,7 +38,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # types-psutil: be
 from models.events import PhaseEvent
 from phasestream.demo import workflow_events
 from phasestream.local_kafka import start_kafka
-from phasestream.local_stack import embedded_broker
+from phasestream.local_stack import embedded_broker, embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import create_topics, run_migrations
 from streams.publisher import PhaseEventPublisher
@@ -46,16 +46,19 @@ from streams.publisher import PhaseEventPublisher
 log = logging.getLogger("bench.scratch")
 
 HOST: Final = "127.0.0.1"
-DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
-DATABASE_URL_HELP: Final = "a server where we may CREATE DATABASE (scratch, dropped at the end)"
+DATABASE_URL_HELP: Final = (
+    "a server where we may CREATE DATABASE (scratch, dropped at the end); default: "
+    "PHASESTREAM_TEST_DATABASE_URL, else an embedded Postgres started for the run"
+)
 SESSION_TIMEOUT_MS: Final = 2000  # the local broker delays a group join by half of it
 PUBLISH_CHUNK: Final = 20_000
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REPO: Final = Path(__file__).resolve().parents[1]
 
 
-def default_database_url() -> str:
-    return os.environ.get("PHASESTREAM_TEST_DATABASE_URL", DEFAULT_DATABASE_URL)
+def default_database_url() -> str | None:
+    """The server the benches use: PHASESTREAM_TEST_DATABASE_URL, else None (embedded)."""
+    return os.environ.get("PHASESTREAM_TEST_DATABASE_URL") or None
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,10 +136,33 @@ def libpq_parts(url: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
+async def admin_database(url: str | None) -> AsyncIterator[str]:
+    """``url``, or (None) the URL of an embedded Postgres started for the run."""
+    if url:
+        yield url
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="phasestream-bench-pg-") as tmp,
+        embedded_postgres(Path(tmp) / "data") as embedded,
+    ):
+        yield embedded
+
+
+@contextlib.asynccontextmanager
 async def scratch_database(
-    admin_url: str, *, prefix: str = "phasestream_bench"
+    server_url: str | None, *, prefix: str = "phasestream_bench"
 ) -> AsyncIterator[tuple[str, str]]:
-    """Create <prefix>_<random>; yield (name, url); drop it on exit."""
+    """Create <prefix>_<random> on ``server_url`` (None: an embedded Postgres); yield
+    (name, url); drop it on exit."""
+    async with (
+        admin_database(server_url) as admin_url,
+        _scratch_database(admin_url, prefix) as made,
+    ):
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _scratch_database(admin_url: str, prefix: str) -> AsyncIterator[tuple[str, str]]:
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_url)
     try:
@@ -208,7 +234,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def bench_stack(
-    database_url: str, *, prefix: str, keep: bool = False, **overrides: Any
+    database_url: str | None, *, prefix: str, keep: bool = False, **overrides: Any
 ) -> AsyncIterator[Stack]:
     """Scratch directory, database and broker, migrated and with the topics created; all
     removed on exit. ``overrides`` go to bench_settings (topics, groups)."""

@@ -19,17 +19,13 @@ in a scratch directory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import re
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
@@ -38,7 +34,6 @@ from bench import measure, scratch
 from models.report_filters import Page
 from models.running import RunningQuery
 from models.timeseries import SeriesQuery, parse_series
-from phasestream.local_stack import embedded_postgres
 from phasestream.settings import Settings
 from phasestream.wiring import run_migrations
 from projections.reports import running, timeseries
@@ -88,18 +83,6 @@ SELECT gen_random_uuid(), 'wf-' || (i / 2), '00000000-0000-4000-8000-00000000000
             THEN ((i * 7919) % 1000) * (ARRAY[60, 120, 240, 180, 20, 30, 120])[1 + (i / 2) % 7]
        END
 FROM generate_series($3::bigint, $4::bigint) AS i"""
-
-
-@contextlib.asynccontextmanager
-async def admin_database(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    with (
-        tempfile.TemporaryDirectory(prefix="phasestream-bench-pg-") as tmp,
-        embedded_postgres(Path(tmp) / "data") as embedded,
-    ):
-        yield embedded
 
 
 async def load(
@@ -232,8 +215,7 @@ async def measure_all(conn: asyncpg.Connection[Any], now: datetime, repeat: int)
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with (
-        admin_database(args.database_url) as admin,
-        scratch.scratch_database(admin, prefix="phasestream_bench_ts") as (_, url),
+        scratch.scratch_database(args.database_url, prefix="phasestream_bench_ts") as (_, url),
     ):
         await run_migrations(Settings(database_url=url))
         conn = await asyncpg.connect(url)
@@ -303,7 +285,6 @@ def cli() -> None:
         help="rows per load when measuring the index's cost on writes; 0 skips",
     )
     scratch.add_common_arguments(parser)
-    parser.set_defaults(database_url=os.environ.get("PHASESTREAM_TEST_DATABASE_URL"))
     args = parser.parse_args()
     scratch.setup_logging()
     figures = scratch.run_timed(main(args))
