@@ -19,7 +19,8 @@ database (dropped at the end), migrations applied into it. Then, in this order:
 6. scale-out (``--workers``, default 1 and 2): for each K, a fresh topic and consumer group,
    the same N events published, ``workflow_phase_logs`` and the event ids it claimed
    emptied (TRUNCATE), then K ``python -m phasestream run audit`` processes drain them,
-   timed from the first committed row to N rows (``SELECT count(*)`` every 50 ms);
+   timed from the first committed row to N rows (the sum of the stored positions, every
+   50 ms);
    SIGTERM stops them and each must exit with 0.
 
 Baselines write into ``bench.*`` copies of ``workflow_phase_logs`` (LIKE ... INCLUDING ALL:
@@ -668,7 +669,9 @@ async def scale_out(
             },
         )
         try:
-            timing = await _drain_with_workers(poll, workers, len(payloads), meter, count)
+            timing = await _drain_with_workers(
+                poll, workers, len(payloads), meter, count, settings=settings
+            )
             cpu = await meter.stop()
         finally:
             codes = await stop_workers(workers)
@@ -707,10 +710,17 @@ async def _drain_with_workers(
     meter: CpuMeter,
     count: int,
     *,
+    settings: Settings,
     timeout_s: float = 900,
 ) -> tuple[float, float, int, int, float]:
-    """Poll count(*) every SCALE_OUT_POLL_S until it reaches target. Return (first commit
-    seen, target seen, rows at the first commit, polls, mean poll ms)."""
+    """Poll the workers' stored positions every SCALE_OUT_POLL_S until they add up to
+    target. Return (first commit seen, target seen, rows at the first commit, polls, mean
+    poll ms).
+
+    A position moves in the transaction of its rows, and the topic is fresh and every event
+    valid, so their sum is the rows committed. A count(*) of the growing table cost
+    Postgres 7-22 % of a core at 100,000-300,000 rows, taken from the workers it measures.
+    """
     first_at, first_rows, polls, poll_s = 0.0, 0, 0, 0.0
     deadline = time.monotonic() + timeout_s
     next_log = time.monotonic() + 5
@@ -722,7 +732,14 @@ async def _drain_with_workers(
                     f"{worker.process.returncode}:\n{worker.log_tail()}"
                 )
         asked = time.perf_counter()
-        rows = int(await poll.fetchval("SELECT count(*) FROM workflow_phase_logs"))
+        rows = int(
+            await poll.fetchval(
+                "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions "
+                "WHERE consumer = $1 AND topic = $2",
+                settings.audit_consumer_group,
+                settings.phase_events_topic,
+            )
+        )
         now = time.perf_counter()
         polls, poll_s = polls + 1, poll_s + now - asked
         if rows and not first_at:  # CPU is metered from the first commit on, like the rate
@@ -858,7 +875,7 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         "by run_audit), one consumer",
         "  group; each K on a fresh topic + group, workflow_phase_logs and its event ids "
         "truncated, the N events published before the processes start;",
-        f"  timed from the first committed row to N rows (SELECT count(*) every "
+        f"  timed from the first committed row to N rows (the sum of stored positions every "
         f"{SCALE_OUT_POLL_S * 1000:.0f} ms):",
         f"  {'processes':<10}{'events/s':>10}{'vs raw':>8}{'vs raw+claim':>14}{'vs naive':>10}"
         f"{'1st commit':>12}{'incl. start':>13}  exit codes  partitions per process",
@@ -890,7 +907,7 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  {run['workers']} process(es): projector {' + '.join(f'{w}%' for w in workers)}"
             f"  pg backends {c['postgres_backends_pct']}%"
-            f"  count poll {c['count_poll_backend_pct']}%"
+            f"  poll {c['count_poll_backend_pct']}%"
             f"  broker {c['broker_pct']}%  bench {c['bench_process_pct']}%"
             f"  | machine {c['machine_busy_pct']}% of {cores}%,"
             f" other {c['machine_busy_pct'] - listed}%"

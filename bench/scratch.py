@@ -201,9 +201,15 @@ BROKERS: Final = ("tansu", "kafka")
 @contextlib.contextmanager
 def local_broker(workdir: Path, broker: str = "tansu") -> Iterator[str]:
     """A scratch broker on free ports, ours to stop: the memory-only Tansu, or one
-    Apache Kafka KRaft node (JIT as in production, unlike the tests' fast start)."""
+    Apache Kafka KRaft node (JIT and group join delay as in production, unlike the tests)."""
     if broker == "kafka":
-        with start_kafka(workdir / "kafka", java_options=()) as cluster:
+        # Kafka's own default join delay (the tests' 0 would let the first of several
+        # workers started together take every partition, then give half away mid-drain).
+        with start_kafka(
+            workdir / "kafka",
+            extra_props={"group.initial.rebalance.delay.ms": "3000"},
+            java_options=(),
+        ) as cluster:
             yield cluster.bootstrap_servers
         return
     with embedded_broker(HOST, free_port(), workdir / "tansu.log") as bootstrap:
