@@ -56,13 +56,17 @@ async def read_to_highwater(
     *,
     timeout_s: float = 30.0,
     max_partition_fetch_bytes: int = 4 * 1_048_576,
+    at_least: int = 0,
 ) -> list[Any]:
     """Every record of ``topic`` (created with ``settings.topic_partitions`` partitions)
-    from its start up to each partition's fetch highwater, in partition/offset order.
+    from its start up to each partition's fetch highwater, and at least ``at_least`` of
+    them, in partition/offset order.
 
     The local broker's ``end_offsets()`` is wrong (the last batch's base offset + 1); the
     highwater a fetch response reports is right, so each partition is read until the
-    consumer's position reaches the highwater of its latest fetch.
+    consumer's position reaches the highwater of its latest fetch. Under load the local
+    broker's highwater can also trail records it has acknowledged, so a caller that knows
+    how many were sent says so in ``at_least``.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -88,7 +92,7 @@ async def read_to_highwater(
 
         await eventually(
             behind,
-            lambda left: not left,
+            lambda left: not left and len(found) >= at_least,
             timeout_s=timeout_s,
             what=f"the fetch highwater of every partition of {topic}",
         )

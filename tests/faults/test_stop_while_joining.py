@@ -100,4 +100,4 @@ async def test_sigterm_while_tansu_holds_the_first_join_stops_the_worker(
 
 
 async def consuming(worker: Worker) -> bool:
-    return ": consuming " in worker.logs[-1].read_text(errors="replace")
+    return ": consuming " in worker.log()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.integration
 RETRYING = "reading stored positions failed"
 STOPPED = "stopping; positions not read, Postgres unavailable"
 EVENTS = 30
-
-
-async def _logged(worker: Worker, text: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in worker.logs[-1].read_text(errors="replace"):
-        assert worker.alive(), f"{worker.name} died:\n{worker.tail()}"
-        assert time.monotonic() < deadline, f"no {text!r}:\n{worker.tail()}"
-        await asyncio.sleep(0.05)
 
 
 async def _stop_postgres(pgdata: Path, timeout_s: float = 30.0) -> None:
@@ -93,7 +84,7 @@ async def test_sigterm_while_positions_cannot_be_read_exits_0(
         joiner = await _second_member(settings)
         # The join is answered once the joiner asks for records.
         fetching = asyncio.ensure_future(joiner.getmany(timeout_ms=60_000))
-        await _logged(worker, RETRYING)
+        await worker.until_logged(RETRYING)
         code = await worker.stop()
     finally:
         await worker.stop()
@@ -101,7 +92,7 @@ async def test_sigterm_while_positions_cannot_be_read_exits_0(
             fetching.cancel()
         if joiner is not None:
             await joiner.stop()
-    log = worker.logs[-1].read_text(errors="replace")
+    log = worker.log()
     assert code == 0, log
     said = [line for line in log.splitlines() if STOPPED in line]
     assert len(said) == 1, log

@@ -3,8 +3,6 @@ there, cleanly: exit 0 and one line saying so, not an endless retry or a traceba
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -18,14 +16,6 @@ RETRYING = "AuditSink: connecting to Postgres failed"
 STOPPED = "stopped while waiting for Postgres"
 
 
-async def _logged(worker: Worker, text: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in worker.logs[-1].read_text(errors="replace"):
-        assert worker.alive(), f"{worker.name} died:\n{worker.tail()}"
-        assert time.monotonic() < deadline, f"no {text!r}:\n{worker.tail()}"
-        await asyncio.sleep(0.05)
-
-
 async def test_sigterm_while_waiting_for_postgres_exits_0(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -36,11 +26,11 @@ async def test_sigterm_while_waiting_for_postgres_exits_0(
     worker = Worker("audit", settings.audit_consumer_group, settings_env(nowhere), tmp_path)
     worker.start()
     try:
-        await _logged(worker, RETRYING)
+        await worker.until_logged(RETRYING)
         code = await worker.stop()
     finally:
         await worker.stop()
-    log = worker.logs[-1].read_text(errors="replace")
+    log = worker.log()
     assert code == 0, log
     said = [line for line in log.splitlines() if STOPPED in line]
     assert len(said) == 1, log

@@ -107,6 +107,18 @@ class Worker:
             await asyncio.sleep(0.05)
         return True
 
+    def log(self) -> str:
+        """What its current run has logged so far."""
+        return self.logs[-1].read_text(errors="replace")
+
+    async def until_logged(self, text: str, timeout_s: float = 60.0) -> None:
+        """Wait until its current run logs ``text``; fail if it dies or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            assert self.alive(), f"{self.name} died:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {text!r}:\n{self.tail()}"
+            await asyncio.sleep(0.05)
+
     async def kill(self) -> int:
         """SIGKILL: no cleanup, anywhere in or between its commits; the exit code."""
         assert self.process is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import jsonschema
@@ -27,11 +27,31 @@ from tests.integration.test_reports import (
 from tests.integration.test_reports import seeded as seeded  # noqa: PLC0414  # the fixture
 
 pytestmark = pytest.mark.integration
+#: Every path the API serves, as its OpenAPI document lists them.
+API_PATHS: Final = frozenset(
+    {
+        "/api/analytics",
+        "/api/sla",
+        "/api/rollbacks",
+        "/api/workflows",
+        "/api/workflows/{workflow_id}",
+        "/api/running",
+        "/api/timeseries",
+        "/api/dlq",
+        "/api/openapi.json",
+    }
+)
 
 
 @contextlib.asynccontextmanager
 async def api(database: str, **options: Any) -> AsyncIterator[aiohttp.ClientSession]:
-    settings = Settings(database_url=database, **options)
+    async with served(Settings(database_url=database, **options)) as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    """The API as ``settings`` configure it, on a free port; a session with its base URL."""
     app = build_app(
         CollectorRegistry(),
         {},
@@ -188,17 +208,7 @@ async def test_openapi_document_lists_the_paths(database: str) -> None:
         status, document = await get(session, "/api/openapi.json")
     assert status == 200
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {
-        "/api/analytics",
-        "/api/sla",
-        "/api/rollbacks",
-        "/api/workflows",
-        "/api/workflows/{workflow_id}",
-        "/api/running",
-        "/api/timeseries",
-        "/api/dlq",
-        "/api/openapi.json",
-    }
+    assert set(document["paths"]) == API_PATHS
     names = {
         p["$ref"].rsplit("/", 1)[-1] for p in document["paths"]["/api/sla"]["get"]["parameters"]
     }

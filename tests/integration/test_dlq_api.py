@@ -3,39 +3,17 @@ the same letters, bounded to the newest, and a 503 in one line when the broker i
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
 
-from phasestream.api import attach_api
-from phasestream.http import build_app, serving
-from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
 from tests.conftest import free_port
-from tests.integration.test_api import conforms, get
+from tests.integration.test_api import conforms, get, served
 from tests.integration.test_dlq_cli import dlq, json_of, rejected
 
 pytestmark = pytest.mark.integration
 SHAPE = ("total", "scanned", "truncated", "by_reason", "by_field", "topics")
-
-
-@contextlib.asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
-    app = build_app(
-        CollectorRegistry(),
-        {},
-        HttpAccess.from_settings(settings),
-        lambda app: attach_api(app, settings),
-    )
-    async with (
-        serving(app, "127.0.0.1", 0) as port,
-        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session,
-    ):
-        yield session
 
 
 async def summary(settings: Settings, **options: Any) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from models.notifications.dedup import Deduplicator
 from models.notifications.rate_limit import RateLimiter
 from models.notifications.value import Notification
 from models.notifications.wording import from_command
-from phasestream.api import attach_api
 from phasestream.consumers import websocket_hub
 from phasestream.delivery.email import EmailSender, SmtpConfig
 from phasestream.delivery.metrics import NotifyMetrics
@@ -41,6 +40,7 @@ from phasestream.settings import Settings
 from phasestream.wiring import connected
 from projections.audit_sink import AuditSink
 from tests.conftest import free_port, settings_env
+from tests.integration.test_api import served
 from tests.integration.test_notify import ALICE, publish, rollback
 
 pytestmark = pytest.mark.integration
@@ -232,17 +232,7 @@ async def test_database_password_stays_out_of_api_and_consumer_logs(
     settings = Settings(
         database_url=unreachable_database(), db_retry_initial_ms=50, db_retry_max_ms=100
     )
-    app = build_app(
-        CollectorRegistry(),
-        {},
-        HttpAccess.from_settings(settings),
-        lambda app: attach_api(app, settings),
-    )
-    async with (
-        serving(app, "127.0.0.1", 0) as port,
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/api/analytics") as response,
-    ):
+    async with served(settings) as session, session.get("/api/analytics") as response:
         assert response.status == 503
         body = await response.text()
     with pytest.raises(TimeoutError):  # a consumer waits for its database, retrying
