@@ -46,13 +46,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
+from msgspec.structs import replace
 
 from models.event_codec import decode_event, encode_event
 from models.events import PhaseEvent

@@ -11,7 +11,7 @@ import orjson
 
 from models.compiled import CompiledContract
 from models.errors import InvalidEventError
-from models.events import PhaseEvent, checked_event
+from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from models.validation import MAX_METADATA_DEPTH, event_from_mapping
 from models.wire import Duration, Phase, TimestampText, UuidToken, WorkflowId, as_uuid, moment
@@ -52,7 +52,7 @@ def _event(wire: WireEvent) -> PhaseEvent | None:
         metadata = {}
     if not isinstance(metadata, dict):
         return None
-    return checked_event(
+    return PhaseEvent(
         event_id,
         wire.workflow_id,
         user_id,
@@ -91,7 +91,8 @@ PHASE_EVENTS: Final = CompiledContract(
 
 def encode_event(event: PhaseEvent) -> bytes:
     """The wire form: UTF-8 JSON, fields in contract order, timestamps in RFC 3339."""
-    return orjson.dumps(event)
+    # orjson, not msgspec's encoder: it writes UTC as +00:00, as the contract's examples do.
+    return orjson.dumps(msgspec.structs.asdict(event))
 
 
 def decode_event(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> PhaseEvent:

@@ -16,9 +16,11 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
+
+from msgspec.structs import replace
 
 from models.events import PhaseEvent
 from models.phases import DEFAULT_SLA_MS, FIRST_PHASE, LAST_PHASE, PhaseStatus

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from msgspec.structs import replace
 
 from models.events import PhaseEvent
 from models.phases import PHASES, PhaseStatus

@@ -15,7 +15,7 @@ stays small and the test fast; the check is the same as against the default 1 Mi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from msgspec.structs import replace
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.event_codec import encode_event

@@ -8,11 +8,11 @@ table is rebuilt by a replay.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -61,8 +61,8 @@ def reordered(event: PhaseEvent) -> bytes:
 
 async def test_an_id_reused_by_a_different_event_is_dead_lettered(settings: Settings) -> None:
     first = make_event("wf-c", metadata={"v": 1})
-    same_time = dataclasses.replace(first, metadata={"v": 2})
-    later = dataclasses.replace(first, timestamp=first.timestamp + timedelta(seconds=5))
+    same_time = msgspec.structs.replace(first, metadata={"v": 2})
+    later = msgspec.structs.replace(first, timestamp=first.timestamp + timedelta(seconds=5))
     neighbour = make_event("wf-c", phase=2)
     values = [
         encode_event(first),
@@ -100,7 +100,7 @@ async def test_an_id_reused_by_a_different_event_is_dead_lettered(settings: Sett
 async def test_conflicts_within_one_batch_and_against_stored_rows(database: str) -> None:
     first = make_event("wf-c", metadata={"v": 1})
     other = make_event("wf-c", phase=3)
-    clash = dataclasses.replace(first, status=first.status, duration_ms=7)
+    clash = msgspec.structs.replace(first, status=first.status, duration_ms=7)
     async with await AuditSink.connect(database) as sink:
         with pytest.raises(ConflictingEventsError) as within:
             await sink.apply(
@@ -124,7 +124,7 @@ async def test_conflicts_within_one_batch_and_against_stored_rows(database: str)
 
 async def test_a_replay_keeps_the_first_event_of_an_id(settings: Settings) -> None:
     first = make_event("wf-c", metadata={"v": 1})
-    later = dataclasses.replace(first, timestamp=first.timestamp + timedelta(minutes=1))
+    later = msgspec.structs.replace(first, timestamp=first.timestamp + timedelta(minutes=1))
     await publish(settings, [encode_event(first), encode_event(later)])
     db = settings.database_url or ""
     positions = "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"

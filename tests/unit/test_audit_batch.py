@@ -4,8 +4,9 @@ where the refused ones sit in their partitions."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
+
+from msgspec.structs import replace
 
 from models.events import PhaseEvent
 from models.phases import PhaseStatus

@@ -12,7 +12,7 @@ import pickle
 import random
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from uuid import UUID
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
+from msgspec.structs import replace
 
 from models.errors import InvalidEventError
 from models.event_codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_record, encode_event
