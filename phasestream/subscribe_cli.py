@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import msgspec
 import orjson
 import typer
 from aiokafka.errors import KafkaError
@@ -242,4 +243,9 @@ def json_row(tailed: Tailed[Any]) -> dict[str, Any]:
             "invalid": {"field": tailed.error.field, "reason": tailed.error.reason},
             "raw": raw,
         }
-    return row | {"value": tailed.value}
+    value = tailed.value
+    # A phase event is a msgspec Struct, which orjson does not write; the commands and
+    # verdicts are dataclasses, which it does.
+    return row | {
+        "value": msgspec.structs.asdict(value) if isinstance(value, msgspec.Struct) else value
+    }

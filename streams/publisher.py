@@ -9,10 +9,11 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 
 from models.event_codec import DEFAULT_MAX_EVENT_BYTES, decode_event, encode_event
@@ -132,7 +133,7 @@ class PhaseEventPublisher:
         self, run: PhaseRun, began: float, status: PhaseStatus, exc: Exception | None
     ) -> None:
         elapsed = round((time.monotonic() - began) * 1000)
-        outcome = replace(
+        outcome = msgspec.structs.replace(
             run.started,
             event_id=uuid.uuid4(),
             status=status,
