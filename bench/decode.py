@@ -10,9 +10,9 @@ benchmark publishes them), in one process and one run, interleaved, best of R ro
 - ``orjson.loads`` alone and msgspec's wire decode alone, the floors of either;
 - ``frozen msgspec Struct as the value``: msgspec decoding straight into a frozen Struct of
   the same fields with typed ids, time and metadata (``DomainStruct``), no rule it cannot
-  state: what decoding would cost if the domain value were built in C, the ceiling of what
-  re-typing ``PhaseEvent`` as a Struct could save (today's step from the wire form to the
-  frozen dataclass, with ``uuid.UUID`` made in Python, is most of ``compiled``).
+  state: the floor if msgspec built the domain value in one step. ``PhaseEvent`` is a
+  frozen Struct too, but built from the wire form, because msgspec's UUID and datetime
+  parsers accept forms the contract refuses (bench/RESULTS.md, issue 13 step 5).
 
 The machine may be shared: compare the lines of one run with each other (ratios), not with
 another run's. ``--quick`` (``make bench-quick``) uses N = 20,000 and 3 rounds.
