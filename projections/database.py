@@ -134,16 +134,28 @@ def _malformed_url() -> Iterator[None]:
         raise SinkMisconfiguredError(f"the database URL is malformed: {exc}") from None
 
 
+async def keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """A pool ``reset`` that sends nothing: for connections that change no session state
+    outside a transaction (only SET LOCAL, transaction-scoped locks, ON COMMIT temp rows).
+
+    asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is a
+    round trip on every release, one per batch for a sink; asyncpg still rolls back a
+    transaction left open before calling this.
+    """
+
+
 async def open_pool(
     dsn: str,
     *,
     max_size: int = 2,
     init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]] | None = None,
+    reset: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]] | None = None,
 ) -> asyncpg.Pool[asyncpg.Record]:
-    """A small pool: a projector writes on one connection at a time."""
+    """A small pool: a projector writes on one connection at a time. ``reset``: see
+    ``keep_session`` (None: asyncpg's own)."""
     with _malformed_url():
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max_size, init=init, command_timeout=60
+            dsn, min_size=1, max_size=max_size, init=init, reset=reset, command_timeout=60
         )
     if pool is None:  # pragma: no cover - create_pool only returns None when not awaited
         raise SinkUnavailableError("could not create a connection pool")

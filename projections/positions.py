@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -27,6 +27,28 @@ async def load_positions(
     return {PartitionRef(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
+#: Every move of a batch in one statement: a round trip per partition cost more than the
+#: rows under load (each one waits for a core twice). Fresh partitions are inserted, the
+#: others moved from their expected offset; the partitions it names are the ones moved.
+_MOVE: Final = (
+    "WITH m AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], "
+    "$6::bigint[], $7::timestamptz[]) AS m(topic, part, expected, next_offset, highwater, "
+    "last_event_at)), "
+    "inserted AS (INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
+    "next_offset, highwater, last_event_at) SELECT $1, topic, part, next_offset, highwater, "
+    "last_event_at FROM m WHERE expected IS NULL ON CONFLICT DO NOTHING "
+    "RETURNING topic, partition), "
+    # A batch without events (all dead-lettered) or without a fetched highwater keeps what
+    # was stored; greatest() also keeps the newest time when events arrive out of order.
+    "updated AS (UPDATE phasestream_consumer_positions AS p SET next_offset = m.next_offset, "
+    "updated_at = now(), highwater = coalesce(m.highwater, p.highwater), "
+    "last_event_at = greatest(p.last_event_at, m.last_event_at) FROM m "
+    "WHERE p.consumer = $1 AND p.topic = m.topic AND p.partition = m.part "
+    "AND p.next_offset = m.expected RETURNING p.topic, p.partition) "
+    "SELECT topic, partition FROM inserted UNION ALL SELECT topic, partition FROM updated"
+)
+
+
 async def move_positions(
     conn: Connection, consumer: str, moves: Mapping[PartitionRef, PositionMove]
 ) -> None:
@@ -34,40 +56,25 @@ async def move_positions(
 
     Must run inside the transaction that writes the rows, so a failed move undoes them.
     """
-    for ref, move in moves.items():
-        if move.expected is None:
-            status = await conn.execute(
-                "INSERT INTO phasestream_consumer_positions (consumer, topic, partition, "
-                "next_offset, highwater, last_event_at) VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT DO NOTHING",
-                consumer,
-                ref.topic,
-                ref.partition,
-                move.next_offset,
-                move.highwater,
-                move.last_event_at,
-            )
-        else:
-            # A batch without events (all dead-lettered) or without a fetched highwater
-            # keeps what was stored; greatest() also keeps the newest time when events
-            # arrive out of order (it ignores nulls).
-            status = await conn.execute(
-                "UPDATE phasestream_consumer_positions SET next_offset = $5, updated_at = now(), "
-                "highwater = coalesce($6, highwater), "
-                "last_event_at = greatest(last_event_at, $7) "
-                "WHERE consumer = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
-                consumer,
-                ref.topic,
-                ref.partition,
-                move.expected,
-                move.next_offset,
-                move.highwater,
-                move.last_event_at,
-            )
-        if not status.endswith(" 1"):
+    refs = list(moves)
+    if not refs:
+        return
+    rows = await conn.fetch(
+        _MOVE,
+        consumer,
+        [r.topic for r in refs],
+        [r.partition for r in refs],
+        [moves[r].expected for r in refs],
+        [moves[r].next_offset for r in refs],
+        [moves[r].highwater for r in refs],
+        [moves[r].last_event_at for r in refs],
+    )
+    moved = {PartitionRef(r["topic"], r["partition"]) for r in rows}
+    for ref in refs:
+        if ref not in moved:
             raise StalePositionError(
                 f"{consumer} on {ref.topic}[{ref.partition}] expected next offset "
-                f"{move.expected}, but another consumer moved it"
+                f"{moves[ref].expected}, but another consumer moved it"
             )
 
 

@@ -8,7 +8,13 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 import asyncpg
 
 from models.ports import Batch, PartitionRef
-from projections.database import Connection, in_transaction, open_pool, translate_errors
+from projections.database import (
+    Connection,
+    in_transaction,
+    keep_session,
+    open_pool,
+    translate_errors,
+)
 from projections.positions import load_positions, move_positions
 
 T = TypeVar("T")
@@ -40,8 +46,10 @@ class PostgresSink(Generic[T]):
 
     @classmethod
     async def connect(cls: type[S], dsn: str, **options: Any) -> S:
-        """Open the pool; ``options`` go to the constructor."""
-        return cls(await translate_errors(lambda: open_pool(dsn, init=cls.init)), **options)
+        """Open the pool; ``options`` go to the constructor. A sink keeps no session state
+        between its transactions, so its connections are returned to the pool as they are."""
+        pool = await translate_errors(lambda: open_pool(dsn, init=cls.init, reset=keep_session))
+        return cls(pool, **options)
 
     async def close(self) -> None:
         await self.pool.close()
