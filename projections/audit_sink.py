@@ -1,7 +1,8 @@
 """The audit projector's Postgres sink: rows and positions in one transaction.
 
 Write order inside the transaction: COPY the batch into a per-connection temp table,
-create any month partition the batch needs and lacks, then in one statement claim each
+create any month partition the batch needs and lacks (skipped when the whole batch falls in
+a month this sink ensured since its last upkeep), then in one statement claim each
 event id in ``workflow_phase_event_ids`` and INSERT the rows of the ids it claimed (ON
 CONFLICT (id, "timestamp") DO NOTHING covers an event twice in one batch); an id claimed
 before is a redelivery or replay, a no-op unless its payload differs. Then move the
@@ -23,12 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any, Final
 
 import asyncpg
 import orjson
 
-from models.errors import ConflictingEventsError, RejectedRecordError
+from models.errors import ConflictingEventsError, RejectedRecordError, SinkUnavailableError
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
 from models.ports import Batch, PartitionRef
@@ -95,6 +97,22 @@ def stage_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
         )
         for ordinal, e in enumerate(events)
     ]
+
+
+def batch_month(events: Sequence[PhaseEvent]) -> tuple[int, int] | None:
+    """The (year, month) in UTC of every event of the batch, if they share one; else None."""
+    first = min(e.timestamp for e in events).astimezone(UTC)
+    last = max(e.timestamp for e in events).astimezone(UTC)
+    month = (first.year, first.month)
+    return month if month == (last.year, last.month) else None
+
+
+class _PartitionGone(SinkUnavailableError):
+    """A month partition this sink had ensured is gone; the batch was rolled back."""
+
+
+def _missing_partition(exc: asyncpg.PostgresError) -> bool:
+    return isinstance(exc, asyncpg.CheckViolationError) and "no partition" in str(exc)
 
 
 async def _create_stage(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -181,10 +199,17 @@ class AuditSink(PostgresSink[PhaseEvent]):
         self.months_ahead = months_ahead
         self.maintenance_interval_s = maintenance_interval_s
         self._maintained_at: float | None = None
+        #: Months whose partition a batch of ours ensured since the last upkeep: a batch
+        #: wholly inside one skips the ensure statement (a round trip, and a scan of the
+        #: stage). Cleared by each upkeep, so retention never drops a month it holds.
+        self._months: set[tuple[int, int]] = set()
 
     async def apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
         await self.maintain_if_due()
-        await super().apply(consumer, batch)
+        try:
+            await super().apply(consumer, batch)
+        except _PartitionGone:  # the months known are forgotten: this time it ensures them
+            await super().apply(consumer, batch)
 
     async def maintain_if_due(self) -> None:
         now = time.monotonic()
@@ -215,6 +240,7 @@ class AuditSink(PostgresSink[PhaseEvent]):
             self._maintained_at = now - self.maintenance_interval_s + 3600.0
             return
         self._maintained_at = now
+        self._months.clear()
         if dropped:
             log.info(
                 "%s: retention (%d months) dropped partitions %s",
@@ -238,12 +264,33 @@ class AuditSink(PostgresSink[PhaseEvent]):
         await conn.copy_records_to_table(
             STAGE, records=stage_rows(events), columns=(*COLUMNS, "ord")
         )
+        month = batch_month(events)
+        if month is None or month not in self._months:
+            await self._ensure_partitions(conn)
+            if month is not None:
+                self._months.add(month)
+        try:
+            taken = await self._claim_and_insert(conn)
+        except asyncpg.PostgresError as exc:
+            if not _missing_partition(exc):
+                raise
+            # Someone dropped a month we had ensured (by hand, or another process's
+            # retention): forget what we know and write the batch again.
+            self._months.clear()
+            raise _PartitionGone(f"{self.table}: {exc}") from exc
+        if conflicting := await self._conflicting(conn, events, taken):
+            raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
+
+    async def _ensure_partitions(self, conn: Connection) -> None:
         await conn.execute(
             "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
             f"date_trunc('month', \"timestamp\" AT TIME ZONE 'UTC')::date AS m FROM {STAGE}) "
             "AS months",
             self.table,
         )
+
+    async def _claim_and_insert(self, conn: Connection) -> set[int]:
+        """The stage's ordinals whose ids were claimed before (by an earlier batch)."""
         # One statement claims the ids (before the table, as a replay's swap locks them),
         # inserts the rows whose ids it claimed, and names the events whose id was taken.
         # In id order: each index page is visited once per batch, and two workers take
@@ -258,8 +305,7 @@ class AuditSink(PostgresSink[PhaseEvent]):
             f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
             "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)"
         )
-        if conflicting := await self._conflicting(conn, events, {r["ord"] for r in taken}):
-            raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
+        return {r["ord"] for r in taken}
 
     async def _conflicting(
         self, conn: Connection, events: Sequence[PhaseEvent], taken: set[int]

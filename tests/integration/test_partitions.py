@@ -228,3 +228,20 @@ async def test_audit_sink_runs_upkeep_before_its_first_batch(database: str) -> N
     assert partition_of(long_ago.timestamp) not in names
     this_month = month_start(datetime.now(UTC).date())
     assert f"workflow_phase_logs_p{month_start(this_month, 5):%Y%m}" in names
+
+
+async def test_a_month_dropped_behind_the_sinks_back_is_made_again(database: str) -> None:
+    # The sink skips ensuring a month it ensured before; a partition dropped since (by hand,
+    # or by another process's retention) must not make it refuse the batch.
+    when = datetime(2031, 6, 15, tzinfo=UTC)
+    first, second = (make_event(f"wf-{i}", 2, timestamp=when + timedelta(hours=i)) for i in (1, 2))
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("c", Batch.single(REF, [first], PositionMove(None, 1)))
+        conn = await asyncpg.connect(database)
+        try:
+            await conn.execute(f"DROP TABLE {partition_of(when)}")
+        finally:
+            await conn.close()
+        await sink.apply("c", Batch.single(REF, [second], PositionMove(1, 2)))
+        assert await sink.positions("c", [REF]) == {REF: 2}
+    assert await placed(database) == {second.event_id: partition_of(when)}
