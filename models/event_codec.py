@@ -18,6 +18,7 @@ from models.wire import Duration, Phase, TimestampText, UuidToken, WorkflowId, a
 
 #: Default payload limit; Kafka's own default message limit is about 1 MB too.
 DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
+_DEEP_ENOUGH_BYTES: Final = 2 * MAX_METADATA_DEPTH
 
 
 class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -70,9 +71,12 @@ def _event(wire: WireEvent) -> PhaseEvent | None:
 
 
 def _may_nest_too_deep(metadata: bytes) -> bool:
-    # Too deep takes MAX_METADATA_DEPTH containers, the metadata's own included; brackets
-    # inside its strings only make the count err on the safe side.
-    return metadata.count(b"{") + metadata.count(b"[") >= MAX_METADATA_DEPTH
+    # Too deep takes MAX_METADATA_DEPTH containers, the metadata's own included, so at
+    # least twice as many bytes (each opens and closes): shorter metadata is never counted.
+    # Brackets inside its strings only make the count err on the safe side.
+    return len(metadata) >= _DEEP_ENOUGH_BYTES and (
+        metadata.count(b"{") + metadata.count(b"[") >= MAX_METADATA_DEPTH
+    )
 
 
 def reference_decode_event(value: bytes) -> PhaseEvent:

@@ -158,7 +158,9 @@ class Projector(Generic[T]):
                 exc,
             )
             await self._apply_one_by_one(batch)
-            self._note_newest(batch)
+            self._note_newest(
+                {_ref(tp): self._newest_of(d.events) for tp, d in batch.items() if d.events}
+            )
             await self._commit(
                 {_ref(tp): PositionMove(None, d.next_offset) for tp, d in batch.items()}
             )
@@ -176,8 +178,10 @@ class Projector(Generic[T]):
             )
             return False
         self._advance(decoded.moves)
-        self._note_newest(batch)
-        self._applied(decoded.events, time.monotonic() - began)
+        # Each move carries its partition's newest event time: one pass over the events.
+        newest = {ref: m.last_event_at for ref, m in decoded.moves.items() if m.last_event_at}
+        self._note_newest(newest)
+        self._applied(decoded.events, time.monotonic() - began, max(newest.values(), default=None))
         await self._commit(decoded.moves)
         return True
 
@@ -240,19 +244,21 @@ class Projector(Generic[T]):
 
     def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
         # highwater and last_event_at are stored for the freshness view only.
-        newest = max((self._config.event_time(e) for e in events), default=None)
         return PositionMove(
             self._expected.get(tp),
             next_offset,
             highwater=self._consumer.highwater(tp),
-            last_event_at=newest,
+            last_event_at=self._newest_of(events),
         )
 
-    def _note_newest(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
-        for tp, decoded in batch.items():
-            if decoded.events:
-                newest = max(self._config.event_time(e) for e in decoded.events)
-                self._newest[tp] = max(newest, self._newest.get(tp, newest))
+    def _newest_of(self, events: Sequence[T]) -> datetime | None:
+        return max(map(self._config.event_time, events), default=None)
+
+    def _note_newest(self, newest: Mapping[PartitionRef, datetime | None]) -> None:
+        for ref, when in newest.items():
+            if when is not None:
+                tp = TopicPartition(ref.topic, ref.partition)
+                self._newest[tp] = max(when, self._newest.get(tp, when))
 
     def watermarks(self, now: datetime) -> dict[int, datetime]:
         """The stream's time per owned partition: ``now`` where everything fetched is
@@ -266,8 +272,7 @@ class Projector(Generic[T]):
                 marks[tp.partition] = self._newest[tp]
         return marks
 
-    def _applied(self, events: Sequence[T], seconds: float) -> None:
-        newest = max((self._config.event_time(e) for e in events), default=None)
+    def _applied(self, events: Sequence[T], seconds: float, newest: datetime | None) -> None:
         self.stats.applied(len(events), newest, seconds)
         if self._config.on_applied is not None and events:
             self._config.on_applied(events)
@@ -290,7 +295,7 @@ class Projector(Generic[T]):
                 move = self._move(tp, record.offset + 1, single.events)
                 try:
                     await self._apply(Batch.single(_ref(tp), single.events, move))
-                    self._applied(single.events, 0.0)
+                    self._applied(single.events, 0.0, move.last_event_at)
                 except RejectedRecordError as exc:
                     refused = InvalidEventError("$", f"refused by the sink: {exc}")
                     await send_dead_letters(self._dlq, self.stats, [dead_letter(record, refused)])
