@@ -69,9 +69,10 @@ class PartitionBatches:
         return [(batch.partition, batch.acked.result() + relative) for batch, relative in placed]
 
     async def drain(self) -> None:
-        """Wait until every batch started is acknowledged (or failed): before a stop."""
-        if self._unacked:
-            await asyncio.wait(self._unacked)
+        """Wait until every batch started, also while waiting, is acknowledged (or has
+        failed): before the producer stops, as some may not be in its queue yet."""
+        while self._unacked:
+            await asyncio.wait(set(self._unacked))
 
     def _append(self, partition: int, key: bytes, value: bytes) -> tuple[_Batch, int]:
         batch = self._open.get(partition)
@@ -87,9 +88,16 @@ class PartitionBatches:
         batch = _Batch(self._producer.create_batch(), partition)
         batch.acked = asyncio.create_task(self._queue(batch))
         self._unacked.add(batch.acked)  # a strong reference until it is done
-        batch.acked.add_done_callback(self._unacked.discard)
+        batch.acked.add_done_callback(self._done)
         self._open[partition] = batch
         return batch
+
+    def _done(self, acked: asyncio.Task[int]) -> None:
+        self._unacked.discard(acked)
+        # A failure reaches the callers waiting for the batch; asyncio need not log it
+        # again when none is left (all cancelled) or one raised a sibling batch's first.
+        if not acked.cancelled():
+            acked.exception()
 
     async def _queue(self, batch: _Batch) -> int:
         """Queue ``batch`` in the producer once its partition's previous one is taken;
@@ -100,9 +108,11 @@ class PartitionBatches:
                     batch.builder, self._topic, partition=batch.partition
                 )
             finally:
-                # Queued (or refused): it takes no more records. Closed, the sender takes it
-                # at once instead of letting it linger: the records of calls made while it
-                # waited have joined it already, and those calls are waiting for it.
+                # Queued (or refused): it takes no more records. send_batch returns as soon
+                # as it has queued it, before the sender can take it (and, idempotent,
+                # number its records), so none joins it after. Closed, the sender takes it
+                # at once instead of letting it linger: the records of the calls made
+                # while it waited have joined it already, and those calls wait for it.
                 if self._open.get(batch.partition) is batch:
                     del self._open[batch.partition]
                 batch.builder.close()

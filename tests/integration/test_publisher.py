@@ -106,3 +106,15 @@ async def test_nothing_is_sent_when_one_event_is_invalid(settings: Settings) -> 
         await pub.publish(marker)
     records = await read_to_highwater(settings, settings.phase_events_topic, at_least=1)
     assert [decode_event(r.value).event_id for r in records] == [marker.event_id]
+
+
+async def test_close_waits_for_the_calls_under_way(settings: Settings) -> None:
+    calls = [many_events(50, workflows=10) for _ in range(20)]
+    pub = await publisher(settings).__aenter__()
+    running = [asyncio.create_task(pub.publish_many(c)) for c in calls]
+    await asyncio.sleep(0)  # the calls have filled their batches; none is queued yet
+    await asyncio.wait_for(pub.close(), timeout=30)
+    published = [p for task in running for p in await asyncio.wait_for(task, timeout=30)]
+    events = [e for call in calls for e in call]
+    records = await read_to_highwater(settings, settings.phase_events_topic, at_least=len(events))
+    assert_found_where_published(events, published, records)
