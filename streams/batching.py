@@ -48,7 +48,8 @@ class PartitionBatches:
         # One batch per partition goes into the producer at a time, in the order they
         # were opened (asyncio.Lock is first come, first served): a key's order.
         self._queueing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._unacked: set[asyncio.Task[int]] = set()
+        # Calls placing their records and batches not acknowledged yet: what drain() awaits.
+        self._under_way: set[asyncio.Future[Any]] = set()
 
     async def send(self, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
         """Send ``(key, value)`` records; each one's ``(partition, offset)``, in order.
@@ -56,12 +57,18 @@ class PartitionBatches:
         Keys go where the producer's ``send()`` would put them: its partitioner over the
         topic's partitions sorted by id, as aiokafka passes them.
         """
-        partitions = sorted(await self._producer.partitions_for(self._topic))
-        # No await from here to the wait: no batch this call appends to is queued midway.
-        placed = [
-            self._append(self._partitioner(key, partitions, partitions), key, value)
-            for key, value in records
-        ]
+        placing = asyncio.get_running_loop().create_future()
+        self._under_way.add(placing)  # drain() waits for a call waiting for metadata
+        try:
+            partitions = sorted(await self._producer.partitions_for(self._topic))
+            # No await from here to the wait below: no batch it appends to is queued midway.
+            placed = [
+                self._append(self._partitioner(key, partitions, partitions), key, value)
+                for key, value in records
+            ]
+        finally:
+            self._under_way.discard(placing)
+            placing.set_result(None)
         if not placed:
             return []
         # asyncio.wait, not gather: a caller cancelled must not cancel a shared batch.
@@ -69,10 +76,11 @@ class PartitionBatches:
         return [(batch.partition, batch.acked.result() + relative) for batch, relative in placed]
 
     async def drain(self) -> None:
-        """Wait until every batch started, also while waiting, is acknowledged (or has
-        failed): before the producer stops, as some may not be in its queue yet."""
-        while self._unacked:
-            await asyncio.wait(set(self._unacked))
+        """Wait until the calls under way, and those made meanwhile, have their batches
+        acknowledged (or failed): before the producer stops, as a call may still wait for
+        the topic's metadata and a batch for its turn, not yet in the producer's queue."""
+        while self._under_way:
+            await asyncio.wait(set(self._under_way))
 
     def _append(self, partition: int, key: bytes, value: bytes) -> tuple[_Batch, int]:
         batch = self._open.get(partition)
@@ -87,13 +95,13 @@ class PartitionBatches:
     def _start(self, partition: int) -> _Batch:
         batch = _Batch(self._producer.create_batch(), partition)
         batch.acked = asyncio.create_task(self._queue(batch))
-        self._unacked.add(batch.acked)  # a strong reference until it is done
+        self._under_way.add(batch.acked)  # also a strong reference until it is done
         batch.acked.add_done_callback(self._done)
         self._open[partition] = batch
         return batch
 
     def _done(self, acked: asyncio.Task[int]) -> None:
-        self._unacked.discard(acked)
+        self._under_way.discard(acked)
         # A failure reaches the callers waiting for the batch; asyncio need not log it
         # again when none is left (all cancelled) or one raised a sibling batch's first.
         if not acked.cancelled():
