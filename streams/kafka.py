@@ -11,6 +11,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.partitioner import KeyPartitioner
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 TLS_PROTOCOLS: frozenset[str] = frozenset({"SSL", "SASL_SSL"})
@@ -81,16 +83,20 @@ def producer_config(
     linger_ms: int,
     max_request_bytes: int = 2 * 1_048_576,
     idempotent: bool = False,
+    partitioner: KeyPartitioner | None = None,
 ) -> dict[str, Any]:
     # acks=all for durability. Idempotence (Apache Kafka only: the local broker has no
     # InitProducerId) keeps a send that is retried across a leader failover from writing
-    # its records twice.
+    # its records twice. The partitioner is aiokafka's rule with a cache of key hashes;
+    # a caller that partitions records itself (the publisher's batches) passes the one it
+    # uses, so its choice and the producer's cannot differ.
     return {
         **cluster.client_kwargs(client_id),
         "acks": "all",
         "enable_idempotence": idempotent,
         "linger_ms": linger_ms,
         "max_request_size": max_request_bytes,
+        "partitioner": KeyPartitioner() if partitioner is None else partitioner,
     }
 
 

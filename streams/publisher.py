@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import traceback
@@ -19,7 +18,9 @@ from aiokafka import AIOKafkaProducer
 from models.event_codec import DEFAULT_MAX_EVENT_BYTES, decode_event, encode_event
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
+from streams.batching import PartitionBatches
 from streams.kafka import KafkaCluster, as_cluster, producer_config
+from streams.partitioner import KeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,18 @@ class PhaseEventPublisher:
         self.topic = topic
         self._max_bytes = max_event_bytes
         cluster = as_cluster(servers)
+        partitioner = KeyPartitioner()
         self._producer = AIOKafkaProducer(
             **producer_config(
-                cluster, client_id=client_id, linger_ms=linger_ms, idempotent=idempotent
+                cluster,
+                client_id=client_id,
+                linger_ms=linger_ms,
+                idempotent=idempotent,
+                partitioner=partitioner,
             )
         )
+        # The producer's own partitioner: a workflow's batches go where publish() sends it.
+        self._batches = PartitionBatches(self._producer, topic, partitioner)
 
     async def __aenter__(self) -> PhaseEventPublisher:
         await self._producer.start()
@@ -83,6 +91,8 @@ class PhaseEventPublisher:
         await self.close()
 
     async def close(self) -> None:
+        # The batches of publish_many calls under way first: some may not be queued yet.
+        await self._batches.drain()
         await self._producer.stop()  # flushes what is pending; safe to call twice
 
     async def publish(self, event: PhaseEvent) -> Published:
@@ -92,10 +102,14 @@ class PhaseEventPublisher:
         return Published(meta.partition, meta.offset)
 
     async def publish_many(self, events: Iterable[PhaseEvent]) -> list[Published]:
-        """Validate all first (nothing is sent if one is invalid), then send and await all."""
-        payloads = [(e.key, _checked(e, self._max_bytes)) for e in events]
-        futures = [await self._producer.send(self.topic, value, key=key) for key, value in payloads]
-        return [Published(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+        """Validate all first (nothing is sent if one is invalid), then send and await all;
+        where each landed, in the order given.
+
+        The events go in one batch per partition (more where one fills up), shared with
+        concurrent calls, each workflow's events on the partition ``publish()`` uses.
+        """
+        records = [(e.key, _checked(e, self._max_bytes)) for e in events]
+        return [Published(p, offset) for p, offset in await self._batches.send(records)]
 
     @asynccontextmanager
     async def phase(
