@@ -127,6 +127,8 @@ def repeated_within(events: Sequence[PhaseEvent], skip: set[int]) -> set[int]:
     """Indexes of events (but those in ``skip``) whose id an earlier event of the batch
     has, with other fields."""
     # Keyed by the id's int: UUID.__hash__ is Python code (hash(self.int)), an int's is C.
+    if len({event.event_id.int for event in events}) == len(events):
+        return set()  # no id twice: the common case, at a set's cost
     first: dict[int, PhaseEvent] = {}
     return {
         i
