@@ -789,7 +789,7 @@ def report(figures: Mapping[str, Any]) -> str:
             f"  broker {c['broker_pct']:>3}%"
             + (f"  load proc {extra:>3}%" if extra else "")
             + f"  | machine {c['machine_busy_pct']:>3}% of {100 * machine['nproc']}%,"
-            f" other {other:>3}%"
+            f" other {other:>3}% (of it stolen by the host {c.get('steal_pct', 0):>3}%)"
         )
 
     lines = [
@@ -827,8 +827,8 @@ def report(figures: Mapping[str, Any]) -> str:
         f"{TARGET_VS_NAIVE:.0f}: "
         f"{'met' if ratios['projector_vs_naive'] >= TARGET_VS_NAIVE else 'MISSED'})",
         "",
-        "CPU while timed, % of one core ('other': Postgres background processes and anything "
-        "else on the machine,",
+        "CPU while timed, % of one core ('other': Postgres background processes, time the host "
+        "stole for other guests, and anything else on the machine,",
         f"  e.g. other users; machine busy before the run: {figures['machine_busy_before_pct']}%):",
         f"  projector drain : {cpu(drain)}",
         f"  naive           : {cpu(naive)}",
@@ -911,7 +911,7 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
             f"  poll {c['count_poll_backend_pct']}%"
             f"  broker {c['broker_pct']}%  bench {c['bench_process_pct']}%"
             f"  | machine {c['machine_busy_pct']}% of {cores}%,"
-            f" other {c['machine_busy_pct'] - listed}%"
+            f" other {c['machine_busy_pct'] - listed}% (stolen {c.get('steal_pct', 0)}%)"
         )
     lines.append("")
     return lines

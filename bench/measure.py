@@ -146,17 +146,19 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of the whole machine, from /proc/stat. Busy includes
+    steal: time the hypervisor gave another guest, which no process here used."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])
-    return total - idle, total
+    return total - idle, total, values[7]
 
 
-def ticks_busy_pct(start: tuple[int, int], end: tuple[int, int]) -> int:
-    """The machine's busy share between two machine_ticks(), in % of one core."""
-    return round(100 * CORES * (end[0] - start[0]) / max(1, end[1] - start[1]))
+def ticks_busy_pct(start: tuple[int, ...], end: tuple[int, ...], index: int = 0) -> int:
+    """The machine's busy share (index 2: stolen share) between two machine_ticks(), in %
+    of one core."""
+    return round(100 * CORES * (end[index] - start[index]) / max(1, end[1] - start[1]))
 
 
 # --------------------------------------------------------------------------------------
@@ -217,10 +219,12 @@ class CpuMeter:
             **extra,
         }
         # In % of ONE core, like the others: 200 means both cores of a 2-core machine.
-        machine = ticks_busy_pct(self._start["machine"], machine_ticks())
+        ticks = machine_ticks()
+        machine = ticks_busy_pct(self._start["machine"], ticks)
         return {
             **{k: round(v) for k, v in ours.items()},
             "machine_busy_pct": machine,
+            "steal_pct": ticks_busy_pct(self._start["machine"], ticks, 2),
             "wall_s": round(wall, 3),
         }
 
