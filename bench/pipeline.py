@@ -2,7 +2,8 @@
 per consumer.
 
 Run: ``.venv/bin/python -m bench.pipeline [--broker tansu|kafka] [--rates 1000,2000,4000,8000]
-[--seconds 60] [--json PATH]``; ``--quick``: rates 200,400 for 5 s each, to check it runs.
+[--seconds 60] [--batch-min-bytes N] [--json PATH]``; ``--quick``: rates 200,400 for 5 s each,
+to check it runs.
 
 Everything is scratch: the embedded Postgres in a scratch directory (or a server given by
 ``--database-url`` / ``PHASESTREAM_TEST_DATABASE_URL``) with a ``phasestream_bench_<random>``
@@ -374,7 +375,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             with scratch.local_broker(workdir, args.broker) as bootstrap:
                 base = scratch.bench_settings(
-                    bootstrap, db_url, kafka_idempotent_producer=args.broker == "kafka"
+                    bootstrap,
+                    db_url,
+                    kafka_idempotent_producer=args.broker == "kafka",
+                    batch_min_bytes=args.batch_min_bytes,
                 )
                 await run_migrations(base)
                 load = await asyncio.to_thread(
@@ -384,6 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return {
                     "machine": measure.machine_facts(("psutil",)),
                     "broker": args.broker,
+                    "batch_min_bytes": args.batch_min_bytes,
                     "seconds": args.seconds,
                     "rates": args.rates,
                     "load_before": load,
@@ -458,6 +463,12 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60, help="window per rate")
     parser.add_argument("--seed", type=int, default=20_261_202)
     parser.add_argument("--broker", choices=scratch.BROKERS, default="tansu")
+    parser.add_argument(
+        "--batch-min-bytes",
+        type=int,
+        default=1,
+        help="the consumers' PHASESTREAM_BATCH_MIN_BYTES (default 1, the setting's default)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="rates 200,400 for 5 s each: a check that it runs"
     )

@@ -337,6 +337,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: PositiveInt = Field(
         100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms)."
     )
+    batch_min_bytes: PositiveInt = Field(
+        1,
+        le=52_428_800,
+        description="Bytes a fetch waits for (Kafka fetch_min_bytes), at most "
+        "PHASESTREAM_BATCH_MAX_WAIT_MS; 1 returns as soon as a record is there.",
+    )
     consumer_session_timeout_ms: PositiveInt = Field(
         6000, description="Consumer group session timeout; the local broker delays joins by half."
     )

@@ -192,6 +192,7 @@ def consumer_options(settings: Settings, name: str) -> dict[str, Any]:
         session_timeout_ms=settings.consumer_session_timeout_ms,
         max_wait_ms=settings.batch_max_wait_ms,
         max_records=settings.batch_max_records,
+        min_bytes=settings.batch_min_bytes,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import asyncpg
 import pytest
 
@@ -143,3 +146,18 @@ async def test_rolled_back_status_and_all_fields_round_trip(settings: Settings) 
         row["duration_ms"],
         row["timestamp"],
     ) == (event.event_id, "rolled_back", True, 4, "boom", 12, event.timestamp)
+
+
+async def test_a_minimum_fetch_size_holds_a_fetch_no_longer_than_the_batch_wait(
+    settings: Settings,
+) -> None:
+    # 1 MiB is far more than these events: every fetch ends on the wait, not on the size.
+    held = settings.model_copy(update={"batch_min_bytes": 1_048_576, "batch_max_wait_ms": 200})
+    db = held.database_url or ""
+    async with audit_running(held) as projector, publisher(held) as pub:
+        for want in range(1, 4):
+            await pub.publish(make_event(f"wf-trickle-{want}"))
+            at_least = functools.partial(operator.le, want)  # want <= n
+            rows = await eventually(lambda: count_rows(db), at_least, timeout_s=10)
+            assert rows == want
+    assert projector.stats.dead_letters == 0

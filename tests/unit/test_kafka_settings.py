@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from phasestream.cli_support import settings_problems
 from phasestream.kafka_cluster import KafkaSetupError, kafka_cluster
 from phasestream.settings import Settings
+from phasestream.wiring import consumer_options
 from streams.kafka import KafkaCluster, KafkaSecurity, SaslLogin, consumer_config, producer_config
 from tests.secured.tls import Authority
 
@@ -168,3 +169,9 @@ def test_a_client_key_with_the_wrong_password_names_the_settings(tmp_path: Path)
         )
     )
     assert loaded.security.ssl_context is not None
+
+
+def test_the_minimum_fetch_size_reaches_the_consumer() -> None:
+    assert consumer_options(Settings(_env_file=None), "g")["fetch_min_bytes"] == 1
+    held = Settings(_env_file=None, batch_min_bytes=65_536)
+    assert consumer_options(held, "g")["fetch_min_bytes"] == 65_536
