@@ -43,17 +43,8 @@ class CompiledContract(Generic[W, T]):
     reference: Callable[[bytes], T]
 
     def decode(self, value: bytes) -> T:
-        # ``compiled`` written out: this runs once per record, and each call costs.
-        if not may_hold_nul(value):
-            try:
-                wire = self.decoder.decode(value)
-            except _REFUSALS:
-                pass
-            else:
-                built = self.build(wire)
-                if built is not None:
-                    return built
-        return self.reference(value)
+        decoded = self.compiled(value)
+        return self.reference(value) if decoded is None else decoded
 
     def compiled(self, value: bytes) -> T | None:
         """What the compiled path makes of ``value``; None where it defers to the reference."""

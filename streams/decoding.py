@@ -58,15 +58,8 @@ def without(decoded: Decoded[T], indexes: set[int]) -> Decoded[T]:
 async def decode_records(records: Sequence[Any], decoder: Decoder[T]) -> Decoded[T]:
     """Decode a partition's records, yielding to the event loop every SLICE records."""
     decoded: Decoded[T] = Decoded(records)
-    events, origins = decoded.events, decoded.origins
     for start in range(0, len(records), SLICE):
-        for record in records[start : start + SLICE]:  # decode_one, written out: per record
-            try:
-                event = decoder(record.key, record.value)
-            except InvalidEventError as exc:
-                decoded.letters.append(dead_letter(record, exc))
-            else:
-                events.append(event)
-                origins.append(record)
+        for record in records[start : start + SLICE]:
+            decode_one(record, decoded, decoder)
         await asyncio.sleep(0)
     return decoded
