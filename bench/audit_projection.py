@@ -9,8 +9,9 @@ database (dropped at the end), migrations applied into it. Then, in this order:
 2. baseline (b), raw COPY: the same bytes decoded into rows in memory, then COPY into a
    temp table + INSERT ... ON CONFLICT DO NOTHING, 5,000 per transaction, no Kafka; and
    (b2) the same with the event-id claim the audit sink makes (an id table with the id
-   alone as key, so that an id reused across month partitions is caught): the raw limit
-   for the same guarantee;
+   alone as key, so that an id reused across month partitions is caught; the insert of
+   the claimed ids needs no ON CONFLICT, as in the sink): the raw limit for the same
+   guarantee;
 3. baseline (a), naive: an aiokafka consumer, one autocommitted INSERT ... ON CONFLICT DO
    NOTHING per event, on a sample of the same topic;
 4. phase 1: the audit projector (``wiring.audit_projector``) drains the N-event backlog;
@@ -157,7 +158,8 @@ async def raw_copy(
     claim: bool = False,
 ) -> dict[str, Any]:
     """(b) No Kafka, rows in memory: COPY into a temp table + INSERT ON CONFLICT, per batch;
-    with ``claim``, (b2): the ids claimed in one statement with the insert, as the sink does."""
+    with ``claim``, (b2): the ids claimed in one statement with the insert, as the sink does
+    (whose claim makes the insert's ON CONFLICT needless for a batch of distinct ids)."""
     table = "raw_claim_logs" if claim else "raw_copy_logs"
     conn = await asyncpg.connect(url)
     try:
@@ -175,7 +177,7 @@ async def raw_copy(
                 'SELECT id, "timestamp" FROM bench_stage ON CONFLICT (id) DO NOTHING '
                 f"RETURNING id) INSERT INTO bench.{table} ({COLUMN_LIST}) "
                 f"SELECT {COLUMN_LIST} FROM bench_stage WHERE id IN "
-                f"(SELECT id FROM claimed) {shape.on_conflict}"
+                "(SELECT id FROM claimed)"
             )
         await scratch.checkpoint(monitor)
         await meter.start()
