@@ -7,9 +7,8 @@ event id in ``workflow_phase_event_ids`` and INSERT the rows of the ids it claim
 claimed before is a redelivery or replay, a no-op unless its payload differs. Only a batch
 with an id twice (or a log holding a row whose id the id table lacks) needs the insert's
 ON CONFLICT (id, "timestamp") DO NOTHING, which costs about a tenth of the statement; the
-others go without it. Then move the
-positions compare-and-set. The commit makes
-all of them durable at once; any failure leaves none of them.
+others go without it. Then move the positions compare-and-set. The commit makes all of
+them durable at once; any failure leaves none of them.
 
 An event id stands for one event: an event whose id is already recorded (earlier, or
 earlier in the same batch) with any field different is refused with ConflictingEventsError,
