@@ -100,9 +100,10 @@ async def test_migration_moves_rows_into_month_partitions_and_keeps_the_views(
             "WHERE conrelid = 'workflow_phase_logs'::regclass AND contype = 'p'"
         )
         indexes = {
-            r["relname"]
+            r["relname"]: r["amname"]
             for r in await conn.fetch(
-                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "SELECT c.relname, a.amname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
                 "WHERE i.indrelid = 'workflow_phase_logs'::regclass"
             )
         }
@@ -113,10 +114,11 @@ async def test_migration_moves_rows_into_month_partitions_and_keeps_the_views(
             " OR relname LIKE 'workflow_phase_logs_retired%' OR relname LIKE '%unpartitioned%'"
         )
         part_indexes = {
-            r["relname"]
+            (r["relname"], r["amname"])
             for r in await conn.fetch(
-                "SELECT c.relname FROM pg_inherits h JOIN pg_index i ON i.indrelid = h.inhrelid "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "SELECT c.relname, a.amname FROM pg_inherits h "
+                "JOIN pg_index i ON i.indrelid = h.inhrelid "
+                "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
                 "WHERE h.inhparent = 'workflow_phase_logs'::regclass"
             )
         }
@@ -125,23 +127,23 @@ async def test_migration_moves_rows_into_month_partitions_and_keeps_the_views(
     assert kind == "p"
     assert key == 'PRIMARY KEY (id, "timestamp")'
     assert indexes == {
-        "workflow_phase_logs_pkey",
-        "workflow_phase_logs_workflow_idx",
-        "workflow_phase_logs_timestamp_idx",
-        "workflow_phase_logs_phase_status_idx",
-        "workflow_phase_logs_user_idx",
-        "workflow_phase_logs_finished_time_idx",
-    }  # 0011: time series
+        "workflow_phase_logs_pkey": "btree",
+        "workflow_phase_logs_workflow_idx": "btree",
+        "workflow_phase_logs_timestamp_idx": "brin",  # 0014: was a btree
+        "workflow_phase_logs_phase_status_idx": "btree",
+        "workflow_phase_logs_user_idx": "btree",
+        "workflow_phase_logs_finished_time_idx": "btree",  # 0013: time series
+    }
     assert analytics_after == analytics_before
     assert violations == 0
     assert leftovers == [], leftovers
-    assert {name[len("workflow_phase_logs_p202401") :] for name in part_indexes} == {
-        "_pkey",
-        "_workflow_idx",
-        "_timestamp_idx",
-        "_phase_status_idx",
-        "_user_idx",
-        "_finished_time_idx",
+    assert {(name[len("workflow_phase_logs_p202401") :], am) for name, am in part_indexes} == {
+        ("_pkey", "btree"),
+        ("_workflow_idx", "btree"),
+        ("_timestamp_idx", "brin"),
+        ("_phase_status_idx", "btree"),
+        ("_user_idx", "btree"),
+        ("_finished_time_idx", "btree"),
     }
     assert await placed(bare_database) == {e.event_id: partition_of(e.timestamp) for e in old}
 
