@@ -51,7 +51,9 @@ from typing import Any, Final
 import asyncpg
 
 from bench import measure, scratch
+from bench.audit_projection import TableShape, audit_table_shape, create_copies, raw_copy
 from phasestream.settings import Settings
+from projections.audit_sink import audit_row
 
 log = logging.getLogger("bench.quix_peer")
 
@@ -244,10 +246,15 @@ async def _measure(
         "postgres": await measure.postgres_facts(monitor),
     }
     events = scratch.make_events(args.events, args.seed)
+    shape = await audit_table_shape(monitor)
+    await create_copies(monitor, shape, scratch.months_of(events))  # creates schema bench
     await create_peer_table(monitor, scratch.months_of(events))
     publish_rate = await scratch.publish(settings, events)
+    rows = [audit_row(e) for e in events]
     del events
     broker = scratch.broker_pids()
+    meter = measure.CpuMeter(monitor, db_name, broker)
+    ceiling = [await _raw_claim(settings, rows, meter, monitor, shape)]
     parts = []
     for index, part in enumerate(args.order, 1):
         log.info("part %d of %d: %s drains %d events", index, len(args.order), part, args.events)
@@ -263,6 +270,7 @@ async def _measure(
                 broker=broker,
             )
         )
+    ceiling.append(await _raw_claim(settings, rows, meter, monitor, shape))
     # Each table holds its last part's rows: phasestream's and the last peer's.
     compared = await same_rows(monitor) if "ps" in args.order and len(set(args.order)) > 1 else None
     if compared and any(compared.values()):
@@ -274,9 +282,25 @@ async def _measure(
         "commit_interval_s": args.commit_interval,
         "publish_events_per_s": round(publish_rate),
         "parts": parts,
+        "raw_claim_events_per_s": ceiling,
         "tables_compared": compared,
         "workdir": str(workdir),
     }
+
+
+async def _raw_claim(
+    settings: Settings,
+    rows: Sequence[tuple[Any, ...]],
+    meter: measure.CpuMeter,
+    monitor: asyncpg.Connection[Any],
+    shape: TableShape,
+) -> int:
+    """(b2) of bench/audit_projection.py: COPY + the event-id claim on one connection, no
+    Kafka, the same rows; what one writer with the sink's guarantee can reach at most."""
+    await monitor.execute("TRUNCATE bench.raw_claim_logs, bench.raw_claim_ids")
+    found = await raw_copy(settings.database_url or "", rows, meter, monitor, shape, claim=True)
+    log.info("raw COPY + id claim, one connection: %d events/s", found["events_per_s"])
+    return int(found["events_per_s"])
 
 
 # --------------------------------------------------------------------------------------
@@ -307,7 +331,12 @@ def summary(figures: Mapping[str, Any]) -> dict[str, Any]:
         for part, rates in by_part.items()
     }
     ps = by_part.get("ps")
+    ceiling = figures.get("raw_claim_events_per_s") or []
     for peer in PEERS:
+        if ceiling and peer in by_part:
+            out[f"raw_claim_vs_{peer}"] = round(
+                statistics.median(ceiling) / statistics.median(by_part[peer]), 2
+            )
         if ps and peer in by_part:
             out[f"ps_vs_{peer}"] = {
                 "min": round(min(ps) / max(by_part[peer]), 2),
@@ -349,15 +378,23 @@ def report(figures: Mapping[str, Any]) -> str:
     s = summary(figures)
     lines += ["", "events/s (first commit to N rows), range over the runs:"]
     lines += [
-        f"  {part:<17}{v['min']:>9,} - {v['max']:,}"
-        for part, v in s.items()
-        if not part.startswith("ps_vs_")
+        f"  {part:<17}{v['min']:>9,} - {v['max']:,}" for part, v in s.items() if part in PARTS
     ]
+    if ceiling := figures.get("raw_claim_events_per_s"):
+        lines.append(
+            f"  {'raw COPY + claim':<17}{min(ceiling):>9,} - {max(ceiling):,}"
+            "  (one connection, no Kafka: before the first part and after the last)"
+        )
     for peer in PEERS:
         if (r := s.get(f"ps_vs_{peer}")) is not None:
             lines.append(
                 f"  phasestream / {peer}: {r['min']:.2f}x - {r['max']:.2f}x "
                 f"(ratio of the medians {r['median_ratio']:.2f}x)"
+            )
+        if (c := s.get(f"raw_claim_vs_{peer}")) is not None:
+            lines.append(
+                f"  raw COPY + claim / {peer}: {c:.2f}x (the most one writer with the "
+                "sink's guarantee could reach)"
             )
     lines += [
         "CPU per event while timed (us; writer process + its Postgres backends, per run; "
@@ -371,7 +408,7 @@ def report(figures: Mapping[str, Any]) -> str:
         )
         + f"  (median total {v['cpu_us_per_event_median']:.0f})"
         for part, v in s.items()
-        if not part.startswith("ps_vs_")
+        if part in PARTS
     ]
     if figures["tables_compared"] is not None:
         lines.append(f"rows compared on every audit column: {figures['tables_compared']}")
