@@ -30,6 +30,10 @@ ONCE to one topic (through the SDK, keyed by workflow id, 6 partitions); then ea
     ``audit_row``) in a Quix ``apply``: the same validation as ``ps``;
   - ``quix-novalidate``: orjson decode and the field mapping only (an upper bound).
 
+Before the first part and after the last, the raw COPY + event-id claim of
+bench/audit_projection.py, (b2), writes the same rows on one connection without Kafka: the
+most one writer with the sink's guarantee can reach, printed as a ratio to each peer.
+
 Each part is timed the same way: from the first committed row to N rows, polling
 ``SELECT count(*)`` every 50 ms (and from spawning the process, "incl. start"). Before each
 part the load guard waits (at most ``--quiet-timeout`` s) for the machine to be quiet; the
