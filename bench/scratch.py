@@ -106,6 +106,30 @@ def write_figures(
         logger.info("figures written to %s", path)
 
 
+def log_bench_cli(
+    doc: str,
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    print_figures: Callable[[dict[str, Any]], None],
+    *,
+    rows: int,
+    logger: logging.Logger = log,
+    more_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """The command line of a bench on a synthetic audit log: ``--rows``, ``--repeat``,
+    its own arguments and the common ones; runs ``main``, prints and writes the figures."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--repeat", type=int, default=5)
+    if more_arguments is not None:
+        more_arguments(parser)
+    add_common_arguments(parser)
+    args = parser.parse_args()
+    setup_logging()
+    figures = run_timed(main(args))
+    print_figures(figures)
+    write_figures(args.json, figures, logger=logger)
+
+
 # --------------------------------------------------------------------------------------
 # Scratch resources
 

@@ -274,22 +274,19 @@ def print_figures(figures: dict[str, Any]) -> None:
         )
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=3_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
+def _ingest_rows(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ingest-rows",
         type=int,
         default=300_000,
         help="rows per load when measuring the index's cost on writes; 0 skips",
     )
-    scratch.add_common_arguments(parser)
-    args = parser.parse_args()
-    scratch.setup_logging()
-    figures = scratch.run_timed(main(args))
-    print_figures(figures)
-    scratch.write_figures(args.json, figures, logger=log)
+
+
+def cli() -> None:
+    scratch.log_bench_cli(
+        __doc__ or "", main, print_figures, rows=3_000_000, logger=log, more_arguments=_ingest_rows
+    )
 
 
 if __name__ == "__main__":

@@ -159,15 +159,7 @@ def print_figures(figures: dict[str, Any]) -> None:
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=3_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    scratch.add_common_arguments(parser)
-    args = parser.parse_args()
-    scratch.setup_logging()
-    figures = scratch.run_timed(main(args))
-    print_figures(figures)
-    scratch.write_figures(args.json, figures, logger=log)
+    scratch.log_bench_cli(__doc__ or "", main, print_figures, rows=3_000_000, logger=log)
 
 
 if __name__ == "__main__":
