@@ -4,7 +4,10 @@ Per batch, in this order:
 1. decode and validate; invalid records go to the dead-letter topic, and we wait for it;
 2. hand the valid events and the positions the batch ends at to the sink, which writes
    rows and positions in one transaction (retried while the sink is unavailable);
-3. commit the same offsets to Kafka, best effort: they only feed lag monitoring.
+3. commit the same offsets to Kafka, best effort: they only feed lag monitoring. The
+   commits run in the background, one at a time, each with the newest offsets: on Apache
+   Kafka a commit takes a broker round trip of several ms, which the next write need not
+   wait for.
 The next batch is fetched and decoded while one is written (Python decodes while Postgres
 writes), but writes never overlap: each starts from the positions the previous one left.
 On assignment, each partition seeks to the position the sink stored (or the beginning).
@@ -95,6 +98,9 @@ class Projector(Generic[T]):
         self._fetch_next: dict[TopicPartition, int | None] = {}
         self._newest: dict[TopicPartition, datetime] = {}  # event time, per partition
         self._stop = asyncio.Event()
+        # Offsets written to the sink and not yet committed to Kafka; the committing task.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> ProjectorConfig[T]:
@@ -139,6 +145,8 @@ class Projector(Generic[T]):
                 self.stats.observe_lag(self._lag())
         finally:
             await _settle(writing)
+            if self._committing is not None:  # the newest offsets reach Kafka before a stop
+                await self._committing
 
     async def write(self, batch: dict[TopicPartition, Decoded[T]]) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
@@ -161,7 +169,7 @@ class Projector(Generic[T]):
             self._note_newest(
                 {_ref(tp): self._newest_of(d.events) for tp, d in batch.items() if d.events}
             )
-            await self._commit(
+            self._commit_soon(
                 {_ref(tp): PositionMove(None, d.next_offset) for tp, d in batch.items()}
             )
             return True
@@ -182,7 +190,7 @@ class Projector(Generic[T]):
         newest = {ref: m.last_event_at for ref, m in decoded.moves.items() if m.last_event_at}
         self._note_newest(newest)
         self._applied(decoded.events, time.monotonic() - began, max(newest.values(), default=None))
-        await self._commit(decoded.moves)
+        self._commit_soon(decoded.moves)
         return True
 
     async def _apply_refusing(self, batch: dict[TopicPartition, Decoded[T]]) -> Batch[T]:
@@ -309,12 +317,19 @@ class Projector(Generic[T]):
             if tp in self._expected:  # else it was revoked while the batch was written
                 self._expected[tp] = move.next_offset
 
-    async def _commit(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
-        offsets = {TopicPartition(r.topic, r.partition): m.next_offset for r, m in moves.items()}
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # the sink holds the truth; a lost commit only skews lag
-            log.debug("%s: Kafka commit failed (%s); lag may read high", self._config.name, exc)
+    def _commit_soon(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
+        for ref, move in moves.items():
+            self._uncommitted[TopicPartition(ref.topic, ref.partition)] = move.next_offset
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_uncommitted())
+
+    async def _commit_uncommitted(self) -> None:
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:  # the sink holds the truth; a lost commit skews lag
+                log.debug("%s: Kafka commit failed (%s); lag may read high", self._config.name, exc)
 
     async def seek_to_stored(self, partitions: Iterable[TopicPartition]) -> None:
         tps = list(partitions)
@@ -360,6 +375,7 @@ class Projector(Generic[T]):
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._expected.pop(tp, None)
+            self._uncommitted.pop(tp, None)  # no longer ours to commit
             self._pending.discard(tp)
 
     def _lag(self) -> dict[PartitionRef, int]:

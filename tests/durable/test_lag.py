@@ -12,19 +12,29 @@ stopped half way, so the view shows real, non-zero lags.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from models.events import PhaseEvent
+from models.ports import PartitionRef
 from phasestream.settings import Settings
+from streams.projector import Projector
 from streams.prometheus import PipelineMetrics
+from streams.publisher import PhaseEventPublisher
 from tests.durable.broker_tools import (
+    admin_client,
     audit_task,
     end_offsets,
     outcome,
     projected_then_behind,
     stored_positions,
 )
+from tests.events import many_events
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.durable_broker]
@@ -106,3 +116,56 @@ async def _gauges_async(
     registry: CollectorRegistry, consumer: str, partitions: list[int]
 ) -> dict[int, float]:
     return gauges(registry, consumer, partitions)
+
+
+class StopOnLastWrite:
+    """A PipelineObserver that stops the projector from inside the write applying the last
+    of ``total`` events: run() then ends with that write's Kafka commit just started."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.seen = total, 0
+        self.projector: Projector[PhaseEvent] | None = None
+
+    def applied(
+        self, consumer: str, events: int, seconds: float, last_event_time: datetime | None
+    ) -> None:
+        self.seen += events
+        if self.seen >= self.total and self.projector is not None:
+            self.projector.stop()
+
+    def dead_lettered(self, consumer: str, count: int) -> None:
+        pass
+
+    def lag(self, consumer: str, lag: Mapping[PartitionRef, int]) -> None:
+        pass
+
+    def lost(self, consumer: str, partition: PartitionRef, count: int) -> None:
+        pass
+
+
+async def test_kafka_holds_the_stored_positions_once_the_projector_stops(
+    settings: Settings,
+) -> None:
+    """The Kafka commits run in the background (a write does not wait for the broker);
+    the newest offsets still reach the group before run() returns, so lag tools that read
+    the group's committed offsets agree with the stored positions."""
+    db, group, topic = (
+        settings.database_url or "",
+        settings.audit_consumer_group,
+        settings.phase_events_topic,
+    )
+    total = 300
+    async with PhaseEventPublisher(settings.bootstrap_servers, topic) as publisher:
+        await publisher.publish_many(many_events(total))
+    observer = StopOnLastWrite(total)
+    async with audit_task(settings, observer) as (projector, task):
+        observer.projector = projector
+        await asyncio.wait_for(asyncio.shield(task), timeout=60)
+        assert task.exception() is None, outcome(task)
+    stored = await stored_positions(db, group)
+    assert sum(stored.values()) == total
+    async with admin_client(settings.bootstrap_servers) as admin:
+        committed = await admin.list_consumer_group_offsets(group)
+    assert {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic} == {
+        p: offset for p, offset in stored.items() if offset > 0
+    }
