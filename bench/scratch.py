@@ -371,6 +371,7 @@ def phasestream_environment(settings: Settings) -> dict[str, str]:
             "PHASESTREAM_BATCH_MAX_RECORDS": str(settings.batch_max_records),
             "PHASESTREAM_BATCH_MAX_WAIT_MS": str(settings.batch_max_wait_ms),
             "PHASESTREAM_BATCH_MIN_BYTES": str(settings.batch_min_bytes),
+            "PHASESTREAM_WRITES_IN_FLIGHT": str(settings.writes_in_flight),
             "PHASESTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
             "PHASESTREAM_LOG_LEVEL": "INFO",
             "PHASESTREAM_HTTP_PORT": "0",

@@ -29,6 +29,11 @@ class StalePositionError(PhasestreamError):
     retriable = True
 
 
+class EarlierWriteFailedError(StalePositionError):
+    """A write overlapping the one before it gave up because that one did not commit: the
+    positions it would move from were never stored, so its partitions are read again."""
+
+
 class SinkUnavailableError(PhasestreamError):
     """The sink cannot be reached right now (e.g. Postgres restarting); retry later."""
 

@@ -7,11 +7,12 @@ positions durable together, so the pair resumes exactly where it stopped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 T = TypeVar("T")
@@ -70,6 +71,65 @@ class PositionedSink(Protocol[T]):
         consumer moved it), SinkUnavailableError when the sink cannot be reached, and
         RejectedRecordError when a record can never be written.
         """
+        ...
+
+
+class Turn:
+    """One write's place among overlapping writes of a consumer, in log order.
+
+    The sink marks ``claimed`` once the write holds its event ids, and settles the turn
+    failed as soon as one of the write's transactions fails; the consumer settles it
+    committed once the whole write is durable. The write after it (``after``) claims only
+    once this one claimed, so two batches sharing an id keep the log's order, and moves
+    its positions only once this one committed.
+    """
+
+    __slots__ = ("_after", "_claimed", "_committed", "_settled")
+
+    def __init__(self, after: Turn | None = None) -> None:
+        self._after = after
+        self._claimed = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._committed = False
+
+    @property
+    def after(self) -> Turn | None:
+        """The write before this one, while it may still be in flight."""
+        return self._after
+
+    def claimed(self) -> None:
+        self._claimed.set()
+
+    def settle(self, committed: bool) -> None:
+        """The write ended, or failed once (its retries leave it failed): the first call
+        counts."""
+        if self._settled.is_set():
+            return
+        self._committed = committed
+        if committed:  # its retries never run: the link would only lengthen the chain
+            self._after = None
+        self._claimed.set()
+        self._settled.set()
+
+    async def wait_claimed(self) -> bool:
+        """Wait until this write holds its ids or ended; False if it ended uncommitted."""
+        await self._claimed.wait()
+        return not self._settled.is_set() or self._committed
+
+    async def wait_committed(self) -> bool:
+        """Wait until this write is settled; whether it committed."""
+        await self._settled.wait()
+        return self._committed
+
+
+@runtime_checkable
+class PipelinedSink(PositionedSink[T], Protocol):
+    """A sink that takes a write while the one before it is in flight."""
+
+    async def apply_in_turn(self, consumer: str, batch: Batch[T], turn: Turn) -> None:
+        """``apply``, overlapping the write ``turn.after``: raises EarlierWriteFailedError
+        (a StalePositionError) without writing anything if that one did not commit, and
+        settles ``turn`` failed when it raises (the caller settles it committed)."""
         ...
 
 

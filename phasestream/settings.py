@@ -337,6 +337,13 @@ class Settings(BaseSettings):
     batch_max_wait_ms: PositiveInt = Field(
         100, description="Longest wait for a batch to fill (Kafka fetch_max_wait_ms)."
     )
+    writes_in_flight: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="Batches the audit projector writes at once, each on its own "
+        "connection; 1 writes one at a time (the other projectors always do).",
+    )
     batch_min_bytes: PositiveInt = Field(
         1,
         le=52_428_800,

@@ -160,6 +160,7 @@ async def projector(
         event_time,
         on_applied,
         "fail" if replaying is not None else settings.on_lost_records,
+        settings.writes_in_flight,
     )
     options = consumer_options(settings, name)
     async with contextlib.AsyncExitStack() as stack:

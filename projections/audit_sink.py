@@ -18,10 +18,18 @@ because the month-partitioned audit table can only keep (id, "timestamp") unique
 Partition upkeep (months ahead, retention) runs in its own short transaction before the
 first batch and then once per ``maintenance_interval_s``: a DROP of an old month must not
 hold the audit table's lock for as long as a batch does.
+
+Two writes can be in flight (``apply_in_turn``): the second copies its rows while the
+first claims, and claims while the first moves its positions and commits. It claims only
+once the first holds its ids, so of two batches sharing an id the earlier one records it,
+as one write at a time would; it moves its positions only once the first committed, and
+gives up (EarlierWriteFailedError) if that one did not. The first never waits for the
+second in Postgres: the second takes no lock the first needs before the first commits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -31,11 +39,17 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
-from models.errors import ConflictingEventsError, RejectedRecordError, SinkUnavailableError
+from models.errors import (
+    ConflictingEventsError,
+    EarlierWriteFailedError,
+    RejectedRecordError,
+    SinkUnavailableError,
+)
 from models.events import PhaseEvent
 from models.phases import PhaseStatus
-from models.ports import Batch, PartitionRef
-from projections.database import Connection, translate_errors
+from models.ports import Batch, PartitionRef, Turn
+from projections.database import Connection, in_transaction, translate_errors, translated
+from projections.positions import move_positions
 from projections.sink_base import PostgresSink, quote_ident
 
 log = logging.getLogger(__name__)
@@ -107,6 +121,16 @@ def batch_month(events: Sequence[PhaseEvent]) -> tuple[int, int] | None:
     last = max(e.timestamp for e in events).astimezone(UTC)
     month = (first.year, first.month)
     return month if month == (last.year, last.month) else None
+
+
+def _earlier_failed() -> EarlierWriteFailedError:
+    return EarlierWriteFailedError("the write before this one did not commit")
+
+
+async def _earlier_committed(turn: Turn) -> None:
+    """Wait for the write before ``turn`` to commit; raise if it did not."""
+    if turn.after is not None and not await turn.after.wait_committed():
+        raise _earlier_failed()
 
 
 class _PartitionGone(SinkUnavailableError):
@@ -211,25 +235,57 @@ class AuditSink(PostgresSink[PhaseEvent]):
         #: Set once the log held a row of an id the id table lacked (an id stored twice
         #: before migration 0008, then its earlier month dropped by retention).
         self._arbiter = False
+        self._upkeep = asyncio.Lock()
 
     async def apply(self, consumer: str, batch: Batch[PhaseEvent]) -> None:
-        await self.maintain_if_due()
+        await self.apply_in_turn(consumer, batch, Turn())
+
+    async def apply_in_turn(self, consumer: str, batch: Batch[PhaseEvent], turn: Turn) -> None:
         try:
-            await super().apply(consumer, batch)
-        except _PartitionGone:  # the months known are forgotten: this time it ensures them
-            await super().apply(consumer, batch)
-        except _LogRowExists as exc:
-            log.warning("%s; its inserts keep ON CONFLICT DO NOTHING from now on", exc)
-            self._arbiter = True
-            await super().apply(consumer, batch)
+            # Upkeep runs with no write in flight: its DROP would queue behind that write's
+            # locks, and every statement on the table behind the DROP.
+            if self._upkeep_due():
+                await _earlier_committed(turn)
+                await self.maintain_if_due()
+            try:
+                await self._write(consumer, batch, turn)
+            except _PartitionGone:  # the months known are forgotten: this time it ensures them
+                await self._write(consumer, batch, turn)
+            except _LogRowExists as exc:
+                log.warning("%s; its inserts keep ON CONFLICT DO NOTHING from now on", exc)
+                self._arbiter = True
+                await self._write(consumer, batch, turn)
+        except BaseException:
+            # The write after gives up at once: its ids must not block this one's retry.
+            turn.settle(False)
+            raise
+
+    async def _write(self, consumer: str, batch: Batch[PhaseEvent], turn: Turn) -> None:
+        """One transaction: rows, then positions once the write before committed."""
+        month = None
+        async with translated(), in_transaction(self.pool) as conn:
+            if batch.events:
+                month = await self._write_rows(conn, batch, turn)
+            else:
+                turn.claimed()  # it holds no id
+            await _earlier_committed(turn)
+            await move_positions(conn, consumer, batch.moves)
+        if month is not None:  # only a committed month: a later batch skips its ensure
+            self._months.add(month)
+
+    def _upkeep_due(self) -> bool:
+        return (
+            self._maintained_at is None
+            or time.monotonic() - self._maintained_at >= self.maintenance_interval_s
+        )
 
     async def maintain_if_due(self) -> None:
+        async with self._upkeep:  # one upkeep at a time: a write's retry may ask for it too
+            if self._upkeep_due():
+                await self._maintain()
+
+    async def _maintain(self) -> None:
         now = time.monotonic()
-        if (
-            self._maintained_at is not None
-            and now - self._maintained_at < self.maintenance_interval_s
-        ):
-            return
         try:
             dropped = await translate_errors(
                 lambda: maintain_partitions(
@@ -271,20 +327,27 @@ class AuditSink(PostgresSink[PhaseEvent]):
             ids_table=self.ids_table,
         )
 
-    async def write_rows(self, conn: Connection, batch: Batch[PhaseEvent]) -> None:
+    async def _write_rows(
+        self, conn: Connection, batch: Batch[PhaseEvent], turn: Turn
+    ) -> tuple[int, int] | None:
+        """COPY, ensure, claim and check; the batch's month if it ensured one."""
         events = batch.events
         await conn.copy_records_to_table(
             STAGE, records=stage_rows(events), columns=(*COLUMNS, "ord")
         )
         month = batch_month(events)
-        if month is None or month not in self._months:
+        ensured = month is None or month not in self._months
+        if ensured:
+            # Creators hold one advisory lock to their commit: the earlier write must not
+            # wait for it in Postgres while this one waits for the earlier's claim.
+            await _earlier_committed(turn)
             await self._ensure_partitions(conn)
-            if month is not None:
-                self._months.add(month)
         # No id twice is the common case, at a set's cost. Keyed by the id's int:
         # UUID.__hash__ is Python code (hash(self.int)), an int's is C.
         repeats = len({event.event_id.int for event in events}) != len(events)
         arbiter = repeats or self._arbiter
+        if turn.after is not None and not await turn.after.wait_claimed():
+            raise _earlier_failed()
         try:
             taken = await self._claim_and_insert(conn, arbiter=arbiter)
         except asyncpg.PostgresError as exc:
@@ -298,8 +361,10 @@ class AuditSink(PostgresSink[PhaseEvent]):
             # retention): forget what we know and write the batch again.
             self._months.clear()
             raise _PartitionGone(f"{self.table}: {exc}") from exc
+        turn.claimed()
         if conflicting := await self._conflicting(conn, events, taken, repeats=repeats):
             raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
+        return month if ensured else None
 
     async def _ensure_partitions(self, conn: Connection) -> None:
         await conn.execute(

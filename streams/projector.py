@@ -9,7 +9,10 @@ Per batch, in this order:
    Kafka a commit takes a broker round trip of several ms, which the next write need not
    wait for.
 The next batch is fetched and decoded while one is written (Python decodes while Postgres
-writes), but writes never overlap: each starts from the positions the previous one left.
+writes). Each write starts from the positions the previous one ends at. A PipelinedSink
+takes up to ``writes_in_flight`` of them at once, ordered by a Turn each (see the audit
+sink); any other sink one at a time. When a write fails, those after it fail too, and
+every partition is read again from its stored position.
 On assignment, each partition seeks to the position the sink stored (or the beginning).
 That seek happens in the consuming loop, not in the rebalance callback: aiokafka starts
 fetching as soon as partitions are assigned, so records of a partition are dropped until
@@ -21,23 +24,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from models.errors import (
     ConflictingEventsError,
+    EarlierWriteFailedError,
     InvalidEventError,
     LostRecordsError,
     RejectedRecordError,
     SinkUnavailableError,
     StalePositionError,
 )
-from models.ports import Batch, PartitionRef, PositionedSink, PositionMove
+from models.ports import Batch, PartitionRef, PipelinedSink, PositionedSink, PositionMove, Turn
 from streams.backoff import Backoff, retry_unavailable
 from streams.consumer_core import Rebalance, lag, send_dead_letters
 from streams.consumer_stop import getmany_or_stop
@@ -47,6 +52,8 @@ from streams.progress import ConsumerStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Per partition, the offset a write starts from (None: no position stored yet).
+Starts: TypeAlias = "dict[TopicPartition, int | None]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +68,32 @@ class ProjectorConfig(Generic[T]):
     on_applied: Callable[[Sequence[T]], None] | None = None
     #: Records deleted before they were read (retention): "fail" raises, "skip" goes on.
     on_lost_records: str = "fail"
+    #: Writes at once, for a sink that overlaps them (a PipelinedSink); else one.
+    writes_in_flight: int = 1
 
 
 def _ref(tp: TopicPartition) -> PartitionRef:
     return PartitionRef(tp.topic, tp.partition)
 
 
-async def _settle(writing: asyncio.Task[bool] | None) -> bool:
-    """Wait for the write in flight, if any; whether it made its batch durable."""
-    return True if writing is None else await writing
+@dataclass(frozen=True, slots=True)
+class _Write:
+    task: asyncio.Task[bool]  # whether it made its batch durable
+    turn: Turn
+
+
+async def _settle_all(writing: deque[_Write]) -> bool:
+    """Wait for every write in flight, oldest first; whether each made its batch durable.
+
+    All are awaited even when one raises (none keeps a connection after a stop); the
+    first error is raised after.
+    """
+    results = await asyncio.gather(*(w.task for w in writing), return_exceptions=True)
+    writing.clear()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return all(results)
 
 
 class Projector(Generic[T]):
@@ -101,6 +125,9 @@ class Projector(Generic[T]):
         # Offsets written to the sink and not yet committed to Kafka; the committing task.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._depth = config.writes_in_flight if isinstance(sink, PipelinedSink) else 1
+        # Per partition, where the newest write in flight ends: the next one starts there.
+        self._queued: dict[TopicPartition, int] = {}
 
     @property
     def config(self) -> ProjectorConfig[T]:
@@ -116,13 +143,12 @@ class Projector(Generic[T]):
         )
 
     async def run(self) -> None:
-        """Fetch and decode a batch while the previous one is written: one write at a time."""
-        writing: asyncio.Task[bool] | None = None
+        """Fetch and decode a batch while earlier ones are written."""
+        writing: deque[_Write] = deque()
         try:
             while not self._stop.is_set():
                 if self._pending:
-                    await _settle(writing)
-                    writing = None
+                    await self._settle(writing)
                     await self.seek_to_stored(self._pending)
                 fetched = await getmany_or_stop(
                     self._consumer,
@@ -136,55 +162,79 @@ class Projector(Generic[T]):
                     for tp, recs in fetched.items()
                     if recs and tp in self._expected
                 }
-                written = await _settle(writing)
-                writing = None
-                if not written:  # it failed: re-read from the stored positions, this batch too
+                if not await self._make_room(writing):
+                    # One failed, and those after it with it: re-read from the stored
+                    # positions, this batch too.
+                    await self._settle(writing)
                     self.assigned(batch)
                 elif batch := {tp: d for tp, d in batch.items() if tp in self._expected}:
-                    writing = asyncio.create_task(self.write(batch))
+                    writing.append(self._start(batch, writing[-1].turn if writing else None))
                 self.stats.observe_lag(self._lag())
         finally:
-            await _settle(writing)
+            await self._settle(writing)
             if self._committing is not None:  # the newest offsets reach Kafka before a stop
                 await self._committing
 
-    async def write(self, batch: dict[TopicPartition, Decoded[T]]) -> bool:
+    async def _make_room(self, writing: deque[_Write]) -> bool:
+        """Wait until fewer than ``writes_in_flight`` writes are in flight; False as soon as
+        one that ended had failed."""
+        while writing and (len(writing) >= self._depth or writing[0].task.done()):
+            if not await writing.popleft().task:
+                return False
+        return True
+
+    async def _settle(self, writing: deque[_Write]) -> bool:
+        try:
+            return await _settle_all(writing)
+        finally:
+            self._queued.clear()
+
+    def _start(self, batch: dict[TopicPartition, Decoded[T]], after: Turn | None) -> _Write:
+        starts = {tp: self._queued.get(tp, self._expected.get(tp)) for tp in batch}
+        self._queued.update({tp: d.next_offset for tp, d in batch.items()})
+        turn = Turn(after)
+        return _Write(asyncio.create_task(self._write_in_turn(batch, starts, turn)), turn)
+
+    async def _write_in_turn(
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn
+    ) -> bool:
+        written = False
+        try:
+            written = await self.write(batch, starts, turn)
+            return written
+        finally:
+            turn.settle(written)
+
+    async def write(
+        self,
+        batch: dict[TopicPartition, Decoded[T]],
+        starts: Starts | None = None,
+        turn: Turn | None = None,
+    ) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
 
-        Order: dead letters (awaited), then rows and positions in one sink transaction,
-        then the Kafka commit (best effort, for lag monitoring only).
+        ``starts``: each partition's offset before the batch (default: where the last
+        write left it). Order: dead letters (awaited), then rows and positions in one sink
+        transaction, then the Kafka commit (best effort, for lag monitoring only).
         """
+        if starts is None:
+            starts = {tp: self._expected.get(tp) for tp in batch}
         letters = [letter for d in batch.values() for letter in d.letters]
         await send_dead_letters(self._dlq, self.stats, letters)
         began = time.monotonic()
         try:
-            decoded = await self._apply_refusing(batch)
+            decoded = await self._apply_refusing(batch, starts, turn)
         except RejectedRecordError as exc:
             log.warning(
                 "%s: the sink refused a batch (%s); applying it one record at a time",
                 self._config.name,
                 exc,
             )
-            await self._apply_one_by_one(batch)
-            self._note_newest(
-                {_ref(tp): self._newest_of(d.events) for tp, d in batch.items() if d.events}
-            )
-            self._commit_soon(
-                {_ref(tp): PositionMove(None, d.next_offset) for tp, d in batch.items()}
-            )
-            return True
+            return await self._write_one_by_one(batch, starts, turn)
         except StalePositionError as exc:
-            log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
-            self.assigned(batch)
-            return False
-        except SinkUnavailableError:
-            if not self._stop.is_set():
-                raise
-            log.info(
-                "%s: stopping; the batch in hand was not written and will be read again",
-                self._config.name,
-            )
-            return False
+            return self._stale(batch, exc)
+        except SinkUnavailableError as exc:
+            return self._unwritten_at_stop(exc)
         self._advance(decoded.moves)
         # Each move carries its partition's newest event time: one pass over the events.
         newest = {ref: m.last_event_at for ref, m in decoded.moves.items() if m.last_event_at}
@@ -193,16 +243,53 @@ class Projector(Generic[T]):
         self._commit_soon(decoded.moves)
         return True
 
-    async def _apply_refusing(self, batch: dict[TopicPartition, Decoded[T]]) -> Batch[T]:
+    async def _write_one_by_one(
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+    ) -> bool:
+        try:
+            await self._apply_one_by_one(batch, starts, turn)
+        except StalePositionError as exc:
+            return self._stale(batch, exc)
+        except SinkUnavailableError as exc:
+            return self._unwritten_at_stop(exc)
+        self._note_newest(
+            {_ref(tp): self._newest_of(d.events) for tp, d in batch.items() if d.events}
+        )
+        self._commit_soon({_ref(tp): PositionMove(None, d.next_offset) for tp, d in batch.items()})
+        return True
+
+    def _stale(self, batch: Mapping[TopicPartition, Decoded[T]], exc: StalePositionError) -> bool:
+        if isinstance(exc, EarlierWriteFailedError):
+            log.debug("%s: %s; re-reading stored positions", self._config.name, exc)
+        else:
+            log.warning("%s: %s; re-reading stored positions", self._config.name, exc)
+        self.assigned(batch)
+        return False
+
+    def _unwritten_at_stop(self, exc: SinkUnavailableError) -> bool:
+        if not self._stop.is_set():
+            raise exc
+        log.info(
+            "%s: stopping; the batch in hand was not written and will be read again",
+            self._config.name,
+        )
+        return False
+
+    async def _apply_refusing(
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+    ) -> Batch[T]:
         """Apply the batch; events the sink refuses as conflicting are dead-lettered first
         and the rest applied again (so their positions never move before their letters)."""
         while True:
             decoded = Batch(
                 {_ref(tp): d.events for tp, d in batch.items()},
-                {_ref(tp): self._move(tp, d.next_offset, d.events) for tp, d in batch.items()},
+                {
+                    _ref(tp): self._move(tp, starts[tp], d.next_offset, d.events)
+                    for tp, d in batch.items()
+                },
             )
             try:
-                await self._apply(decoded)
+                await self._apply(decoded, turn)
                 return decoded
             except ConflictingEventsError as exc:
                 batch = await self._set_aside(batch, exc)
@@ -250,10 +337,12 @@ class Projector(Generic[T]):
             log.error("%s (skipped: PHASESTREAM_ON_LOST_RECORDS=skip)", lost)
             self.stats.lost(_ref(tp), lost.count)
 
-    def _move(self, tp: TopicPartition, next_offset: int, events: Sequence[T]) -> PositionMove:
+    def _move(
+        self, tp: TopicPartition, start: int | None, next_offset: int, events: Sequence[T]
+    ) -> PositionMove:
         # highwater and last_event_at are stored for the freshness view only.
         return PositionMove(
-            self._expected.get(tp),
+            start,
             next_offset,
             highwater=self._consumer.highwater(tp),
             last_event_at=self._newest_of(events),
@@ -285,41 +374,52 @@ class Projector(Generic[T]):
         if self._config.on_applied is not None and events:
             self._config.on_applied(events)
 
-    async def _apply(self, batch: Batch[T]) -> None:
+    async def _apply(self, batch: Batch[T], turn: Turn | None) -> None:
+        sink, name = self._sink, self._config.name
         await retry_unavailable(
-            lambda: self._sink.apply(self._config.name, batch),
+            lambda: (
+                sink.apply(name, batch)
+                if turn is None or not isinstance(sink, PipelinedSink)
+                else sink.apply_in_turn(name, batch, turn)
+            ),
             self._backoff,
             f"{self._config.name}: writing a batch",
             self._stop,
         )
 
-    async def _apply_one_by_one(self, batch: Mapping[TopicPartition, Decoded[T]]) -> None:
+    async def _apply_one_by_one(
+        self, batch: Mapping[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+    ) -> None:
         # Slow path, taken only when the sink refuses data that passed validation: find the
         # records it refuses, dead-letter them, and keep every other record.
         for tp, decoded in batch.items():
+            start = starts[tp]
             for record in decoded.records:
                 single: Decoded[T] = Decoded([record])
                 decode_one(record, single, self._config.decoder)
-                move = self._move(tp, record.offset + 1, single.events)
+                move = self._move(tp, start, record.offset + 1, single.events)
                 try:
-                    await self._apply(Batch.single(_ref(tp), single.events, move))
+                    await self._apply(Batch.single(_ref(tp), single.events, move), turn)
                     self._applied(single.events, 0.0, move.last_event_at)
                 except RejectedRecordError as exc:
                     refused = InvalidEventError("$", f"refused by the sink: {exc}")
                     await send_dead_letters(self._dlq, self.stats, [dead_letter(record, refused)])
                     move = replace(move, last_event_at=None)  # nothing of it was applied
-                    await self._apply(Batch.single(_ref(tp), [], move))
+                    await self._apply(Batch.single(_ref(tp), [], move), turn)
                 self._advance({_ref(tp): move})
+                start = move.next_offset
 
     def _advance(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
+        # Two writes in flight may end in either order: a partition only moves forward.
         for ref, move in moves.items():
             tp = TopicPartition(ref.topic, ref.partition)
             if tp in self._expected:  # else it was revoked while the batch was written
-                self._expected[tp] = move.next_offset
+                self._expected[tp] = max(move.next_offset, self._expected[tp] or 0)
 
     def _commit_soon(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
         for ref, move in moves.items():
-            self._uncommitted[TopicPartition(ref.topic, ref.partition)] = move.next_offset
+            tp = TopicPartition(ref.topic, ref.partition)
+            self._uncommitted[tp] = max(move.next_offset, self._uncommitted.get(tp, 0))
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_uncommitted())
 
@@ -376,6 +476,7 @@ class Projector(Generic[T]):
         for tp in partitions:
             self._expected.pop(tp, None)
             self._uncommitted.pop(tp, None)  # no longer ours to commit
+            self._queued.pop(tp, None)
             self._pending.discard(tp)
 
     def _lag(self) -> dict[PartitionRef, int]:

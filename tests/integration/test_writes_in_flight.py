@@ -1,0 +1,133 @@
+"""Two audit writes in flight: the later one overlaps the earlier, and changes nothing of
+what one write at a time would store.
+
+Each test starts the later write first, so that without the ordering of turns it would
+claim its ids before the earlier one (and, the earlier one blocked on a shared id, hang).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import msgspec
+import pytest
+
+from models.errors import ConflictingEventsError, EarlierWriteFailedError, StalePositionError
+from models.events import PhaseEvent
+from models.ports import Batch, PartitionRef, PositionMove, Turn
+from projections.audit_sink import AuditSink
+from tests.events import make_event
+from tests.waiting import count_rows
+
+pytestmark = pytest.mark.integration
+
+REF = PartitionRef("t", 0)
+T = TypeVar("T")
+#: Long enough for the later write to copy its rows and reach its claim.
+HEAD_START_S = 0.5
+
+
+def batch(events: list[PhaseEvent], start: int | None, end: int) -> Batch[PhaseEvent]:
+    return Batch.single(REF, events, PositionMove(start, end))
+
+
+async def bounded(awaitable: Awaitable[T]) -> T:
+    """The awaitable's result; a hang between the two writes fails the test instead."""
+    return await asyncio.wait_for(awaitable, 20)
+
+
+async def later_first(sink: AuditSink, later: Batch[PhaseEvent]) -> tuple[asyncio.Task[None], Turn]:
+    """Start the later write, give it a head start, and return it with the earlier's turn.
+
+    A batch of another consumer goes first, so that the sink's upkeep is done and this
+    month's partition known: neither makes the later write wait by itself.
+    """
+    await sink.apply("warm-up", batch([make_event("wf-w")], None, 1))
+    first = Turn()
+    second = asyncio.create_task(sink.apply_in_turn("c", later, Turn(first)))
+    await asyncio.sleep(HEAD_START_S)
+    return second, first
+
+
+async def duration_of(db: str, event: PhaseEvent) -> int:
+    """The stored duration_ms of the one row of ``event``'s id."""
+    sql = "SELECT duration_ms FROM workflow_phase_logs WHERE id = $1"
+    assert await count_rows(db, sql.replace("duration_ms", "count(*)"), event.event_id) == 1
+    return await count_rows(db, sql, event.event_id)
+
+
+async def positions(db: str) -> int:
+    return await count_rows(
+        db, "SELECT next_offset FROM phasestream_consumer_positions WHERE consumer = 'c'"
+    )
+
+
+async def test_of_two_writes_sharing_an_id_the_earlier_one_records_it(database: str) -> None:
+    shared = make_event("wf-p", duration_ms=1)
+    clash = msgspec.structs.replace(shared, duration_ms=2)
+    async with await AuditSink.connect(database) as sink:
+        second, turn = await later_first(sink, batch([make_event("wf-p"), clash], 2, 4))
+        await bounded(sink.apply_in_turn("c", batch([shared, make_event("wf-p")], None, 2), turn))
+        turn.settle(True)
+        with pytest.raises(ConflictingEventsError) as refused:
+            await bounded(second)
+    assert refused.value.refused == frozenset({(REF, 1)})
+    assert await duration_of(database, shared) == 1
+    assert await count_rows(database) == 3  # and the warm-up's
+    assert await positions(database) == 2
+
+
+async def test_a_write_after_one_that_failed_writes_nothing(database: str) -> None:
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("c", batch([make_event("wf-f")], None, 3))
+        second, turn = await later_first(
+            sink, batch([make_event("wf-f"), make_event("wf-f")], 5, 7)
+        )
+        with pytest.raises(StalePositionError):  # it expects 1; 3 is stored
+            await bounded(sink.apply_in_turn("c", batch([make_event("wf-f")], 1, 5), turn))
+        with pytest.raises(EarlierWriteFailedError):
+            await bounded(second)
+    assert await count_rows(database) == 2
+    assert await count_rows(database, "SELECT count(*) FROM workflow_phase_event_ids") == 2
+    assert await positions(database) == 3
+
+
+async def test_a_write_refused_after_its_claim_retries_beside_the_next(database: str) -> None:
+    # The earlier write claims, then is refused (an id stored with another payload); the
+    # later one, which waited for that claim, is then claiming an id the earlier shares
+    # and must give it up for the earlier's retry instead of holding it.
+    stored = make_event("wf-r", duration_ms=1)
+    shared = make_event("wf-r")
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("c", batch([stored], None, 1))
+        second, turn = await later_first(sink, batch([shared, make_event("wf-r")], 4, 6))
+        clash = msgspec.structs.replace(stored, duration_ms=2)
+        with pytest.raises(ConflictingEventsError):
+            await bounded(
+                sink.apply_in_turn("c", batch([make_event("wf-r"), clash, shared], 1, 4), turn)
+            )
+        await bounded(sink.apply_in_turn("c", batch([make_event("wf-r"), shared], 1, 4), turn))
+        turn.settle(True)
+        with pytest.raises(EarlierWriteFailedError):
+            await bounded(second)
+    assert await count_rows(database) == 4
+    assert await positions(database) == 4
+
+
+async def test_two_writes_into_a_month_without_a_partition(database: str) -> None:
+    # Past the months kept ahead: each write must create the partition. The later one
+    # waits for the earlier to commit first: creators take one advisory lock, which the
+    # earlier one would otherwise wait for while the later waits for its claim.
+    far = datetime.now(UTC).replace(day=10) + timedelta(days=800)
+    events = [make_event("wf-m", timestamp=far + timedelta(minutes=i)) for i in range(4)]
+    async with await AuditSink.connect(database) as sink:
+        second, turn = await later_first(sink, batch(events[2:], 2, 4))
+        await bounded(sink.apply_in_turn("c", batch(events[:2], None, 2), turn))
+        turn.settle(True)
+        await bounded(second)
+    month = far.strftime("%Y%m")
+    assert await count_rows(database, f"SELECT count(*) FROM workflow_phase_logs_p{month}") == 4
+    assert await positions(database) == 4
