@@ -629,17 +629,22 @@ async def scale_out(
     db_name: str,
     workdir: Path,
     monitor: asyncpg.Connection[Any],
+    writes_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """Drain N events with `count` projector processes: a fresh topic and consumer group,
-    and workflow_phase_logs emptied by TRUNCATE (same database, so the same schema)."""
+    and workflow_phase_logs emptied by TRUNCATE (same database, so the same schema).
+    ``writes_in_flight``: each process's PHASESTREAM_WRITES_IN_FLIGHT (None: the default)."""
+    name = f"{count}" if writes_in_flight is None else f"{count}-w{writes_in_flight}"
     settings = Settings(
         kafka_bootstrap_servers=base.bootstrap_servers,
         database_url=base.database_url,
-        phase_events_topic=f"bench.scaleout-{count}",
-        dlq_topic=f"bench.scaleout-{count}.dlq",
-        audit_consumer_group=f"bench-scaleout-{count}",
+        phase_events_topic=f"bench.scaleout-{name}",
+        dlq_topic=f"bench.scaleout-{name}.dlq",
+        audit_consumer_group=f"bench-scaleout-{name}",
         consumer_session_timeout_ms=scratch.SESSION_TIMEOUT_MS,
     )
+    if writes_in_flight is not None:
+        settings = settings.model_copy(update={"writes_in_flight": writes_in_flight})
     await create_topics(settings)
     events = [decode_event(p) for p in payloads]  # the same events as the backlog
     log.info(
@@ -692,6 +697,7 @@ async def scale_out(
     )
     return {
         "workers": count,
+        "writes_in_flight": settings.writes_in_flight,
         "events": len(payloads),
         "events_per_s": rate,
         "seconds": round(done_at - first_at, 3),
@@ -704,6 +710,17 @@ async def scale_out(
         "cpu": cpu,
         "worker_logs": [worker_log_facts(w) for w in workers],
     }
+
+
+def scale_out_runs(workers: Sequence[int], *, one_write: bool) -> list[tuple[int, int | None]]:
+    """(processes, writes in flight) of each scale-out run (None: the default). With
+    ``one_write``, one process writing one batch at a time right after the first 1: what
+    the overlap of writes gives, measured beside it."""
+    runs: list[tuple[int, int | None]] = [(count, None) for count in workers]
+    if one_write:
+        at = next((i + 1 for i, (count, _) in enumerate(runs) if count == 1), 0)
+        runs.insert(at, (1, 1))
+    return runs
 
 
 async def _drain_with_workers(
@@ -889,12 +906,19 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
         )
         stale = sum(w["stale_position_retries"] for w in run["worker_logs"])
         lines.append(
-            f"  {run['workers']:<10}{run['events_per_s']:>10,}{run['vs_raw']:>7.2f}x"
+            f"  {run['workers']:<10}{run['writes_in_flight']:>7}{run['events_per_s']:>10,}"
+            f"{run['vs_raw']:>7.2f}x"
             f"{run['vs_raw_claim']:>13.2f}x"
             f"{run['vs_naive']:>9.1f}x{run['first_commit_after_s']:>10.1f} s"
             f"{run['events_per_s_incl_startup']:>11,}/s  "
             f"{','.join(str(c) for c in run['exit_codes']):<10}  {parts}"
             + (f"  ({stale} stale-position retries)" if stale else "")
+        )
+    ones = {r["writes_in_flight"]: r["events_per_s"] for r in runs if r["workers"] == 1}
+    if 1 in ones and len(ones) > 1:
+        most = max(ones)
+        lines.append(
+            f"  one process, {most} writes at once / one at a time: {ones[most] / ones[1]:.2f}x"
         )
     lines.append("  CPU while timed, % of one core:")
     for run in runs:
@@ -908,7 +932,8 @@ def scale_out_report(figures: Mapping[str, Any]) -> list[str]:
             + c["bench_process_pct"]
         )
         lines.append(
-            f"  {run['workers']} process(es): projector {' + '.join(f'{w}%' for w in workers)}"
+            f"  {run['workers']} process(es), {run['writes_in_flight']} writes:"
+            f" projector {' + '.join(f'{w}%' for w in workers)}"
             f"  pg backends {c['postgres_backends_pct']}%"
             f"  poll {c['count_poll_backend_pct']}%"
             f"  broker {c['broker_pct']}%  bench {c['bench_process_pct']}%"
@@ -961,6 +986,13 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         default=[1, 2],
         help="scale-out: projector process counts to measure, e.g. 2 or 1,2 (default 1,2; 0 skips)",
     )
+    parser.add_argument(
+        "--one-write",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale-out: also one process writing one batch at a time "
+        "(PHASESTREAM_WRITES_IN_FLIGHT=1), before the --workers runs (default: on)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument(
         "--broker",
@@ -977,7 +1009,7 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(None if argv is None else list(argv))
     if args.quick:
         args.events, args.naive_sample, args.rate, args.seconds = 20_000, 2_000, 2_000, 3
-        args.workers = []
+        args.workers, args.one_write = [], False
     return args
 
 
@@ -1056,10 +1088,16 @@ async def _measure(
     drain_rate = projector["drain"]["events_per_s"]
 
     scaled = []
-    for count in args.workers:
+    for count, in_flight in scale_out_runs(args.workers, one_write=args.one_write):
         log.info("scale-out: %d projector process(es) drain %d events", count, args.events)
         result = await scale_out(
-            settings, payloads, count, db_name=db_name, workdir=workdir, monitor=monitor
+            settings,
+            payloads,
+            count,
+            db_name=db_name,
+            workdir=workdir,
+            monitor=monitor,
+            writes_in_flight=in_flight,
         )
         result["vs_raw"] = round(result["events_per_s"] / raw["events_per_s"], 3)
         result["vs_raw_claim"] = round(result["events_per_s"] / raw_claim["events_per_s"], 3)
