@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,13 +81,16 @@ class Turn:
     The sink marks ``claimed`` once the write holds its event ids, and settles the turn
     failed as soon as one of the write's transactions fails; the consumer settles it
     committed once the whole write is durable. The write after it (``after``) claims only
-    once this one claimed, so two batches sharing an id keep the log's order, and moves
-    its positions only once this one committed.
+    once this one claimed, so two batches sharing an id keep the log's order (unless the
+    sink knows the two claim no key in common: ``keys``), and moves its positions only
+    once this one committed.
     """
 
-    __slots__ = ("_after", "_claimed", "_committed", "_settled")
+    __slots__ = ("_after", "_claimed", "_committed", "_settled", "keys")
 
     def __init__(self, after: Turn | None = None) -> None:
+        #: What the write claims (event ids), once the sink knows; None: not yet.
+        self.keys: AbstractSet[object] | None = None
         self._after = after
         self._claimed = asyncio.Event()
         self._settled = asyncio.Event()
@@ -110,6 +114,10 @@ class Turn:
             self._after = None
         self._claimed.set()
         self._settled.set()
+
+    def shares_keys(self, keys: AbstractSet[object]) -> bool:
+        """Whether this write may claim one of ``keys`` (True while its own are unknown)."""
+        return self.keys is None or not self.keys.isdisjoint(keys)
 
     async def wait_claimed(self) -> bool:
         """Wait until this write holds its ids or ended; False if it ended uncommitted."""

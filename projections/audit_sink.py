@@ -19,12 +19,13 @@ Partition upkeep (months ahead, retention) runs in its own short transaction bef
 first batch and then once per ``maintenance_interval_s``: a DROP of an old month must not
 hold the audit table's lock for as long as a batch does.
 
-Two writes can be in flight (``apply_in_turn``): the second copies its rows while the
-first claims, and claims while the first moves its positions and commits. It claims only
-once the first holds its ids, so of two batches sharing an id the earlier one records it,
-as one write at a time would; it moves its positions only once the first committed, and
-gives up (EarlierWriteFailedError) if that one did not. The first never waits for the
-second in Postgres: the second takes no lock the first needs before the first commits.
+Two writes can be in flight (``apply_in_turn``), each on its own connection. A second
+write that shares no id with the first claims beside it; one that shares an id claims only
+once the first holds its ids, so the earlier one records it, as one write at a time would.
+Either way the first never waits for the second in Postgres. The second moves its
+positions only once the first committed, and gives up (EarlierWriteFailedError) if that
+one did not; a batch that must create a month partition (creators share an advisory lock
+until they commit) and the upkeep wait for the first to commit.
 """
 
 from __future__ import annotations
@@ -241,6 +242,10 @@ class AuditSink(PostgresSink[PhaseEvent]):
         await self.apply_in_turn(consumer, batch, Turn())
 
     async def apply_in_turn(self, consumer: str, batch: Batch[PhaseEvent], turn: Turn) -> None:
+        # Keyed by the id's int: UUID.__hash__ is Python code (hash(self.int)), an int's is C.
+        ids = {event.event_id.int for event in batch.events}
+        if turn.keys is None:  # known before any wait, for the write after this one
+            turn.keys = ids
         try:
             # Upkeep runs with no write in flight: its DROP would queue behind that write's
             # locks, and every statement on the table behind the DROP.
@@ -248,24 +253,26 @@ class AuditSink(PostgresSink[PhaseEvent]):
                 await _earlier_committed(turn)
                 await self.maintain_if_due()
             try:
-                await self._write(consumer, batch, turn)
+                await self._write(consumer, batch, turn, ids)
             except _PartitionGone:  # the months known are forgotten: this time it ensures them
-                await self._write(consumer, batch, turn)
+                await self._write(consumer, batch, turn, ids)
             except _LogRowExists as exc:
                 log.warning("%s; its inserts keep ON CONFLICT DO NOTHING from now on", exc)
                 self._arbiter = True
-                await self._write(consumer, batch, turn)
+                await self._write(consumer, batch, turn, ids)
         except BaseException:
             # The write after gives up at once: its ids must not block this one's retry.
             turn.settle(False)
             raise
 
-    async def _write(self, consumer: str, batch: Batch[PhaseEvent], turn: Turn) -> None:
+    async def _write(
+        self, consumer: str, batch: Batch[PhaseEvent], turn: Turn, ids: set[int]
+    ) -> None:
         """One transaction: rows, then positions once the write before committed."""
         month = None
         async with translated(), in_transaction(self.pool) as conn:
             if batch.events:
-                month = await self._write_rows(conn, batch, turn)
+                month = await self._write_rows(conn, batch, turn, ids)
             else:
                 turn.claimed()  # it holds no id
             await _earlier_committed(turn)
@@ -328,9 +335,10 @@ class AuditSink(PostgresSink[PhaseEvent]):
         )
 
     async def _write_rows(
-        self, conn: Connection, batch: Batch[PhaseEvent], turn: Turn
+        self, conn: Connection, batch: Batch[PhaseEvent], turn: Turn, ids: set[int]
     ) -> tuple[int, int] | None:
-        """COPY, ensure, claim and check; the batch's month if it ensured one."""
+        """COPY, ensure, claim and check; the batch's month if it ensured one. ``ids``:
+        the events' ids, as ints."""
         events = batch.events
         await conn.copy_records_to_table(
             STAGE, records=stage_rows(events), columns=(*COLUMNS, "ord")
@@ -342,11 +350,12 @@ class AuditSink(PostgresSink[PhaseEvent]):
             # wait for it in Postgres while this one waits for the earlier's claim.
             await _earlier_committed(turn)
             await self._ensure_partitions(conn)
-        # No id twice is the common case, at a set's cost. Keyed by the id's int:
-        # UUID.__hash__ is Python code (hash(self.int)), an int's is C.
-        repeats = len({event.event_id.int for event in events}) != len(events)
+        repeats = len(ids) != len(events)  # no id twice is the common case
         arbiter = repeats or self._arbiter
-        if turn.after is not None and not await turn.after.wait_claimed():
+        # Sharing no id with the write before, this one claims beside it: neither can
+        # wait for the other in Postgres, and the log's order cannot matter.
+        earlier = turn.after
+        if earlier is not None and earlier.shares_keys(ids) and not await earlier.wait_claimed():
             raise _earlier_failed()
         try:
             taken = await self._claim_and_insert(conn, arbiter=arbiter)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -52,6 +53,15 @@ async def later_first(sink: AuditSink, later: Batch[PhaseEvent]) -> tuple[asynci
     return second, first
 
 
+async def claiming(db: str) -> int:
+    """Transactions that have claimed ids and not yet ended (they lock the id table)."""
+    return await count_rows(
+        db,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'workflow_phase_event_ids'::regclass "
+        "AND mode = 'RowExclusiveLock' AND granted",
+    )
+
+
 async def duration_of(db: str, event: PhaseEvent) -> int:
     """The stored duration_ms of the one row of ``event``'s id."""
     sql = "SELECT duration_ms FROM workflow_phase_logs WHERE id = $1"
@@ -70,6 +80,7 @@ async def test_of_two_writes_sharing_an_id_the_earlier_one_records_it(database: 
     clash = msgspec.structs.replace(shared, duration_ms=2)
     async with await AuditSink.connect(database) as sink:
         second, turn = await later_first(sink, batch([make_event("wf-p"), clash], 2, 4))
+        assert await claiming(database) == 0  # it waits for the earlier one's claim
         await bounded(sink.apply_in_turn("c", batch([shared, make_event("wf-p")], None, 2), turn))
         turn.settle(True)
         with pytest.raises(ConflictingEventsError) as refused:
@@ -78,6 +89,42 @@ async def test_of_two_writes_sharing_an_id_the_earlier_one_records_it(database: 
     assert await duration_of(database, shared) == 1
     assert await count_rows(database) == 3  # and the warm-up's
     assert await positions(database) == 2
+
+
+async def test_writes_sharing_no_id_claim_side_by_side(database: str) -> None:
+    earlier_events = [make_event("wf-s"), make_event("wf-s")]
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("warm-up", batch([make_event("wf-w")], None, 1))
+        blocker = await asyncpg.connect(database)
+        try:
+            # A transaction of ours holds one of the earlier write's ids: that write is
+            # stopped inside its claim until we let go.
+            held = blocker.transaction()
+            await held.start()
+            await blocker.execute(
+                'INSERT INTO workflow_phase_event_ids (id, "timestamp") VALUES ($1, $2)',
+                earlier_events[1].event_id,
+                earlier_events[1].timestamp,
+            )
+            turn = Turn()
+            first = asyncio.create_task(
+                sink.apply_in_turn("c", batch(earlier_events, None, 2), turn)
+            )
+            await asyncio.sleep(HEAD_START_S)
+            second = asyncio.create_task(
+                sink.apply_in_turn("c", batch([make_event("wf-s")], 2, 3), Turn(turn))
+            )
+            await asyncio.sleep(HEAD_START_S)
+            # Ours, the stopped claim and the later write's: it did not wait.
+            assert await claiming(database) == 3
+            await held.rollback()
+        finally:
+            await blocker.close()
+        await bounded(first)
+        turn.settle(True)
+        await bounded(second)
+    assert await count_rows(database) == 4  # and the warm-up's
+    assert await positions(database) == 3
 
 
 async def test_a_write_after_one_that_failed_writes_nothing(database: str) -> None:
