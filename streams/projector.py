@@ -46,7 +46,7 @@ from models.ports import Batch, PartitionRef, PipelinedSink, PositionedSink, Pos
 from streams.backoff import Backoff, retry_unavailable
 from streams.consumer_core import Rebalance, lag, send_dead_letters
 from streams.consumer_stop import getmany_or_stop
-from streams.dead_letters import DeadLetters
+from streams.dead_letters import DeadLetter, DeadLetters
 from streams.decoding import Decoded, Decoder, dead_letter, decode_one, decode_records, without
 from streams.progress import ConsumerStats
 
@@ -74,6 +74,10 @@ class ProjectorConfig(Generic[T]):
 
 def _ref(tp: TopicPartition) -> PartitionRef:
     return PartitionRef(tp.topic, tp.partition)
+
+
+def _tp(letter: DeadLetter) -> TopicPartition:
+    return TopicPartition(letter.topic, letter.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,8 @@ class Projector(Generic[T]):
         self._depth = config.writes_in_flight if isinstance(sink, PipelinedSink) else 1
         # Per partition, where the newest write in flight ends: the next one starts there.
         self._queued: dict[TopicPartition, int] = {}
+        # Per partition, the offsets whose dead letter was sent at or past its position.
+        self._lettered: dict[TopicPartition, set[int]] = {}
 
     @property
     def config(self) -> ProjectorConfig[T]:
@@ -220,7 +226,7 @@ class Projector(Generic[T]):
         if starts is None:
             starts = {tp: self._expected.get(tp) for tp in batch}
         letters = [letter for d in batch.values() for letter in d.letters]
-        await send_dead_letters(self._dlq, self.stats, letters)
+        await self._send_letters(letters)
         began = time.monotonic()
         try:
             decoded = await self._apply_refusing(batch, starts, turn)
@@ -313,8 +319,18 @@ class Projector(Generic[T]):
             len(letters),
             refusal.reason,
         )
-        await send_dead_letters(self._dlq, self.stats, letters)
+        await self._send_letters(letters)
         return kept
+
+    async def _send_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Send the letters not sent before: a write that failed after sending its letters
+        (or the write before it failed) is read again from the stored position."""
+        fresh = [
+            letter for letter in letters if letter.offset not in self._lettered.get(_tp(letter), ())
+        ]
+        await send_dead_letters(self._dlq, self.stats, fresh)
+        for letter in fresh:
+            self._lettered.setdefault(_tp(letter), set()).add(letter.offset)
 
     async def _check_continuity(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """Raise LostRecordsError (or log and count, with on_lost_records=skip) when a
@@ -403,7 +419,7 @@ class Projector(Generic[T]):
                     self._applied(single.events, 0.0, move.last_event_at)
                 except RejectedRecordError as exc:
                     refused = InvalidEventError("$", f"refused by the sink: {exc}")
-                    await send_dead_letters(self._dlq, self.stats, [dead_letter(record, refused)])
+                    await self._send_letters([dead_letter(record, refused)])
                     move = replace(move, last_event_at=None)  # nothing of it was applied
                     await self._apply(Batch.single(_ref(tp), [], move), turn)
                 self._advance({_ref(tp): move})
@@ -415,6 +431,8 @@ class Projector(Generic[T]):
             tp = TopicPartition(ref.topic, ref.partition)
             if tp in self._expected:  # else it was revoked while the batch was written
                 self._expected[tp] = max(move.next_offset, self._expected[tp] or 0)
+            if sent := self._lettered.get(tp):  # those below the stored position are done
+                self._lettered[tp] = {offset for offset in sent if offset >= move.next_offset}
 
     def _commit_soon(self, moves: Mapping[PartitionRef, PositionMove]) -> None:
         for ref, move in moves.items():
@@ -477,6 +495,7 @@ class Projector(Generic[T]):
             self._expected.pop(tp, None)
             self._uncommitted.pop(tp, None)  # no longer ours to commit
             self._queued.pop(tp, None)
+            self._lettered.pop(tp, None)
             self._pending.discard(tp)
 
     def _lag(self) -> dict[PartitionRef, int]:

@@ -8,6 +8,7 @@ claim its ids before the earlier one (and, the earlier one blocked on a shared i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -17,11 +18,16 @@ import msgspec
 import pytest
 
 from models.errors import ConflictingEventsError, EarlierWriteFailedError, StalePositionError
+from models.event_codec import encode_event
 from models.events import PhaseEvent
 from models.ports import Batch, PartitionRef, PositionMove, Turn
+from phasestream.settings import Settings
 from projections.audit_sink import AuditSink
+from tests.background import audit_running
 from tests.events import make_event
-from tests.waiting import count_rows
+from tests.integration.test_dead_letters import Sent, send_in_order
+from tests.topics import read_to_highwater
+from tests.waiting import count_rows, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +184,36 @@ async def test_two_writes_into_a_month_without_a_partition(database: str) -> Non
     month = far.strftime("%Y%m")
     assert await count_rows(database, f"SELECT count(*) FROM workflow_phase_logs_p{month}") == 4
     assert await positions(database) == 4
+
+
+async def test_no_letter_twice_when_a_write_is_read_again(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One record per batch: the write of an event whose id is taken fails once (its
+    # conflict is set aside, then it is written again), and the writes after it, which
+    # sent their dead letters, give up and are read again. Their letters go out once.
+    first = make_event("wf-d", duration_ms=1)
+    clash = msgspec.structs.replace(first, duration_ms=2)
+    records: list[Sent] = [
+        (b"wf-d", encode_event(first), []),
+        (b"wf-d", encode_event(clash), []),
+        *[(b"wf-d", b"{not json", []) for _ in range(6)],
+        (b"wf-d", encode_event(make_event("wf-d")), []),
+    ]
+    await send_in_order(settings, records)
+    db = settings.database_url or ""
+    caplog.set_level(logging.DEBUG, logger="streams.projector")
+    async with audit_running(settings.model_copy(update={"batch_max_records": 1})) as projector:
+        await eventually(
+            lambda: count_rows(
+                db, "SELECT coalesce(sum(next_offset), 0) FROM phasestream_consumer_positions"
+            ),
+            lambda n: n == len(records),
+        )
+    assert "the write before this one did not commit" in caplog.text  # it was read again
+    letters = await read_to_highwater(settings, settings.dlq_topic)
+    assert sorted(int(dict(m.headers)["phasestream.source.offset"]) for m in letters) == [
+        *range(1, 8)
+    ]
+    assert projector.stats.dead_letters == 7
+    assert await count_rows(db) == 2
