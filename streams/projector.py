@@ -86,18 +86,14 @@ class _Write:
     turn: Turn
 
 
-async def _settle_all(writing: deque[_Write]) -> bool:
-    """Wait for every write in flight, oldest first; whether each made its batch durable.
-
-    All are awaited even when one raises (none keeps a connection after a stop); the
-    first error is raised after.
-    """
+async def _settle_all(writing: deque[_Write]) -> None:
+    """Wait for every write in flight. All are awaited even when one raises (none keeps a
+    connection after a stop); the first error is raised after."""
     results = await asyncio.gather(*(w.task for w in writing), return_exceptions=True)
     writing.clear()
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return all(results)
 
 
 class Projector(Generic[T]):
@@ -129,7 +125,9 @@ class Projector(Generic[T]):
         # Offsets written to the sink and not yet committed to Kafka; the committing task.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
-        self._depth = config.writes_in_flight if isinstance(sink, PipelinedSink) else 1
+        # Checked once: isinstance of a runtime-checkable Protocol inspects every member.
+        self._pipelined = sink if isinstance(sink, PipelinedSink) else None
+        self._depth = config.writes_in_flight if self._pipelined is not None else 1
         # Per partition, where the newest write in flight ends: the next one starts there.
         self._queued: dict[TopicPartition, int] = {}
         # Per partition, the offsets whose dead letter was sent at or past its position.
@@ -189,9 +187,9 @@ class Projector(Generic[T]):
                 return False
         return True
 
-    async def _settle(self, writing: deque[_Write]) -> bool:
+    async def _settle(self, writing: deque[_Write]) -> None:
         try:
-            return await _settle_all(writing)
+            await _settle_all(writing)
         finally:
             self._queued.clear()
 
@@ -212,19 +210,14 @@ class Projector(Generic[T]):
             turn.settle(written)
 
     async def write(
-        self,
-        batch: dict[TopicPartition, Decoded[T]],
-        starts: Starts | None = None,
-        turn: Turn | None = None,
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn
     ) -> bool:
         """Make one decoded batch durable; False if it was not (its partitions re-seek).
 
-        ``starts``: each partition's offset before the batch (default: where the last
-        write left it). Order: dead letters (awaited), then rows and positions in one sink
-        transaction, then the Kafka commit (best effort, for lag monitoring only).
+        ``starts``: each partition's offset before the batch. Order: dead letters
+        (awaited), then rows and positions in one sink transaction, then the Kafka commit
+        (best effort, for lag monitoring only).
         """
-        if starts is None:
-            starts = {tp: self._expected.get(tp) for tp in batch}
         letters = [letter for d in batch.values() for letter in d.letters]
         await self._send_letters(letters)
         began = time.monotonic()
@@ -250,7 +243,7 @@ class Projector(Generic[T]):
         return True
 
     async def _write_one_by_one(
-        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn
     ) -> bool:
         try:
             await self._apply_one_by_one(batch, starts, turn)
@@ -282,7 +275,7 @@ class Projector(Generic[T]):
         return False
 
     async def _apply_refusing(
-        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+        self, batch: dict[TopicPartition, Decoded[T]], starts: Starts, turn: Turn
     ) -> Batch[T]:
         """Apply the batch; events the sink refuses as conflicting are dead-lettered first
         and the rest applied again (so their positions never move before their letters)."""
@@ -390,12 +383,12 @@ class Projector(Generic[T]):
         if self._config.on_applied is not None and events:
             self._config.on_applied(events)
 
-    async def _apply(self, batch: Batch[T], turn: Turn | None) -> None:
-        sink, name = self._sink, self._config.name
+    async def _apply(self, batch: Batch[T], turn: Turn) -> None:
+        sink, name = self._pipelined, self._config.name
         await retry_unavailable(
             lambda: (
-                sink.apply(name, batch)
-                if turn is None or not isinstance(sink, PipelinedSink)
+                self._sink.apply(name, batch)
+                if sink is None
                 else sink.apply_in_turn(name, batch, turn)
             ),
             self._backoff,
@@ -404,7 +397,7 @@ class Projector(Generic[T]):
         )
 
     async def _apply_one_by_one(
-        self, batch: Mapping[TopicPartition, Decoded[T]], starts: Starts, turn: Turn | None
+        self, batch: Mapping[TopicPartition, Decoded[T]], starts: Starts, turn: Turn
     ) -> None:
         # Slow path, taken only when the sink refuses data that passed validation: find the
         # records it refuses, dead-letter them, and keep every other record.
