@@ -25,11 +25,14 @@ T = TypeVar("T")
 
 #: What msgspec raises on a payload it will not decode (RecursionError: very deep nesting).
 _REFUSALS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+_BACKSLASH: Final = ord("\\")
 
 
 def may_hold_nul(value: bytes) -> bool:
     """False if no string of the JSON ``value`` can hold a NUL (JSON can only escape it)."""
-    return b"\\u0000" in value
+    # Most events hold no escape at all: one byte is found by memchr (about 20 ns for 400
+    # bytes), where the six-byte escape costs a substring search (about 300 ns).
+    return _BACKSLASH in value and b"\\u0000" in value
 
 
 @dataclass(frozen=True, slots=True)

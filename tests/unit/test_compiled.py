@@ -195,6 +195,10 @@ def test_nul_anywhere_and_deep_metadata_defer_to_the_reference() -> None:
         "metadata": {"k": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
     }
     assert PHASE_EVENTS.compiled(orjson.dumps(just_deep_enough)) is not None
+    # An escape that is no NUL (a backslash in the payload) stays on the compiled path.
+    escaped = {**base, "error_stack": 'Traceback:\n  "x"\t\\', "metadata": {"é": "\u2028"}}
+    assert b"\\" in orjson.dumps(escaped)
+    assert PHASE_EVENTS.compiled(orjson.dumps(escaped)) is not None
 
 
 def test_uuids_are_the_reference_uuids() -> None:
