@@ -28,7 +28,9 @@ ONCE to one topic (through the SDK, keyed by workflow id, 6 partitions); then ea
     Streams' ``JSONDeserializer`` offers, then a field mapping to the audit columns;
   - ``quix-psdecoder``: phasestream's own decoder and row builder (``decode_record``,
     ``audit_row``) in a Quix ``apply``: the same validation as ``ps``;
-  - ``quix-novalidate``: orjson decode and the field mapping only (an upper bound).
+  - ``quix-novalidate``: orjson decode and the field mapping only (an upper bound);
+- ``ps-base``: ``ps`` run from another checkout (``--baseline DIR``, for example a git
+  worktree of an earlier commit), to measure a change side by side in one run.
 
 Before the first part and after the last, the raw COPY + event-id claim of
 bench/audit_projection.py, (b2), writes the same rows on one connection without Kafka: the
@@ -63,15 +65,17 @@ log = logging.getLogger("bench.quix_peer")
 
 PEER_TABLE: Final = "bench.quix_phase_logs"
 # part -> the peer's decoder (None: phasestream itself)
-PARTS: Final = {
-    "ps": None,
+PEER_PARTS: Final = {
     "quix": "schema",
     "quix-psdecoder": "phasestream",
     "quix-novalidate": "none",
 }
+#: phasestream's parts: this checkout, and the one ``--baseline`` names.
+PS_PARTS: Final = ("ps", "ps-base")
+PARTS: Final = {**dict.fromkeys(PS_PARTS), **PEER_PARTS}
 PEERS: Final = tuple(p for p in PARTS if p != "ps")
 # Each part twice, the second time in reverse order (ABCD DCBA): drift cancels out.
-DEFAULT_ORDER: Final = [*PARTS, *reversed(PARTS)]
+DEFAULT_ORDER: Final = ["ps", *PEER_PARTS, *reversed(PEER_PARTS), "ps"]
 SCHEMA_PATH: Final = scratch.REPO / "models/schemas/phase-event.schema.json"
 # The audit columns that the peer compares with phasestream's rows (not projected_at).
 COMPARED: Final = (
@@ -115,7 +119,9 @@ def part_command(
     env = scratch.phasestream_environment(
         settings.model_copy(update={"audit_consumer_group": group})
     )
-    if part == "ps":
+    if part in PS_PARTS:
+        if part == "ps-base":  # its packages before this checkout's (an editable install)
+            env["PYTHONPATH"] = str(args.baseline)
         return scratch.phasestream_audit_argv(), env, "workflow_phase_logs"
     env["PYTHONPATH"] = str(scratch.REPO)  # the worker runs in workdir: find bench.*
     argv = [
@@ -153,7 +159,7 @@ async def run_part(
     load = await asyncio.to_thread(
         measure.wait_until_quiet, args.quiet_pct, window_s=5, timeout_s=args.quiet_timeout
     )
-    if part == "ps":
+    if part in PS_PARTS:
         await scratch.empty_audit_log(monitor)
     else:
         await monitor.execute(f"TRUNCATE {table}")
@@ -276,7 +282,8 @@ async def _measure(
         )
     ceiling.append(await _raw_claim(settings, rows, meter, monitor, shape))
     # Each table holds its last part's rows: phasestream's and the last peer's.
-    compared = await same_rows(monitor) if "ps" in args.order and len(set(args.order)) > 1 else None
+    peer_ran = any(p in PEER_PARTS for p in args.order)
+    compared = await same_rows(monitor) if "ps" in args.order and peer_ran else None
     if compared and any(compared.values()):
         raise RuntimeError(f"the two tables differ: {compared}")
     return {
@@ -452,6 +459,12 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="the peer's checkpoint interval, seconds (its batch)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of phasestream (e.g. a git worktree of an earlier commit) "
+        "that part ps-base runs, to measure a change side by side",
+    )
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--timeout", type=float, default=600, help="per part, seconds")
     scratch.add_common_arguments(parser)
@@ -460,6 +473,9 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
+    if "ps-base" in args.order and not (args.baseline and (args.baseline / "phasestream").is_dir()):
+        print("part ps-base needs --baseline DIR, a checkout of phasestream", file=sys.stderr)
+        return 2
     scratch.setup_logging()
     figures = scratch.run_timed(run(args))
     figures["finished_at"] = datetime.now(UTC).isoformat()

@@ -1,14 +1,16 @@
 """The audit projector's Postgres sink: rows and positions in one transaction.
 
-Write order inside the transaction: COPY the batch into a per-connection temp table,
-create any month partition the batch needs and lacks (skipped when the whole batch falls in
-a month this sink ensured since its last upkeep), then in one statement claim each
-event id in ``workflow_phase_event_ids`` and INSERT the rows of the ids it claimed; an id
-claimed before is a redelivery or replay, a no-op unless its payload differs. Only a batch
-with an id twice (or a log holding a row whose id the id table lacks) needs the insert's
-ON CONFLICT (id, "timestamp") DO NOTHING, which costs about a tenth of the statement; the
-others go without it. Then move the positions compare-and-set. The commit makes all of
-them durable at once; any failure leaves none of them.
+Write order inside the transaction: create any month partition the batch needs and lacks
+(skipped when the whole batch falls in a month this sink ensured since its last upkeep),
+claim the event ids by COPYing them into ``workflow_phase_event_ids``, then COPY the rows
+straight into the log. An id claimed before (a redelivery or replay, a no-op unless its
+payload differs) makes the id table's key refuse the first COPY; the batch is then
+written again through a per-connection temp table, the stage: one statement claims each
+id (ON CONFLICT DO NOTHING) and inserts the rows of the ids it claimed, and the events
+whose id was taken are compared with the stored ones. A batch with an id twice (or a log
+holding a row whose id the id table lacks) goes through the stage at once, its insert
+with ON CONFLICT (id, "timestamp") DO NOTHING. Then move the positions compare-and-set.
+The commit makes all of them durable at once; any failure leaves none of them.
 
 An event id stands for one event: an event whose id is already recorded (earlier, or
 earlier in the same batch) with any field different is refused with ConflictingEventsError,
@@ -34,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, date
 from typing import Any, Final
 
 import asyncpg
@@ -88,12 +90,11 @@ _STATUS_TEXT: Final = {status: status.value for status in PhaseStatus}
 
 def audit_row(event: PhaseEvent) -> tuple[Any, ...]:
     """The event's values in COLUMNS order."""
-    return stage_rows([event])[0][:-1]
+    return audit_rows([event])[0]
 
 
-def stage_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
-    """audit_row of each event plus its ordinal, each tuple built once (the hot path: a
-    tuple per event and its unpacking into a second one cost a fifth of this)."""
+def audit_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
+    """audit_row of each event, each tuple built once (the hot path)."""
     status, dumps = _STATUS_TEXT, orjson.dumps
     return [
         (
@@ -110,10 +111,19 @@ def stage_rows(events: Sequence[PhaseEvent]) -> list[tuple[Any, ...]]:
             dumps(e.metadata).decode(),
             e.rollback_triggered,
             e.rollback_to_phase,
-            ordinal,
         )
-        for ordinal, e in enumerate(events)
+        for e in events
     ]
+
+
+def stage_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The audit rows, each with its index in the batch ("ord")."""
+    return [(*row, i) for i, row in enumerate(rows)]
+
+
+def months_of(events: Sequence[PhaseEvent]) -> list[date]:
+    """The first day of each month in UTC that the events fall in."""
+    return sorted({date(t.year, t.month, 1) for t in (e.timestamp.astimezone(UTC) for e in events)})
 
 
 def batch_month(events: Sequence[PhaseEvent]) -> tuple[int, int] | None:
@@ -136,6 +146,10 @@ async def _earlier_committed(turn: Turn) -> None:
 
 class _PartitionGone(SinkUnavailableError):
     """A month partition this sink had ensured is gone; the batch was rolled back."""
+
+
+class _IdClaimedBefore(SinkUnavailableError):
+    """An id of a batch of distinct ids was claimed before; the batch was rolled back."""
 
 
 class _LogRowExists(SinkUnavailableError):
@@ -256,6 +270,8 @@ class AuditSink(PostgresSink[PhaseEvent]):
                 await self._write(consumer, batch, turn, ids)
             except _PartitionGone:  # the months known are forgotten: this time it ensures them
                 await self._write(consumer, batch, turn, ids)
+            except _IdClaimedBefore:  # a redelivery, or a conflict: the stage tells which
+                await self._write(consumer, batch, turn, ids, staged=True)
             except _LogRowExists as exc:
                 log.warning("%s; its inserts keep ON CONFLICT DO NOTHING from now on", exc)
                 self._arbiter = True
@@ -266,13 +282,19 @@ class AuditSink(PostgresSink[PhaseEvent]):
             raise
 
     async def _write(
-        self, consumer: str, batch: Batch[PhaseEvent], turn: Turn, ids: set[int]
+        self,
+        consumer: str,
+        batch: Batch[PhaseEvent],
+        turn: Turn,
+        ids: set[int],
+        *,
+        staged: bool = False,
     ) -> None:
         """One transaction: rows, then positions once the write before committed."""
         month = None
         async with translated(), in_transaction(self.pool) as conn:
             if batch.events:
-                month = await self._write_rows(conn, batch, turn, ids)
+                month = await self._write_rows(conn, batch, turn, ids, staged=staged)
             else:
                 turn.claimed()  # it holds no id
             await _earlier_committed(turn)
@@ -335,34 +357,36 @@ class AuditSink(PostgresSink[PhaseEvent]):
         )
 
     async def _write_rows(
-        self, conn: Connection, batch: Batch[PhaseEvent], turn: Turn, ids: set[int]
+        self, conn: Connection, batch: Batch[PhaseEvent], turn: Turn, ids: set[int], *, staged: bool
     ) -> tuple[int, int] | None:
-        """COPY, ensure, claim and check; the batch's month if it ensured one. ``ids``:
-        the events' ids, as ints."""
+        """Ensure, claim, write and check; the batch's month if it ensured one. ``ids``:
+        the events' ids, as ints; ``staged``: through the stage even without an id twice."""
         events = batch.events
-        await conn.copy_records_to_table(
-            STAGE, records=stage_rows(events), columns=(*COLUMNS, "ord")
-        )
         month = batch_month(events)
         ensured = month is None or month not in self._months
         if ensured:
             # Creators hold one advisory lock to their commit: the earlier write must not
             # wait for it in Postgres while this one waits for the earlier's claim.
             await _earlier_committed(turn)
-            await self._ensure_partitions(conn)
+            await self._ensure_partitions(conn, events)
         repeats = len(ids) != len(events)  # no id twice is the common case
-        arbiter = repeats or self._arbiter
+        staged = staged or repeats or self._arbiter
         # Sharing no id with the write before, this one claims beside it: neither can
         # wait for the other in Postgres, and the log's order cannot matter.
         earlier = turn.after
         if earlier is not None and earlier.shares_keys(ids) and not await earlier.wait_claimed():
             raise _earlier_failed()
+        rows = audit_rows(events)
+        taken: set[int] = set()
         try:
-            taken = await self._claim_and_insert(conn, arbiter=arbiter)
+            if staged:
+                taken = await self._stage_claim_and_insert(conn, rows)
+            else:
+                await self._claim_and_copy(conn, events, rows)
         except asyncpg.PostgresError as exc:
-            if not arbiter and isinstance(exc, asyncpg.UniqueViolationError):
-                # Without the arbiter only the log insert can violate a key (the claim
-                # has its own ON CONFLICT): a row of a claimed id was there already.
+            if not staged and isinstance(exc, asyncpg.UniqueViolationError):
+                # Only the log can violate a key here (_claim_and_copy took the id
+                # table's): a row of a claimed id was there already.
                 raise _LogRowExists(f"{self.table}: {exc}") from exc
             if not _missing_partition(exc):
                 raise
@@ -375,30 +399,49 @@ class AuditSink(PostgresSink[PhaseEvent]):
             raise ConflictingEventsError(refused_positions(batch, conflicting), CONFLICT_REASON)
         return month if ensured else None
 
-    async def _ensure_partitions(self, conn: Connection) -> None:
+    async def _ensure_partitions(self, conn: Connection, events: Sequence[PhaseEvent]) -> None:
         await conn.execute(
-            "SELECT phasestream_ensure_log_partition($1, m) FROM (SELECT DISTINCT "
-            f"date_trunc('month', \"timestamp\" AT TIME ZONE 'UTC')::date AS m FROM {STAGE}) "
-            "AS months",
+            "SELECT phasestream_ensure_log_partition($1, m) FROM unnest($2::date[]) AS m",
             self.table,
+            months_of(events),
         )
 
-    async def _claim_and_insert(self, conn: Connection, *, arbiter: bool) -> set[int]:
-        """The stage's ordinals whose ids were claimed before (by an earlier batch).
+    async def _claim_and_copy(
+        self, conn: Connection, events: Sequence[PhaseEvent], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """A batch of distinct ids: COPY the ids into the id table, then the rows straight
+        into the log. Without the stage Postgres spends about a fifth less per event
+        (bench/RESULTS.md, step 12). An id claimed before (a redelivery, or another event
+        with that id) stops the first COPY: the batch goes through the stage instead."""
+        try:
+            await conn.copy_records_to_table(
+                self.ids_table,
+                records=[(e.event_id, e.timestamp) for e in events],
+                columns=("id", "timestamp"),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise _IdClaimedBefore(f"{self.ids_table}: {exc}") from exc
+        await conn.copy_records_to_table(self.table, records=rows, columns=COLUMNS)
 
-        ``arbiter``: the log insert skips a row already there (ON CONFLICT DO NOTHING), as
-        the second of two events with one id and timestamp in one batch must be."""
+    async def _stage_claim_and_insert(
+        self, conn: Connection, rows: list[tuple[Any, ...]]
+    ) -> set[int]:
+        """A batch with an id twice, or one claimed before (or a log holding rows the id
+        table lacks): the indexes of the events whose ids were claimed before (by an
+        earlier batch).
+
+        The log insert skips a row already there (ON CONFLICT DO NOTHING), as the second of
+        two events with one id and timestamp in one batch must be."""
+        await conn.copy_records_to_table(STAGE, records=stage_rows(rows), columns=(*COLUMNS, "ord"))
         # One statement claims the ids (before the table, as a replay's swap locks them),
         # inserts the rows whose ids it claimed, and names the events whose id was taken.
-        # In id order: each index page is visited once per batch, and two workers take
-        # the id locks in one order.
         taken = await conn.fetch(
             f'WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, "timestamp") '
             f'SELECT id, "timestamp" FROM {STAGE} ORDER BY id '
             "ON CONFLICT (id) DO NOTHING RETURNING id), "
             f"inserted AS (INSERT INTO {self.quoted_table} ({_COLUMN_LIST}) "
             f"SELECT {_COLUMN_LIST} FROM {STAGE} WHERE id IN (SELECT id FROM claimed) "
-            f"ORDER BY id{_ARBITER if arbiter else ''}) "
+            f"ORDER BY id{_ARBITER}) "
             f"SELECT s.ord FROM {STAGE} AS s WHERE NOT EXISTS "
             "(SELECT 1 FROM claimed AS c WHERE c.id = s.id)"
         )

@@ -8,6 +8,7 @@ table is rebuilt by a replay.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,6 +120,42 @@ async def test_conflicts_within_one_batch_and_against_stored_rows(database: str)
     assert (
         await count_rows(database, "SELECT max(next_offset) FROM phasestream_consumer_positions")
         == 3
+    )
+
+
+async def test_a_batch_of_distinct_ids_checks_those_claimed_before(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No id twice in a batch: ids and rows go straight into their tables; an id an earlier
+    # batch claimed sends the batch through the stage, which compares it with the stored.
+    first = make_event("wf-d", metadata={"v": 1})
+    second = make_event("wf-d", phase=2)
+    fresh = make_event("wf-d", phase=3)
+    clash = msgspec.structs.replace(second, duration_ms=9)
+    async with await AuditSink.connect(database) as sink:
+        await sink.apply("d", Batch.single(REF, [first, second], PositionMove(None, 2)))
+        # A redelivery of both beside a new event: the new one written, the others no-ops.
+        await sink.apply("d", Batch.single(REF, [second, fresh, first], PositionMove(2, 5)))
+        assert await count_rows(database) == 3
+        with pytest.raises(ConflictingEventsError) as refused:
+            await sink.apply(
+                "d",
+                Batch.single(REF, [make_event("wf-d", phase=4), first, clash], PositionMove(5, 8)),
+            )
+        assert refused.value.refused == frozenset({(REF, 2)})
+    # Neither batch was taken for a log row that the id table lacks (which would keep
+    # every later batch on the stage).
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # The refused batch left nothing behind: no row, no claimed id, no position move.
+    assert [r["duration_ms"] for r in await stored(database, second.event_id)] == [
+        second.duration_ms
+    ]
+    assert len(await stored(database, fresh.event_id)) == 1
+    assert await count_rows(database) == 3
+    assert await count_rows(database, "SELECT count(*) FROM workflow_phase_event_ids") == 3
+    assert (
+        await count_rows(database, "SELECT max(next_offset) FROM phasestream_consumer_positions")
+        == 5
     )
 
 
