@@ -412,7 +412,9 @@ class AuditSink(PostgresSink[PhaseEvent]):
         """A batch of distinct ids: COPY the ids into the id table, then the rows straight
         into the log. Without the stage Postgres spends about a fifth less per event
         (bench/RESULTS.md, step 12). An id claimed before (a redelivery, or another event
-        with that id) stops the first COPY: the batch goes through the stage instead."""
+        with that id) stops the first COPY: the batch goes through the stage instead. The
+        ids go in the batch's order: two processes claiming ids in common in two orders (a
+        rebalance's overlap) can deadlock, which Postgres breaks and the write retries."""
         try:
             await conn.copy_records_to_table(
                 self.ids_table,
@@ -435,6 +437,8 @@ class AuditSink(PostgresSink[PhaseEvent]):
         await conn.copy_records_to_table(STAGE, records=stage_rows(rows), columns=(*COLUMNS, "ord"))
         # One statement claims the ids (before the table, as a replay's swap locks them),
         # inserts the rows whose ids it claimed, and names the events whose id was taken.
+        # In id order: each index page is visited once per batch, and two workers take
+        # the id locks in one order.
         taken = await conn.fetch(
             f'WITH claimed AS (INSERT INTO {quote_ident(self.ids_table)} (id, "timestamp") '
             f'SELECT id, "timestamp" FROM {STAGE} ORDER BY id '
