@@ -6,16 +6,19 @@ import shutil
 import subprocess
 
 import aiohttp
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from models.phases import PhaseStatus
+from models.ports import Batch, PartitionRef, PositionMove
 from phasestream.health import checks
 from phasestream.http import build_app, serving
 from phasestream.http_auth import HttpAccess
 from phasestream.settings import Settings
+from projections.metrics_sink import MetricsDataSink
 from streams.publisher import PhaseEventPublisher
 from tests.background import consumers_running
 from tests.events import make_event
@@ -202,6 +205,41 @@ async def test_metrics_data_exactly_once_after_redelivery(settings: Settings) ->
         )
         == 1
     )
+
+
+async def test_metrics_data_sink_copies_new_ids_and_skips_those_recorded(database: str) -> None:
+    # A batch of new ids is COPYed; one with an id recorded before (a redelivery) or an
+    # id twice falls back to the row-by-row insert, which skips what is there.
+    first = make_event("wf-m", 1, PhaseStatus.STARTED)
+    second = make_event("wf-m", 1, PhaseStatus.COMPLETED, duration_ms=1500)
+    fresh = make_event("wf-m", 2, PhaseStatus.STARTED)
+    twice = make_event("wf-m", 2, PhaseStatus.FAILED, duration_ms=250, error_message="x")
+    ref = PartitionRef("t", 0)
+    async with await MetricsDataSink.connect(database) as sink:
+        await sink.apply("m", Batch.single(ref, [first, second], PositionMove(None, 2)))
+        await sink.apply("m", Batch.single(ref, [second, fresh, first], PositionMove(2, 5)))
+        await sink.apply("m", Batch.single(ref, [twice, twice], PositionMove(5, 7)))
+    rows = await fetch_all(database, "SELECT id, value, error_message FROM metrics_data")
+    assert sorted((r["id"], r["value"], r["error_message"]) for r in rows) == sorted(
+        [
+            (first.event_id, 1.0, None),
+            (second.event_id, 1.5, None),
+            (fresh.event_id, 1.0, None),
+            (twice.event_id, 0.25, "x"),
+        ]
+    )
+    assert (
+        await count_rows(database, "SELECT max(next_offset) FROM phasestream_consumer_positions")
+        == 7
+    )
+
+
+async def fetch_all(db: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(db)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
 
 
 async def test_healthz_reports_each_dependency(settings: Settings) -> None:
