@@ -69,15 +69,19 @@ class PostgresOutbox:
             if claim.done:
                 await self._forget(conn, claim.done)
 
-    async def _claim(self, conn: Connection, limit: int) -> _Claim:
-        rows = await conn.fetch(
+    @property
+    def claim_query(self) -> str:
+        """The oldest $1 items not claimed by another relay, with their attempts ($2: the
+        table's name); each outbox has an index on ``created_at`` for it."""
+        return (
             f"SELECT {self._columns}, a.topic AS attempt_topic, a.partition, a.from_offset "
             f"FROM {self._table} AS o LEFT JOIN {ATTEMPTS} AS a "
             f"ON a.outbox = $2 AND a.id = o.{self._id} "
-            "ORDER BY o.created_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-            limit,
-            self._table,
+            "ORDER BY o.created_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED"
         )
+
+    async def _claim(self, conn: Connection, limit: int) -> _Claim:
+        rows = await conn.fetch(self.claim_query, limit, self._table)
         items = [
             OutboxItem(r["id"], bytes(r["key"]), bytes(r["payload"]), r["topic"]) for r in rows
         ]
