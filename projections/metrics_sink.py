@@ -45,9 +45,9 @@ class MetricsDataSink(PostgresSink[PhaseEvent]):
 
     async def _copied(self, conn: Connection, rows: list[tuple[Any, ...]]) -> bool:
         """COPY a batch of distinct ids; False if one was recorded before (a redelivery),
-        which ``_insert_missing`` then skips. One row at a time cost Postgres 39 % of all
-        its work in the whole pipeline (bench/RESULTS.md, step 13); COPY a fraction of it.
-        In a savepoint: the refused COPY leaves the batch's transaction usable."""
+        which ``_insert_missing`` then skips. Row by row, the backend spends about twice
+        the CPU per event (bench/metrics_sink.py). In a savepoint: the refused COPY leaves
+        the batch's transaction usable."""
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table(self.table, records=rows, columns=COLUMNS)
