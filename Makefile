@@ -87,7 +87,8 @@ integration: $(STAMP)
 # The benchmarks also need the bench extra (Quix Streams with psycopg2, psutil, py-spy).
 BENCH_STAMP := $(VENV)/.installed-bench
 # Which of bench/*.py to run, in order: audit_projection (the default), quix_peer,
-# dev_stack, profile_audit, pipeline, metrics_sink. Figures, commands and machine: bench/RESULTS.md.
+# dev_stack, profile_audit, pipeline, metrics_sink. Figures, commands and machine:
+# bench/RESULTS.md.
 BENCH ?= audit_projection
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml

@@ -1,5 +1,5 @@
 """Waiting for what the pipeline writes: poll a probe until a condition holds (with a
-deadline, never a fixed sleep), and count rows in Postgres."""
+deadline, never a fixed sleep), and count or read rows in Postgres."""
 
 from __future__ import annotations
 
@@ -37,5 +37,13 @@ async def count_rows(
     try:
         value: int = await conn.fetchval(sql, *args)
         return value
+    finally:
+        await conn.close()
+
+
+async def fetch_rows(db: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(db)
+    try:
+        return await conn.fetch(sql, *args)
     finally:
         await conn.close()

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import aiohttp
-import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,7 +21,7 @@ from projections.metrics_sink import MetricsDataSink
 from streams.publisher import PhaseEventPublisher
 from tests.background import consumers_running
 from tests.events import make_event
-from tests.waiting import count_rows, eventually
+from tests.waiting import count_rows, eventually, fetch_rows
 
 pytestmark = pytest.mark.integration
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -219,7 +218,7 @@ async def test_metrics_data_sink_copies_new_ids_and_skips_those_recorded(databas
         await sink.apply("m", Batch.single(ref, [first, second], PositionMove(None, 2)))
         await sink.apply("m", Batch.single(ref, [second, fresh, first], PositionMove(2, 5)))
         await sink.apply("m", Batch.single(ref, [twice, twice], PositionMove(5, 7)))
-    rows = await fetch_all(database, "SELECT id, value, error_message FROM metrics_data")
+    rows = await fetch_rows(database, "SELECT id, value, error_message FROM metrics_data")
     assert sorted((r["id"], r["value"], r["error_message"]) for r in rows) == sorted(
         [
             (first.event_id, 1.0, None),
@@ -232,14 +231,6 @@ async def test_metrics_data_sink_copies_new_ids_and_skips_those_recorded(databas
         await count_rows(database, "SELECT max(next_offset) FROM phasestream_consumer_positions")
         == 7
     )
-
-
-async def fetch_all(db: str, query: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(db)
-    try:
-        return await conn.fetch(query)
-    finally:
-        await conn.close()
 
 
 async def test_healthz_reports_each_dependency(settings: Settings) -> None:

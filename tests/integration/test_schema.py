@@ -206,8 +206,8 @@ async def test_sla_thresholds_are_seeded(database: str) -> None:
     ]
 
 
-async def plan(conn: asyncpg.Connection[asyncpg.Record], query: str, *args: object) -> str:
-    return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {query}", *args))
+async def plan(pool: asyncpg.Pool[asyncpg.Record], query: str, *args: object) -> str:
+    return "\n".join(r[0] for r in await pool.fetch(f"EXPLAIN {query}", *args))
 
 
 async def test_what_every_batch_or_claim_asks_reads_an_index_not_the_whole_table(
@@ -215,28 +215,21 @@ async def test_what_every_batch_or_claim_asks_reads_an_index_not_the_whole_table
 ) -> None:
     # The rollback ledger only grows, and an outbox grows while the broker is away: the
     # lookup of each batch and each claim of the relay must not read all of either.
-    conn = await asyncpg.connect(database)
-    try:
-        await conn.execute(
+    async with asyncpg.create_pool(database, min_size=1, max_size=1) as pool:
+        await pool.execute(
             "INSERT INTO rollback_commands (command_id, kind, workflow_id, user_id, "
             "failed_event_id, failed_phase, rollback_to_phase, decided_at) "
             "SELECT gen_random_uuid(), 'rollback', 'wf-' || i, gen_random_uuid(), "
             "gen_random_uuid(), 3, 2, now() FROM generate_series(1, 20000) AS i"
         )
-        await conn.execute(
+        await pool.execute(
             "INSERT INTO sla_violation_outbox (violation_id, workflow_id, payload) "
             "SELECT gen_random_uuid(), 'wf-' || i, '\\x00' FROM generate_series(1, 20000) AS i"
         )
-        await conn.execute("ANALYZE rollback_commands, sla_violation_outbox")
-        ledger = await plan(conn, DECIDED_BEFORE, [uuid.uuid4() for _ in range(50)])
-        pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
-        try:
-            relay = violation_outbox(pool).claim_query
-        finally:
-            await pool.close()
-        claim = await plan(conn, relay, 500, "sla_violation_outbox")
-    finally:
-        await conn.close()
+        await pool.execute("ANALYZE rollback_commands, sla_violation_outbox")
+        ledger = await plan(pool, DECIDED_BEFORE, [uuid.uuid4() for _ in range(50)])
+        relay = violation_outbox(pool).claim_query
+        claim = await plan(pool, relay, 500, "sla_violation_outbox")
     assert "rollback_commands_failed_event_idx" in ledger, ledger
     assert "Seq Scan" not in ledger, ledger
     assert "sla_violation_outbox_created_idx" in claim, claim
